@@ -1,0 +1,62 @@
+/* flowlens.h: records shared between the eBPF programs (flowlens.bpf.c) and the Rust loader; single source of truth for their layout. */
+#ifndef FLOWLENS_H
+#define FLOWLENS_H
+
+/*
+ * BPF side: include after vmlinux.h (which provides __u64 & co).
+ * Anywhere else (plain C, bindgen): the kernel UAPI types are used.
+ */
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define FL_COMM_LEN 16
+
+enum fl_event_kind { FL_EV_OPEN = 1, FL_EV_CLOSE = 2, FL_EV_CONNECT_FAILED = 3 };
+
+enum fl_role { FL_ROLE_UNKNOWN = 0, FL_ROLE_CLIENT = 1, FL_ROLE_SERVER = 2 };
+
+/* indexes in the per-CPU array map "stats" (__u64 values) */
+enum fl_stat { FL_STAT_EVENTS_LOST = 0, FL_STAT_SOCKS_FULL = 1, FL_STAT_EVENTS_SENT = 2, FL_STAT_MAX = 8 };
+
+struct fl_sock {            /* value of hash map "socks", key: __u64 socket cookie */
+    __u64 bytes_sent;       /* payload bytes: sum of positive sock_send_length ret */
+    __u64 bytes_rcvd;       /* sum of positive sock_recv_length ret */
+    __u64 first_ns;         /* bpf_ktime_get_ns() when the entry was created */
+    __u64 last_ns;          /* bpf_ktime_get_ns() of the last send/recv/state change */
+    __u64 cgroup_id;        /* sk->sk_cgrp_data.cgroup->kn->id (cgroup2 inode), from the SOCKET */
+    __u32 netns;            /* sk->__sk_common.skc_net.net->ns.inum */
+    __u32 pid;              /* tgid, only ever taken in process context; 0 = not known yet */
+    __u32 srtt_us;          /* tcp_sk(sk)->srtt_us >> 3 (as TCP_INFO tcpi_rtt) */
+    __u32 rttvar_us;        /* tcp_sk(sk)->mdev_us >> 2 (as TCP_INFO tcpi_rttvar) */
+    __u32 retrans;          /* tcp_retransmit_skb count */
+    __u16 sport;            /* local port, host byte order */
+    __u16 dport;            /* remote port, host byte order */
+    __u8 saddr[16];         /* local address; IPv4 stored as v4-mapped ::ffff:a.b.c.d */
+    __u8 daddr[16];         /* remote address, same convention */
+    __u8 family;            /* AF_INET or AF_INET6 (of the socket) */
+    __u8 protocol;          /* IPPROTO_TCP or IPPROTO_UDP */
+    __u8 role;              /* enum fl_role */
+    __u8 _pad;
+    char comm[FL_COMM_LEN]; /* only taken in process context, with pid */
+    __u8 _reserved[12];     /* explicit tail padding to 128 bytes (the fields above end at 116); always 0 */
+};                          /* 128 bytes */
+
+struct fl_event {           /* ring buffer "events" record */
+    __u64 cookie;
+    __u64 ts_ns;
+    __u32 kind;             /* enum fl_event_kind */
+    __u32 _pad;
+    struct fl_sock sock;    /* snapshot at the event (final counters for CLOSE) */
+};                          /* 152 bytes */
+
+_Static_assert(sizeof(struct fl_sock) == 128, "struct fl_sock must be 128 bytes");
+_Static_assert(sizeof(struct fl_event) == 152, "struct fl_event must be 152 bytes");
+_Static_assert(__builtin_offsetof(struct fl_sock, netns) == 40, "fl_sock.netns offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, sport) == 60, "fl_sock.sport offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, saddr) == 64, "fl_sock.saddr offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, family) == 96, "fl_sock.family offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, comm) == 100, "fl_sock.comm offset");
+_Static_assert(__builtin_offsetof(struct fl_event, sock) == 24, "fl_event.sock offset");
+
+#endif /* FLOWLENS_H */
