@@ -299,3 +299,26 @@ int BPF_PROG(fl_noop_recv)
 {
 	return 0;
 }
+
+/*
+ * Capability checks for `flowlens doctor`: trivial programs on the hook types other kernels offer
+ * (kprobes, fentry/fexit). The collector does not use them; doctor loads and attaches each one
+ * to report whether this kernel allows that kind of hook, and why not.
+ */
+SEC("kprobe/tcp_connect")
+int fl_check_kprobe(void *ctx)
+{
+	return 0;
+}
+
+SEC("fentry/tcp_connect")
+int BPF_PROG(fl_check_fentry)
+{
+	return 0;
+}
+
+SEC("fexit/tcp_connect")
+int BPF_PROG(fl_check_fexit)
+{
+	return 0;
+}

@@ -1,0 +1,387 @@
+//! The eBPF collector: loads the embedded programs with aya, attaches each one on its own, reads
+//! the event ring buffer on a background thread, and snapshots the per-socket map at gather time.
+//!
+//! This is the only module that talks to the kernel's BPF subsystem. A probe that fails to load
+//! or attach disables only its feature, logged once with the reason; dropping the collector
+//! detaches everything.
+
+use crate::records::{FlEvent, FlSock};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe},
+    Btf, Ebpf, EbpfLoader,
+};
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+};
+
+/// The BPF object built from ebpf/flowlens.bpf.c by ebpf/build.sh (committed; CI checks it).
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/flowlens.bpf.o");
+
+/// Most events held between two gathers in userspace; beyond, they are counted as lost.
+const MAX_PENDING_EVENTS: usize = 1 << 20;
+
+// SAFETY: FlSock is `repr(C)` plain old data; every bit pattern is a valid value.
+unsafe impl aya::Pod for FlSock {}
+
+/// What a probe is for and where it hooks.
+pub struct ProbeSpec {
+    /// Program name (the C function).
+    pub program: &'static str,
+    /// The BTF tracepoint it attaches to.
+    pub tracepoint: &'static str,
+    /// The feature that degrades without it.
+    pub feature: &'static str,
+}
+
+/// The probes the collector uses, in attach order.
+pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        program: "fl_set_state",
+        tracepoint: "inet_sock_set_state",
+        feature: "TCP flows: open/close, client/server role",
+    },
+    ProbeSpec {
+        program: "fl_send",
+        tracepoint: "sock_send_length",
+        feature: "bytes sent, UDP flows, owner of accepted sockets, RTT",
+    },
+    ProbeSpec {
+        program: "fl_recv",
+        tracepoint: "sock_recv_length",
+        feature: "bytes received, UDP flows, RTT",
+    },
+    ProbeSpec {
+        program: "fl_retransmit",
+        tracepoint: "tcp_retransmit_skb",
+        feature: "TCP retransmissions",
+    },
+];
+
+/// The optional per-segment RTT probe (`rtt_source = "segment"`).
+pub const SEGMENT_RTT_PROBE: ProbeSpec = ProbeSpec {
+    program: "fl_tcp_probe",
+    tracepoint: "tcp_probe",
+    feature: "RTT refreshed on every received segment",
+};
+
+/// The status of one probe or prerequisite, for logs and `doctor`.
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    /// What was checked.
+    pub name: String,
+    /// Whether it works.
+    pub ok: bool,
+    /// Why not (or what it serves).
+    pub detail: String,
+}
+
+/// Why the collector could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// No kernel BTF.
+    #[error("kernel BTF is not available ({0}): flowlens needs a kernel with CONFIG_DEBUG_INFO_BTF (/sys/kernel/btf/vmlinux)")]
+    NoBtf(String),
+    /// Creating maps failed (privileges, usually).
+    #[error("cannot create the BPF maps ({0}): run as root or grant CAP_BPF and CAP_PERFMON")]
+    Load(String),
+    /// A map the object must have is missing or has the wrong type.
+    #[error("the embedded BPF object lacks map {0}")]
+    Map(&'static str),
+}
+
+/// Settings of the collector.
+#[derive(Debug, Clone, Copy)]
+pub struct CollectorOptions {
+    /// Entries of the `socks` map.
+    pub max_flows: u32,
+    /// Bytes of the ring buffer.
+    pub ring_buffer_bytes: u32,
+    /// Attach the per-segment RTT probe.
+    pub segment_rtt: bool,
+}
+
+/// Events drained from the ring buffer, waiting for the next gather.
+#[derive(Default)]
+struct Pending {
+    events: Vec<FlEvent>,
+    dropped: u64,
+}
+
+/// The loaded collector.
+pub struct EbpfCollector {
+    // Field order matters: the reader thread stops (Drop) before the maps and programs go.
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    pending: Arc<Mutex<Pending>>,
+    received: Arc<AtomicU64>,
+    socks: BpfHashMap<MapData, u64, FlSock>,
+    stats: PerCpuArray<MapData, u64>,
+    probes: Vec<ProbeStatus>,
+    _ebpf: Ebpf,
+}
+
+/// The verifier's or the kernel's words for an aya error, on one line, the end of long logs.
+fn reason(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() > 6 {
+        format!(
+            "{} | ... | {}",
+            lines[0],
+            lines[lines.len() - 4..].join(" | ")
+        )
+    } else {
+        lines.join(" | ")
+    }
+}
+
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &ProbeSpec) -> ProbeStatus {
+    let name = format!("probe {} (tp_btf/{})", spec.program, spec.tracepoint);
+    let result = (|| -> Result<(), String> {
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(spec.program)
+            .ok_or_else(|| "missing from the embedded object".to_string())?
+            .try_into()
+            .map_err(|e| reason(&e))?;
+        program.load(spec.tracepoint, btf).map_err(|e| reason(&e))?;
+        program.attach().map_err(|e| reason(&e))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ProbeStatus {
+            name,
+            ok: true,
+            detail: format!("attached: {}", spec.feature),
+        },
+        Err(why) => ProbeStatus {
+            name,
+            ok: false,
+            detail: format!("{why}; disabled: {}", spec.feature),
+        },
+    }
+}
+
+/// Loads and attaches the capability-check programs (kprobe, fentry, fexit) and detaches them
+/// again: whether this kernel allows each kind of hook, and why not.
+pub fn check_hook_kinds(btf: &Btf) -> Vec<ProbeStatus> {
+    let mut out = Vec::new();
+    let mut ebpf = match EbpfLoader::new().btf(Some(btf)).load(BPF_OBJECT) {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            out.push(ProbeStatus {
+                name: "hook kinds".into(),
+                ok: false,
+                detail: reason(&e),
+            });
+            return out;
+        }
+    };
+    let mut check = |name: &str, f: &mut dyn FnMut(&mut Ebpf) -> Result<(), String>| {
+        let result = f(&mut ebpf);
+        out.push(ProbeStatus {
+            name: name.to_string(),
+            ok: result.is_ok(),
+            detail: match result {
+                Ok(()) => "loads and attaches (not used by this collector)".to_string(),
+                Err(why) if why.contains("kprobe/type") => {
+                    format!("absent: this kernel has no kprobe event source (CONFIG_KPROBES off): {why}")
+                }
+                Err(why) => format!("refused by this kernel: {why}"),
+            },
+        });
+    };
+    check("hook kind kprobe (kprobe/tcp_connect)", &mut |ebpf| {
+        let p: &mut KProbe = ebpf
+            .program_mut("fl_check_kprobe")
+            .ok_or("missing from the embedded object")?
+            .try_into()
+            .map_err(|e| reason(&e))?;
+        p.load().map_err(|e| reason(&e))?;
+        p.attach("tcp_connect", 0).map_err(|e| reason(&e))?;
+        Ok(())
+    });
+    check("hook kind fentry (fentry/tcp_connect)", &mut |ebpf| {
+        let p: &mut FEntry = ebpf
+            .program_mut("fl_check_fentry")
+            .ok_or("missing from the embedded object")?
+            .try_into()
+            .map_err(|e| reason(&e))?;
+        p.load("tcp_connect", btf).map_err(|e| reason(&e))?;
+        p.attach().map_err(|e| reason(&e))?;
+        Ok(())
+    });
+    check("hook kind fexit (fexit/tcp_connect)", &mut |ebpf| {
+        let p: &mut FExit = ebpf
+            .program_mut("fl_check_fexit")
+            .ok_or("missing from the embedded object")?
+            .try_into()
+            .map_err(|e| reason(&e))?;
+        p.load("tcp_connect", btf).map_err(|e| reason(&e))?;
+        p.attach().map_err(|e| reason(&e))?;
+        Ok(())
+    });
+    out
+}
+
+/// The kernel's BTF, or why not.
+pub fn kernel_btf() -> Result<Btf, CollectorError> {
+    Btf::from_sys_fs().map_err(|e| CollectorError::NoBtf(reason(&e)))
+}
+
+/// Drains the ring buffer into `pending` until `stop` is set.
+fn read_events(
+    mut ring: RingBuf<MapData>,
+    stop: Arc<AtomicBool>,
+    pending: Arc<Mutex<Pending>>,
+    received: Arc<AtomicU64>,
+) {
+    let fd = ring.as_raw_fd();
+    let mut batch = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a 100 ms timeout bounds how long stop takes to be seen.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        while let Some(item) = ring.next() {
+            if let Some(event) = FlEvent::from_bytes(&item) {
+                batch.push(event);
+            }
+            if batch.len() == batch.capacity() {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let room = MAX_PENDING_EVENTS.saturating_sub(p.events.len());
+        if batch.len() > room {
+            p.dropped += (batch.len() - room) as u64;
+            batch.truncate(room);
+        }
+        p.events.append(&mut batch);
+    }
+}
+
+impl EbpfCollector {
+    /// Loads the object, attaches every probe it can, and starts the event reader.
+    pub fn start(options: CollectorOptions) -> Result<EbpfCollector, CollectorError> {
+        let btf = kernel_btf()?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .map_max_entries("socks", options.max_flows)
+            .map_max_entries("events", options.ring_buffer_bytes)
+            .load(BPF_OBJECT)
+            .map_err(|e| CollectorError::Load(reason(&e)))?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("events")
+                .ok_or(CollectorError::Map("events"))?,
+        )
+        .map_err(|_| CollectorError::Map("events"))?;
+        let socks =
+            BpfHashMap::try_from(ebpf.take_map("socks").ok_or(CollectorError::Map("socks"))?)
+                .map_err(|_| CollectorError::Map("socks"))?;
+        let stats =
+            PerCpuArray::try_from(ebpf.take_map("stats").ok_or(CollectorError::Map("stats"))?)
+                .map_err(|_| CollectorError::Map("stats"))?;
+        let mut probes: Vec<ProbeStatus> = PROBES
+            .iter()
+            .map(|spec| attach_tp_btf(&mut ebpf, &btf, spec))
+            .collect();
+        if options.segment_rtt {
+            probes.push(attach_tp_btf(&mut ebpf, &btf, &SEGMENT_RTT_PROBE));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let received = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (stop, pending, received) = (stop.clone(), pending.clone(), received.clone());
+            std::thread::Builder::new()
+                .name("flowlens-events".into())
+                .spawn(move || read_events(ring, stop, pending, received))
+                .map_err(|e| CollectorError::Load(format!("cannot start the event reader: {e}")))?
+        };
+        Ok(EbpfCollector {
+            stop,
+            reader: Some(reader),
+            pending,
+            received,
+            socks,
+            stats,
+            probes,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Every probe's status.
+    pub fn probes(&self) -> &[ProbeStatus] {
+        &self.probes
+    }
+
+    /// The events drained since the last call, and how many userspace had to drop.
+    pub fn take_events(&self) -> (Vec<FlEvent>, u64) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = std::mem::take(&mut p.dropped);
+        (std::mem::take(&mut p.events), dropped)
+    }
+
+    /// Events read from the ring buffer since start.
+    pub fn events_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Every live socket the kernel tracks, at most `limit` of them.
+    pub fn snapshot(&self, limit: usize) -> Vec<(u64, FlSock)> {
+        self.socks
+            .iter()
+            .filter_map(Result::ok)
+            .take(limit)
+            .collect()
+    }
+
+    /// Forgets sockets in the kernel map (expired UDP flows).
+    pub fn forget(&mut self, cookies: &[u64]) {
+        for cookie in cookies {
+            let _ = self.socks.remove(cookie);
+        }
+    }
+
+    /// Starts tracking a socket found at start-up (no-op if the kernel already tracks it).
+    pub fn adopt(&mut self, cookie: u64, sock: &FlSock) {
+        const BPF_NOEXIST: u64 = 1;
+        let _ = self.socks.insert(cookie, sock, BPF_NOEXIST);
+    }
+
+    /// A kernel-side counter summed over CPUs (`records::STAT_*`).
+    pub fn stat(&self, index: u32) -> u64 {
+        self.stats
+            .get(&index, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for EbpfCollector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The configuration: one struct per TOML table, every key documented where it is defined.
+//!
+//! The `settings!` macro turns each documented field into a struct field, its default, and a
+//! [`KeyDoc`] so that `flowlens print-config` is generated from this file and cannot drift from it.
+
+use crate::lineproto::Precision;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// The documentation of one key, for `print-config`.
+pub struct KeyDoc {
+    /// The key's name in its table.
+    pub name: &'static str,
+    /// The `///` lines of the field.
+    pub doc: &'static [&'static str],
+    /// The default value, as TOML.
+    pub default: toml::Value,
+}
+
+/// A TOML table of the configuration.
+pub trait Section: Default + Serialize {
+    /// The keys of this table, in order, with their docs and defaults.
+    fn keys() -> Vec<KeyDoc>;
+}
+
+macro_rules! settings {
+    (
+        $(#[doc = $sdoc:literal])*
+        pub struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])+
+                $field:ident : $ty:ty = $default:expr,
+            )*
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            $(
+                $(#[doc = $doc])+
+                pub $field: $ty,
+            )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        impl Section for $name {
+            fn keys() -> Vec<KeyDoc> {
+                let defaults = Self::default();
+                vec![$(KeyDoc {
+                    name: stringify!($field),
+                    doc: &[$($doc),+],
+                    default: toml::Value::try_from(&defaults.$field)
+                        .expect("every default serializes to TOML"),
+                },)*]
+            }
+        }
+    };
+}
+
+/// The level of detail of the log lines flowlens writes to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevelName {
+    /// Only failures.
+    Error,
+    /// Failures and degradations.
+    Warn,
+    /// Also normal progress (start-up, probes attached).
+    Info,
+    /// Everything.
+    Debug,
+}
+
+settings! {
+    /// The top-level table.
+    pub struct General {
+        /// Seconds between two gathers in `stream` mode (Vector's exec source, or Telegraf execd
+        /// with `signal = "none"`). In `telegraf` mode the agent decides, one gather per newline.
+        interval_secs: u64 = 10,
+        /// The `ifid` tag written on every line (ntopng: the id of the monitored interface).
+        ifid: String = "0".to_string(),
+        /// Timestamp precision of the output: "ns", "us", "ms" or "s". Telegraf and Vector read
+        /// nanoseconds; set the same precision on `influx write` or the /write URL.
+        precision: Precision = Precision::Ns,
+        /// Write exactly ntopng's shape: only ntopng's measurements and tags, every numeric field
+        /// as a float. `iface:` lines keep `ifname`; `flowlens:internal` stays.
+        ntopng_compat: bool = false,
+        /// Log level on stderr: "error", "warn", "info" or "debug". Lines carry Telegraf's
+        /// `E! `/`W! `/`I! `/`D! ` prefixes.
+        log_level: LogLevelName = LogLevelName::Info,
+        /// Load the eBPF flow collector. `false`: interface metrics only (no privileges needed).
+        ebpf: bool = true,
+        /// Most flows (sockets) tracked at once, in the kernel map and in the flow table. Beyond
+        /// it new sockets are not tracked and `flowlens:internal,flows_evicted` counts them.
+        max_flows: u32 = 65_536,
+        /// Most local addresses written as their own `host:` series per gather; the rest fold
+        /// into `host=other` and `flowlens:internal,series_dropped` counts them.
+        max_hosts: u32 = 1_024,
+        /// A UDP flow ends after this many seconds without a datagram.
+        udp_idle_timeout_secs: u64 = 60,
+        /// Size of the kernel-to-flowlens event ring buffer, in bytes: a power of two, at least
+        /// 4096. Each socket open/close takes 152 bytes; overflow is counted in `events_lost`.
+        ring_buffer_bytes: u32 = 4 << 20,
+        /// Where TCP RTT samples come from: "socket_io" reads the kernel's srtt/rttvar on every
+        /// send/recv and state change (cheap); "segment" also on every received segment
+        /// (tp_btf/tcp_probe: freshest values, costs more on busy hosts).
+        rtt_source: RttSource = RttSource::SocketIo,
+    }
+}
+
+/// Where TCP RTT samples come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RttSource {
+    /// On send/recv calls and state changes.
+    SocketIo,
+    /// Also on every received TCP segment.
+    Segment,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// Top-level keys.
+    pub general: General,
+}
+
+/// A configuration error, naming the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("config {source_name}: {message}")]
+pub struct ConfigError {
+    /// Where the text came from (a path, or "built-in defaults").
+    pub source_name: String,
+    /// What is wrong, naming the key (and the line, when known).
+    pub message: String,
+}
+
+/// The tables of the file, in `print-config` order: (table name, its keys). The top level is "".
+fn tables() -> Vec<(&'static str, Vec<KeyDoc>)> {
+    vec![("", General::keys())]
+}
+
+impl Config {
+    /// Parses and validates a TOML text. An empty text gives the defaults.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let general: General = toml::from_str(text).map_err(|e| {
+            let mut message = e.message().trim().replace('\n', " ");
+            if let Some(span) = e.span() {
+                let line_no = text[..span.start].matches('\n').count() + 1;
+                // Name the key when the message does not (type errors point at the value).
+                let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("");
+                if let Some((key, _)) = line.split_once('=') {
+                    let key = key.trim();
+                    if !key.is_empty() && !message.contains(key) && span.start > line_start {
+                        message = format!("key `{key}`: {message}");
+                    }
+                }
+                message = format!("{message} (line {line_no})");
+            }
+            err(message)
+        })?;
+        let config = Config { general };
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense, naming the key.
+    fn validate(&self) -> Result<(), String> {
+        let g = &self.general;
+        if g.interval_secs == 0 || g.interval_secs > 86_400 {
+            return Err(format!(
+                "interval_secs = {} is out of range: use 1 to 86400",
+                g.interval_secs
+            ));
+        }
+        if g.ifid.is_empty() || g.ifid.len() > 64 || g.ifid.chars().any(char::is_control) {
+            return Err(format!(
+                "ifid = {:?} must be 1 to 64 characters without control characters",
+                g.ifid
+            ));
+        }
+        if !(1..=1 << 22).contains(&g.max_flows) {
+            return Err(format!(
+                "max_flows = {} is out of range: use 1 to 4194304",
+                g.max_flows
+            ));
+        }
+        if g.max_hosts == 0 {
+            return Err("max_hosts = 0 is out of range: use at least 1".to_string());
+        }
+        if g.udp_idle_timeout_secs == 0 {
+            return Err("udp_idle_timeout_secs = 0 is out of range: use at least 1".to_string());
+        }
+        if !g.ring_buffer_bytes.is_power_of_two() || g.ring_buffer_bytes < 4096 {
+            return Err(format!(
+                "ring_buffer_bytes = {} must be a power of two of at least 4096",
+                g.ring_buffer_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The full default configuration as commented TOML: what `flowlens print-config` prints.
+    pub fn documented_default() -> String {
+        let mut out = String::from(
+            "# flowlens configuration. Every key is optional: these are the built-in defaults.\n\
+             # Unknown keys are an error. Pass the file with `flowlens --config PATH <mode>`.\n",
+        );
+        for (table, keys) in tables() {
+            if !table.is_empty() {
+                let _ = write!(out, "\n[{table}]\n");
+            }
+            for key in keys {
+                out.push('\n');
+                for line in key.doc {
+                    let _ = writeln!(out, "#{}", line.trim_end());
+                }
+                let _ = writeln!(out, "{} = {}", key.name, key.default);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        assert_eq!(Config::from_toml("", "x").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn documented_default_parses_back_to_the_defaults() {
+        let text = Config::documented_default();
+        assert_eq!(
+            Config::from_toml(&text, "print-config").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_key_has_a_doc() {
+        for (_, keys) in tables() {
+            for key in keys {
+                assert!(key.doc.iter().any(|l| !l.trim().is_empty()), "{}", key.name);
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let cases = [
+            (
+                "interval_secs = 5\nbogus = 1\n",
+                "config f.toml: unknown field `bogus`",
+                "(line 2)",
+            ),
+            ("interval_secs = \"x\"\n", "interval_secs", "(line 1)"),
+            (
+                "interval_secs = 0\n",
+                "interval_secs = 0 is out of range",
+                "",
+            ),
+            ("precision = \"m\"\n", "unknown variant `m`", "(line 1)"),
+            ("ifid = \"\"\n", "ifid = \"\" must be", ""),
+            (
+                "ring_buffer_bytes = 5000\n",
+                "ring_buffer_bytes = 5000 must be",
+                "",
+            ),
+            ("max_flows = 0\n", "max_flows = 0 is out of range", ""),
+            ("rtt_source = \"x\"\n", "unknown variant `x`", "(line 1)"),
+        ];
+        for (text, want, line) in cases {
+            let msg = Config::from_toml(text, "f.toml").unwrap_err().to_string();
+            assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+            assert!(msg.contains(line), "{msg:?} lacks {line:?}");
+            assert!(!msg.contains('\n'), "{msg:?} is not one line");
+        }
+    }
+}

@@ -1,0 +1,905 @@
+//! The line-protocol encoder of the gather path: appends lines to a `Vec<u8>` without allocating.
+//!
+//! ```
+//! use flowlens::lineproto::{Encoder, Precision};
+//! let mut buf = Vec::new();
+//! let mut enc = Encoder::new(&mut buf, Precision::Ns, 1_700_000_000_000_000_000);
+//! enc.line("container:num_flows")
+//!     .tag("ifid", "0")
+//!     .tag("container", "1edb6c16e3d2")
+//!     .field_i64("as_client", 3)
+//!     .field_f64("rtt", 1.25)
+//!     .finish();
+//! assert_eq!(enc.lines_written(), 1);
+//! assert_eq!(
+//!     buf,
+//!     b"container:num_flows,container=1edb6c16e3d2,ifid=0 as_client=3i,rtt=1.25 1700000000000000000\n"
+//! );
+//! ```
+
+use super::Precision;
+use std::cmp::Ordering;
+use std::io::Write as _;
+
+/// How many tags a line sorts without allocating. More is a programming error (a
+/// `debug_assert` fires) but is still encoded correctly, at the cost of an allocation.
+pub const MAX_TAGS: usize = 16;
+
+/// Appends lines of line protocol to a buffer; every line gets the same timestamp.
+///
+/// Start a line with [`Encoder::line`], add tags and fields, and end it with
+/// [`LineBuilder::finish`]. A line that was started but not finished is removed from the buffer
+/// when the next line starts or the encoder is dropped.
+#[derive(Debug)]
+pub struct Encoder<'b> {
+    buf: &'b mut Vec<u8>,
+    /// What ends every line: `" <timestamp>\n"` or just `"\n"`, formatted once.
+    tail: [u8; 22],
+    tail_len: u8,
+    lines: u64,
+    /// Start of a line that was begun and not finished yet.
+    open: Option<usize>,
+}
+
+impl<'b> Encoder<'b> {
+    /// An encoder appending to `buf`, stamping every line with `timestamp_ns` (nanoseconds since
+    /// the Unix epoch) converted to `precision`.
+    pub fn new(buf: &'b mut Vec<u8>, precision: Precision, timestamp_ns: i64) -> Self {
+        Self::with_timestamp(buf, precision, Some(timestamp_ns))
+    }
+
+    /// Like [`Encoder::new`]; `None` writes lines without a timestamp.
+    pub(super) fn with_timestamp(
+        buf: &'b mut Vec<u8>,
+        precision: Precision,
+        timestamp_ns: Option<i64>,
+    ) -> Self {
+        let mut tail = [0u8; 22];
+        let mut len = 0;
+        if let Some(ts) = timestamp_ns {
+            tail[0] = b' ';
+            let mut digits = [0u8; 20];
+            let d = fmt_i64(&mut digits, precision.from_ns(ts));
+            tail[1..1 + d.len()].copy_from_slice(d);
+            len = 1 + d.len();
+        }
+        tail[len] = b'\n';
+        Self {
+            buf,
+            tail,
+            tail_len: (len + 1) as u8,
+            lines: 0,
+            open: None,
+        }
+    }
+
+    /// Starts a line for `measurement`. The line is removed again by [`LineBuilder::finish`] if
+    /// it gets no field.
+    #[inline]
+    pub fn line<'e>(&'e mut self, measurement: &str) -> LineBuilder<'b, 'e> {
+        self.discard_open();
+        let start = self.buf.len();
+        self.open = Some(start);
+        let m = measurement.as_bytes();
+        let skip = m.is_empty() || m[0] == b'#';
+        if !skip {
+            write_name(self.buf, m, MEAS);
+        }
+        LineBuilder {
+            start,
+            tags_at: self.buf.len(),
+            last_tag: usize::MAX,
+            ntags: 0,
+            unsorted: false,
+            fields_at: 0,
+            nfields: 0,
+            skip,
+            enc: self,
+        }
+    }
+
+    /// How many lines this encoder has written.
+    #[inline]
+    pub fn lines_written(&self) -> u64 {
+        self.lines
+    }
+
+    fn discard_open(&mut self) {
+        if let Some(start) = self.open.take() {
+            self.buf.truncate(start);
+        }
+    }
+}
+
+impl Drop for Encoder<'_> {
+    fn drop(&mut self) {
+        self.discard_open();
+    }
+}
+
+/// One line being built; see [`Encoder`]. Methods take and return the builder by value so that
+/// calls chain: `enc.line("m").tag("k", "v").field_i64("f", 1).finish()`.
+///
+/// Everything is written to the buffer as it is given; tags given out of order are put in order
+/// (in place, without allocating) when the first field comes.
+#[must_use = "a line is only written by finish()"]
+#[derive(Debug)]
+pub struct LineBuilder<'b, 'e> {
+    enc: &'e mut Encoder<'b>,
+    /// Where the line starts in the buffer.
+    start: usize,
+    /// Where the tags start (right after the measurement). Each tag is written `,key=value`.
+    tags_at: usize,
+    /// Where the last tag written starts (`usize::MAX`: none yet).
+    last_tag: usize,
+    ntags: usize,
+    /// Some tag came with a key not greater than the one before: sort (and dedup) the tags.
+    unsorted: bool,
+    /// Where the fields start, once the first one is written.
+    fields_at: usize,
+    nfields: usize,
+    /// The measurement cannot be written (empty or starting with `#`): write nothing.
+    skip: bool,
+}
+
+impl LineBuilder<'_, '_> {
+    /// Adds a tag. Tags are written sorted by key (byte order of the key as read back) whatever
+    /// the order of the calls; a tag with an empty key or value is left out (InfluxDB rejects
+    /// them). Give each key once: a repeated key is a programming error (`debug_assert`), and
+    /// the last value given wins. Tags come before fields; a tag after a field is a programming
+    /// error (`debug_assert`) that is still handled correctly, at the cost of an allocation.
+    #[inline]
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        if key.is_empty() || value.is_empty() || self.skip {
+            return self;
+        }
+        if self.nfields > 0 {
+            debug_assert!(false, "tag {key:?} added after a field");
+            self.late_tag(key, value);
+            return self;
+        }
+        let buf = &mut *self.enc.buf;
+        let at = buf.len();
+        buf.push(b',');
+        write_name(buf, key.as_bytes(), KEY);
+        buf.push(b'=');
+        write_name(buf, value.as_bytes(), KEY);
+        if self.last_tag != usize::MAX
+            && cmp_written_keys(&buf[self.last_tag..at], &buf[at..]) != Ordering::Less
+        {
+            self.unsorted = true;
+        }
+        self.last_tag = at;
+        self.ntags += 1;
+        debug_assert!(
+            self.ntags <= MAX_TAGS,
+            "more than {MAX_TAGS} tags on one line"
+        );
+        self
+    }
+
+    /// Adds an integer field, written `42i`.
+    #[inline]
+    pub fn field_i64(mut self, key: &str, value: i64) -> Self {
+        if self.begin_field(key) {
+            let mut digits = [0u8; 20];
+            let d = fmt_i64(&mut digits, value);
+            let buf = &mut *self.enc.buf;
+            buf.extend_from_slice(d);
+            buf.push(b'i');
+        }
+        self
+    }
+
+    /// Adds a float field. A NaN or infinite value is left out (InfluxDB rejects them). The
+    /// text parses back to the identical `f64` and is accepted by InfluxDB 1.x, Telegraf and
+    /// Vector (no `1.`, `.5`, `+`, `NaN` or `inf` forms).
+    #[inline]
+    pub fn field_f64(mut self, key: &str, value: f64) -> Self {
+        if value.is_finite() && self.begin_field(key) {
+            write_f64(self.enc.buf, value);
+        }
+        self
+    }
+
+    /// Adds a boolean field, written `true` or `false`.
+    #[inline]
+    pub fn field_bool(mut self, key: &str, value: bool) -> Self {
+        if self.begin_field(key) {
+            let text: &[u8] = if value { b"true" } else { b"false" };
+            self.enc.buf.extend_from_slice(text);
+        }
+        self
+    }
+
+    /// Adds a string field, double-quoted with `"` and `\` escaped (`\n` and `\r` become
+    /// spaces).
+    #[inline]
+    pub fn field_str(mut self, key: &str, value: &str) -> Self {
+        if self.begin_field(key) {
+            let buf = &mut *self.enc.buf;
+            buf.push(b'"');
+            write_string_value(buf, value.as_bytes());
+            buf.push(b'"');
+        }
+        self
+    }
+
+    /// Ends the line: writes the timestamp and `\n`, or removes the line if it has no field.
+    #[inline]
+    pub fn finish(self) {
+        let enc = self.enc;
+        enc.open = None;
+        if self.nfields == 0 {
+            enc.buf.truncate(self.start);
+            return;
+        }
+        enc.buf
+            .extend_from_slice(&enc.tail[..usize::from(enc.tail_len)]);
+        enc.lines += 1;
+    }
+
+    /// Writes the separator and `key=` of a field (sorting the tags before the first one).
+    /// Returns false, writing nothing, when the field cannot be written.
+    #[inline]
+    fn begin_field(&mut self, key: &str) -> bool {
+        if key.is_empty() || self.skip {
+            return false;
+        }
+        if self.nfields == 0 {
+            if self.unsorted {
+                sort_tags(self.enc.buf, self.tags_at, self.ntags);
+                self.unsorted = false;
+            }
+            self.fields_at = self.enc.buf.len();
+            self.enc.buf.push(b' ');
+        } else {
+            self.enc.buf.push(b',');
+        }
+        self.nfields += 1;
+        write_name(self.enc.buf, key.as_bytes(), KEY);
+        self.enc.buf.push(b'=');
+        true
+    }
+
+    /// A tag after fields: insert it among the tags, keeping the fields.
+    #[cold]
+    fn late_tag(&mut self, key: &str, value: &str) {
+        let buf = &mut *self.enc.buf;
+        let fields = buf[self.fields_at..].to_vec();
+        buf.truncate(self.fields_at);
+        buf.push(b',');
+        write_name(buf, key.as_bytes(), KEY);
+        buf.push(b'=');
+        write_name(buf, value.as_bytes(), KEY);
+        self.ntags += 1;
+        sort_tags(buf, self.tags_at, self.ntags);
+        self.fields_at = buf.len();
+        buf.extend_from_slice(&fields);
+    }
+}
+
+/// Where the tag written at `seg` (`,key=value...`) ends: at the next unescaped comma or the end.
+/// A backslash always takes the next byte with it (the encoder never writes a lone backslash
+/// before a comma), so scanning is unambiguous.
+#[inline]
+fn segment_end(buf: &[u8], seg: usize) -> usize {
+    let mut i = seg + 1;
+    while i < buf.len() {
+        match buf[i] {
+            b'\\' => i += 2,
+            b',' => return i,
+            _ => i += 1,
+        }
+    }
+    buf.len()
+}
+
+/// The written key of a tag segment `,key=value`: up to the first unescaped `=`.
+#[inline]
+fn written_key(seg: &[u8]) -> &[u8] {
+    let mut i = 1;
+    while i < seg.len() {
+        match seg[i] {
+            b'\\' => i += 2,
+            b'=' => return &seg[1..i],
+            _ => i += 1,
+        }
+    }
+    &seg[1..]
+}
+
+/// Compares the keys of two written tag segments as they are read back (unescaped).
+#[inline]
+fn cmp_written_keys(a: &[u8], b: &[u8]) -> Ordering {
+    let (a, b) = (written_key(a), written_key(b));
+    if !a.contains(&b'\\') && !b.contains(&b'\\') {
+        return a.cmp(b);
+    }
+    // `\,`, `\=` and `\ ` stand for the character; any other backslash is itself.
+    fn unescaped(k: &[u8]) -> impl Iterator<Item = u8> + '_ {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let b = *k.get(i)?;
+            i += 1;
+            if b == b'\\' {
+                if let Some(&n @ (b',' | b'=' | b' ')) = k.get(i) {
+                    i += 1;
+                    return Some(n);
+                }
+            }
+            Some(b)
+        })
+    }
+    unescaped(a).cmp(unescaped(b))
+}
+
+/// Sorts the `n` tag segments written from `tags_at` to the end of `buf` by key, keeping only
+/// the last of equal keys. Works in place for up to [`MAX_TAGS`] tags: the sorted copy is
+/// appended to the buffer and moved back.
+#[cold]
+fn sort_tags(buf: &mut Vec<u8>, tags_at: usize, n: usize) {
+    let mut stack = [(0usize, 0usize); MAX_TAGS];
+    let mut heap = Vec::new();
+    let segs: &mut [(usize, usize)] = if n <= MAX_TAGS {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, (0, 0));
+        &mut heap
+    };
+    let mut at = tags_at;
+    for seg in segs.iter_mut() {
+        let end = segment_end(buf, at);
+        *seg = (at, end);
+        at = end;
+    }
+    debug_assert_eq!(at, buf.len());
+    segs.sort_by(|a, b| cmp_written_keys(&buf[a.0..a.1], &buf[b.0..b.1]));
+    let end = buf.len();
+    for i in 0..segs.len() {
+        let (s, e) = segs[i];
+        if let Some(&(ns, ne)) = segs.get(i + 1) {
+            if cmp_written_keys(&buf[s..e], &buf[ns..ne]) == Ordering::Equal {
+                debug_assert!(false, "a tag key given twice");
+                continue;
+            }
+        }
+        buf.extend_from_within(s..e);
+    }
+    let sorted_len = buf.len() - end;
+    buf.copy_within(end.., tags_at);
+    buf.truncate(tags_at + sorted_len);
+}
+
+// Byte classes. MEAS / KEY: the byte needs the slow path in a measurement / in a tag key, tag
+// value or field key. STR: in a string field value.
+const MEAS: u8 = 1;
+const KEY: u8 = 2;
+const STR: u8 = 4;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        if b < 0x20 || b == 0x7f {
+            t[b] = MEAS | KEY;
+        }
+        b += 1;
+    }
+    t[b'\n' as usize] |= STR;
+    t[b'\r' as usize] |= STR;
+    t[b',' as usize] = MEAS | KEY;
+    t[b' ' as usize] = MEAS | KEY;
+    t[b'=' as usize] = KEY;
+    t[b'\\' as usize] = MEAS | KEY | STR;
+    t[b'"' as usize] = STR;
+    t
+};
+
+#[inline]
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+/// Whether the backslash at `s[i]` must be replaced (see the module docs).
+#[inline]
+fn backslash_unsafe(s: &[u8], i: usize, ctx: u8) -> bool {
+    match s.get(i + 1) {
+        None => true,
+        Some(&n) => {
+            is_control(n)
+                || n == b'\\'
+                || n == b','
+                || n == b' '
+                || (ctx == KEY && (n == b'=' || n == b'"'))
+        }
+    }
+}
+
+/// The byte written for `s[i]` before escaping (a space where the text cannot be carried).
+#[inline]
+fn sanitized(s: &[u8], i: usize, ctx: u8) -> u8 {
+    let b = s[i];
+    if is_control(b) || (b == b'\\' && backslash_unsafe(s, i, ctx)) {
+        b' '
+    } else {
+        b
+    }
+}
+
+/// Writes a measurement (`ctx == MEAS`) or a tag key, tag value or field key (`ctx == KEY`).
+#[inline]
+fn write_name(buf: &mut Vec<u8>, s: &[u8], ctx: u8) {
+    match s.iter().position(|&b| CLASS[b as usize] & ctx != 0) {
+        None => buf.extend_from_slice(s),
+        Some(first) => write_name_slow(buf, s, first, ctx),
+    }
+}
+
+#[cold]
+fn write_name_slow(buf: &mut Vec<u8>, s: &[u8], first: usize, ctx: u8) {
+    buf.extend_from_slice(&s[..first]);
+    for i in first..s.len() {
+        let b = sanitized(s, i, ctx);
+        if b == b',' || b == b' ' || (ctx == KEY && b == b'=') {
+            buf.push(b'\\');
+        }
+        buf.push(b);
+    }
+}
+
+#[inline]
+fn write_string_value(buf: &mut Vec<u8>, s: &[u8]) {
+    let mut last = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if CLASS[b as usize] & STR != 0 {
+            buf.extend_from_slice(&s[last..i]);
+            match b {
+                b'\n' | b'\r' => buf.push(b' '),
+                _ => buf.extend_from_slice(&[b'\\', b]),
+            }
+            last = i + 1;
+        }
+    }
+    buf.extend_from_slice(&s[last..]);
+}
+
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Formats `n` in decimal at the end of `out`, returning the digits.
+#[inline]
+fn fmt_u64(out: &mut [u8; 20], mut n: u64) -> usize {
+    let mut i = out.len();
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        out[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        out[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    } else {
+        i -= 1;
+        out[i] = b'0' + n as u8;
+    }
+    i
+}
+
+/// Formats `v` in decimal (with a leading `-` when negative) into `out`, returning the text.
+#[inline]
+fn fmt_i64(out: &mut [u8; 20], v: i64) -> &[u8] {
+    // 19 digits at most for |i64| <= 2^63; the sign takes the 20th byte.
+    let i = fmt_u64(out, v.unsigned_abs());
+    if v < 0 {
+        out[i - 1] = b'-';
+        &out[i - 1..]
+    } else {
+        &out[i..]
+    }
+}
+
+/// 2^53: every integer of smaller magnitude is exactly representable as an f64.
+const EXACT: f64 = 9_007_199_254_740_992.0;
+const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// Writes a finite float as text that parses back (correctly rounded, as InfluxDB, Telegraf,
+/// Vector and Rust parse) to the identical value: `-?\d+(\.\d+)?(e-?\d+)?`.
+///
+/// Fast paths: integral values and values with at most 9 decimals, written `m / 10^k` where the
+/// IEEE quotient of the exact `m` and `10^k` is the value itself (so the decimal `m·10^-k` rounds
+/// to it). Otherwise Rust's shortest round-trip formatting (`{:?}`) is used.
+fn write_f64(buf: &mut Vec<u8>, v: f64) {
+    debug_assert!(v.is_finite());
+    let mut digits = [0u8; 20];
+    if v == 0.0 {
+        let text: &[u8] = if v.is_sign_negative() { b"-0" } else { b"0" };
+        buf.extend_from_slice(text);
+        return;
+    }
+    let neg = v < 0.0;
+    let a = v.abs();
+    if a < EXACT {
+        let m = a as u64;
+        if m as f64 == a {
+            if neg {
+                buf.push(b'-');
+            }
+            let i = fmt_u64(&mut digits, m);
+            buf.extend_from_slice(&digits[i..]);
+            return;
+        }
+        for (k, &p) in POW10.iter().enumerate().skip(1) {
+            let s = a * p;
+            if s >= EXACT {
+                break;
+            }
+            // `s + 0.5` then truncation: round to nearest (ties do not matter, the result is
+            // checked below).
+            let m = (s + 0.5) as u64;
+            let mf = m as f64;
+            if (s - mf).abs() <= s * 1e-12 && mf / p == a {
+                if neg {
+                    buf.push(b'-');
+                }
+                let i = fmt_u64(&mut digits, m);
+                let d = &digits[i..];
+                if d.len() > k {
+                    let (int, frac) = d.split_at(d.len() - k);
+                    buf.extend_from_slice(int);
+                    buf.push(b'.');
+                    buf.extend_from_slice(frac);
+                } else {
+                    buf.extend_from_slice(b"0.");
+                    buf.extend(std::iter::repeat_n(b'0', k - d.len()));
+                    buf.extend_from_slice(d);
+                }
+                return;
+            }
+        }
+    }
+    // Rust's Debug for f64 is the shortest round-trip text, `1e-7` / `1.5e16` beyond the plain
+    // range, always with digits on both sides of a `.`: a grammar every reader accepts.
+    let _ = write!(buf, "{v:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TS: i64 = 1_700_000_000_123_456_789;
+
+    fn one(f: impl FnOnce(&mut Encoder<'_>)) -> String {
+        let mut buf = Vec::new();
+        {
+            let mut enc = Encoder::new(&mut buf, Precision::Ns, TS);
+            f(&mut enc);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn f64_text(v: f64) -> String {
+        let mut buf = Vec::new();
+        write_f64(&mut buf, v);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn encodes_lines_exactly() {
+        type Case = (&'static str, fn(&mut Encoder<'_>), &'static str);
+        let cases: &[Case] = &[
+            (
+                "the example of the design",
+                |e| {
+                    e.line("container:num_flows")
+                        .tag("ifid", "0")
+                        .tag("container", "1edb6c16e3d2")
+                        .field_i64("as_client", 3)
+                        .field_f64("rtt", 1.25)
+                        .field_bool("up", true)
+                        .field_str("name", "web")
+                        .finish()
+                },
+                "container:num_flows,container=1edb6c16e3d2,ifid=0 as_client=3i,rtt=1.25,up=true,name=\"web\" 1700000000123456789\n",
+            ),
+            (
+                "tags sorted by key bytes whatever the call order",
+                |e| {
+                    e.line("m")
+                        .tag("b", "2")
+                        .tag("a", "1")
+                        .tag("B", "0")
+                        .tag("aa", "3")
+                        .tag("_", "4")
+                        .field_i64("f", -1)
+                        .finish()
+                },
+                "m,B=0,_=4,a=1,aa=3,b=2 f=-1i 1700000000123456789\n",
+            ),
+            (
+                "measurement escapes comma and space, not = or quotes",
+                |e| e.line("a b,c=d\"").field_bool("f", false).finish(),
+                "a\\ b\\,c=d\" f=false 1700000000123456789\n",
+            ),
+            (
+                "keys and tag values escape comma, equals and space",
+                |e| {
+                    e.line("m")
+                        .tag("k y,=", "v a,l=ue")
+                        .field_i64("f k,=", 1)
+                        .finish()
+                },
+                "m,k\\ y\\,\\==v\\ a\\,l\\=ue f\\ k\\,\\==1i 1700000000123456789\n",
+            ),
+            (
+                "string values escape quote and backslash only",
+                |e| e.line("m").field_str("s", r#"a "q" \ , = b"#).finish(),
+                "m s=\"a \\\"q\\\" \\\\ , = b\" 1700000000123456789\n",
+            ),
+            (
+                "newlines and carriage returns become spaces",
+                |e| {
+                    e.line("m\nx")
+                        .tag("t\r", "v\n")
+                        .field_str("s", "a\r\nb")
+                        .finish()
+                },
+                "m\\ x,t\\ =v\\  s=\"a  b\" 1700000000123456789\n",
+            ),
+            (
+                "other control characters become spaces in names, stay in strings",
+                |e| e.line("m\t").tag("t", "\u{0}").field_str("s\u{7f}", "\t").finish(),
+                "m\\ ,t=\\  s\\ =\"\t\" 1700000000123456789\n",
+            ),
+            (
+                "empty tag key or value left out",
+                |e| {
+                    e.line("m")
+                        .tag("", "v")
+                        .tag("k", "")
+                        .tag("ok", "1")
+                        .field_i64("f", 0)
+                        .finish()
+                },
+                "m,ok=1 f=0i 1700000000123456789\n",
+            ),
+            (
+                "NaN and infinite fields left out",
+                |e| {
+                    e.line("m")
+                        .field_f64("nan", f64::NAN)
+                        .field_f64("ok", 0.5)
+                        .field_f64("inf", f64::INFINITY)
+                        .field_f64("ninf", f64::NEG_INFINITY)
+                        .finish()
+                },
+                "m ok=0.5 1700000000123456789\n",
+            ),
+            (
+                "a line with no field is not written",
+                |e| {
+                    e.line("m").tag("k", "v").field_f64("nan", f64::NAN).finish();
+                    e.line("m").tag("k", "v").finish();
+                    e.line("m").field_i64("", 1).finish();
+                    e.line("n").field_i64("f", 1).finish();
+                },
+                "n f=1i 1700000000123456789\n",
+            ),
+            (
+                "an empty or #-measurement is not written",
+                |e| {
+                    e.line("").field_i64("f", 1).finish();
+                    e.line("#m").field_i64("f", 1).finish();
+                    e.line("m#").field_i64("f", 1).finish();
+                },
+                "m# f=1i 1700000000123456789\n",
+            ),
+            (
+                "an unfinished line is discarded",
+                |e| {
+                    let _ = e.line("lost").field_i64("f", 1);
+                    e.line("kept").field_i64("f", 1).finish();
+                    let _ = e.line("lost").field_i64("f", 1);
+                },
+                "kept f=1i 1700000000123456789\n",
+            ),
+            (
+                "integer extremes",
+                |e| {
+                    e.line("m")
+                        .field_i64("min", i64::MIN)
+                        .field_i64("max", i64::MAX)
+                        .field_i64("zero", 0)
+                        .finish()
+                },
+                "m min=-9223372036854775808i,max=9223372036854775807i,zero=0i 1700000000123456789\n",
+            ),
+            (
+                "unicode passes through",
+                |e| e.line("π").tag("é", "ü ö").field_str("ß", "✓").finish(),
+                "π,é=ü\\ ö ß=\"✓\" 1700000000123456789\n",
+            ),
+        ];
+        for (what, build, want) in cases {
+            assert_eq!(one(build), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn backslashes_that_cannot_be_read_back_become_spaces() {
+        let got = one(|e| {
+            e.line(r"m\x\=\")
+                .tag(r"k\", r"a\\b")
+                .tag(r"q\=", r#"\""#)
+                .tag("z", r"c:\dir\file")
+                .field_i64(r"f\,", 1)
+                .finish()
+        });
+        // `m\x` and `\=` are harmless in a measurement; the trailing `\` is not. In keys and tag
+        // values `\=`, `\"`, `\\`, `\,` and a trailing `\` are not.
+        assert_eq!(
+            got,
+            "m\\x\\=\\ ,k\\ =a\\ \\b,q\\ \\==\\ \",z=c:\\dir\\file f\\ \\,=1i 1700000000123456789\n"
+        );
+    }
+
+    #[test]
+    fn tags_sort_by_the_key_as_read_back() {
+        // `a\` (trailing backslash) is written and read back as "a ", which sorts after "a"
+        // and before "a!" (0x21).
+        let got = one(|e| {
+            e.line("m")
+                .tag("a!", "1")
+                .tag(r"a\", "2")
+                .tag("a", "3")
+                .field_i64("f", 1)
+                .finish()
+        });
+        assert_eq!(got, "m,a=3,a\\ =2,a!=1 f=1i 1700000000123456789\n");
+    }
+
+    #[test]
+    fn each_precision_scales_the_timestamp() {
+        for (precision, want) in [
+            (Precision::Ns, "1700000000123456789"),
+            (Precision::Us, "1700000000123456"),
+            (Precision::Ms, "1700000000123"),
+            (Precision::S, "1700000000"),
+        ] {
+            let mut buf = Vec::new();
+            Encoder::new(&mut buf, precision, TS)
+                .line("m")
+                .field_i64("f", 1)
+                .finish();
+            assert_eq!(String::from_utf8(buf).unwrap(), format!("m f=1i {want}\n"));
+        }
+        let mut buf = Vec::new();
+        Encoder::new(&mut buf, Precision::S, -1_500_000_000)
+            .line("m")
+            .field_i64("f", 1)
+            .finish();
+        assert_eq!(buf, b"m f=1i -1\n", "truncates toward zero");
+    }
+
+    #[test]
+    fn point_without_timestamp() {
+        let p = super::super::Point {
+            measurement: "m".into(),
+            tags: vec![("b".into(), "1".into()), ("a".into(), "2".into())],
+            fields: vec![("f".into(), super::super::FieldValue::Float(2.0))],
+            timestamp: None,
+        };
+        let mut buf = b"x\n".to_vec();
+        assert!(p.encode(Precision::Ms, &mut buf));
+        assert_eq!(buf, b"x\nm,a=2,b=1 f=2\n");
+    }
+
+    #[test]
+    fn lines_written_counts_finished_lines() {
+        let mut buf = Vec::new();
+        let mut enc = Encoder::new(&mut buf, Precision::Ns, 0);
+        enc.line("a").field_i64("f", 1).finish();
+        enc.line("b").finish();
+        enc.line("c").field_bool("f", true).finish();
+        assert_eq!(enc.lines_written(), 2);
+        drop(enc);
+        assert_eq!(buf, b"a f=1i 0\nc f=true 0\n");
+    }
+
+    #[test]
+    fn more_than_max_tags_are_sorted_too() {
+        // Through the encoder a debug_assert fires in debug builds; sort directly.
+        let mut buf = b"m".to_vec();
+        for i in (0..20).rev() {
+            buf.extend_from_slice(format!(",k{i:02}=v\\,{i}").as_bytes());
+        }
+        sort_tags(&mut buf, 1, 20);
+        let mut want = String::from("m");
+        for i in 0..20 {
+            want.push_str(&format!(",k{i:02}=v\\,{i}"));
+        }
+        assert_eq!(String::from_utf8(buf).unwrap(), want);
+    }
+
+    #[test]
+    fn misuse_panics_in_debug_builds() {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let late_tag = std::panic::catch_unwind(|| {
+            let mut buf = Vec::new();
+            let mut enc = Encoder::new(&mut buf, Precision::Ns, 0);
+            enc.line("m").field_i64("f", 1).tag("t", "v").finish();
+        });
+        assert!(late_tag.is_err());
+        let twice = std::panic::catch_unwind(|| {
+            let mut buf = Vec::new();
+            let mut enc = Encoder::new(&mut buf, Precision::Ns, 0);
+            enc.line("m")
+                .tag("t", "1")
+                .tag("t", "2")
+                .field_i64("f", 1)
+                .finish();
+        });
+        assert!(twice.is_err());
+    }
+
+    #[test]
+    fn floats_are_written_in_a_grammar_every_reader_accepts() {
+        for (v, want) in [
+            (1.0, "1"),
+            (-3.0, "-3"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.25, "1.25"),
+            (0.1, "0.1"),
+            (0.001, "0.001"),
+            (-0.000_123, "-0.000123"),
+            (1.1, "1.1"),
+            (123_456.789, "123456.789"),
+            (9_007_199_254_740_991.0, "9007199254740991"),
+            (1e16, "1e16"),
+            (1e300, "1e300"),
+            (1e-7, "0.0000001"),
+            (1e-10, "1e-10"),
+            (-2.5e-10, "-2.5e-10"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::MAX, "1.7976931348623157e308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (5e-324, "5e-324"),
+        ] {
+            let text = f64_text(v);
+            assert_eq!(text, want, "{v:e}");
+            let back: f64 = text.parse().unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_match_std() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            -1,
+            -10,
+            -100,
+            i64::MIN,
+            i64::MAX,
+            1 << 40,
+        ] {
+            let mut out = [0u8; 20];
+            assert_eq!(fmt_i64(&mut out, v), v.to_string().as_bytes());
+        }
+    }
+}

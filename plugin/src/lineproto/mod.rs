@@ -1,0 +1,131 @@
+//! InfluxDB line protocol: the zero-allocation encoder of the gather path and a strict parser.
+//!
+//! The rules both halves follow are in design/peers.md ("InfluxDB line protocol", and the facts
+//! about Telegraf's and Vector's parsers). In short:
+//!
+//! - [`Encoder`] writes lines that InfluxDB 1.x, Telegraf (`data_format = "influx"`) and Vector
+//!   (`influxdb-line-protocol` 2.0.0) all read back to the same values: tags sorted by key, empty
+//!   tags and non-finite floats left out, a line left without fields not written, integers as
+//!   `42i` (never `u`), LF line ends only.
+//! - [`parse_lines`] is stricter than any of those parsers: it accepts what Telegraf accepts and
+//!   rejects what one of them would reject or silently change (NaN/Inf, control characters,
+//!   duplicate tags, trailing text, CRLF). Tests and the shim use it to check output.
+//!
+//! # Text the protocol cannot carry
+//!
+//! Some names cannot be written so that every parser reads them back the same way. The encoder
+//! replaces what it cannot represent by a space (which it then escapes):
+//!
+//! - `\n`, `\r` anywhere (names, tags, string values), and the other ASCII control characters
+//!   (U+0000..U+001F, U+007F) in measurements, tag keys, tag values and field keys;
+//! - in measurements, tag keys, tag values and field keys, a backslash that ends the text or is
+//!   followed by another backslash, by a character that is escaped in that position (comma and
+//!   space; also `=` and `"` in keys and tag values) or by a control character. InfluxDB 1.x and
+//!   Telegraf keep such backslashes literally but let them swallow the next character's escape;
+//!   `influxdb-line-protocol` turns `\\` into `\` and rejects a trailing backslash. Any other
+//!   backslash is written as is and read back as is by all of them.
+//!
+//! A line whose measurement is empty or starts with `#` (a comment to every parser) is not
+//! written, nor are tags with an empty key or value and fields with an empty key.
+
+mod encode;
+mod parse;
+
+pub use encode::{Encoder, LineBuilder, MAX_TAGS};
+pub use parse::{parse_lines, validate, ParseError};
+
+use serde::{Deserialize, Serialize};
+
+/// The unit of the timestamps written on each line.
+///
+/// Serialized as `"ns"`, `"us"`, `"ms"` or `"s"` (the names `influx write --precision` and the
+/// InfluxDB 1.x `/write?precision=` parameter use, except that 1.x spells microseconds `u`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Nanoseconds (what Telegraf and Vector expect).
+    #[default]
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
+}
+
+impl Precision {
+    /// Converts a timestamp in nanoseconds to this precision, truncating toward zero.
+    #[inline]
+    pub const fn from_ns(self, ts_ns: i64) -> i64 {
+        match self {
+            Precision::Ns => ts_ns,
+            Precision::Us => ts_ns / 1_000,
+            Precision::Ms => ts_ns / 1_000_000,
+            Precision::S => ts_ns / 1_000_000_000,
+        }
+    }
+
+    /// The config spelling: `"ns"`, `"us"`, `"ms"` or `"s"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Precision::Ns => "ns",
+            Precision::Us => "us",
+            Precision::Ms => "ms",
+            Precision::S => "s",
+        }
+    }
+}
+
+/// The value of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// A signed 64-bit integer, written `42i`.
+    Int(i64),
+    /// A float. Non-finite values are never written.
+    Float(f64),
+    /// A boolean, written `true` / `false`.
+    Bool(bool),
+    /// A string, written double-quoted.
+    Str(String),
+}
+
+/// One line of line protocol, owned. The hot path uses [`Encoder`] directly instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The measurement, unescaped.
+    pub measurement: String,
+    /// Tags, unescaped, in any order (written sorted by key).
+    pub tags: Vec<(String, String)>,
+    /// Fields, unescaped, in the order they are written.
+    pub fields: Vec<(String, FieldValue)>,
+    /// When encoding: nanoseconds since the Unix epoch, scaled to the precision on output.
+    /// When parsed: the number as written (the text does not say its precision).
+    /// `None`: no timestamp (the reader uses its own clock).
+    pub timestamp: Option<i64>,
+}
+
+impl Point {
+    /// Appends this point as one line to `buf`, with the same rules as [`Encoder`]. Returns
+    /// whether a line was written (`false` when no field, or the measurement, was writable).
+    pub fn encode(&self, precision: Precision, buf: &mut Vec<u8>) -> bool {
+        let mut enc = Encoder::with_timestamp(buf, precision, self.timestamp);
+        let mut line = enc.line(&self.measurement);
+        for (key, value) in &self.tags {
+            line = line.tag(key, value);
+        }
+        for (key, value) in &self.fields {
+            line = match value {
+                FieldValue::Int(v) => line.field_i64(key, *v),
+                FieldValue::Float(v) => line.field_f64(key, *v),
+                FieldValue::Bool(v) => line.field_bool(key, *v),
+                FieldValue::Str(v) => line.field_str(key, v),
+            };
+        }
+        line.finish();
+        enc.lines_written() == 1
+    }
+}
+
+#[cfg(test)]
+mod tests;

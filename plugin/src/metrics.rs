@@ -1,0 +1,298 @@
+//! Turns one gather's values into ntopng-schema line protocol (design/metrics.md). Pure: no I/O.
+
+use crate::flows::{FlowTable, HostKey, Role};
+use crate::iface::IfaceCounters;
+use crate::lineproto::{Encoder, LineBuilder, Precision};
+use std::collections::{BTreeMap, HashSet};
+
+/// How lines are shaped: the options of the config that change the output.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The `ifid` tag on every line.
+    pub ifid: String,
+    /// Timestamp precision.
+    pub precision: Precision,
+    /// ntopng's exact shape: every numeric field a float, extensions left out.
+    pub ntopng_compat: bool,
+}
+
+/// flowlens's own health, written as `flowlens:internal`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Internal {
+    /// How long this gather took to read its sources and aggregate, in milliseconds.
+    pub gather_duration_ms: f64,
+    /// Kernel events read from the ring buffer since start (None: no eBPF collector).
+    pub events_received: Option<u64>,
+    /// Kernel events lost (ring buffer full) since start.
+    pub events_lost: u64,
+    /// Sockets the kernel map had no room for, plus flows the table had no room for.
+    pub flows_evicted: u64,
+    /// Series folded into `other` in this gather.
+    pub series_dropped: u64,
+    /// Probes attached and working.
+    pub probes_attached: u64,
+    /// Probes that failed to load or attach.
+    pub probes_failed: u64,
+}
+
+/// Per-host values of one gather: gauges from the active flows, counters from everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostValues {
+    /// Bytes sent (counter).
+    pub bytes_sent: u64,
+    /// Bytes received (counter).
+    pub bytes_rcvd: u64,
+    /// Active flows as client (gauge).
+    pub active_client: u64,
+    /// Active flows as server (gauge).
+    pub active_server: u64,
+    /// Flows ever seen as client (counter).
+    pub total_client: u64,
+    /// Flows ever seen as server (counter).
+    pub total_server: u64,
+    /// Bytes (sent, received) per application protocol (counters).
+    pub ndpi: BTreeMap<&'static str, (u64, u64)>,
+}
+
+/// What the flow table contributes to a gather.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowValues {
+    /// Active flows of the host.
+    pub num_flows: u64,
+    /// Flows started since flowlens did (counter).
+    pub new_flows: u64,
+    /// Per local host, sorted.
+    pub hosts: BTreeMap<HostKey, HostValues>,
+    /// Distinct local addresses folded into `other` in this gather.
+    pub hosts_folded: u64,
+}
+
+impl FlowValues {
+    /// Aggregates the table: a pure function of its state.
+    pub fn from_table(table: &FlowTable) -> FlowValues {
+        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
+        for (key, totals) in table.hosts() {
+            let h = hosts.entry(*key).or_default();
+            h.bytes_sent += totals.bytes_sent;
+            h.bytes_rcvd += totals.bytes_rcvd;
+            h.total_client += totals.total_client;
+            h.total_server += totals.total_server;
+            for (proto, (sent, rcvd)) in &totals.ndpi {
+                let e = h.ndpi.entry(proto).or_default();
+                e.0 += sent;
+                e.1 += rcvd;
+            }
+        }
+        let mut folded = HashSet::new();
+        for flow in table.flows() {
+            let ip = flow.local.ip();
+            let key = if table.hosts().contains_key(&HostKey::Addr(ip)) {
+                HostKey::Addr(ip)
+            } else {
+                folded.insert(ip);
+                HostKey::Other
+            };
+            let h = hosts.entry(key).or_default();
+            h.bytes_sent += flow.bytes_sent;
+            h.bytes_rcvd += flow.bytes_rcvd;
+            match flow.role {
+                Role::Client => h.active_client += 1,
+                Role::Server => h.active_server += 1,
+            }
+            let e = h.ndpi.entry(crate::ndpi::infer(flow)).or_default();
+            e.0 += flow.bytes_sent;
+            e.1 += flow.bytes_rcvd;
+        }
+        FlowValues {
+            num_flows: table.len() as u64,
+            new_flows: table.new_flows,
+            hosts,
+            hosts_folded: folded.len() as u64,
+        }
+    }
+}
+
+/// Everything one gather writes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Interface counters.
+    pub ifaces: Vec<IfaceCounters>,
+    /// Flow-derived values (None: no eBPF collector).
+    pub flows: Option<FlowValues>,
+    /// Self-telemetry.
+    pub internal: Internal,
+}
+
+/// A counter as an int64 field: the kernel's u64 counters saturate instead of turning negative.
+fn counter(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Adds a count field: an integer, or a float in ntopng_compat mode (ntopng writes floats).
+fn count<'b, 'e>(
+    line: LineBuilder<'b, 'e>,
+    shape: &Shape,
+    key: &str,
+    value: i64,
+) -> LineBuilder<'b, 'e> {
+    if shape.ntopng_compat {
+        line.field_f64(key, value as f64)
+    } else {
+        line.field_i64(key, value)
+    }
+}
+
+/// Appends every line of `snapshot` to `out`, all stamped `timestamp_ns`. Returns the line count.
+pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut Vec<u8>) -> u64 {
+    let mut enc = Encoder::new(out, shape.precision, timestamp_ns);
+    let ifid = shape.ifid.as_str();
+    for iface in &snapshot.ifaces {
+        let (rx, tx) = (counter(iface.rx_bytes), counter(iface.tx_bytes));
+        let line = enc
+            .line("iface:traffic")
+            .tag("ifid", ifid)
+            .tag("ifname", &iface.name);
+        count(line, shape, "bytes", rx.saturating_add(tx)).finish();
+        let line = enc
+            .line("iface:traffic_rxtx")
+            .tag("ifid", ifid)
+            .tag("ifname", &iface.name);
+        let line = count(line, shape, "bytes_sent", tx);
+        count(line, shape, "bytes_rcvd", rx).finish();
+        let packets = counter(iface.rx_packets).saturating_add(counter(iface.tx_packets));
+        let line = enc
+            .line("iface:packets")
+            .tag("ifid", ifid)
+            .tag("ifname", &iface.name);
+        count(line, shape, "packets", packets).finish();
+    }
+    if let Some(flows) = &snapshot.flows {
+        encode_flows(&mut enc, flows, shape);
+    }
+    let internal = &snapshot.internal;
+    let mut line = enc
+        .line("flowlens:internal")
+        .tag("ifid", ifid)
+        .field_f64("gather_duration_ms", internal.gather_duration_ms);
+    if let Some(received) = internal.events_received {
+        line = line
+            .field_i64("events_received", counter(received))
+            .field_i64("events_lost", counter(internal.events_lost))
+            .field_i64("flows_evicted", counter(internal.flows_evicted));
+    }
+    line.field_i64("series_dropped", counter(internal.series_dropped))
+        .field_i64("probes_attached", counter(internal.probes_attached))
+        .field_i64("probes_failed", counter(internal.probes_failed))
+        .finish();
+    enc.lines_written()
+}
+
+fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
+    let ifid = shape.ifid.as_str();
+    let line = enc.line("iface:flows").tag("ifid", ifid);
+    count(line, shape, "num_flows", counter(flows.num_flows)).finish();
+    let line = enc.line("iface:new_flows").tag("ifid", ifid);
+    count(line, shape, "new_flows", counter(flows.new_flows)).finish();
+    let mut host = String::new();
+    for (key, h) in &flows.hosts {
+        host.clear();
+        use std::fmt::Write as _;
+        let _ = write!(host, "{key}");
+        let line = enc
+            .line("host:traffic")
+            .tag("ifid", ifid)
+            .tag("host", &host);
+        let line = count(line, shape, "bytes_sent", counter(h.bytes_sent));
+        count(line, shape, "bytes_rcvd", counter(h.bytes_rcvd)).finish();
+        let line = enc
+            .line("host:active_flows")
+            .tag("ifid", ifid)
+            .tag("host", &host);
+        let line = count(line, shape, "flows_as_client", counter(h.active_client));
+        count(line, shape, "flows_as_server", counter(h.active_server)).finish();
+        let line = enc
+            .line("host:total_flows")
+            .tag("ifid", ifid)
+            .tag("host", &host);
+        let line = count(line, shape, "flows_as_client", counter(h.total_client));
+        count(line, shape, "flows_as_server", counter(h.total_server)).finish();
+        for (protocol, (sent, rcvd)) in &h.ndpi {
+            let line = enc
+                .line("host:ndpi")
+                .tag("ifid", ifid)
+                .tag("host", &host)
+                .tag("protocol", protocol);
+            let line = count(line, shape, "bytes_sent", counter(*sent));
+            count(line, shape, "bytes_rcvd", counter(*rcvd)).finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(compat: bool) -> Shape {
+        Shape {
+            ifid: "0".into(),
+            precision: Precision::Ns,
+            ntopng_compat: compat,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            ifaces: vec![IfaceCounters {
+                name: "veth a".into(),
+                rx_bytes: 100,
+                tx_bytes: 23,
+                rx_packets: 2,
+                tx_packets: 1,
+            }],
+            flows: None,
+            internal: Internal {
+                gather_duration_ms: 1.5,
+                ..Internal::default()
+            },
+        }
+    }
+
+    #[test]
+    fn interface_lines_follow_the_schema() {
+        let mut out = Vec::new();
+        let n = encode(
+            &snapshot(),
+            &shape(false),
+            1_700_000_000_000_000_000,
+            &mut out,
+        );
+        assert_eq!(n, 4);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "iface:traffic,ifid=0,ifname=veth\\ a bytes=123i 1700000000000000000\n\
+             iface:traffic_rxtx,ifid=0,ifname=veth\\ a bytes_sent=23i,bytes_rcvd=100i 1700000000000000000\n\
+             iface:packets,ifid=0,ifname=veth\\ a packets=3i 1700000000000000000\n\
+             flowlens:internal,ifid=0 gather_duration_ms=1.5,series_dropped=0i,probes_attached=0i,probes_failed=0i 1700000000000000000\n"
+        );
+    }
+
+    #[test]
+    fn ntopng_compat_writes_floats() {
+        let mut out = Vec::new();
+        encode(&snapshot(), &shape(true), 5, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("iface:traffic,ifid=0,ifname=veth\\ a bytes=123 5\n"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| l.starts_with("iface:")) {
+            assert!(!line.contains("i "), "{line}");
+        }
+    }
+
+    #[test]
+    fn counters_beyond_i64_saturate() {
+        assert_eq!(counter(u64::MAX), i64::MAX);
+        assert_eq!(counter(7), 7);
+    }
+}

@@ -1,0 +1,399 @@
+//! The collector behind the ABI: creation from a config, gathers, doctor; panics stop here.
+
+use crate::{
+    collector::{self, CollectorOptions, EbpfCollector, ProbeStatus},
+    config::{Config, LogLevelName, RttSource},
+    flows::{FlowTable, Limits, Role, Update},
+    iface, logging, metrics, records, seed,
+};
+use abi_stable::{
+    sabi_extern_fn,
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RStr, RString, RVec},
+};
+use flowlens_abi::{
+    Collector, CollectorBox, Collector_TO, DoctorCheck, ErrorKind, GatherSummary, HostCallbacks,
+    LogLevel, PluginError, ShimSettings,
+};
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    path::PathBuf,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+/// Runs `f`, turning a panic into a [`PluginError`] so that it never unwinds into the shim.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.into(),
+        Err(payload) => {
+            let detail = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            RResult::RErr(PluginError {
+                kind: ErrorKind::Panic,
+                message: format!("flowlens plugin panicked in {what}: {detail}").into(),
+            })
+        }
+    }
+}
+
+fn other_error(message: impl std::fmt::Display) -> PluginError {
+    PluginError {
+        kind: ErrorKind::Other,
+        message: message.to_string().into(),
+    }
+}
+
+/// The collector: configuration, the state of the sources, and the previous gather's duration.
+pub struct Flowlens {
+    config: Config,
+    shape: metrics::Shape,
+    sys_class_net: PathBuf,
+    ebpf: Option<EbpfCollector>,
+    /// Why there is no eBPF collector, when there is none.
+    ebpf_disabled: Option<String>,
+    table: FlowTable,
+    /// Events userspace could not hold between gathers (counted as lost).
+    events_dropped: u64,
+}
+
+/// Finds the TCP connections established before flowlens started, in every network namespace,
+/// and tracks them from now on: in the flow table (active, not new) and in the kernel map (so
+/// their bytes, RTT and close are seen).
+fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows: usize) {
+    let started = Instant::now();
+    let report = seed::seed_established(max_flows);
+    for failure in &report.failures {
+        tracing::warn!("start-up scan of established connections: {failure}");
+    }
+    let now = monotonic_ns();
+    for found in &report.sockets {
+        let (role, raw_role) = match found.role {
+            seed::SeedRole::Client => (Role::Client, records::ROLE_CLIENT),
+            seed::SeedRole::Server => (Role::Server, records::ROLE_SERVER),
+        };
+        let sock = records::FlSock {
+            bytes_sent: 0,
+            bytes_rcvd: 0,
+            first_ns: now,
+            last_ns: now,
+            cgroup_id: found.cgroup_id.unwrap_or(0),
+            netns: found.netns,
+            pid: 0,
+            srtt_us: found.srtt_us,
+            rttvar_us: found.rttvar_us,
+            retrans: 0,
+            sport: found.local.port(),
+            dport: found.remote.port(),
+            saddr: records::ip_to_kernel(found.local.ip()),
+            daddr: records::ip_to_kernel(found.remote.ip()),
+            family: if found.local.is_ipv4() { 2 } else { 10 },
+            protocol: records::IPPROTO_TCP,
+            role: raw_role,
+            _pad: 0,
+            comm: [0; records::COMM_LEN],
+            _reserved: [0; 12],
+        };
+        ebpf.adopt(found.cookie, &sock);
+        table.seed(found.cookie, &sock, role);
+    }
+    tracing::info!(
+        "found {} established TCP connections in {} network namespaces ({} ms)",
+        report.sockets.len(),
+        report.namespaces,
+        started.elapsed().as_millis()
+    );
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn to_check(status: &ProbeStatus) -> DoctorCheck {
+    DoctorCheck {
+        name: status.name.as_str().into(),
+        ok: status.ok,
+        detail: status.detail.as_str().into(),
+    }
+}
+
+impl Flowlens {
+    /// Builds a collector from a validated config.
+    pub fn new(config: Config) -> Flowlens {
+        let shape = metrics::Shape {
+            ifid: config.general.ifid.clone(),
+            precision: config.general.precision,
+            ntopng_compat: config.general.ntopng_compat,
+        };
+        let g = &config.general;
+        let mut table = FlowTable::new(Limits {
+            max_flows: g.max_flows as usize,
+            max_hosts: g.max_hosts as usize,
+            udp_idle_timeout_ns: g.udp_idle_timeout_secs.saturating_mul(1_000_000_000),
+        });
+        let (ebpf, ebpf_disabled) = if g.ebpf {
+            let options = CollectorOptions {
+                max_flows: g.max_flows,
+                ring_buffer_bytes: g.ring_buffer_bytes,
+                segment_rtt: g.rtt_source == RttSource::Segment,
+            };
+            match EbpfCollector::start(options) {
+                Ok(c) => {
+                    for probe in c.probes() {
+                        if probe.ok {
+                            tracing::debug!("{}: {}", probe.name, probe.detail);
+                        } else {
+                            tracing::warn!("{}: {}", probe.name, probe.detail);
+                        }
+                    }
+                    let ok = c.probes().iter().filter(|p| p.ok).count();
+                    let mut c = c;
+                    adopt_established(&mut c, &mut table, g.max_flows as usize);
+                    tracing::info!(
+                        "eBPF collector started: {ok} of {} probes attached",
+                        c.probes().len()
+                    );
+                    (Some(c), None)
+                }
+                Err(e) => {
+                    tracing::warn!("eBPF collector disabled, writing interface metrics only: {e}");
+                    (None, Some(e.to_string()))
+                }
+            }
+        } else {
+            (
+                None,
+                Some("disabled by the config (ebpf = false)".to_string()),
+            )
+        };
+        Flowlens {
+            config,
+            shape,
+            sys_class_net: PathBuf::from(iface::SYS_CLASS_NET),
+            ebpf,
+            ebpf_disabled,
+            table,
+            events_dropped: 0,
+        }
+    }
+
+    /// Brings the flow table up to date with the kernel: pending events, then the socket map.
+    fn collect_flows(&mut self) -> Option<(metrics::FlowValues, metrics::Internal)> {
+        let ebpf = self.ebpf.as_mut()?;
+        let (events, dropped) = ebpf.take_events();
+        self.events_dropped += dropped;
+        for event in &events {
+            let update = match event.kind {
+                records::EV_OPEN => Update::Open,
+                records::EV_CLOSE => Update::Close,
+                records::EV_CONNECT_FAILED => Update::ConnectFailed,
+                _ => continue,
+            };
+            self.table.apply(update, event.cookie, &event.sock);
+        }
+        let limit = self.config.general.max_flows as usize * 2;
+        let snapshot = ebpf.snapshot(limit);
+        let expired = self
+            .table
+            .refresh(snapshot.iter().map(|(c, s)| (*c, s)), monotonic_ns());
+        ebpf.forget(&expired);
+        let values = metrics::FlowValues::from_table(&self.table);
+        let internal = metrics::Internal {
+            events_received: Some(ebpf.events_received()),
+            events_lost: ebpf.stat(records::STAT_EVENTS_LOST) + self.events_dropped,
+            flows_evicted: self.table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),
+            series_dropped: values.hosts_folded,
+            probes_attached: ebpf.probes().iter().filter(|p| p.ok).count() as u64,
+            probes_failed: ebpf.probes().iter().filter(|p| !p.ok).count() as u64,
+            ..metrics::Internal::default()
+        };
+        Some((values, internal))
+    }
+
+    /// One gather: read every source, encode every line with one timestamp.
+    pub fn gather_into(&mut self, out: &mut Vec<u8>) -> Result<GatherSummary, PluginError> {
+        let started = Instant::now();
+        let timestamp_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .map_err(|_| other_error("the system clock is before 1970"))?;
+        let ifaces = match iface::read_all(&self.sys_class_net) {
+            Ok(ifaces) => ifaces,
+            Err(e) => {
+                tracing::warn!("{e}");
+                Vec::new()
+            }
+        };
+        let (flows, internal) = match self.collect_flows() {
+            Some((values, internal)) => (Some(values), internal),
+            None => (None, metrics::Internal::default()),
+        };
+        let snapshot = metrics::Snapshot {
+            ifaces,
+            flows,
+            internal: metrics::Internal {
+                // Reading the sources and aggregating; encoding (pure, fast) comes after.
+                gather_duration_ms: started.elapsed().as_secs_f64() * 1e3,
+                ..internal
+            },
+        };
+        let lines = metrics::encode(&snapshot, &self.shape, timestamp_ns, out);
+        Ok(GatherSummary {
+            lines,
+            timestamp_ns,
+        })
+    }
+
+    /// The active flows (for tests and tools built on the library).
+    pub fn flows(&self) -> impl Iterator<Item = &crate::flows::Flow> {
+        self.table.flows()
+    }
+
+    /// The prerequisites and probes, with their status here.
+    pub fn checks(&self) -> Vec<DoctorCheck> {
+        let ifaces = iface::read_all(&self.sys_class_net);
+        let mut checks = vec![DoctorCheck {
+            name: "interface counters (sysfs)".into(),
+            ok: ifaces.is_ok(),
+            detail: match ifaces {
+                Ok(list) => format!(
+                    "{} interfaces in {}",
+                    list.len(),
+                    self.sys_class_net.display()
+                ),
+                Err(e) => e.to_string(),
+            }
+            .into(),
+        }];
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        checks.push(DoctorCheck {
+            name: "privileges".into(),
+            ok: euid == 0,
+            detail: if euid == 0 {
+                "running as root".into()
+            } else {
+                format!("running as uid {euid}: eBPF needs root or CAP_BPF+CAP_PERFMON").into()
+            },
+        });
+        let btf = collector::kernel_btf();
+        checks.push(DoctorCheck {
+            name: "kernel BTF (/sys/kernel/btf/vmlinux)".into(),
+            ok: btf.is_ok(),
+            detail: match &btf {
+                Ok(_) => "present: CO-RE programs can be relocated".into(),
+                Err(e) => e.to_string().into(),
+            },
+        });
+        let tracefs = [
+            "/sys/kernel/tracing/events",
+            "/sys/kernel/debug/tracing/events",
+        ]
+        .iter()
+        .find(|p| std::path::Path::new(p).is_dir());
+        checks.push(DoctorCheck {
+            name: "tracefs".into(),
+            ok: tracefs.is_some(),
+            detail: match tracefs {
+                Some(p) => format!("mounted ({p})").into(),
+                None => "not mounted: `mount -t tracefs tracefs /sys/kernel/tracing` (classic tracepoints need it; tp_btf does not)".into(),
+            },
+        });
+        match (&self.ebpf, &self.ebpf_disabled) {
+            (Some(ebpf), _) => checks.extend(ebpf.probes().iter().map(to_check)),
+            (None, why) => checks.push(DoctorCheck {
+                name: "eBPF collector".into(),
+                ok: false,
+                detail: why.clone().unwrap_or_default().into(),
+            }),
+        }
+        if let Ok(btf) = &btf {
+            checks.extend(collector::check_hook_kinds(btf).iter().map(to_check));
+        }
+        checks
+    }
+}
+
+impl Collector for Flowlens {
+    fn gather(&mut self, out: &mut RVec<u8>) -> RResult<GatherSummary, PluginError> {
+        guarded("gather", || {
+            let mut buf = std::mem::take(out).into_vec();
+            let result = self.gather_into(&mut buf);
+            *out = RVec::from(buf);
+            result
+        })
+    }
+
+    fn settings(&self) -> ShimSettings {
+        ShimSettings {
+            interval_secs: self.config.general.interval_secs,
+        }
+    }
+
+    fn doctor(&self) -> RVec<DoctorCheck> {
+        match guarded("doctor", || Ok(self.checks())) {
+            RResult::ROk(checks) => checks.into(),
+            RResult::RErr(e) => vec![DoctorCheck {
+                name: "doctor".into(),
+                ok: false,
+                detail: e.message,
+            }]
+            .into(),
+        }
+    }
+}
+
+/// ABI entry point: parses the config and creates the collector.
+#[sabi_extern_fn]
+pub fn create(
+    config_toml: RStr<'_>,
+    source: RStr<'_>,
+    host: HostCallbacks,
+) -> RResult<CollectorBox, PluginError> {
+    guarded("create", || {
+        let config =
+            Config::from_toml(config_toml.as_str(), source.as_str()).map_err(|e| PluginError {
+                kind: ErrorKind::Config,
+                message: e.to_string().into(),
+            })?;
+        let max_level = match config.general.log_level {
+            LogLevelName::Error => LogLevel::Error,
+            LogLevelName::Warn => LogLevel::Warn,
+            LogLevelName::Info => LogLevel::Info,
+            LogLevelName::Debug => LogLevel::Debug,
+        };
+        logging::install(HostCallbacks {
+            max_level: max_level.min(host.max_level),
+            ..host
+        });
+        Ok(Collector_TO::from_value(Flowlens::new(config), TD_Opaque))
+    })
+}
+
+/// ABI entry point: the commented default configuration.
+#[sabi_extern_fn]
+pub fn default_config() -> RString {
+    Config::documented_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error() {
+        let r: RResult<(), PluginError> = guarded("test", || panic!("boom"));
+        let e = r.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Panic);
+        assert!(e.message.contains("boom"), "{}", e.message);
+    }
+}

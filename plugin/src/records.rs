@@ -1,0 +1,182 @@
+//! Rust mirrors of the records in ebpf/flowlens.h (the single source of truth for their layout).
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// `FL_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// `enum fl_event_kind`: a TCP socket became established, or a UDP socket moved its first datagram.
+pub const EV_OPEN: u32 = 1;
+/// `FL_EV_CLOSE`: a TCP socket reached CLOSE; the record carries its final counters.
+pub const EV_CLOSE: u32 = 2;
+/// `FL_EV_CONNECT_FAILED`: SYN_SENT -> CLOSE.
+pub const EV_CONNECT_FAILED: u32 = 3;
+
+/// `enum fl_role`.
+pub const ROLE_UNKNOWN: u8 = 0;
+/// `FL_ROLE_CLIENT`.
+pub const ROLE_CLIENT: u8 = 1;
+/// `FL_ROLE_SERVER`.
+pub const ROLE_SERVER: u8 = 2;
+
+/// `enum fl_stat` indexes into the per-CPU `stats` map.
+pub const STAT_EVENTS_LOST: u32 = 0;
+/// `FL_STAT_SOCKS_FULL`: sockets the kernel could not track because `socks` was full.
+pub const STAT_SOCKS_FULL: u32 = 1;
+/// `FL_STAT_EVENTS_SENT`.
+pub const STAT_EVENTS_SENT: u32 = 2;
+
+/// `IPPROTO_TCP`.
+pub const IPPROTO_TCP: u8 = 6;
+/// `IPPROTO_UDP`.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// `struct fl_sock`: the kernel's per-socket state, value of the `socks` map (key: socket cookie).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlSock {
+    /// Payload bytes sent (sum of `sock_send_length`).
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_rcvd: u64,
+    /// `bpf_ktime_get_ns()` at creation.
+    pub first_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last activity.
+    pub last_ns: u64,
+    /// cgroup2 id of the socket.
+    pub cgroup_id: u64,
+    /// Network namespace inode of the socket.
+    pub netns: u32,
+    /// Process id (tgid) that created or accepted it; 0 until seen in process context.
+    pub pid: u32,
+    /// Smoothed RTT, µs (as `tcpi_rtt`).
+    pub srtt_us: u32,
+    /// RTT variance, µs (as `tcpi_rttvar`).
+    pub rttvar_us: u32,
+    /// Retransmitted segments.
+    pub retrans: u32,
+    /// Local port (host order).
+    pub sport: u16,
+    /// Remote port (host order).
+    pub dport: u16,
+    /// Local address (IPv4 as v4-mapped).
+    pub saddr: [u8; 16],
+    /// Remote address (IPv4 as v4-mapped).
+    pub daddr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u8,
+    /// `enum fl_role`.
+    pub role: u8,
+    /// Padding.
+    pub _pad: u8,
+    /// Command name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// Tail padding.
+    pub _reserved: [u8; 12],
+}
+
+/// `struct fl_event`: a ring buffer record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlEvent {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// `bpf_ktime_get_ns()` of the event.
+    pub ts_ns: u64,
+    /// `enum fl_event_kind`.
+    pub kind: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Snapshot of the socket's state at the event.
+    pub sock: FlSock,
+}
+
+const _: () = assert!(std::mem::size_of::<FlSock>() == 128);
+const _: () = assert!(std::mem::size_of::<FlEvent>() == 152);
+const _: () = assert!(std::mem::offset_of!(FlSock, netns) == 40);
+const _: () = assert!(std::mem::offset_of!(FlSock, sport) == 60);
+const _: () = assert!(std::mem::offset_of!(FlSock, saddr) == 64);
+const _: () = assert!(std::mem::offset_of!(FlSock, family) == 96);
+const _: () = assert!(std::mem::offset_of!(FlSock, comm) == 100);
+const _: () = assert!(std::mem::offset_of!(FlEvent, sock) == 24);
+
+/// An address as stored by the kernel side: IPv4 comes back as `Ipv4Addr`.
+pub fn ip_from_kernel(raw: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(raw);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// An address in the kernel's storage convention (IPv4 as v4-mapped IPv6).
+pub fn ip_to_kernel(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl FlSock {
+    /// Local endpoint.
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::new(ip_from_kernel(self.saddr), self.sport)
+    }
+
+    /// Remote endpoint.
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(ip_from_kernel(self.daddr), self.dport)
+    }
+
+    /// The command name as text (up to the first NUL, lossy UTF-8).
+    pub fn comm(&self) -> String {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+
+    /// Parses a record from kernel bytes; `None` when it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<FlSock> {
+        if bytes.len() < std::mem::size_of::<FlSock>() {
+            return None;
+        }
+        // SAFETY: length checked; FlSock is plain old data; read_unaligned copes with alignment.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<FlSock>()) })
+    }
+}
+
+impl FlEvent {
+    /// Parses a ring buffer record; `None` when it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<FlEvent> {
+        if bytes.len() < std::mem::size_of::<FlEvent>() {
+            return None;
+        }
+        // SAFETY: length checked; FlEvent is plain old data; read_unaligned copes with alignment.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<FlEvent>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapped_addresses_come_back_as_ipv4() {
+        let mut raw = [0u8; 16];
+        raw[10] = 0xff;
+        raw[11] = 0xff;
+        raw[12..].copy_from_slice(&[10, 1, 0, 2]);
+        assert_eq!(ip_from_kernel(raw).to_string(), "10.1.0.2");
+        assert_eq!(
+            ip_from_kernel(Ipv6Addr::LOCALHOST.octets()).to_string(),
+            "::1"
+        );
+    }
+
+    #[test]
+    fn short_records_are_refused() {
+        assert!(FlEvent::from_bytes(&[0u8; 100]).is_none());
+        assert!(FlEvent::from_bytes(&[0u8; 152]).is_some());
+    }
+}

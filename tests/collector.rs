@@ -1,0 +1,864 @@
+//! The eBPF collector against the real kernel: real sockets and traffic in network namespaces
+//! joined by veth pairs, through the real `flowlens` binary (and, where a test must look at one
+//! flow, through the library). Needs root; in CI a test that cannot load its programs fails.
+
+use flowlens::lineproto::{parse_lines, FieldValue};
+use flowlens_tests::*;
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{mpsc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+/// The tests share the kernel's view (every socket of the host): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the lock; `None` when the test must skip (not root, outside CI).
+fn ebpf_test(name: &str) -> Option<MutexGuard<'static, ()>> {
+    if !require_root(name) {
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The real binary in Telegraf mode: one gather per newline.
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    batches: mpsc::Receiver<String>,
+}
+
+impl Session {
+    fn start(config: &str) -> Session {
+        let dir = TempDir::new("collector");
+        let path = dir.join("flowlens.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = flowlens(&["--config", path.to_str().unwrap(), "telegraf"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut batch = String::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                batch.push_str(&line);
+                batch.push('\n');
+                if line.starts_with("flowlens:internal") {
+                    let _ = tx.send(std::mem::take(&mut batch));
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("flowlens: {line}");
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut session = Session {
+            child,
+            stdin,
+            batches: rx,
+        };
+        let first = session.gather();
+        if in_ci() {
+            assert!(
+                first.contains("probes_failed=0i"),
+                "CI must load every probe:\n{first}"
+            );
+        }
+        assert!(
+            first.contains("events_received="),
+            "the eBPF collector did not start:\n{first}"
+        );
+        session
+    }
+
+    fn gather(&mut self) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        let batch = self
+            .batches
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a batch");
+        flowlens::lineproto::validate(&batch).unwrap();
+        batch
+    }
+
+    /// Closes stdin and waits for exit 0.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The integer field of the line of `measurement` whose tags include all of `tags`; 0 when
+/// there is no such line.
+fn value(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> i64 {
+    let points = parse_lines(text).unwrap();
+    let Some(point) = points.iter().find(|p| {
+        p.measurement == measurement
+            && tags
+                .iter()
+                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
+    }) else {
+        return 0;
+    };
+    match point
+        .fields
+        .iter()
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v)
+    {
+        Some(FieldValue::Int(v)) => *v,
+        other => panic!("{measurement} {field}: {other:?}"),
+    }
+}
+
+fn host(text: &str, measurement: &str, addr: &str, field: &str) -> i64 {
+    value(text, measurement, &[("host", addr)], field)
+}
+
+fn internal(text: &str, field: &str) -> i64 {
+    value(text, "flowlens:internal", &[], field)
+}
+
+/// Runs `f` on a thread that entered the network namespace `ns` (sockets it creates stay there).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a valid namespace fd; setns only affects this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn getsockopt<T: Default>(fd: i32, level: i32, name: i32) -> T {
+    let mut value = T::default();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: value is a T-sized buffer and len says so.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut T).cast(), &mut len) };
+    assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    value
+}
+
+/// SO_COOKIE: the socket cookie the eBPF programs key sockets by.
+fn cookie(fd: i32) -> u64 {
+    getsockopt::<u64>(fd, libc::SOL_SOCKET, 57)
+}
+
+/// (tcpi_rtt, tcpi_rttvar) in µs from TCP_INFO.
+fn tcp_info_rtt(fd: i32) -> (u32, u32) {
+    let info: [u32; 64] = {
+        let mut buf = [0u32; 64];
+        let mut len = std::mem::size_of_val(&buf) as libc::socklen_t;
+        // SAFETY: buf is large enough for struct tcp_info; len says how large.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        buf
+    };
+    // struct tcp_info: 8 bytes of u8 fields, then u32s: rto, ato, snd_mss, rcv_mss, unacked,
+    // sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv,
+    // last_ack_recv, pmtu, rcv_ssthresh, rtt (index 2 + 15 = 17), rttvar (18).
+    (info[17], info[18])
+}
+
+/// A listener in `ns` that accepts `n` connections and keeps them.
+fn listen(ns: &str, addr: &'static str) -> TcpListener {
+    in_netns(ns, move || TcpListener::bind(addr).unwrap())
+}
+
+#[test]
+fn active_flows_per_host_follow_connections_open_and_close() {
+    let Some(_serial) = ebpf_test("active_flows_per_host_follow_connections_open_and_close") else {
+        return;
+    };
+    let pair = NetnsPair::new("flc1", 81);
+    let mut s = Session::start("");
+    let listener = listen(&pair.ns[1], "10.81.0.2:7000");
+    let n = 5;
+    let clients: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            in_netns(&pair.ns[0], || {
+                TcpStream::connect("10.81.0.2:7000").unwrap()
+            })
+        })
+        .collect();
+    let servers: Vec<TcpStream> = (0..n).map(|_| listener.accept().unwrap().0).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:active_flows", "10.81.0.1", "flows_as_client"),
+        n,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.81.0.1", "flows_as_server"),
+        0
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.81.0.2", "flows_as_server"),
+        n,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.81.0.2", "flows_as_client"),
+        0
+    );
+    assert!(value(&t, "iface:flows", &[], "num_flows") >= 2 * n);
+    drop(clients);
+    drop(servers);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:active_flows", "10.81.0.1", "flows_as_client"),
+        0,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.81.0.2", "flows_as_server"),
+        0,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:total_flows", "10.81.0.1", "flows_as_client"),
+        n
+    );
+    assert_eq!(
+        host(&t, "host:total_flows", "10.81.0.2", "flows_as_server"),
+        n
+    );
+    s.finish();
+}
+
+#[test]
+fn host_traffic_moves_by_exactly_the_payload_bytes_tcp_and_udp() {
+    let Some(_serial) = ebpf_test("host_traffic_moves_by_exactly_the_payload_bytes_tcp_and_udp")
+    else {
+        return;
+    };
+    let pair = NetnsPair::new("flc2", 82);
+    let mut s = Session::start("");
+    let (c, srv) = ("10.82.0.1", "10.82.0.2");
+    let t0 = s.gather();
+    // TCP: the client sends X bytes, the server answers Y.
+    let (x, y) = (100_000usize, 54_321usize);
+    let listener = listen(&pair.ns[1], "10.82.0.2:7000");
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; x];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(&vec![1u8; y]).unwrap();
+        conn
+    });
+    let mut client = in_netns(&pair.ns[0], || {
+        TcpStream::connect("10.82.0.2:7000").unwrap()
+    });
+    client.write_all(&vec![2u8; x]).unwrap();
+    let mut back = vec![0u8; y];
+    client.read_exact(&mut back).unwrap();
+    let server_conn = server.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = s.gather();
+    let delta = |a: &str, b: &str, addr: &str, f: &str| {
+        host(b, "host:traffic", addr, f) - host(a, "host:traffic", addr, f)
+    };
+    assert_eq!(delta(&t0, &t1, c, "bytes_sent"), x as i64, "{t1}");
+    assert_eq!(delta(&t0, &t1, c, "bytes_rcvd"), y as i64);
+    assert_eq!(delta(&t0, &t1, srv, "bytes_sent"), y as i64);
+    assert_eq!(delta(&t0, &t1, srv, "bytes_rcvd"), x as i64);
+    // Closing folds the flows into the counters: nothing goes backwards.
+    drop(client);
+    drop(server_conn);
+    std::thread::sleep(Duration::from_millis(300));
+    let t2 = s.gather();
+    assert_eq!(delta(&t1, &t2, c, "bytes_sent"), 0, "{t2}");
+    assert_eq!(delta(&t1, &t2, srv, "bytes_rcvd"), 0);
+    // UDP: 10 datagrams of 1000 bytes out, 10 of 500 back.
+    let server = in_netns(&pair.ns[1], || UdpSocket::bind("10.82.0.2:7001").unwrap());
+    let client = in_netns(&pair.ns[0], || {
+        let u = UdpSocket::bind("10.82.0.1:0").unwrap();
+        u.connect("10.82.0.2:7001").unwrap();
+        u
+    });
+    let mut buf = [0u8; 2000];
+    for _ in 0..10 {
+        client.send(&[3u8; 1000]).unwrap();
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 1000);
+        server.send_to(&[4u8; 500], from).unwrap();
+        assert_eq!(client.recv(&mut buf).unwrap(), 500);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t3 = s.gather();
+    assert_eq!(delta(&t2, &t3, c, "bytes_sent"), 10_000, "{t3}");
+    assert_eq!(delta(&t2, &t3, c, "bytes_rcvd"), 5_000);
+    assert_eq!(delta(&t2, &t3, srv, "bytes_sent"), 5_000);
+    assert_eq!(delta(&t2, &t3, srv, "bytes_rcvd"), 10_000);
+    assert_eq!(
+        host(&t3, "host:active_flows", c, "flows_as_client"),
+        1,
+        "the UDP client"
+    );
+    assert_eq!(
+        host(&t3, "host:active_flows", srv, "flows_as_server"),
+        1,
+        "the UDP server"
+    );
+    s.finish();
+}
+
+#[test]
+fn srtt_and_rttvar_match_tcp_info_of_the_same_socket() {
+    let Some(_serial) = ebpf_test("srtt_and_rttvar_match_tcp_info_of_the_same_socket") else {
+        return;
+    };
+    let pair = NetnsPair::new("flc3", 83);
+    let config = flowlens::config::Config::from_toml("", "test").unwrap();
+    let mut fl = flowlens::plugin::Flowlens::new(config);
+    let listener = listen(&pair.ns[1], "10.83.0.2:7000");
+    let echo = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut b = [0u8; 64];
+        while let Ok(n) = conn.read(&mut b) {
+            // Answering 3 ms late makes the client's RTT samples about 3 ms (the ACK rides on
+            // the answer), large enough to compare meaningfully; no netem needed.
+            std::thread::sleep(Duration::from_millis(3));
+            if n == 0 || conn.write_all(&b[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut client = in_netns(&pair.ns[0], || {
+        TcpStream::connect("10.83.0.2:7000").unwrap()
+    });
+    let mut b = [0u8; 64];
+    for _ in 0..30 {
+        client.write_all(b"ping").unwrap();
+        client.read_exact(&mut b[..4]).unwrap();
+    }
+    let fd = client.as_raw_fd();
+    let (rtt, rttvar) = tcp_info_rtt(fd);
+    let mut out = Vec::new();
+    fl.gather_into(&mut out).unwrap();
+    let flow = fl
+        .flows()
+        .find(|f| f.cookie == cookie(fd))
+        .expect("the client socket is a flow")
+        .clone();
+    // Tolerance: the kernel may take one more sample between the two reads; 10 % or 50 µs.
+    let close = |a: u32, b: u32| a.abs_diff(b) <= (b / 10).max(50);
+    assert!(rtt >= 2000, "the late answers: tcpi_rtt = {rtt}");
+    assert!(
+        close(flow.srtt_us, rtt),
+        "srtt {} vs TCP_INFO {rtt}",
+        flow.srtt_us
+    );
+    assert!(
+        close(flow.rttvar_us, rttvar),
+        "rttvar {} vs TCP_INFO {rttvar}",
+        flow.rttvar_us
+    );
+    drop(client);
+    echo.join().unwrap();
+}
+
+#[test]
+fn a_thousand_short_connections_in_one_interval_are_counted_exactly() {
+    let Some(_serial) =
+        ebpf_test("a_thousand_short_connections_in_one_interval_are_counted_exactly")
+    else {
+        return;
+    };
+    let pair = NetnsPair::new("flc4", 84);
+    let mut s = Session::start("");
+    let t0 = s.gather();
+    let listener = listen(&pair.ns[1], "10.84.0.2:7000");
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..1000 {
+            let (conn, _) = listener.accept().unwrap();
+            drop(conn);
+        }
+    });
+    in_netns(&pair.ns[0], || {
+        for _ in 0..1000 {
+            let conn = TcpStream::connect("10.84.0.2:7000").unwrap();
+            drop(conn);
+        }
+    });
+    acceptor.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t1 = s.gather();
+    let d = |m: &str, a: &str, f: &str| host(&t1, m, a, f) - host(&t0, m, a, f);
+    assert_eq!(internal(&t1, "events_lost"), 0, "{t1}");
+    assert_eq!(
+        d("host:total_flows", "10.84.0.1", "flows_as_client"),
+        1000,
+        "{t1}"
+    );
+    assert_eq!(
+        d("host:total_flows", "10.84.0.2", "flows_as_server"),
+        1000,
+        "{t1}"
+    );
+    // iface:new_flows counts every local socket: our 2000, plus whatever else the host opened,
+    // which shows in the other hosts' total_flows.
+    let new_flows = value(&t1, "iface:new_flows", &[], "new_flows")
+        - value(&t0, "iface:new_flows", &[], "new_flows");
+    let mut all_hosts_delta = 0;
+    for p in parse_lines(&t1)
+        .unwrap()
+        .iter()
+        .filter(|p| p.measurement == "host:total_flows")
+    {
+        let addr = &p.tags.iter().find(|(k, _)| k == "host").unwrap().1;
+        all_hosts_delta += d("host:total_flows", addr, "flows_as_client")
+            + d("host:total_flows", addr, "flows_as_server");
+    }
+    assert!(new_flows >= 2000, "{new_flows}");
+    assert_eq!(
+        new_flows, all_hosts_delta,
+        "new flows = the hosts' new totals"
+    );
+    assert_eq!(
+        host(&t1, "host:active_flows", "10.84.0.1", "flows_as_client"),
+        0
+    );
+    s.finish();
+}
+
+#[test]
+fn ipv6_loopback_flows_are_seen() {
+    let Some(_serial) = ebpf_test("ipv6_loopback_flows_are_seen") else {
+        return;
+    };
+    let pair = NetnsPair::new("flc5", 85);
+    let mut s = Session::start("");
+    let t0 = s.gather();
+    let listener = listen(&pair.ns[0], "[::1]:7000");
+    let client = in_netns(&pair.ns[0], || TcpStream::connect("[::1]:7000").unwrap());
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(&[9u8; 777]).unwrap();
+    let mut b = [0u8; 777];
+    (&client).read_exact(&mut b).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = s.gather();
+    let d = |m: &str, f: &str| host(&t1, m, "::1", f) - host(&t0, m, "::1", f);
+    assert_eq!(d("host:active_flows", "flows_as_client"), 1, "{t1}");
+    assert_eq!(d("host:active_flows", "flows_as_server"), 1, "{t1}");
+    assert_eq!(d("host:traffic", "bytes_sent"), 777);
+    assert_eq!(d("host:traffic", "bytes_rcvd"), 777);
+    s.finish();
+}
+
+#[test]
+fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
+    let Some(_serial) = ebpf_test("udp_flows_are_seen_and_expire_after_the_idle_timeout") else {
+        return;
+    };
+    let pair = NetnsPair::new("flc6", 86);
+    let mut s = Session::start("udp_idle_timeout_secs = 1\n");
+    let server = in_netns(&pair.ns[1], || UdpSocket::bind("10.86.0.2:5300").unwrap());
+    let client = in_netns(&pair.ns[0], || {
+        let u = UdpSocket::bind("10.86.0.1:0").unwrap();
+        u.connect("10.86.0.2:5300").unwrap();
+        u
+    });
+    client.send(&[1u8; 100]).unwrap();
+    let mut b = [0u8; 200];
+    let (_, from) = server.recv_from(&mut b).unwrap();
+    server.send_to(&[2u8; 50], from).unwrap();
+    client.recv(&mut b).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = s.gather();
+    assert_eq!(
+        host(&t1, "host:active_flows", "10.86.0.1", "flows_as_client"),
+        1,
+        "{t1}"
+    );
+    assert_eq!(
+        host(&t1, "host:active_flows", "10.86.0.2", "flows_as_server"),
+        1,
+        "{t1}"
+    );
+    let dns = value(
+        &t1,
+        "host:ndpi",
+        &[("host", "10.86.0.1"), ("protocol", "Unknown")],
+        "bytes_sent",
+    );
+    assert_eq!(dns, 100);
+    std::thread::sleep(Duration::from_millis(2500));
+    let t2 = s.gather();
+    assert_eq!(
+        host(&t2, "host:active_flows", "10.86.0.1", "flows_as_client"),
+        0,
+        "{t2}"
+    );
+    assert_eq!(
+        host(&t2, "host:active_flows", "10.86.0.2", "flows_as_server"),
+        0,
+        "{t2}"
+    );
+    assert_eq!(
+        host(&t2, "host:traffic", "10.86.0.1", "bytes_sent"),
+        100,
+        "folded, not lost"
+    );
+    // Active again: a new flow.
+    client.send(&[1u8; 10]).unwrap();
+    server.recv_from(&mut b).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t3 = s.gather();
+    assert_eq!(
+        host(&t3, "host:active_flows", "10.86.0.1", "flows_as_client"),
+        1,
+        "{t3}"
+    );
+    assert_eq!(
+        host(&t3, "host:total_flows", "10.86.0.1", "flows_as_client"),
+        2
+    );
+    s.finish();
+}
+
+/// A cgroup2 directory under the unified hierarchy, removed on drop.
+struct Cgroup(std::path::PathBuf);
+
+impl Cgroup {
+    fn new(name: &str) -> Cgroup {
+        let path = std::path::Path::new("/sys/fs/cgroup/unified").join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).unwrap();
+        Cgroup(path)
+    }
+
+    fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.0).unwrap().ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Processes must have left; retry briefly while they exit.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
+    let Some(_serial) =
+        ebpf_test("softirq_established_server_sockets_belong_to_the_servers_cgroup")
+    else {
+        return;
+    };
+    let pair = NetnsPair::new("flc7", 87);
+    let server_cg = Cgroup::new("flowlens-test-server");
+    let client_cg = Cgroup::new("flowlens-test-client");
+    let config = flowlens::config::Config::from_toml("", "test").unwrap();
+    let mut fl = flowlens::plugin::Flowlens::new(config);
+    // The server: a process moved into its cgroup before it creates its socket.
+    let script = "import socket,sys\n\
+                  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                  s.bind(('10.87.0.2',7000)); s.listen(8); print('ready',flush=True)\n\
+                  c,_=s.accept(); d=c.recv(10); c.sendall(d); sys.stdin.read()\n";
+    let mut server = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+            server_cg.0.display(),
+            pair.ns[1]
+        ))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    // The client: another process, in another cgroup, in the other namespace.
+    let client_script = "import socket,sys\n\
+                         c=socket.create_connection(('10.87.0.2',7000)); c.sendall(b'hello')\n\
+                         c.recv(10); print('done',flush=True); sys.stdin.read()\n";
+    let mut client = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+            client_cg.0.display(),
+            pair.ns[0]
+        ))
+        .arg(client_script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut done = String::new();
+    BufReader::new(client.stdout.as_mut().unwrap())
+        .read_line(&mut done)
+        .unwrap();
+    assert_eq!(done.trim(), "done");
+    let mut out = Vec::new();
+    fl.gather_into(&mut out).unwrap();
+    let server_flow = fl
+        .flows()
+        .find(|f| f.local.to_string() == "10.87.0.2:7000")
+        .expect("server flow")
+        .clone();
+    let client_flow = fl
+        .flows()
+        .find(|f| f.remote.to_string() == "10.87.0.2:7000")
+        .expect("client flow")
+        .clone();
+    assert_eq!(server_flow.role, flowlens::flows::Role::Server);
+    assert_eq!(client_flow.role, flowlens::flows::Role::Client);
+    assert_eq!(
+        server_flow.cgroup_id,
+        server_cg.id(),
+        "server socket -> server cgroup"
+    );
+    assert_eq!(
+        client_flow.cgroup_id,
+        client_cg.id(),
+        "client socket -> client cgroup"
+    );
+    assert_eq!(
+        server_flow.pid,
+        server.id(),
+        "pid taken in process context (recv)"
+    );
+    assert_eq!(
+        client_flow.pid,
+        client.id(),
+        "pid taken in process context (connect)"
+    );
+    assert_eq!(server_flow.comm_str(), "python3");
+    drop(server.stdin.take());
+    drop(client.stdin.take());
+    let _ = server.wait();
+    let _ = client.wait();
+}
+
+#[test]
+fn overload_counts_lost_events_and_stays_consistent() {
+    let Some(_serial) = ebpf_test("overload_counts_lost_events_and_stays_consistent") else {
+        return;
+    };
+    let pair = NetnsPair::new("flc8", 88);
+    let mut s = Session::start("ring_buffer_bytes = 4096\n");
+    let listener = listen(&pair.ns[1], "10.88.0.2:7000");
+    let n = 400;
+    let acceptor = std::thread::spawn(move || {
+        (0..n)
+            .map(|_| listener.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
+    let clients = in_netns(&pair.ns[0], move || {
+        (0..n)
+            .map(|_| TcpStream::connect("10.88.0.2:7000").unwrap())
+            .collect::<Vec<_>>()
+    });
+    let servers = acceptor.join().unwrap();
+    drop(clients);
+    drop(servers);
+    std::thread::sleep(Duration::from_millis(500));
+    let t1 = s.gather();
+    assert!(
+        internal(&t1, "events_lost") > 0,
+        "a 4 KiB ring cannot hold {n} connections:\n{t1}"
+    );
+    let t2 = s.gather();
+    let t3 = s.gather();
+    for t in [&t2, &t3] {
+        assert_eq!(
+            host(t, "host:active_flows", "10.88.0.1", "flows_as_client"),
+            0,
+            "{t}"
+        );
+        assert_eq!(
+            host(t, "host:active_flows", "10.88.0.2", "flows_as_server"),
+            0,
+            "{t}"
+        );
+        let total = host(t, "host:total_flows", "10.88.0.1", "flows_as_client");
+        assert!(total <= n as i64, "never more than happened: {total}");
+    }
+    s.finish();
+}
+
+fn loaded_flowlens_programs() -> usize {
+    let list = sh("bpftool", &["prog", "list"]);
+    list.lines().filter(|l| l.contains(" name fl_")).count()
+}
+
+/// The kernel frees a program after its last fd closes and an RCU grace period: wait for it.
+fn programs_gone() -> bool {
+    for _ in 0..50 {
+        if loaded_flowlens_programs() == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn nothing_stays_attached_after_exit() {
+    let Some(_serial) = ebpf_test("nothing_stays_attached_after_exit") else {
+        return;
+    };
+    assert!(programs_gone(), "left over from before the test");
+    // stdin EOF
+    let s = Session::start("");
+    assert!(loaded_flowlens_programs() >= 4);
+    s.finish();
+    assert!(programs_gone(), "after stdin EOF");
+    // SIGTERM
+    let s = Session::start("");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    s.finish();
+    assert!(programs_gone(), "after SIGTERM");
+    // stdout closed by the reader: stream mode into a pipe whose reader exits.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "printf 'interval_secs = 1\\n' > /tmp/flowlens-stream.toml; \
+             '{}' --config /tmp/flowlens-stream.toml stream 2>/dev/null | head -c 10 >/dev/null; \
+             echo ${{PIPESTATUS[0]}}",
+            flowlens_bin().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert!(programs_gone(), "after stdout closed");
+}
+
+#[test]
+fn doctor_reports_each_probe_and_hook_kind_as_this_kernel_has_them() {
+    let Some(_serial) =
+        ebpf_test("doctor_reports_each_probe_and_hook_kind_as_this_kernel_has_them")
+    else {
+        return;
+    };
+    let out = run_flowlens(&["doctor"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let status_of = |name: &str| {
+        text.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("doctor lacks {name}:\n{text}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for probe in ["fl_set_state", "fl_send", "fl_recv", "fl_retransmit"] {
+        assert_eq!(status_of(probe), "ok", "{text}");
+    }
+    assert_eq!(status_of("kernel BTF"), "ok");
+    assert_eq!(status_of("privileges"), "ok");
+    // This kernel: kprobes absent, fentry/fexit refused (design/kernel.md).
+    for kind in ["hook kind kprobe", "hook kind fentry", "hook kind fexit"] {
+        assert_eq!(status_of(kind), "FAILED", "{text}");
+    }
+    assert!(text.contains("CONFIG_KPROBES"), "{text}");
+}
+
+#[test]
+fn connections_established_before_start_are_counted_at_the_first_gather() {
+    let Some(_serial) =
+        ebpf_test("connections_established_before_start_are_counted_at_the_first_gather")
+    else {
+        return;
+    };
+    let pair = NetnsPair::new("flc9", 89);
+    let listener = listen(&pair.ns[1], "10.89.0.2:7000");
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            in_netns(&pair.ns[0], || {
+                TcpStream::connect("10.89.0.2:7000").unwrap()
+            })
+        })
+        .collect();
+    let mut servers: Vec<TcpStream> = (0..3).map(|_| listener.accept().unwrap().0).collect();
+    let mut s = Session::start("");
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:active_flows", "10.89.0.1", "flows_as_client"),
+        3,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.89.0.2", "flows_as_server"),
+        3,
+        "{t}"
+    );
+    // Their traffic from now on is counted, and their close is seen.
+    servers[0].write_all(&[5u8; 1234]).unwrap();
+    let mut b = vec![0u8; 1234];
+    (&clients[0]).read_exact(&mut b).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:traffic", "10.89.0.1", "bytes_rcvd"),
+        1234,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:traffic", "10.89.0.2", "bytes_sent"),
+        1234,
+        "{t}"
+    );
+    drop(clients);
+    servers.clear();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:active_flows", "10.89.0.1", "flows_as_client"),
+        0,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.89.0.2", "flows_as_server"),
+        0,
+        "{t}"
+    );
+    s.finish();
+}

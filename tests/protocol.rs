@@ -1,0 +1,406 @@
+//! The shim's process protocols with the real `flowlens` binary and the real `libflowlens.so`:
+//! Telegraf execd, Vector streaming, one-shot, closed pipes, plugin-load and config errors, and
+//! the shipped agent configs.
+
+use flowlens_tests::*;
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::fs::PermissionsExt,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// Config without eBPF: these tests are about the protocol, not the kernel.
+const NO_EBPF: &str = "ebpf = false\n";
+
+fn config_file(dir: &TempDir, text: &str) -> String {
+    let path = dir.join("flowlens.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Every line parses with our strict parser and with the influxdb-line-protocol crate (Vector's).
+fn assert_valid_line_protocol(text: &str) -> Vec<i64> {
+    flowlens::lineproto::validate(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let mut stamps = Vec::new();
+    for line in influxdb_line_protocol::parse_lines(text) {
+        let line = line.unwrap_or_else(|e| panic!("influxdb-line-protocol: {e}:\n{text}"));
+        stamps.push(line.timestamp.expect("every line has a timestamp"));
+    }
+    stamps
+}
+
+#[test]
+fn telegraf_mode_gathers_once_per_newline_and_exits_on_eof() {
+    let dir = TempDir::new("telegraf");
+    let config = config_file(&dir, NO_EBPF);
+    let mut child = flowlens(&["--config", &config, "telegraf"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read batches on a thread: a batch ends with the flowlens:internal line.
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut batch = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            batch.push_str(&line);
+            batch.push('\n');
+            if line.starts_with("flowlens:internal") {
+                tx.send(std::mem::take(&mut batch)).unwrap();
+            }
+        }
+        if !batch.is_empty() {
+            tx.send(batch).unwrap();
+        }
+    });
+    let mut stamps = Vec::new();
+    for _ in 0..3 {
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        let batch = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a batch per newline");
+        let batch_stamps = assert_valid_line_protocol(&batch);
+        assert!(
+            batch_stamps.windows(2).all(|w| w[0] == w[1]),
+            "one timestamp per gather"
+        );
+        assert!(batch.contains("iface:traffic,"), "{batch}");
+        stamps.push(batch_stamps[0]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "increasing: {stamps:?}"
+    );
+    drop(stdin);
+    let closed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            closed.elapsed() < Duration::from_secs(5),
+            "flowlens did not exit on stdin EOF"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = closed.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(1), "exit took {took:?}");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "exactly three batches"
+    );
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    for line in stderr.lines() {
+        assert!(
+            ["E! ", "W! ", "I! ", "D! "]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "stderr line without a Telegraf prefix: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn stream_mode_is_self_timed_ignores_stdin_and_ends_on_sigterm() {
+    let dir = TempDir::new("stream");
+    let config = config_file(&dir, &format!("{NO_EBPF}interval_secs = 1\n"));
+    let mut child = flowlens(&["--config", &config, "stream"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        let mut batch = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            batch.push_str(&line);
+            batch.push('\n');
+            if line.starts_with("flowlens:internal") {
+                let _ = tx.send((Instant::now(), std::mem::take(&mut batch)));
+            }
+        }
+    });
+    let mut arrivals = Vec::new();
+    let mut stamps = Vec::new();
+    for _ in 0..4 {
+        let (at, batch) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a batch every second");
+        let batch_stamps = assert_valid_line_protocol(&batch);
+        stamps.push(batch_stamps[0]);
+        arrivals.push(at);
+    }
+    // SAFETY: sending SIGTERM to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends it with exit 0: {status}");
+    // Timestamps are nanoseconds since the epoch and about a second apart.
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    for pair in stamps.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((500_000_000..5_000_000_000).contains(&gap), "gap {gap} ns");
+    }
+    assert!(
+        (now_ns - stamps[0]).abs() < 60_000_000_000,
+        "ns precision: {}",
+        stamps[0]
+    );
+    let span = arrivals[3] - arrivals[0];
+    assert!(
+        span >= Duration::from_millis(2500),
+        "3 intervals took {span:?}"
+    );
+}
+
+#[test]
+fn once_into_a_closed_pipe_exits_zero_quietly() {
+    // With `| head -1` the reader goes away after one line.
+    let dir = TempDir::new("pipe");
+    let err_path = dir.join("stderr");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' once 2>'{}' | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            flowlens_bin().display(),
+            err_path.display()
+        ))
+        .output()
+        .unwrap();
+    let rc = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(rc, "0", "flowlens exit code");
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert!(!stderr.contains("E! "), "{stderr}");
+    assert!(!stderr.contains("panick"), "{stderr}");
+}
+
+#[test]
+fn once_into_a_pipe_closed_before_the_write_exits_zero() {
+    // The reader is gone before flowlens writes anything: the write fails with EPIPE.
+    let dir = TempDir::new("pipe0");
+    let err_path = dir.join("stderr");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' once 2>'{}' | true; echo ${{PIPESTATUS[0]}}",
+            flowlens_bin().display(),
+            err_path.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert!(
+        !stderr.contains("E! ") && !stderr.contains("panick"),
+        "{stderr}"
+    );
+}
+
+/// A one-line error on stderr with exit code `code`, containing every piece of `want`.
+fn assert_one_line_error(out: &std::process::Output, code: i32, want: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].starts_with("E! "), "{stderr}");
+    for piece in want {
+        assert!(lines[0].contains(piece), "{stderr:?} lacks {piece:?}");
+    }
+}
+
+#[test]
+fn a_missing_plugin_is_a_one_line_error() {
+    let out = run_flowlens(&["--plugin", "/nonexistent/libflowlens.so", "once"]);
+    assert_one_line_error(
+        &out,
+        1,
+        &["/nonexistent/libflowlens.so", "not found", "--plugin"],
+    );
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_a_one_line_error() {
+    let libc_path = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("libc.so.6");
+    let out = run_flowlens(&["--plugin", libc_path, "once"]);
+    assert_one_line_error(&out, 1, &[libc_path, "is not a flowlens plugin"]);
+    // A file that is no shared library at all.
+    let dir = TempDir::new("notelf");
+    let path = dir.join("libflowlens.so");
+    std::fs::write(&path, b"not an ELF file").unwrap();
+    let shown = path.display().to_string();
+    let out = run_flowlens(&["--plugin", &shown, "once"]);
+    assert_one_line_error(&out, 1, &[&shown, "not a loadable shared library"]);
+}
+
+#[test]
+fn a_plugin_of_another_abi_version_is_a_one_line_error() {
+    let path = wrong_abi_plugin().display().to_string();
+    let out = run_flowlens(&["--plugin", &path, "once"]);
+    assert_one_line_error(&out, 1, &[&path, "ABI version 99.0.0", "install the"]);
+}
+
+#[test]
+fn as_root_a_plugin_others_could_write_is_refused() {
+    if !require_root("as_root_a_plugin_others_could_write_is_refused") {
+        return;
+    }
+    let dir = TempDir::new("perm");
+    let copy = dir.join("libflowlens.so");
+    std::fs::copy(plugin_lib(), &copy).unwrap();
+    let shown = copy.display().to_string();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let out = run_flowlens(&["--plugin", &shown, "once"]);
+    assert_one_line_error(&out, 1, &["refusing plugin", &shown, "chmod go-w"]);
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&copy, Some(65534), None).unwrap();
+    let out = run_flowlens(&["--plugin", &shown, "once"]);
+    assert_one_line_error(&out, 1, &["refusing plugin", &shown, "owned by root"]);
+    std::os::unix::fs::chown(&copy, Some(0), None).unwrap();
+    let out = run_flowlens(&["--plugin", &shown, "--config", "/dev/null", "once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_unknown_config_key_is_a_one_line_error_with_exit_2() {
+    let dir = TempDir::new("badconfig");
+    let config = config_file(&dir, "interval_secs = 5\nintervall_secs = 5\n");
+    let out = run_flowlens(&["--config", &config, "once"]);
+    assert_one_line_error(
+        &out,
+        2,
+        &[&config, "unknown field `intervall_secs`", "line 2"],
+    );
+    let out = run_flowlens(&["--config", "/nonexistent.toml", "once"]);
+    assert_one_line_error(&out, 2, &["/nonexistent.toml"]);
+    let out = run_flowlens(&["bogus-mode"]);
+    assert_eq!(out.status.code(), Some(2), "bad usage exits 2");
+}
+
+#[test]
+fn print_config_is_the_committed_example_and_parses_back() {
+    let out = run_flowlens(&["print-config"]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/flowlens.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        printed, committed,
+        "packaging/flowlens.toml drifted from the code: run `flowlens print-config > packaging/flowlens.toml`"
+    );
+    let dir = TempDir::new("printed");
+    let config = config_file(&dir, &printed);
+    let out = run_flowlens(&["--config", &config, "print-config"]);
+    assert!(out.status.success());
+    let out = Command::new(flowlens_bin())
+        .args(["--config", &config, "doctor"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `command = [...]` argv of an agent config, as strings.
+fn argv_of(text: &str) -> Vec<String> {
+    let value: toml::Value = toml::from_str(text).unwrap();
+    fn find(v: &toml::Value) -> Option<Vec<String>> {
+        match v {
+            toml::Value::Table(t) => {
+                if let Some(toml::Value::Array(a)) = t.get("command") {
+                    return Some(a.iter().map(|x| x.as_str().unwrap().to_string()).collect());
+                }
+                t.values().find_map(find)
+            }
+            toml::Value::Array(a) => a.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&value).expect("a command")
+}
+
+#[test]
+fn the_shipped_agent_configs_name_what_the_binary_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let telegraf = std::fs::read_to_string(root.join("telegraf.d/flowlens.conf")).unwrap();
+    let vector = std::fs::read_to_string(root.join("vector.d/flowlens.toml")).unwrap();
+    let tv: toml::Value = toml::from_str(&telegraf).unwrap();
+    let execd = &tv["inputs"]["execd"][0];
+    assert_eq!(execd["signal"].as_str(), Some("STDIN"));
+    assert_eq!(execd["data_format"].as_str(), Some("influx"));
+    let vv: toml::Value = toml::from_str(&vector).unwrap();
+    let source = &vv["sources"]["flowlens"];
+    assert_eq!(source["type"].as_str(), Some("exec"));
+    assert_eq!(source["mode"].as_str(), Some("streaming"));
+    assert_eq!(source["include_stderr"].as_bool(), Some(false));
+    assert_eq!(source["decoding"]["codec"].as_str(), Some("influxdb"));
+    assert_eq!(
+        vv["sinks"]["influxdb"]["type"].as_str(),
+        Some("influxdb_metrics")
+    );
+    for (argv, mode) in [
+        (argv_of(&telegraf), "telegraf"),
+        (argv_of(&vector), "stream"),
+    ] {
+        assert_eq!(argv[0], "/usr/bin/flowlens");
+        assert_eq!(argv.last().unwrap(), mode);
+        // The options they name are ones the binary accepts: run them against this build.
+        let mut args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        let last = args.len() - 1;
+        args[last] = "--help";
+        let out = run_flowlens(&args);
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn doctor_reports_every_check_on_one_line_each() {
+    let out = run_flowlens(&["--config", "/dev/null", "doctor"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("plugin: "), "{text}");
+    assert!(text.contains("interface counters (sysfs)"), "{text}");
+    assert!(text.lines().last().unwrap().contains("checks,"), "{text}");
+}

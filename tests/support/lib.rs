@@ -1,0 +1,314 @@
+//! Shared helpers for the integration tests: the built binaries, a real InfluxDB 1.x server,
+//! network namespaces with veth pairs, and the rule for tests that need root.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The cargo target directory the test binary runs from (`target/<profile>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn built(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, as tests/run does)",
+        path.display()
+    );
+    path
+}
+
+/// The `flowlens` executable under test.
+pub fn flowlens_bin() -> PathBuf {
+    built("flowlens")
+}
+
+/// The `libflowlens.so` under test.
+pub fn plugin_lib() -> PathBuf {
+    built("libflowlens.so")
+}
+
+/// A plugin built with another ABI version (the `wrong-abi` fixture crate).
+pub fn wrong_abi_plugin() -> PathBuf {
+    built("libflowlens_wrong_abi.so")
+}
+
+/// A `Command` for the flowlens binary with the given arguments.
+pub fn flowlens(args: &[&str]) -> Command {
+    let mut cmd = Command::new(flowlens_bin());
+    cmd.args(args);
+    cmd
+}
+
+/// Runs flowlens to completion with stdin from /dev/null.
+pub fn run_flowlens(args: &[&str]) -> Output {
+    flowlens(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("flowlens runs")
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether we run in CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// For tests that need root: true when they can run. Outside CI a non-root run skips with the
+/// reason printed; in CI (`CI=true`) it fails.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test} needs root, and CI must run it");
+    eprintln!("SKIP {test}: needs root (network namespaces, eBPF)");
+    false
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `/tmp/flowlens-test-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "flowlens-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a command and panics with its stderr when it fails.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind loopback")
+        .port()
+}
+
+/// A real InfluxDB 1.x server (Debian's `influxd`) on loopback ports with a temporary data
+/// directory; killed and removed on drop.
+pub struct Influxd {
+    child: Child,
+    /// The HTTP port.
+    pub port: u16,
+    _dir: TempDir,
+}
+
+/// The answer of an HTTP request: status code and body.
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+impl Influxd {
+    /// Starts influxd and waits until `/ping` answers 204 (at most 30 s).
+    pub fn start() -> Influxd {
+        let dir = TempDir::new("influxd");
+        let port = free_port();
+        let rpc = free_port();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n",
+            d = dir.0.display()
+        );
+        std::fs::write(dir.join("influxdb.conf"), config).unwrap();
+        let log = std::fs::File::create(dir.join("influxd.log")).unwrap();
+        let child = Command::new("influxd")
+            .arg("-config")
+            .arg(dir.join("influxdb.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("influxd runs: install Debian's influxdb package (tests/run does)");
+        let server = Influxd {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(reply) = server.request("GET", "/ping", b"") {
+                if reply.status == 204 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "influxd did not answer /ping within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// A minimal HTTP/1.1 request on loopback.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<HttpReply> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(body)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok(HttpReply { status, body })
+    }
+
+    /// Runs an InfluxQL statement through the real `influx` shell; returns its stdout.
+    pub fn influx(&self, database: &str, query: &str) -> String {
+        let port = self.port.to_string();
+        sh(
+            "influx",
+            &[
+                "-port",
+                &port,
+                "-database",
+                database,
+                "-precision",
+                "rfc3339",
+                "-execute",
+                query,
+            ],
+        )
+    }
+
+    /// Creates a database.
+    pub fn create_database(&self, name: &str) {
+        self.influx("", &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// POSTs line protocol to `/write?db=<db>&precision=ns`.
+    pub fn write(&self, database: &str, lines: &[u8]) -> HttpReply {
+        self.request("POST", &format!("/write?db={database}&precision=ns"), lines)
+            .expect("POST /write")
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two network namespaces joined by a veth pair, deleted on drop:
+/// `<name>-a` holds `<name>a` with 10.<n>.0.1/24, `<name>-b` holds `<name>b` with 10.<n>.0.2/24.
+pub struct NetnsPair {
+    /// Namespace names (a, b).
+    pub ns: [String; 2],
+    /// Interface names (a, b).
+    pub ifs: [String; 2],
+    /// IPv4 addresses (a, b).
+    pub addrs: [String; 2],
+}
+
+impl NetnsPair {
+    /// Creates the pair. `n` (1..=250) keeps concurrent tests apart.
+    pub fn new(name: &str, n: u8) -> NetnsPair {
+        let ns = [format!("{name}-a"), format!("{name}-b")];
+        let ifs = [format!("{name}a"), format!("{name}b")];
+        let addrs = [format!("10.{n}.0.1"), format!("10.{n}.0.2")];
+        for ns in &ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh("ip", &["netns", "add", ns]);
+        }
+        sh(
+            "ip",
+            &[
+                "link", "add", &ifs[0], "netns", &ns[0], "type", "veth", "peer", "name", &ifs[1],
+                "netns", &ns[1],
+            ],
+        );
+        for i in 0..2 {
+            let cidr = format!("{}/24", addrs[i]);
+            sh("ip", &["-n", &ns[i], "addr", "add", &cidr, "dev", &ifs[i]]);
+            sh("ip", &["-n", &ns[i], "link", "set", &ifs[i], "up"]);
+            sh("ip", &["-n", &ns[i], "link", "set", "lo", "up"]);
+        }
+        NetnsPair { ns, ifs, addrs }
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Lines of a line-protocol text that start with `measurement,` (or `measurement `).
+pub fn lines_of<'a>(text: &'a str, measurement: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(measurement)
+                .is_some_and(|rest| rest.starts_with(',') || rest.starts_with(' '))
+        })
+        .collect()
+}
