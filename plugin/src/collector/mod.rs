@@ -21,7 +21,7 @@ use std::{
 };
 
 /// The BPF object built from ebpf/flowlens.bpf.c by ebpf/build.sh (committed; CI checks it).
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/flowlens.bpf.o");
+pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/flowlens.bpf.o");
 
 /// Most events held between two gathers in userspace; beyond, they are counted as lost.
 const MAX_PENDING_EVENTS: usize = 1 << 20;
