@@ -2,14 +2,14 @@
 //! joined by veth pairs, through the real `flowlens` binary (and, where a test must look at one
 //! flow, through the library). Needs root; in CI a test that cannot load its programs fails.
 
-use flowlens::lineproto::{parse_lines, FieldValue};
-use flowlens_tests::*;
+use flowlens::lineproto::parse_lines;
+use flowlens_tests::{session::*, *};
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{mpsc, Mutex, MutexGuard},
+    process::{Command, Stdio},
+    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -24,133 +24,12 @@ fn ebpf_test(name: &str) -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// The real binary in Telegraf mode: one gather per newline.
-struct Session {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    batches: mpsc::Receiver<String>,
-}
-
-impl Session {
-    fn start(config: &str) -> Session {
-        let dir = TempDir::new("collector");
-        let path = dir.join("flowlens.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = flowlens(&["--config", path.to_str().unwrap(), "telegraf"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut batch = String::new();
-            for line in BufReader::new(stdout).lines() {
-                let line = line.unwrap();
-                batch.push_str(&line);
-                batch.push('\n');
-                if line.starts_with("flowlens:internal") {
-                    let _ = tx.send(std::mem::take(&mut batch));
-                }
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("flowlens: {line}");
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut session = Session {
-            child,
-            stdin,
-            batches: rx,
-        };
-        let first = session.gather();
-        if in_ci() {
-            assert!(
-                first.contains("probes_failed=0i"),
-                "CI must load every probe:\n{first}"
-            );
-        }
-        assert!(
-            first.contains("events_received="),
-            "the eBPF collector did not start:\n{first}"
-        );
-        session
-    }
-
-    fn gather(&mut self) -> String {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
-        let batch = self
-            .batches
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a batch");
-        flowlens::lineproto::validate(&batch).unwrap();
-        batch
-    }
-
-    /// Closes stdin and waits for exit 0.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}");
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-/// The integer field of the line of `measurement` whose tags include all of `tags`; 0 when
-/// there is no such line.
-fn value(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> i64 {
-    let points = parse_lines(text).unwrap();
-    let Some(point) = points.iter().find(|p| {
-        p.measurement == measurement
-            && tags
-                .iter()
-                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
-    }) else {
-        return 0;
-    };
-    match point
-        .fields
-        .iter()
-        .find(|(k, _)| k == field)
-        .map(|(_, v)| v)
-    {
-        Some(FieldValue::Int(v)) => *v,
-        other => panic!("{measurement} {field}: {other:?}"),
-    }
-}
-
 fn host(text: &str, measurement: &str, addr: &str, field: &str) -> i64 {
     value(text, measurement, &[("host", addr)], field)
 }
 
 fn internal(text: &str, field: &str) -> i64 {
     value(text, "flowlens:internal", &[], field)
-}
-
-/// Runs `f` on a thread that entered the network namespace `ns` (sockets it creates stay there).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: a valid namespace fd; setns only affects this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 fn getsockopt<T: Default>(fd: i32, level: i32, name: i32) -> T {
@@ -550,35 +429,6 @@ fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
     s.finish();
 }
 
-/// A cgroup2 directory under the unified hierarchy, removed on drop.
-struct Cgroup(std::path::PathBuf);
-
-impl Cgroup {
-    fn new(name: &str) -> Cgroup {
-        let path = std::path::Path::new("/sys/fs/cgroup/unified").join(name);
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).unwrap();
-        Cgroup(path)
-    }
-
-    fn id(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.0).unwrap().ino()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // Processes must have left; retry briefly while they exit.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 #[test]
 fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
     let Some(_serial) =
@@ -722,15 +572,20 @@ fn overload_counts_lost_events_and_stays_consistent() {
     s.finish();
 }
 
-fn loaded_flowlens_programs() -> usize {
+/// The ids of the loaded BPF programs named `fl_*`.
+fn flowlens_program_ids() -> std::collections::HashSet<u32> {
     let list = sh("bpftool", &["prog", "list"]);
-    list.lines().filter(|l| l.contains(" name fl_")).count()
+    list.lines()
+        .filter(|l| l.contains(" name fl_"))
+        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+        .collect()
 }
 
-/// The kernel frees a program after its last fd closes and an RCU grace period: wait for it.
-fn programs_gone() -> bool {
+/// The kernel frees a program after its last fd closes and an RCU grace period: wait until
+/// none of `ours` is loaded.
+fn gone(ours: &std::collections::HashSet<u32>) -> bool {
     for _ in 0..50 {
-        if loaded_flowlens_programs() == 0 {
+        if flowlens_program_ids().is_disjoint(ours) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -738,36 +593,60 @@ fn programs_gone() -> bool {
     false
 }
 
+/// Starts a session and returns it with the ids of the programs it loaded. Other flowlens
+/// processes on the machine may hold programs of the same names: only ours are compared.
+fn session_with_programs() -> (Session, std::collections::HashSet<u32>) {
+    let before = flowlens_program_ids();
+    let s = Session::start("");
+    let ours: std::collections::HashSet<u32> = flowlens_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(ours.len() >= 4, "the session's programs: {ours:?}");
+    (s, ours)
+}
+
 #[test]
 fn nothing_stays_attached_after_exit() {
     let Some(_serial) = ebpf_test("nothing_stays_attached_after_exit") else {
         return;
     };
-    assert!(programs_gone(), "left over from before the test");
     // stdin EOF
-    let s = Session::start("");
-    assert!(loaded_flowlens_programs() >= 4);
+    let (s, ours) = session_with_programs();
     s.finish();
-    assert!(programs_gone(), "after stdin EOF");
+    assert!(gone(&ours), "after stdin EOF");
     // SIGTERM
-    let s = Session::start("");
+    let (s, ours) = session_with_programs();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
     s.finish();
-    assert!(programs_gone(), "after SIGTERM");
-    // stdout closed by the reader: stream mode into a pipe whose reader exits.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "printf 'interval_secs = 1\\n' > /tmp/flowlens-stream.toml; \
-             '{}' --config /tmp/flowlens-stream.toml stream 2>/dev/null | head -c 10 >/dev/null; \
-             echo ${{PIPESTATUS[0]}}",
-            flowlens_bin().display()
-        ))
-        .output()
+    assert!(gone(&ours), "after SIGTERM");
+    // stdout closed by the reader: stream mode into a pipe whose reader exits after 10 bytes.
+    let before = flowlens_program_ids();
+    let dir = TempDir::new("stream-closed");
+    let config = dir.join("flowlens.toml");
+    std::fs::write(&config, "interval_secs = 1\n").unwrap();
+    let mut child = flowlens(&["--config", config.to_str().unwrap(), "stream"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
-    assert!(programs_gone(), "after stdout closed");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    let ours: std::collections::HashSet<u32> = flowlens_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    drop(stdout);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "a closed stdout ends it with exit 0: {status}"
+    );
+    assert!(gone(&ours), "after stdout closed");
 }
 
 #[test]

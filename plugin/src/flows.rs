@@ -6,7 +6,7 @@
 
 use crate::records::{self, FlSock, COMM_LEN};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
 };
 
@@ -144,6 +144,25 @@ pub struct FlowTable {
     pub connect_failed: u64,
     /// Listening ports per network namespace, for flows whose role the kernel did not see.
     listening: HashMap<u32, Vec<u16>>,
+    /// Cumulative counters per socket cgroup, for container series.
+    cgroups: HashMap<u64, CgroupTotals>,
+    /// Cgroups whose counters moved since the last `take_touched_cgroups`.
+    touched: HashSet<u64>,
+}
+
+/// Cumulative counters of one cgroup: flows started in it, and what its ended flows moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupTotals {
+    /// Bytes sent by ended flows.
+    pub bytes_sent: u64,
+    /// Bytes received by ended flows.
+    pub bytes_rcvd: u64,
+    /// Retransmitted segments of ended flows.
+    pub retrans: u64,
+    /// Flows started as client since flowlens did (active and ended).
+    pub new_client: u64,
+    /// Flows started as server since flowlens did.
+    pub new_server: u64,
 }
 
 /// What the kernel reported about a socket, with the kind of report.
@@ -176,6 +195,8 @@ impl FlowTable {
             flows_evicted: 0,
             connect_failed: 0,
             listening: HashMap::new(),
+            cgroups: HashMap::new(),
+            touched: HashSet::new(),
         }
     }
 
@@ -280,6 +301,12 @@ impl FlowTable {
         }
         if is_new {
             self.new_flows += 1;
+            self.touched.insert(flow.cgroup_id);
+            let cg = self.cgroups.entry(flow.cgroup_id).or_default();
+            match role {
+                Role::Client => cg.new_client += 1,
+                Role::Server => cg.new_server += 1,
+            }
         }
         self.flows.insert(cookie, flow);
         true
@@ -330,6 +357,33 @@ impl FlowTable {
         let entry = totals.ndpi.entry(protocol).or_default();
         entry.0 += flow.bytes_sent;
         entry.1 += flow.bytes_rcvd;
+        self.touched.insert(flow.cgroup_id);
+        let cg = self.cgroups.entry(flow.cgroup_id).or_default();
+        cg.bytes_sent += flow.bytes_sent;
+        cg.bytes_rcvd += flow.bytes_rcvd;
+        cg.retrans += u64::from(flow.retrans);
+    }
+
+    /// The cumulative counters of a cgroup (zero when it has none).
+    pub fn cgroup_totals(&self, cgroup_id: u64) -> CgroupTotals {
+        self.cgroups.get(&cgroup_id).copied().unwrap_or_default()
+    }
+
+    /// Keeps the cumulative counters of the cgroups `keep` says are still wanted (those of
+    /// containers that still have series); the rest are dropped, so the map stays bounded.
+    pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
+        self.cgroups.retain(|id, _| keep(*id));
+    }
+
+    /// The cgroups whose cumulative counters moved since the last call (flows that started or
+    /// ended, however short they were).
+    pub fn take_touched_cgroups(&mut self) -> HashSet<u64> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Number of cgroups with cumulative counters.
+    pub fn cgroups_len(&self) -> usize {
+        self.cgroups.len()
     }
 
     fn end(&mut self, cookie: u64) {

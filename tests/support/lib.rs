@@ -303,6 +303,8 @@ impl Drop for NetnsPair {
     }
 }
 
+pub mod session;
+
 /// Lines of a line-protocol text that start with `measurement,` (or `measurement `).
 pub fn lines_of<'a>(text: &'a str, measurement: &str) -> Vec<&'a str> {
     text.lines()

@@ -1,0 +1,167 @@
+//! Driving the real `flowlens` binary in tests, reading its output, and the kernel objects
+//! (network namespaces, cgroup2 directories) that stand in for containers.
+
+use crate::{flowlens, in_ci, TempDir};
+use flowlens::lineproto::{parse_lines, FieldValue};
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::fd::AsRawFd,
+    process::{Child, ChildStdin, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// The real binary in Telegraf mode: one gather per newline.
+pub struct Session {
+    /// The flowlens process.
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    batches: mpsc::Receiver<String>,
+}
+
+impl Session {
+    /// Starts `flowlens --config <config> telegraf` and takes its first gather.
+    pub fn start(config: &str) -> Session {
+        let dir = TempDir::new("collector");
+        let path = dir.join("flowlens.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = flowlens(&["--config", path.to_str().unwrap(), "telegraf"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut batch = String::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                batch.push_str(&line);
+                batch.push('\n');
+                if line.starts_with("flowlens:internal") {
+                    let _ = tx.send(std::mem::take(&mut batch));
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("flowlens: {line}");
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut session = Session {
+            child,
+            stdin,
+            batches: rx,
+        };
+        let first = session.gather();
+        if in_ci() {
+            assert!(
+                first.contains("probes_failed=0i"),
+                "CI must load every probe:\n{first}"
+            );
+        }
+        assert!(
+            first.contains("events_received="),
+            "the eBPF collector did not start:\n{first}"
+        );
+        session
+    }
+
+    /// One gather: a newline in, one batch out (checked to be valid line protocol).
+    pub fn gather(&mut self) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        let batch = self
+            .batches
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a batch");
+        flowlens::lineproto::validate(&batch).unwrap();
+        batch
+    }
+
+    /// Closes stdin and waits for exit 0.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The integer field of the line of `measurement` whose tags include all of `tags`; 0 when
+/// there is no such line.
+pub fn value(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> i64 {
+    let points = parse_lines(text).unwrap();
+    let Some(point) = points.iter().find(|p| {
+        p.measurement == measurement
+            && tags
+                .iter()
+                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
+    }) else {
+        return 0;
+    };
+    match point
+        .fields
+        .iter()
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v)
+    {
+        Some(FieldValue::Int(v)) => *v,
+        other => panic!("{measurement} {field}: {other:?}"),
+    }
+}
+
+/// Runs `f` on a thread that entered the network namespace `ns` (sockets it creates stay there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a valid namespace fd; setns only affects this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A cgroup2 directory under the unified hierarchy, removed on drop.
+pub struct Cgroup(pub std::path::PathBuf);
+
+impl Cgroup {
+    /// Creates `/sys/fs/cgroup/unified/<name>` (parents too).
+    pub fn new(name: &str) -> Cgroup {
+        let path = std::path::Path::new("/sys/fs/cgroup/unified").join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Cgroup(path)
+    }
+
+    /// Its cgroup id (the directory's inode).
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.0).unwrap().ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Processes must have left; retry briefly while they exit.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
