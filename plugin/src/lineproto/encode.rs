@@ -11,6 +11,7 @@
 //!     .field_f64("rtt", 1.25)
 //!     .finish();
 //! assert_eq!(enc.lines_written(), 1);
+//! drop(enc);
 //! assert_eq!(
 //!     buf,
 //!     b"container:num_flows,container=1edb6c16e3d2,ifid=0 as_client=3i,rtt=1.25 1700000000000000000\n"
@@ -37,8 +38,35 @@ pub struct Encoder<'b> {
     tail: [u8; 22],
     tail_len: u8,
     lines: u64,
-    /// Start of a line that was begun and not finished yet.
-    open: Option<usize>,
+    /// The line being built. It lives here, not in [`LineBuilder`], so that the builder is one
+    /// pointer and passing it by value costs nothing.
+    cur: Line,
+}
+
+/// The state of the line being built.
+#[derive(Debug, Default)]
+struct Line {
+    /// A line was started and not finished yet.
+    open: bool,
+    /// The measurement cannot be written (empty or starting with `#`): write nothing.
+    skip: bool,
+    /// Some tag came with a key not greater than the one before: sort (and dedup) the tags.
+    unsorted: bool,
+    /// The index is incomplete (more than [`MAX_TAGS`] tags, or offsets beyond `u16`).
+    far: bool,
+    /// Bit i: the key of tag i has a backslash.
+    escaped: u16,
+    /// Where the line starts in the buffer.
+    start: usize,
+    /// Where the tags start (right after the measurement). Each tag is written `,key=value`.
+    tags_at: usize,
+    ntags: usize,
+    /// Where the fields start, once the first one is written.
+    fields_at: usize,
+    nfields: usize,
+    /// For each of the first [`MAX_TAGS`] tags: where it starts and where its key ends, as
+    /// offsets from `tags_at`.
+    index: [(u16, u16); MAX_TAGS],
 }
 
 impl<'b> Encoder<'b> {
@@ -69,7 +97,7 @@ impl<'b> Encoder<'b> {
             tail,
             tail_len: (len + 1) as u8,
             lines: 0,
-            open: None,
+            cur: Line::default(),
         }
     }
 
@@ -79,23 +107,23 @@ impl<'b> Encoder<'b> {
     pub fn line<'e>(&'e mut self, measurement: &str) -> LineBuilder<'b, 'e> {
         self.discard_open();
         let start = self.buf.len();
-        self.open = Some(start);
         let m = measurement.as_bytes();
         let skip = m.is_empty() || m[0] == b'#';
         if !skip {
             write_name(self.buf, m, MEAS);
         }
-        LineBuilder {
-            start,
-            tags_at: self.buf.len(),
-            last_tag: usize::MAX,
-            ntags: 0,
-            unsorted: false,
-            fields_at: 0,
-            nfields: 0,
-            skip,
-            enc: self,
-        }
+        let cur = &mut self.cur;
+        cur.open = true;
+        cur.skip = skip;
+        cur.unsorted = false;
+        cur.far = false;
+        cur.escaped = 0;
+        cur.start = start;
+        cur.tags_at = self.buf.len();
+        cur.ntags = 0;
+        cur.fields_at = 0;
+        cur.nfields = 0;
+        LineBuilder { enc: self }
     }
 
     /// How many lines this encoder has written.
@@ -105,8 +133,9 @@ impl<'b> Encoder<'b> {
     }
 
     fn discard_open(&mut self) {
-        if let Some(start) = self.open.take() {
-            self.buf.truncate(start);
+        if self.cur.open {
+            self.cur.open = false;
+            self.buf.truncate(self.cur.start);
         }
     }
 }
@@ -126,20 +155,6 @@ impl Drop for Encoder<'_> {
 #[derive(Debug)]
 pub struct LineBuilder<'b, 'e> {
     enc: &'e mut Encoder<'b>,
-    /// Where the line starts in the buffer.
-    start: usize,
-    /// Where the tags start (right after the measurement). Each tag is written `,key=value`.
-    tags_at: usize,
-    /// Where the last tag written starts (`usize::MAX`: none yet).
-    last_tag: usize,
-    ntags: usize,
-    /// Some tag came with a key not greater than the one before: sort (and dedup) the tags.
-    unsorted: bool,
-    /// Where the fields start, once the first one is written.
-    fields_at: usize,
-    nfields: usize,
-    /// The measurement cannot be written (empty or starting with `#`): write nothing.
-    skip: bool,
 }
 
 impl LineBuilder<'_, '_> {
@@ -149,30 +164,42 @@ impl LineBuilder<'_, '_> {
     /// the last value given wins. Tags come before fields; a tag after a field is a programming
     /// error (`debug_assert`) that is still handled correctly, at the cost of an allocation.
     #[inline]
-    pub fn tag(mut self, key: &str, value: &str) -> Self {
-        if key.is_empty() || value.is_empty() || self.skip {
+    pub fn tag(self, key: &str, value: &str) -> Self {
+        let (buf, cur) = (&mut *self.enc.buf, &mut self.enc.cur);
+        if key.is_empty() || value.is_empty() || cur.skip {
             return self;
         }
-        if self.nfields > 0 {
+        if cur.nfields > 0 {
             debug_assert!(false, "tag {key:?} added after a field");
-            self.late_tag(key, value);
+            late_tag(buf, cur, key, value);
             return self;
         }
-        let buf = &mut *self.enc.buf;
-        let at = buf.len();
         buf.push(b',');
-        write_name(buf, key.as_bytes(), KEY);
+        let key_at = buf.len();
+        let escaped = write_name(buf, key.as_bytes(), KEY);
+        let key_end = buf.len();
         buf.push(b'=');
         write_name(buf, value.as_bytes(), KEY);
-        if self.last_tag != usize::MAX
-            && cmp_written_keys(&buf[self.last_tag..at], &buf[at..]) != Ordering::Less
-        {
-            self.unsorted = true;
+        let (seg, end) = (key_at - 1 - cur.tags_at, key_end - cur.tags_at);
+        match (u16::try_from(seg), u16::try_from(end)) {
+            (Ok(seg), Ok(end)) if cur.ntags < MAX_TAGS && !cur.far => {
+                let n = cur.ntags;
+                cur.index[n] = (seg, end);
+                cur.escaped |= u16::from(escaped) << n;
+                if n > 0 && !cur.unsorted {
+                    let last = Segment::indexed(cur.tags_at, cur.index[n - 1], cur.escaped, n - 1);
+                    let this = Segment::indexed(cur.tags_at, cur.index[n], cur.escaped, n);
+                    cur.unsorted = last.cmp_key(&this, buf) != Ordering::Less;
+                }
+            }
+            _ => {
+                cur.far = true;
+                cur.unsorted = true;
+            }
         }
-        self.last_tag = at;
-        self.ntags += 1;
+        cur.ntags += 1;
         debug_assert!(
-            self.ntags <= MAX_TAGS,
+            cur.ntags <= MAX_TAGS,
             "more than {MAX_TAGS} tags on one line"
         );
         self
@@ -229,9 +256,9 @@ impl LineBuilder<'_, '_> {
     #[inline]
     pub fn finish(self) {
         let enc = self.enc;
-        enc.open = None;
-        if self.nfields == 0 {
-            enc.buf.truncate(self.start);
+        enc.cur.open = false;
+        if enc.cur.nfields == 0 {
+            enc.buf.truncate(enc.cur.start);
             return;
         }
         enc.buf
@@ -243,80 +270,58 @@ impl LineBuilder<'_, '_> {
     /// Returns false, writing nothing, when the field cannot be written.
     #[inline]
     fn begin_field(&mut self, key: &str) -> bool {
-        if key.is_empty() || self.skip {
+        let (buf, cur) = (&mut *self.enc.buf, &mut self.enc.cur);
+        if key.is_empty() || cur.skip {
             return false;
         }
-        if self.nfields == 0 {
-            if self.unsorted {
-                sort_tags(self.enc.buf, self.tags_at, self.ntags);
-                self.unsorted = false;
+        if cur.nfields == 0 {
+            if cur.unsorted {
+                let index = (!cur.far).then_some((&cur.index[..cur.ntags], cur.escaped));
+                sort_tags(buf, cur.tags_at, cur.ntags, index);
+                cur.unsorted = false;
             }
-            self.fields_at = self.enc.buf.len();
-            self.enc.buf.push(b' ');
+            cur.fields_at = buf.len();
+            buf.push(b' ');
         } else {
-            self.enc.buf.push(b',');
+            buf.push(b',');
         }
-        self.nfields += 1;
-        write_name(self.enc.buf, key.as_bytes(), KEY);
-        self.enc.buf.push(b'=');
-        true
-    }
-
-    /// A tag after fields: insert it among the tags, keeping the fields.
-    #[cold]
-    fn late_tag(&mut self, key: &str, value: &str) {
-        let buf = &mut *self.enc.buf;
-        let fields = buf[self.fields_at..].to_vec();
-        buf.truncate(self.fields_at);
-        buf.push(b',');
+        cur.nfields += 1;
         write_name(buf, key.as_bytes(), KEY);
         buf.push(b'=');
-        write_name(buf, value.as_bytes(), KEY);
-        self.ntags += 1;
-        sort_tags(buf, self.tags_at, self.ntags);
-        self.fields_at = buf.len();
-        buf.extend_from_slice(&fields);
+        true
     }
 }
 
-/// Where the tag written at `seg` (`,key=value...`) ends: at the next unescaped comma or the end.
-/// A backslash always takes the next byte with it (the encoder never writes a lone backslash
-/// before a comma), so scanning is unambiguous.
+/// A tag after fields: insert it among the tags, keeping the fields.
+#[cold]
+fn late_tag(buf: &mut Vec<u8>, cur: &mut Line, key: &str, value: &str) {
+    let fields = buf[cur.fields_at..].to_vec();
+    buf.truncate(cur.fields_at);
+    buf.push(b',');
+    write_name(buf, key.as_bytes(), KEY);
+    buf.push(b'=');
+    write_name(buf, value.as_bytes(), KEY);
+    cur.ntags += 1;
+    cur.far = true;
+    sort_tags(buf, cur.tags_at, cur.ntags, None);
+    cur.fields_at = buf.len();
+    buf.extend_from_slice(&fields);
+}
+
+/// `a.cmp(b)` for short keys that usually differ early, without a call to `memcmp`.
 #[inline]
-fn segment_end(buf: &[u8], seg: usize) -> usize {
-    let mut i = seg + 1;
-    while i < buf.len() {
-        match buf[i] {
-            b'\\' => i += 2,
-            b',' => return i,
-            _ => i += 1,
+fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
         }
     }
-    buf.len()
+    a.len().cmp(&b.len())
 }
 
-/// The written key of a tag segment `,key=value`: up to the first unescaped `=`.
-#[inline]
-fn written_key(seg: &[u8]) -> &[u8] {
-    let mut i = 1;
-    while i < seg.len() {
-        match seg[i] {
-            b'\\' => i += 2,
-            b'=' => return &seg[1..i],
-            _ => i += 1,
-        }
-    }
-    &seg[1..]
-}
-
-/// Compares the keys of two written tag segments as they are read back (unescaped).
-#[inline]
-fn cmp_written_keys(a: &[u8], b: &[u8]) -> Ordering {
-    let (a, b) = (written_key(a), written_key(b));
-    if !a.contains(&b'\\') && !b.contains(&b'\\') {
-        return a.cmp(b);
-    }
-    // `\,`, `\=` and `\ ` stand for the character; any other backslash is itself.
+/// Compares two written (escaped) keys as they are read back: `\,`, `\=` and `\ ` stand for
+/// the character, any other backslash for itself.
+fn cmp_unescaped(a: &[u8], b: &[u8]) -> Ordering {
     fn unescaped(k: &[u8]) -> impl Iterator<Item = u8> + '_ {
         let mut i = 0;
         std::iter::from_fn(move || {
@@ -334,37 +339,121 @@ fn cmp_written_keys(a: &[u8], b: &[u8]) -> Ordering {
     unescaped(a).cmp(unescaped(b))
 }
 
-/// Sorts the `n` tag segments written from `tags_at` to the end of `buf` by key, keeping only
-/// the last of equal keys. Works in place for up to [`MAX_TAGS`] tags: the sorted copy is
-/// appended to the buffer and moved back.
+/// One written tag `,key=value`: where it starts, where its key ends, where it ends, and
+/// whether its key has a backslash.
+#[derive(Clone, Copy, Default)]
+struct Segment {
+    start: usize,
+    key_end: usize,
+    end: usize,
+    escaped: bool,
+}
+
+impl Segment {
+    /// The tag written at `start`. A backslash always takes the next byte with it (the encoder
+    /// never writes a lone backslash before `,` or `=`), so scanning is unambiguous.
+    fn at(buf: &[u8], start: usize) -> Self {
+        let mut seg = Segment {
+            start,
+            key_end: 0,
+            end: buf.len(),
+            escaped: false,
+        };
+        let mut i = start + 1;
+        while i < buf.len() {
+            match buf[i] {
+                b'\\' => {
+                    seg.escaped |= seg.key_end == 0;
+                    i += 2;
+                }
+                b'=' if seg.key_end == 0 => {
+                    seg.key_end = i;
+                    i += 1;
+                }
+                b',' => {
+                    seg.end = i;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        seg
+    }
+
+    /// Tag `i` from the builder's index (its end is not known: set by [`sort_tags`]).
+    #[inline]
+    fn indexed(tags_at: usize, (start, key_end): (u16, u16), escaped: u16, i: usize) -> Self {
+        Segment {
+            start: tags_at + usize::from(start),
+            key_end: tags_at + usize::from(key_end),
+            end: 0,
+            escaped: (escaped >> i) & 1 != 0,
+        }
+    }
+
+    #[inline]
+    fn cmp_key(&self, other: &Segment, buf: &[u8]) -> Ordering {
+        let a = &buf[self.start + 1..self.key_end];
+        let b = &buf[other.start + 1..other.key_end];
+        if self.escaped || other.escaped {
+            cmp_unescaped(a, b)
+        } else {
+            cmp_bytes(a, b)
+        }
+    }
+}
+
+/// Sorts the `n` tags written from `tags_at` to the end of `buf` by key, keeping only the last
+/// of equal keys. `index`: where each tag starts and its key ends, relative to `tags_at`, and
+/// which keys have a backslash (without it the tags are found by scanning). Allocation-free for up to [`MAX_TAGS`] tags: the sorted copy is appended to
+/// the buffer and moved back.
 #[cold]
-fn sort_tags(buf: &mut Vec<u8>, tags_at: usize, n: usize) {
-    let mut stack = [(0usize, 0usize); MAX_TAGS];
+fn sort_tags(buf: &mut Vec<u8>, tags_at: usize, n: usize, index: Option<(&[(u16, u16)], u16)>) {
+    let mut stack = [Segment::default(); MAX_TAGS];
     let mut heap = Vec::new();
-    let segs: &mut [(usize, usize)] = if n <= MAX_TAGS {
+    let segs: &mut [Segment] = if n <= MAX_TAGS {
         &mut stack[..n]
     } else {
-        heap.resize(n, (0, 0));
+        heap.resize(n, Segment::default());
         &mut heap
     };
     let mut at = tags_at;
-    for seg in segs.iter_mut() {
-        let end = segment_end(buf, at);
-        *seg = (at, end);
-        at = end;
+    match index {
+        Some((index, escaped)) => {
+            for (i, seg) in segs.iter_mut().enumerate() {
+                *seg = Segment::indexed(tags_at, index[i], escaped, i);
+                seg.end = index
+                    .get(i + 1)
+                    .map_or(buf.len(), |next| tags_at + usize::from(next.0));
+            }
+            at = buf.len();
+        }
+        None => {
+            for seg in segs.iter_mut() {
+                *seg = Segment::at(buf, at);
+                at = seg.end;
+            }
+        }
     }
     debug_assert_eq!(at, buf.len());
-    segs.sort_by(|a, b| cmp_written_keys(&buf[a.0..a.1], &buf[b.0..b.1]));
+    // Insertion sort: a handful of tags. Stable: of equal keys, the last given stays last.
+    for i in 1..segs.len() {
+        let mut j = i;
+        while j > 0 && segs[j - 1].cmp_key(&segs[j], buf) == Ordering::Greater {
+            segs.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     let end = buf.len();
     for i in 0..segs.len() {
-        let (s, e) = segs[i];
-        if let Some(&(ns, ne)) = segs.get(i + 1) {
-            if cmp_written_keys(&buf[s..e], &buf[ns..ne]) == Ordering::Equal {
+        let seg = segs[i];
+        if let Some(next) = segs.get(i + 1) {
+            if seg.cmp_key(next, buf) == Ordering::Equal {
                 debug_assert!(false, "a tag key given twice");
                 continue;
             }
         }
-        buf.extend_from_within(s..e);
+        buf.extend_from_within(seg.start..seg.end);
     }
     let sorted_len = buf.len() - end;
     buf.copy_within(end.., tags_at);
@@ -428,12 +517,53 @@ fn sanitized(s: &[u8], i: usize, ctx: u8) -> u8 {
 }
 
 /// Writes a measurement (`ctx == MEAS`) or a tag key, tag value or field key (`ctx == KEY`).
+/// Returns whether anything had to be escaped or replaced.
 #[inline]
-fn write_name(buf: &mut Vec<u8>, s: &[u8], ctx: u8) {
-    match s.iter().position(|&b| CLASS[b as usize] & ctx != 0) {
-        None => buf.extend_from_slice(s),
-        Some(first) => write_name_slow(buf, s, first, ctx),
+fn write_name(buf: &mut Vec<u8>, s: &[u8], ctx: u8) -> bool {
+    match first_special(s, ctx) {
+        None => {
+            buf.extend_from_slice(s);
+            false
+        }
+        Some(first) => {
+            write_name_slow(buf, s, first, ctx);
+            true
+        }
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether a byte of `x` equals `b` (exact for "any").
+#[inline]
+fn has_byte(x: u64, b: u8) -> bool {
+    let y = x ^ (ONES * u64::from(b));
+    y.wrapping_sub(ONES) & !y & HIGHS != 0
+}
+
+/// The index of the first byte of `s` that `ctx` escapes or rewrites, eight bytes at a time.
+#[inline]
+fn first_special(s: &[u8], ctx: u8) -> Option<usize> {
+    let mut at = 0;
+    for chunk in s.chunks_exact(8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // Bytes below 0x21 (controls and space), `,`, `\`, DEL, and `=` in keys.
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGHS != 0;
+        if below
+            || has_byte(x, b',')
+            || has_byte(x, b'\\')
+            || has_byte(x, 0x7f)
+            || (ctx == KEY && has_byte(x, b'='))
+        {
+            break;
+        }
+        at += 8;
+    }
+    s[at..]
+        .iter()
+        .position(|&b| CLASS[b as usize] & ctx != 0)
+        .map(|i| at + i)
 }
 
 #[cold]
@@ -819,12 +949,26 @@ mod tests {
         for i in (0..20).rev() {
             buf.extend_from_slice(format!(",k{i:02}=v\\,{i}").as_bytes());
         }
-        sort_tags(&mut buf, 1, 20);
+        sort_tags(&mut buf, 1, 20, None);
         let mut want = String::from("m");
         for i in 0..20 {
             want.push_str(&format!(",k{i:02}=v\\,{i}"));
         }
         assert_eq!(String::from_utf8(buf).unwrap(), want);
+    }
+
+    #[test]
+    fn tags_beyond_the_u16_index_are_sorted_by_scanning() {
+        let big = "x".repeat(70_000);
+        let got = one(|e| {
+            e.line("m")
+                .tag("c", &big)
+                .tag("b", "2")
+                .tag("a", "1")
+                .field_i64("f", 1)
+                .finish()
+        });
+        assert_eq!(got, format!("m,a=1,b=2,c={big} f=1i 1700000000123456789\n"));
     }
 
     #[test]
