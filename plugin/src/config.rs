@@ -111,6 +111,24 @@ settings! {
         /// send/recv and state change (cheap); "segment" also on every received segment
         /// (tp_btf/tcp_probe: freshest values, costs more on busy hosts).
         rtt_source: RttSource = RttSource::SocketIo,
+        /// Most containers written as their own `container:` series per gather (the busiest
+        /// first); the rest fold into `container=other` (and `pod=other`), counted in
+        /// `flowlens:internal,series_dropped`.
+        max_containers: u32 = 1_000,
+        /// A container's series is written with zeros for this many seconds after its last flow
+        /// ended, so charts drop to zero before the series stops.
+        series_ttl_secs: u64 = 300,
+        /// The cgroup2 mount that socket cgroup ids are looked up in. "auto":
+        /// /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup.
+        cgroup2_root: String = "auto".to_string(),
+        /// containerd's task bundles (`<dir>/<namespace>/<id>/config.json`, CRI annotations).
+        containerd_state_dir: String = "/run/containerd/io.containerd.runtime.v2.task".to_string(),
+        /// CRI-O's container storage (`<dir>/<id>/userdata/config.json`).
+        crio_storage_dir: String = "/run/containers/storage/overlay-containers".to_string(),
+        /// Docker's containers (`<dir>/<id>/config.v2.json`).
+        docker_containers_dir: String = "/var/lib/docker/containers".to_string(),
+        /// The kubelet's container log links (`<pod>_<namespace>_<container>-<id>.log`).
+        kubelet_log_dir: String = "/var/log/containers".to_string(),
     }
 }
 
@@ -201,6 +219,27 @@ impl Config {
         }
         if g.udp_idle_timeout_secs == 0 {
             return Err("udp_idle_timeout_secs = 0 is out of range: use at least 1".to_string());
+        }
+        if g.max_containers == 0 {
+            return Err("max_containers = 0 is out of range: use at least 1".to_string());
+        }
+        for (key, value) in [
+            ("cgroup2_root", &g.cgroup2_root),
+            ("containerd_state_dir", &g.containerd_state_dir),
+            ("crio_storage_dir", &g.crio_storage_dir),
+            ("docker_containers_dir", &g.docker_containers_dir),
+            ("kubelet_log_dir", &g.kubelet_log_dir),
+        ] {
+            let auto = key == "cgroup2_root" && value == "auto";
+            if !auto
+                && (!value.starts_with('/')
+                    || value.contains('\0')
+                    || value.split('/').any(|c| c == ".."))
+            {
+                return Err(format!(
+                    "{key} = {value:?} must be an absolute path without `..`"
+                ));
+            }
         }
         if !g.ring_buffer_bytes.is_power_of_two() || g.ring_buffer_bytes < 4096 {
             return Err(format!(

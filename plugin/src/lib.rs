@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod containers;
 pub mod flows;
 pub mod iface;
 pub mod lineproto;
@@ -16,6 +17,7 @@ pub mod ndpi;
 pub mod plugin;
 pub mod records;
 pub mod seed;
+pub mod workloads;
 
 use abi_stable::{export_root_module, prefix_type::PrefixTypeTrait};
 use flowlens_abi::{FlowlensMod, FlowlensModRef};

@@ -3,6 +3,7 @@
 use crate::flows::{FlowTable, HostKey, Role};
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Precision};
+use crate::workloads::{WorkloadStats, WorkloadValues};
 use std::collections::{BTreeMap, HashSet};
 
 /// How lines are shaped: the options of the config that change the output.
@@ -33,6 +34,10 @@ pub struct Internal {
     pub probes_attached: u64,
     /// Probes that failed to load or attach.
     pub probes_failed: u64,
+    /// Containers with series (active, or within `series_ttl_secs`).
+    pub containers_tracked: u64,
+    /// Entries in the container metadata caches (cgroup paths, container names).
+    pub metadata_cache_entries: u64,
 }
 
 /// Per-host values of one gather: gauges from the active flows, counters from everything.
@@ -119,6 +124,8 @@ pub struct Snapshot {
     pub ifaces: Vec<IfaceCounters>,
     /// Flow-derived values (None: no eBPF collector).
     pub flows: Option<FlowValues>,
+    /// Container and pod series (None: no eBPF collector).
+    pub workloads: Option<WorkloadValues>,
     /// Self-telemetry.
     pub internal: Internal,
 }
@@ -169,6 +176,9 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
     if let Some(flows) = &snapshot.flows {
         encode_flows(&mut enc, flows, shape);
     }
+    if let Some(workloads) = &snapshot.workloads {
+        encode_workloads(&mut enc, workloads, shape);
+    }
     let internal = &snapshot.internal;
     let mut line = enc
         .line("flowlens:internal")
@@ -178,13 +188,167 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
         line = line
             .field_i64("events_received", counter(received))
             .field_i64("events_lost", counter(internal.events_lost))
-            .field_i64("flows_evicted", counter(internal.flows_evicted));
+            .field_i64("flows_evicted", counter(internal.flows_evicted))
+            .field_i64("containers_tracked", counter(internal.containers_tracked))
+            .field_i64(
+                "metadata_cache_entries",
+                counter(internal.metadata_cache_entries),
+            );
     }
     line.field_i64("series_dropped", counter(internal.series_dropped))
         .field_i64("probes_attached", counter(internal.probes_attached))
         .field_i64("probes_failed", counter(internal.probes_failed))
         .finish();
     enc.lines_written()
+}
+
+/// Adds a float field (ms) when there is a value.
+fn maybe_f64<'b, 'e>(
+    line: LineBuilder<'b, 'e>,
+    key: &str,
+    value: Option<f64>,
+) -> LineBuilder<'b, 'e> {
+    match value {
+        Some(v) => line.field_f64(key, v),
+        None => line,
+    }
+}
+
+/// Writes the lines of one container or pod: `subject` is `container` or `pod`, `tags` its
+/// identifying and descriptive tags (already chosen for the mode).
+fn encode_workload(
+    enc: &mut Encoder<'_>,
+    shape: &Shape,
+    subject: Subject,
+    tags: &[(&str, &str)],
+    stats: &WorkloadStats,
+    num_containers: Option<u64>,
+) {
+    let names = subject.measurements();
+    let line = with_tags(enc.line(names.num_flows), tags);
+    let line = count(line, shape, "as_client", counter(stats.client.flows));
+    count(line, shape, "as_server", counter(stats.server.flows)).finish();
+    let line = with_tags(enc.line(names.rtt), tags);
+    let line = maybe_f64(line, "as_client", stats.client.rtt_ms());
+    maybe_f64(line, "as_server", stats.server.rtt_ms()).finish();
+    let line = with_tags(enc.line(names.rtt_variance), tags);
+    let line = maybe_f64(line, "as_client", stats.client.rttvar_ms());
+    maybe_f64(line, "as_server", stats.server.rttvar_ms()).finish();
+    if let (Some(n), Some(m)) = (num_containers, names.num_containers) {
+        count(
+            with_tags(enc.line(m), tags),
+            shape,
+            "num_containers",
+            counter(n),
+        )
+        .finish();
+    }
+    if shape.ntopng_compat {
+        return;
+    }
+    with_tags(enc.line(names.traffic), tags)
+        .field_i64("bytes_sent", counter(stats.bytes_sent))
+        .field_i64("bytes_rcvd", counter(stats.bytes_rcvd))
+        .finish();
+    with_tags(enc.line(names.new_flows), tags)
+        .field_i64("as_client", counter(stats.new_client))
+        .field_i64("as_server", counter(stats.new_server))
+        .finish();
+    with_tags(enc.line(names.tcp_retransmissions), tags)
+        .field_i64("packets", counter(stats.retrans))
+        .finish();
+}
+
+/// Adds every tag of `tags` to a line.
+fn with_tags<'b, 'e>(mut line: LineBuilder<'b, 'e>, tags: &[(&str, &str)]) -> LineBuilder<'b, 'e> {
+    for (k, v) in tags {
+        line = line.tag(k, v);
+    }
+    line
+}
+
+/// The measurement names of a subject.
+struct Measurements {
+    num_flows: &'static str,
+    rtt: &'static str,
+    rtt_variance: &'static str,
+    num_containers: Option<&'static str>,
+    traffic: &'static str,
+    new_flows: &'static str,
+    tcp_retransmissions: &'static str,
+}
+
+/// Containers or pods.
+#[derive(Clone, Copy)]
+enum Subject {
+    Container,
+    Pod,
+}
+
+impl Subject {
+    fn measurements(self) -> Measurements {
+        match self {
+            Subject::Container => Measurements {
+                num_flows: "container:num_flows",
+                rtt: "container:rtt",
+                rtt_variance: "container:rtt_variance",
+                num_containers: None,
+                traffic: "container:traffic",
+                new_flows: "container:new_flows",
+                tcp_retransmissions: "container:tcp_retransmissions",
+            },
+            Subject::Pod => Measurements {
+                num_flows: "pod:num_flows",
+                rtt: "pod:rtt",
+                rtt_variance: "pod:rtt_variance",
+                num_containers: Some("pod:num_containers"),
+                traffic: "pod:traffic",
+                new_flows: "pod:new_flows",
+                tcp_retransmissions: "pod:tcp_retransmissions",
+            },
+        }
+    }
+}
+
+fn encode_workloads(enc: &mut Encoder<'_>, values: &WorkloadValues, shape: &Shape) {
+    let ifid = shape.ifid.as_str();
+    for series in &values.containers {
+        let mut tags: Vec<(&str, &str)> = vec![("ifid", ifid)];
+        match &series.info {
+            Some(info) => {
+                tags.push(("container", info.short_id.as_str()));
+                if !shape.ntopng_compat {
+                    if let Some(name) = &info.name {
+                        tags.push(("container_name", name));
+                    }
+                    if let Some(pod) = &info.pod {
+                        tags.push(("pod", pod));
+                    }
+                    if let Some(ns) = &info.namespace {
+                        tags.push(("namespace", ns));
+                    }
+                }
+            }
+            None => tags.push(("container", "other")),
+        }
+        encode_workload(enc, shape, Subject::Container, &tags, &series.stats, None);
+    }
+    for pod in &values.pods {
+        let mut tags: Vec<(&str, &str)> = vec![("ifid", ifid), ("pod", pod.name.as_str())];
+        if !shape.ntopng_compat {
+            if let Some(ns) = &pod.namespace {
+                tags.push(("namespace", ns));
+            }
+        }
+        encode_workload(
+            enc,
+            shape,
+            Subject::Pod,
+            &tags,
+            &pod.stats,
+            Some(pod.num_containers),
+        );
+    }
 }
 
 fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
@@ -250,6 +414,7 @@ mod tests {
                 tx_packets: 1,
             }],
             flows: None,
+            workloads: None,
             internal: Internal {
                 gather_duration_ms: 1.5,
                 ..Internal::default()

@@ -3,8 +3,10 @@
 use crate::{
     collector::{self, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, LogLevelName, RttSource},
+    containers,
     flows::{FlowTable, Limits, Role, Update},
     iface, logging, metrics, records, seed,
+    workloads::{WorkloadTracker, WorkloadValues},
 };
 use abi_stable::{
     sabi_extern_fn,
@@ -14,6 +16,10 @@ use abi_stable::{
 use flowlens_abi::{
     Collector, CollectorBox, Collector_TO, DoctorCheck, ErrorKind, GatherSummary, HostCallbacks,
     LogLevel, PluginError, ShimSettings,
+};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -57,6 +63,10 @@ pub struct Flowlens {
     table: FlowTable,
     /// Events userspace could not hold between gathers (counted as lost).
     events_dropped: u64,
+    /// cgroup id -> container, from cgroupfs and the runtimes' files.
+    resolver: containers::Resolver,
+    /// Which containers have series.
+    tracker: WorkloadTracker,
 }
 
 /// Finds the TCP connections established before flowlens started, in every network namespace,
@@ -105,6 +115,24 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
         report.namespaces,
         started.elapsed().as_millis()
     );
+}
+
+/// Where the container metadata lives, from the config.
+fn metadata_roots(config: &Config) -> containers::MetadataRoots {
+    let g = &config.general;
+    let cgroup2 = if g.cgroup2_root == "auto" {
+        containers::MetadataRoots::default().cgroup2
+    } else {
+        PathBuf::from(&g.cgroup2_root)
+    };
+    containers::MetadataRoots {
+        cgroup2,
+        containerd: PathBuf::from(&g.containerd_state_dir),
+        crio: PathBuf::from(&g.crio_storage_dir),
+        docker: PathBuf::from(&g.docker_containers_dir),
+        kubelet_logs: PathBuf::from(&g.kubelet_log_dir),
+        proc: PathBuf::from("/proc"),
+    }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
@@ -175,6 +203,8 @@ impl Flowlens {
                 Some("disabled by the config (ebpf = false)".to_string()),
             )
         };
+        let resolver = containers::Resolver::new(metadata_roots(&config), g.max_flows as usize);
+        let tracker = WorkloadTracker::new(g.series_ttl_secs, g.max_containers as usize);
         Flowlens {
             config,
             shape,
@@ -183,11 +213,52 @@ impl Flowlens {
             ebpf_disabled,
             table,
             events_dropped: 0,
+            resolver,
+            tracker,
         }
     }
 
+    /// Container and pod series from the table: resolves the cgroups of active flows, of flows
+    /// that started or ended since the last gather, and of containers that still have series.
+    fn collect_workloads(&mut self) -> WorkloadValues {
+        let touched = self.table.take_touched_cgroups();
+        let mut pid_of: HashMap<u64, u32> = HashMap::new();
+        for flow in self.table.flows() {
+            let pid = pid_of.entry(flow.cgroup_id).or_insert(flow.pid);
+            if *pid == 0 {
+                *pid = flow.pid;
+            }
+        }
+        let active: HashSet<u64> = pid_of.keys().copied().collect();
+        let mut wanted = active.clone();
+        wanted.extend(touched.iter().copied());
+        wanted.extend(self.tracker.cgroups());
+        let mut resolved: HashMap<u64, Arc<containers::ContainerInfo>> = HashMap::new();
+        for cgroup_id in &wanted {
+            let pid = pid_of.get(cgroup_id).copied().unwrap_or(0);
+            if let Some(info) = self.resolver.resolve(*cgroup_id, pid) {
+                resolved.insert(*cgroup_id, info);
+            }
+        }
+        let pod_counts = HashMap::new();
+        let values = self.tracker.update(
+            &self.table,
+            &resolved,
+            &touched,
+            &pod_counts,
+            monotonic_ns(),
+        );
+        let keep = self.tracker.cgroups();
+        self.table
+            .retain_cgroups(|id| keep.contains(&id) || active.contains(&id));
+        self.resolver.prune(&wanted);
+        values
+    }
+
     /// Brings the flow table up to date with the kernel: pending events, then the socket map.
-    fn collect_flows(&mut self) -> Option<(metrics::FlowValues, metrics::Internal)> {
+    fn collect_flows(
+        &mut self,
+    ) -> Option<(metrics::FlowValues, WorkloadValues, metrics::Internal)> {
         let ebpf = self.ebpf.as_mut()?;
         let (events, dropped) = ebpf.take_events();
         self.events_dropped += dropped;
@@ -207,16 +278,20 @@ impl Flowlens {
             .refresh(snapshot.iter().map(|(c, s)| (*c, s)), monotonic_ns());
         ebpf.forget(&expired);
         let values = metrics::FlowValues::from_table(&self.table);
+        let workloads = self.collect_workloads();
+        let ebpf = self.ebpf.as_ref()?;
         let internal = metrics::Internal {
             events_received: Some(ebpf.events_received()),
             events_lost: ebpf.stat(records::STAT_EVENTS_LOST) + self.events_dropped,
             flows_evicted: self.table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),
-            series_dropped: values.hosts_folded,
+            series_dropped: values.hosts_folded + workloads.series_dropped,
+            containers_tracked: self.tracker.len() as u64,
+            metadata_cache_entries: self.resolver.cache_len() as u64,
             probes_attached: ebpf.probes().iter().filter(|p| p.ok).count() as u64,
             probes_failed: ebpf.probes().iter().filter(|p| !p.ok).count() as u64,
             ..metrics::Internal::default()
         };
-        Some((values, internal))
+        Some((values, workloads, internal))
     }
 
     /// One gather: read every source, encode every line with one timestamp.
@@ -233,13 +308,14 @@ impl Flowlens {
                 Vec::new()
             }
         };
-        let (flows, internal) = match self.collect_flows() {
-            Some((values, internal)) => (Some(values), internal),
-            None => (None, metrics::Internal::default()),
+        let (flows, workloads, internal) = match self.collect_flows() {
+            Some((values, workloads, internal)) => (Some(values), Some(workloads), internal),
+            None => (None, None, metrics::Internal::default()),
         };
         let snapshot = metrics::Snapshot {
             ifaces,
             flows,
+            workloads,
             internal: metrics::Internal {
                 // Reading the sources and aggregating; encoding (pure, fast) comes after.
                 gather_duration_ms: started.elapsed().as_secs_f64() * 1e3,

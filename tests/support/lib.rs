@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: the built binaries, a real InfluxDB 1.x server,
 //! network namespaces with veth pairs, and the rule for tests that need root.
 
+pub mod runtimes;
+
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},

@@ -1,0 +1,319 @@
+//! Per-container and per-pod values from the flow table: the seed's `container:*` / `pod:*`
+//! series and their extensions (design/metrics.md). Pure: the caller resolves cgroup ids to
+//! containers and passes the time; this module keeps only which series are alive (the
+//! `series_ttl_secs` rule) and the `max_containers` fold.
+
+use crate::containers::ContainerInfo;
+use crate::flows::{FlowTable, Proto, Role};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+/// Flows of one role, with the sums the RTT means need.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoleStats {
+    /// Active flows in this role.
+    pub flows: u64,
+    /// TCP flows with an RTT sample.
+    pub rtt_samples: u64,
+    /// Sum of their srtt, µs.
+    pub srtt_sum_us: u64,
+    /// Sum of their RTT variance, µs.
+    pub rttvar_sum_us: u64,
+}
+
+impl RoleStats {
+    /// Mean srtt in ms, or None without a sample.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        (self.rtt_samples > 0).then(|| self.srtt_sum_us as f64 / self.rtt_samples as f64 / 1e3)
+    }
+
+    /// Mean RTT variance in ms, or None without a sample.
+    pub fn rttvar_ms(&self) -> Option<f64> {
+        (self.rtt_samples > 0).then(|| self.rttvar_sum_us as f64 / self.rtt_samples as f64 / 1e3)
+    }
+
+    fn add(&mut self, other: &RoleStats) {
+        self.flows += other.flows;
+        self.rtt_samples += other.rtt_samples;
+        self.srtt_sum_us += other.srtt_sum_us;
+        self.rttvar_sum_us += other.rttvar_sum_us;
+    }
+}
+
+/// What one container (or pod, or the `other` fold) has at a gather.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadStats {
+    /// Active flows as client.
+    pub client: RoleStats,
+    /// Active flows as server.
+    pub server: RoleStats,
+    /// Bytes sent (counter).
+    pub bytes_sent: u64,
+    /// Bytes received (counter).
+    pub bytes_rcvd: u64,
+    /// Flows started as client (counter).
+    pub new_client: u64,
+    /// Flows started as server (counter).
+    pub new_server: u64,
+    /// TCP retransmissions (counter).
+    pub retrans: u64,
+}
+
+impl WorkloadStats {
+    fn add(&mut self, other: &WorkloadStats) {
+        self.client.add(&other.client);
+        self.server.add(&other.server);
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_rcvd += other.bytes_rcvd;
+        self.new_client += other.new_client;
+        self.new_server += other.new_server;
+        self.retrans += other.retrans;
+    }
+}
+
+/// One `container:` series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSeries {
+    /// The container, or None for the `container=other` fold.
+    pub info: Option<Arc<ContainerInfo>>,
+    /// Its values.
+    pub stats: WorkloadStats,
+}
+
+/// One `pod:` series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSeries {
+    /// Pod name (`other` for the fold).
+    pub name: String,
+    /// Pod namespace, when known.
+    pub namespace: Option<String>,
+    /// Running containers of the pod, sandbox excluded.
+    pub num_containers: u64,
+    /// Its values: means over all flows of its containers.
+    pub stats: WorkloadStats,
+}
+
+/// The container and pod series of one gather.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadValues {
+    /// Sorted by short id; `other` last.
+    pub containers: Vec<ContainerSeries>,
+    /// Sorted by (namespace, name); `other` last.
+    pub pods: Vec<PodSeries>,
+    /// Series folded into `other` in this gather.
+    pub series_dropped: u64,
+}
+
+/// A container that has, or recently had, flows.
+#[derive(Debug)]
+struct Tracked {
+    info: Arc<ContainerInfo>,
+    cgroups: Vec<u64>,
+    last_active_ns: u64,
+}
+
+/// Which containers have series, across gathers.
+#[derive(Debug)]
+pub struct WorkloadTracker {
+    ttl_ns: u64,
+    max_containers: usize,
+    tracked: HashMap<String, Tracked>,
+}
+
+/// The pod key of a container: (namespace, name), when the container belongs to a pod.
+fn pod_of(info: &ContainerInfo) -> Option<(Option<String>, String)> {
+    info.pod
+        .as_ref()
+        .map(|pod| (info.namespace.clone(), pod.clone()))
+}
+
+impl WorkloadTracker {
+    /// A tracker writing a container's series until `ttl_secs` after its last flow, at most
+    /// `max_containers` named series per gather.
+    ///
+    /// A container's series is written while it has active flows, and with zeros for
+    /// `ttl_secs` after its last one (so charts drop to zero before the series ends).
+    pub fn new(ttl_secs: u64, max_containers: usize) -> WorkloadTracker {
+        WorkloadTracker {
+            ttl_ns: ttl_secs.saturating_mul(1_000_000_000),
+            max_containers,
+            tracked: HashMap::new(),
+        }
+    }
+
+    /// Number of containers with live series (bounded: they expire after the TTL).
+    pub fn len(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Whether no container has a series.
+    pub fn is_empty(&self) -> bool {
+        self.tracked.is_empty()
+    }
+
+    /// The cgroups of the containers with series (the caller keeps resolving them).
+    pub fn cgroups(&self) -> HashSet<u64> {
+        self.tracked
+            .values()
+            .flat_map(|t| t.cgroups.iter().copied())
+            .collect()
+    }
+
+    /// Computes this gather's series. `resolved` maps the cgroup ids of active flows to their
+    /// container (absent: a host process). `pod_containers` gives, per `namespace/pod`, how many
+    /// of its containers run (sandbox excluded) when the caller knows; otherwise the containers
+    /// with series count. `now_ns` is any monotonic clock.
+    pub fn update(
+        &mut self,
+        table: &FlowTable,
+        resolved: &HashMap<u64, Arc<ContainerInfo>>,
+        touched: &HashSet<u64>,
+        pod_containers: &HashMap<String, u64>,
+        now_ns: u64,
+    ) -> WorkloadValues {
+        // Containers whose flows started or ended since the last gather (even ones shorter than
+        // the interval) are active now.
+        for cgroup_id in touched {
+            if let Some(info) = resolved.get(cgroup_id).filter(|i| !i.is_sandbox) {
+                let tracked = self
+                    .tracked
+                    .entry(info.id.clone())
+                    .or_insert_with(|| Tracked {
+                        info: info.clone(),
+                        cgroups: Vec::new(),
+                        last_active_ns: now_ns,
+                    });
+                tracked.last_active_ns = now_ns;
+                if !tracked.cgroups.contains(cgroup_id) {
+                    tracked.cgroups.push(*cgroup_id);
+                }
+            }
+        }
+        // Active flows per container.
+        let mut active: HashMap<&str, WorkloadStats> = HashMap::new();
+        for flow in table.flows() {
+            let Some(info) = resolved.get(&flow.cgroup_id) else {
+                continue;
+            };
+            if info.is_sandbox {
+                continue;
+            }
+            let tracked = self
+                .tracked
+                .entry(info.id.clone())
+                .or_insert_with(|| Tracked {
+                    info: info.clone(),
+                    cgroups: Vec::new(),
+                    last_active_ns: now_ns,
+                });
+            tracked.last_active_ns = now_ns;
+            if !tracked.cgroups.contains(&flow.cgroup_id) {
+                tracked.cgroups.push(flow.cgroup_id);
+            }
+            let stats = active.entry(info.id.as_str()).or_default();
+            let role = match flow.role {
+                Role::Client => &mut stats.client,
+                Role::Server => &mut stats.server,
+            };
+            role.flows += 1;
+            if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
+                role.rtt_samples += 1;
+                role.srtt_sum_us += u64::from(flow.srtt_us);
+                role.rttvar_sum_us += u64::from(flow.rttvar_us);
+            }
+            stats.bytes_sent += flow.bytes_sent;
+            stats.bytes_rcvd += flow.bytes_rcvd;
+            stats.retrans += u64::from(flow.retrans);
+        }
+        // Containers whose last flow is older than the TTL end their series.
+        let ttl = self.ttl_ns;
+        self.tracked
+            .retain(|_, t| now_ns.saturating_sub(t.last_active_ns) <= ttl);
+        // Every tracked container: active values plus its cgroups' cumulative counters.
+        let mut all: Vec<(Arc<ContainerInfo>, WorkloadStats, u64)> = self
+            .tracked
+            .values()
+            .map(|t| {
+                let mut stats = active.remove(t.info.id.as_str()).unwrap_or_default();
+                for cg in &t.cgroups {
+                    let totals = table.cgroup_totals(*cg);
+                    stats.bytes_sent += totals.bytes_sent;
+                    stats.bytes_rcvd += totals.bytes_rcvd;
+                    stats.retrans += totals.retrans;
+                    stats.new_client += totals.new_client;
+                    stats.new_server += totals.new_server;
+                }
+                (t.info.clone(), stats, t.last_active_ns)
+            })
+            .collect();
+        // The busiest keep their own series; ties go to the smaller id, for stable output.
+        all.sort_by(|a, b| {
+            let busy = |s: &WorkloadStats| s.client.flows + s.server.flows;
+            busy(&b.1)
+                .cmp(&busy(&a.1))
+                .then(b.2.cmp(&a.2))
+                .then(a.0.id.cmp(&b.0.id))
+        });
+        let mut values = WorkloadValues::default();
+        let mut other: Option<WorkloadStats> = None;
+        let mut pods: BTreeMap<(Option<String>, String), (WorkloadStats, HashSet<String>)> =
+            BTreeMap::new();
+        let mut pod_other: Option<WorkloadStats> = None;
+        for (rank, (info, stats, _)) in all.into_iter().enumerate() {
+            let named = rank < self.max_containers;
+            if let Some(key) = pod_of(&info) {
+                if named {
+                    let entry = pods.entry(key).or_default();
+                    entry.0.add(&stats);
+                    entry.1.insert(info.id.clone());
+                } else {
+                    pod_other.get_or_insert_with(Default::default).add(&stats);
+                }
+            }
+            if named {
+                values.containers.push(ContainerSeries {
+                    info: Some(info),
+                    stats,
+                });
+            } else {
+                values.series_dropped += 1;
+                other.get_or_insert_with(Default::default).add(&stats);
+            }
+        }
+        values.containers.sort_by(|a, b| {
+            a.info
+                .as_ref()
+                .map(|i| &i.short_id)
+                .cmp(&b.info.as_ref().map(|i| &i.short_id))
+        });
+        if let Some(stats) = other {
+            values
+                .containers
+                .push(ContainerSeries { info: None, stats });
+        }
+        for ((namespace, name), (stats, seen)) in pods {
+            let uid_count = pod_containers
+                .get(&format!("{}/{}", namespace.as_deref().unwrap_or(""), name))
+                .copied();
+            values.pods.push(PodSeries {
+                num_containers: uid_count
+                    .unwrap_or(seen.len() as u64)
+                    .max(seen.len() as u64),
+                name,
+                namespace,
+                stats,
+            });
+        }
+        if let Some(stats) = pod_other {
+            values.pods.push(PodSeries {
+                name: "other".into(),
+                namespace: None,
+                num_containers: 0,
+                stats,
+            });
+        }
+        values
+    }
+}

@@ -1,0 +1,787 @@
+//! Containers and pods: stand-in containers built from real kernel objects (cgroup2 directories
+//! named as containerd names them under a kubepods slice, a network namespace and veth pair per
+//! pod, the containerd `config.json` or the kubelet's log links a node has), real processes and
+//! real TCP connections, seen through the real `flowlens` binary and a real InfluxDB.
+
+use flowlens::lineproto::{parse_lines, FieldValue};
+use flowlens_tests::{session::*, *};
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn container_test(name: &str) -> Option<MutexGuard<'static, ()>> {
+    if !require_root(name) {
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// A process standing in for a container: in its cgroup and network namespace, obeying
+/// tests/support/workload.py's commands.
+struct StandIn {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl StandIn {
+    fn start(cgroup: &Path, netns: &str) -> StandIn {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/workload.py");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}/cgroup.procs' && exec ip netns exec {netns} python3 -u '{}'",
+                cgroup.display(),
+                script.display()
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        StandIn {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one command; returns what follows "ok".
+    fn cmd(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("ok"), "{line}: {answer:?}");
+        answer[2..].trim().to_string()
+    }
+
+    /// (tcpi_rtt, tcpi_rttvar) in µs of each client socket.
+    fn rtts(&mut self) -> Vec<(u32, u32)> {
+        let text = self.cmd("info");
+        // [["10.0.0.1", "10.0.0.2", 3100, 800], ...]
+        text.trim_matches(|c| c == '[' || c == ']')
+            .split("], [")
+            .filter(|row| !row.is_empty())
+            .map(|row| {
+                let cols: Vec<&str> = row.split(", ").collect();
+                (cols[2].parse().unwrap(), cols[3].parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// 64-hex ids that look like containerd's.
+fn container_id(seed: u64) -> String {
+    format!("{:012x}{}", 0x1edb6c16e3d0_u64 + seed, "5a".repeat(26))
+}
+
+/// One stand-in container of the fixture.
+struct Spec {
+    name: &'static str,
+    pod: usize,
+}
+
+/// Pods P1 (containers a, b) and P2 (container c), each pod with a sandbox, in cgroup2
+/// directories named as containerd names them under the kubepods slice of systemd's driver,
+/// one network namespace per pod; P1 and P2 joined by a veth pair, P2 reachable from the host by
+/// another.
+struct Pods {
+    ids: BTreeMap<&'static str, String>,
+    cgroups: BTreeMap<&'static str, PathBuf>,
+    uids: [String; 2],
+    names: [&'static str; 2],
+    netns: [String; 2],
+    sandbox_cgroups: Vec<PathBuf>,
+    slice: PathBuf,
+    state: TempDir,
+}
+
+const SPECS: [Spec; 3] = [
+    Spec { name: "a", pod: 0 },
+    Spec { name: "b", pod: 0 },
+    Spec { name: "c", pod: 1 },
+];
+
+impl Pods {
+    fn new(tag: &str) -> Pods {
+        let slice = PathBuf::from(format!(
+            "/sys/fs/cgroup/unified/kubepods-{tag}.slice/kubepods-{tag}-besteffort.slice"
+        ));
+        let uids = [
+            "8f0d3c62-1a7b-4c1e-9d2a-5b6e7f809a01".to_string(),
+            "2b7e151f-28ae-4d2a-abf7-15884109cf4f".to_string(),
+        ];
+        let names = ["web-7d4b9c8f6d-x2x9q", "db-0"];
+        let netns = [format!("{tag}-p1"), format!("{tag}-p2")];
+        let state = TempDir::new(tag);
+        let mut pods = Pods {
+            ids: BTreeMap::new(),
+            cgroups: BTreeMap::new(),
+            uids,
+            names,
+            netns,
+            sandbox_cgroups: Vec::new(),
+            slice,
+            state,
+        };
+        for ns in &pods.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh("ip", &["netns", "add", ns]);
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (p1, p2) = (&pods.netns[0], &pods.netns[1]);
+        let (h, v1, v2, v3) = (
+            format!("{tag}h"),
+            format!("{tag}1"),
+            format!("{tag}2"),
+            format!("{tag}3"),
+        );
+        let _ = Command::new("ip").args(["link", "del", &h]).output();
+        sh(
+            "ip",
+            &[
+                "link", "add", &v1, "netns", p1, "type", "veth", "peer", "name", &v2, "netns", p2,
+            ],
+        );
+        sh("ip", &["-n", p1, "addr", "add", "10.93.0.1/24", "dev", &v1]);
+        sh("ip", &["-n", p2, "addr", "add", "10.93.0.2/24", "dev", &v2]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &h, "type", "veth", "peer", "name", &v3, "netns", p2,
+            ],
+        );
+        sh("ip", &["addr", "add", "10.94.0.1/24", "dev", &h]);
+        sh("ip", &["-n", p2, "addr", "add", "10.94.0.2/24", "dev", &v3]);
+        for (ns, dev) in [(p1, &v1), (p2, &v2), (p2, &v3)] {
+            sh("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        sh("ip", &["link", "set", &h, "up"]);
+        for (i, spec) in SPECS.iter().enumerate() {
+            let id = container_id(i as u64 + 1);
+            let dir = pods
+                .pod_slice(spec.pod)
+                .join(format!("cri-containerd-{id}.scope"));
+            std::fs::create_dir_all(&dir).unwrap();
+            pods.ids.insert(spec.name, id);
+            pods.cgroups.insert(spec.name, dir);
+        }
+        for pod in 0..2 {
+            let id = pods.sandbox_id(pod);
+            let dir = pods
+                .pod_slice(pod)
+                .join(format!("cri-containerd-{id}.scope"));
+            std::fs::create_dir_all(&dir).unwrap();
+            pods.sandbox_cgroups.push(dir);
+        }
+        pods
+    }
+
+    fn pod_slice(&self, pod: usize) -> PathBuf {
+        let tag = self
+            .slice
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".slice");
+        self.slice.join(format!(
+            "{tag}-pod{}.slice",
+            self.uids[pod].replace('-', "_")
+        ))
+    }
+
+    fn sandbox_id(&self, pod: usize) -> String {
+        container_id(100 + pod as u64)
+    }
+
+    fn short(&self, name: &str) -> String {
+        self.ids[name][..12].to_string()
+    }
+
+    /// The containerd task bundles a node has: `<state>/k8s.io/<id>/config.json`.
+    fn write_containerd_bundles(&self) -> PathBuf {
+        let root = self.state.join("containerd");
+        for pod in 0..2 {
+            let annotations = format!(
+                r#"{{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"{sid}","io.kubernetes.cri.sandbox-name":"{name}","io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"{uid}","io.kubernetes.cri.sandbox-log-directory":"/var/log/pods/shop_{name}_{uid}"}}"#,
+                sid = self.sandbox_id(pod),
+                name = self.names[pod],
+                uid = self.uids[pod]
+            );
+            write_bundle(&root, &self.sandbox_id(pod), &annotations);
+        }
+        for spec in &SPECS {
+            let annotations = format!(
+                r#"{{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"{cname}","io.kubernetes.cri.image-name":"docker.io/library/busybox:latest","io.kubernetes.cri.sandbox-id":"{sid}","io.kubernetes.cri.sandbox-name":"{name}","io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"{uid}"}}"#,
+                cname = spec.name,
+                sid = self.sandbox_id(spec.pod),
+                name = self.names[spec.pod],
+                uid = self.uids[spec.pod]
+            );
+            write_bundle(&root, &self.ids[spec.name], &annotations);
+        }
+        root
+    }
+
+    /// Only the kubelet's log links: `<pod>_<namespace>_<container>-<id>.log`.
+    fn write_log_links(&self) -> PathBuf {
+        let dir = self.state.join("containers");
+        std::fs::create_dir_all(&dir).unwrap();
+        for spec in &SPECS {
+            let (pod, uid) = (self.names[spec.pod], &self.uids[spec.pod]);
+            let link = dir.join(format!(
+                "{pod}_shop_{}-{}.log",
+                spec.name, self.ids[spec.name]
+            ));
+            let target = format!("/var/log/pods/shop_{pod}_{uid}/{}/0.log", spec.name);
+            std::os::unix::fs::symlink(target, link).unwrap();
+        }
+        dir
+    }
+
+    /// A flowlens config that reads metadata from here (and nothing from the real node).
+    fn config(&self, containerd: Option<&Path>, logs: Option<&Path>, extra: &str) -> String {
+        let empty = self.state.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let or_empty = |p: Option<&Path>| p.unwrap_or(&empty).display().to_string();
+        format!(
+            "containerd_state_dir = \"{}\"\nkubelet_log_dir = \"{}\"\ncrio_storage_dir = \"{e}\"\n\
+             docker_containers_dir = \"{e}\"\n{extra}",
+            or_empty(containerd),
+            or_empty(logs),
+            e = empty.display()
+        )
+    }
+
+    fn start(&self, name: &'static str) -> StandIn {
+        let spec = SPECS.iter().find(|s| s.name == name).unwrap();
+        StandIn::start(&self.cgroups[name], &self.netns[spec.pod])
+    }
+}
+
+fn write_bundle(root: &Path, id: &str, annotations: &str) {
+    let dir = root.join("k8s.io").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!(
+        r#"{{"ociVersion":"1.0.2-dev","process":{{"user":{{"uid":0,"gid":0}},"args":["/bin/sh"],"cwd":"/"}},"root":{{"path":"rootfs"}},"hostname":"","annotations":{annotations},"linux":{{"cgroupsPath":"kubepods-besteffort.slice:cri-containerd:{id}"}}}}"#
+    );
+    std::fs::write(dir.join("config.json"), spec).unwrap();
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns[0]])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns[1]])
+            .output();
+        let tag = self.netns[0].trim_end_matches("-p1").to_string();
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{tag}h")])
+            .output();
+        let mut dirs: Vec<PathBuf> = self.cgroups.values().cloned().collect();
+        dirs.extend(self.sandbox_cgroups.iter().cloned());
+        dirs.push(self.pod_slice(0));
+        dirs.push(self.pod_slice(1));
+        dirs.push(self.slice.clone());
+        dirs.push(self.slice.parent().unwrap().to_path_buf());
+        for dir in dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The integer or float field of the line of `measurement` whose tags include `tags`.
+fn field(text: &str, measurement: &str, tags: &[(&str, &str)], name: &str) -> Option<f64> {
+    let points = parse_lines(text).unwrap();
+    let point = points.iter().find(|p| {
+        p.measurement == measurement
+            && tags
+                .iter()
+                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
+    })?;
+    match point.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v) {
+        Some(FieldValue::Int(v)) => Some(*v as f64),
+        Some(FieldValue::Float(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn num(text: &str, measurement: &str, tags: &[(&str, &str)], name: &str) -> i64 {
+    field(text, measurement, tags, name)
+        .map(|v| v as i64)
+        .unwrap_or(-1)
+}
+
+/// Runs the seed's traffic: a opens 3 connections to c's server, b opens 1, the host 2.
+fn seed_traffic(pods: &Pods) -> (StandIn, StandIn, StandIn, Vec<TcpStream>) {
+    let mut c = pods.start("c");
+    c.cmd("listen 8080");
+    let mut a = pods.start("a");
+    a.cmd("connect 10.93.0.2 8080 3");
+    let mut b = pods.start("b");
+    b.cmd("connect 10.93.0.2 8080 1");
+    let host: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect("10.94.0.2:8080").unwrap())
+        .collect();
+    a.cmd("pingpong");
+    b.cmd("pingpong");
+    std::thread::sleep(Duration::from_millis(300));
+    (a, b, c, host)
+}
+
+fn assert_seed_counts(pods: &Pods, t: &str) {
+    let (a, b, c) = (pods.short("a"), pods.short("b"), pods.short("c"));
+    let cn = |id: &str, f: &str| num(t, "container:num_flows", &[("container", id)], f);
+    assert_eq!(cn(&a, "as_client"), 3, "{t}");
+    assert_eq!(cn(&a, "as_server"), 0);
+    assert_eq!(cn(&b, "as_client"), 1);
+    assert_eq!(
+        cn(&c, "as_server"),
+        6,
+        "3 from a, 1 from b, 2 from the host:\n{t}"
+    );
+    assert_eq!(cn(&c, "as_client"), 0);
+    let pn = |pod: &str, f: &str| num(t, "pod:num_flows", &[("pod", pod)], f);
+    assert_eq!(pn(pods.names[0], "as_client"), 4, "{t}");
+    assert_eq!(pn(pods.names[1], "as_server"), 6);
+    let pc = |pod: &str| num(t, "pod:num_containers", &[("pod", pod)], "num_containers");
+    assert_eq!(pc(pods.names[0]), 2, "{t}");
+    assert_eq!(pc(pods.names[1]), 1);
+    // Three containers of our pods, no sandbox; the host process's 2 flows count only on c's
+    // server side (6 above), never as a container of their own.
+    let series: Vec<_> = parse_lines(t)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.measurement == "container:num_flows")
+        .filter(|p| {
+            p.tags
+                .iter()
+                .any(|(k, v)| k == "pod" && pods.names.contains(&v.as_str()))
+        })
+        .collect();
+    assert_eq!(series.len(), 3, "{t}");
+    for pod in 0..2 {
+        let sandbox = &pods.sandbox_id(pod)[..12];
+        assert!(
+            !t.contains(&format!("container={sandbox}")),
+            "no sandbox series:\n{t}"
+        );
+    }
+    // Names taken from the runtime's metadata.
+    let tags = &series
+        .iter()
+        .find(|p| p.tags.iter().any(|(_, v)| *v == a))
+        .unwrap()
+        .tags;
+    for (k, v) in [
+        ("container_name", "a"),
+        ("pod", pods.names[0]),
+        ("namespace", "shop"),
+    ] {
+        assert!(
+            tags.iter().any(|(tk, tv)| tk == k && tv == v),
+            "{k}={v} in {tags:?}"
+        );
+    }
+}
+
+#[test]
+fn seed_counts_per_container_and_pod_from_containerd_bundles() {
+    let Some(_serial) = container_test("seed_counts_per_container_and_pod_from_containerd_bundles")
+    else {
+        return;
+    };
+    let pods = Pods::new("flk1");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let (_a, _b, _c, _host) = seed_traffic(&pods);
+    let t = s.gather();
+    assert_seed_counts(&pods, &t);
+    s.finish();
+}
+
+#[test]
+fn seed_counts_from_the_kubelets_log_links_only() {
+    let Some(_serial) = container_test("seed_counts_from_the_kubelets_log_links_only") else {
+        return;
+    };
+    let pods = Pods::new("flk2");
+    let links = pods.write_log_links();
+    let mut s = Session::start(&pods.config(None, Some(&links), ""));
+    let (_a, _b, _c, _host) = seed_traffic(&pods);
+    let t = s.gather();
+    assert_seed_counts(&pods, &t);
+    s.finish();
+}
+
+#[test]
+fn container_and_pod_rtt_are_the_means_of_the_kernels_values() {
+    let Some(_serial) = container_test("container_and_pod_rtt_are_the_means_of_the_kernels_values")
+    else {
+        return;
+    };
+    let pods = Pods::new("flk3");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let (mut a, mut b, _c, _host) = seed_traffic(&pods);
+    // Enough round trips for the kernel to leave quick-ACK mode: then the ACK rides on the answer
+    // that comes 3 ms late, and the RTT samples are about 3 ms.
+    a.cmd("pingpong 40");
+    b.cmd("pingpong 40");
+    let (ra, rb) = (a.rtts(), b.rtts());
+    assert!(
+        ra.iter().chain(rb.iter()).all(|r| r.0 >= 1000),
+        "{ra:?} {rb:?}"
+    );
+    let t = s.gather();
+    let mean = |v: &[(u32, u32)], f: fn(&(u32, u32)) -> u32| {
+        v.iter().map(|x| f(x) as f64).sum::<f64>() / v.len() as f64 / 1e3
+    };
+    // Tolerance (the collector's): 10 % or 0.05 ms.
+    let close = |got: f64, want: f64| (got - want).abs() <= (want * 0.1).max(0.05);
+    let (a_id, b_id) = (pods.short("a"), pods.short("b"));
+    let got = field(&t, "container:rtt", &[("container", &a_id)], "as_client").unwrap();
+    assert!(close(got, mean(&ra, |x| x.0)), "a rtt {got} vs {ra:?}");
+    let got = field(
+        &t,
+        "container:rtt_variance",
+        &[("container", &a_id)],
+        "as_client",
+    )
+    .unwrap();
+    assert!(close(got, mean(&ra, |x| x.1)), "a rttvar {got} vs {ra:?}");
+    let got = field(&t, "container:rtt", &[("container", &b_id)], "as_client").unwrap();
+    assert!(close(got, mean(&rb, |x| x.0)), "b rtt {got} vs {rb:?}");
+    // The pod's mean is over its flows (3 of a, 1 of b), not over container means.
+    let all: Vec<(u32, u32)> = ra.iter().chain(rb.iter()).copied().collect();
+    let got = field(&t, "pod:rtt", &[("pod", pods.names[0])], "as_client").unwrap();
+    assert!(close(got, mean(&all, |x| x.0)), "pod rtt {got} vs {all:?}");
+    let got = field(
+        &t,
+        "pod:rtt_variance",
+        &[("pod", pods.names[0])],
+        "as_client",
+    )
+    .unwrap();
+    assert!(
+        close(got, mean(&all, |x| x.1)),
+        "pod rttvar {got} vs {all:?}"
+    );
+    // The server side has RTT samples too (3 ms answers make them about 3 ms or more).
+    let c_id = pods.short("c");
+    assert!(field(&t, "container:rtt", &[("container", &c_id)], "as_server").unwrap() > 0.0);
+    s.finish();
+}
+
+#[test]
+fn ntopng_queries_work_unchanged_against_a_real_influxdb() {
+    let Some(_serial) = container_test("ntopng_queries_work_unchanged_against_a_real_influxdb")
+    else {
+        return;
+    };
+    let pods = Pods::new("flk4");
+    let bundles = pods.write_containerd_bundles();
+    let server = Influxd::start();
+    server.create_database("ntopng");
+    let mut s = Session::start(&pods.config(Some(&bundles), None, "ntopng_compat = true\n"));
+    let (_a, _b, _c, _host) = seed_traffic(&pods);
+    for _ in 0..4 {
+        let t = s.gather();
+        let reply = server.write("ntopng", t.as_bytes());
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.finish();
+    let shown = server.influx(
+        "ntopng",
+        "show measurements with measurement =~ /^container*/",
+    );
+    let names: Vec<&str> = shown
+        .lines()
+        .skip(3)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "container:num_flows",
+            "container:rtt",
+            "container:rtt_variance"
+        ],
+        "{shown}"
+    );
+    let rows = server.influx(
+        "ntopng",
+        "select * from \"container:num_flows\" order by time desc limit 10",
+    );
+    let mut lines = rows.lines();
+    assert_eq!(lines.next(), Some("name: container:num_flows"), "{rows}");
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["time", "as_client", "as_server", "container", "ifid"],
+        "{rows}"
+    );
+    assert_eq!(
+        rows.lines()
+            .skip(3)
+            .filter(|l| !l.trim().is_empty())
+            .count(),
+        10,
+        "{rows}"
+    );
+    let a = pods.short("a");
+    let one = server.influx(
+        "ntopng",
+        &format!("select * from \"container:num_flows\" where \"container\" = '{a}' order by time desc limit 10"),
+    );
+    let data: Vec<&str> = one
+        .lines()
+        .skip(3)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(data.len(), 4, "{one}");
+    assert!(
+        data.iter()
+            .all(|l| l.contains(&a) && l.split_whitespace().nth(1) == Some("3")),
+        "{one}"
+    );
+}
+
+#[test]
+fn stopped_containers_are_written_with_zeros_until_the_ttl() {
+    let Some(_serial) = container_test("stopped_containers_are_written_with_zeros_until_the_ttl")
+    else {
+        return;
+    };
+    let pods = Pods::new("flk5");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, "series_ttl_secs = 2\n"));
+    let (a, b, _c, _host) = seed_traffic(&pods);
+    let b_id = pods.short("b");
+    let t = s.gather();
+    assert_eq!(
+        num(
+            &t,
+            "container:num_flows",
+            &[("container", &b_id)],
+            "as_client"
+        ),
+        1
+    );
+    drop(b); // the container stops: its process and connections end
+    std::thread::sleep(Duration::from_millis(300));
+    let t = s.gather();
+    assert_eq!(
+        num(
+            &t,
+            "container:num_flows",
+            &[("container", &b_id)],
+            "as_client"
+        ),
+        0,
+        "{t}"
+    );
+    assert!(
+        field(
+            &t,
+            "container:traffic",
+            &[("container", &b_id)],
+            "bytes_sent"
+        )
+        .unwrap()
+            >= 1.0,
+        "counters keep their value"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let t = s.gather();
+    assert_eq!(
+        num(
+            &t,
+            "container:num_flows",
+            &[("container", &b_id)],
+            "as_client"
+        ),
+        -1,
+        "no more:\n{t}"
+    );
+    let a_id = pods.short("a");
+    assert_eq!(
+        num(
+            &t,
+            "container:num_flows",
+            &[("container", &a_id)],
+            "as_client"
+        ),
+        3
+    );
+    drop(a);
+    s.finish();
+}
+
+#[test]
+fn max_containers_folds_the_rest_into_other() {
+    let Some(_serial) = container_test("max_containers_folds_the_rest_into_other") else {
+        return;
+    };
+    let pods = Pods::new("flk6");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, "max_containers = 2\n"));
+    let (_a, _b, _c, _host) = seed_traffic(&pods);
+    let t = s.gather();
+    let series: Vec<String> = parse_lines(&t)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.measurement == "container:num_flows")
+        .map(|p| {
+            p.tags
+                .iter()
+                .find(|(k, _)| k == "container")
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    // Two named series and the fold. Other containers on this machine (none in CI) may be
+    // busier than ours; then more of ours fold too.
+    assert_eq!(series.iter().filter(|c| *c != "other").count(), 2, "{t}");
+    assert_eq!(series.iter().filter(|c| *c == "other").count(), 1, "{t}");
+    assert!(
+        !series.contains(&pods.short("b")),
+        "b (1 flow) is folded:\n{t}"
+    );
+    let dropped = num(&t, "flowlens:internal", &[], "series_dropped");
+    assert!(dropped >= 1, "{t}");
+    if dropped == 1 {
+        // Only ours: the busiest two keep their names, c (6 flows) and a (3).
+        assert!(
+            series.contains(&pods.short("c")) && series.contains(&pods.short("a")),
+            "{t}"
+        );
+        assert_eq!(
+            num(
+                &t,
+                "container:num_flows",
+                &[("container", "other")],
+                "as_client"
+            ),
+            1
+        );
+    }
+    s.finish();
+}
+
+#[test]
+fn metadata_caches_shrink_back_after_a_thousand_containers_come_and_go() {
+    let Some(_serial) =
+        container_test("metadata_caches_shrink_back_after_a_thousand_containers_come_and_go")
+    else {
+        return;
+    };
+    let pods = Pods::new("flk7");
+    let bundles = pods.write_containerd_bundles();
+    let config = pods.config(
+        Some(&bundles),
+        None,
+        "series_ttl_secs = 1\nmax_containers = 2000\n",
+    );
+    let mut s = Session::start(&config);
+    let mut c = pods.start("c");
+    c.cmd("listen 8080");
+    // 1000 containers of pod P1, each a cgroup directory and a containerd bundle.
+    let mut dirs = Vec::new();
+    for i in 0..1000u64 {
+        let id = container_id(10_000 + i);
+        let dir = pods.pod_slice(0).join(format!("cri-containerd-{id}.scope"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let annotations = format!(
+            r#"{{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"job-{i}","io.kubernetes.cri.sandbox-id":"{}","io.kubernetes.cri.sandbox-name":"{}","io.kubernetes.cri.sandbox-namespace":"shop"}}"#,
+            pods.sandbox_id(0),
+            pods.names[0]
+        );
+        write_bundle(&bundles, &id, &annotations);
+        dirs.push(dir);
+    }
+    let baseline = s.gather();
+    // Other containers on this machine (none in CI) may have series too: compare with these.
+    let tracked0 = num(&baseline, "flowlens:internal", &[], "containers_tracked");
+    let cache0 = num(
+        &baseline,
+        "flowlens:internal",
+        &[],
+        "metadata_cache_entries",
+    );
+    // One process visits each container in turn (the test moves it: inside `ip netns exec` the
+    // process sees another /sys) and makes one short connection from each.
+    let mut a = pods.start("a");
+    let pid = a.child.id().to_string();
+    for dir in &dirs {
+        std::fs::write(dir.join("cgroup.procs"), &pid).unwrap();
+        a.cmd("churn 1 10.93.0.2 8080");
+    }
+    std::fs::write(pods.cgroups["a"].join("cgroup.procs"), &pid).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = s.gather();
+    assert!(
+        num(&t, "flowlens:internal", &[], "containers_tracked") >= 1000,
+        "every short-lived container was seen:\n{}",
+        lines_of(&t, "flowlens:internal").join("\n")
+    );
+    assert_eq!(
+        num(&t, "pod:new_flows", &[("pod", pods.names[0])], "as_client"),
+        1000,
+        "connections shorter than the interval are counted"
+    );
+    assert!(num(&t, "flowlens:internal", &[], "metadata_cache_entries") >= 1000);
+    // They all go away.
+    for dir in &dirs {
+        std::fs::remove_dir(dir).unwrap();
+        let id = dir.file_name().unwrap().to_str().unwrap();
+        let id = id
+            .trim_start_matches("cri-containerd-")
+            .trim_end_matches(".scope");
+        std::fs::remove_dir_all(bundles.join("k8s.io").join(id)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    s.gather();
+    let t = s.gather();
+    let internal = lines_of(&t, "flowlens:internal").join("\n");
+    let tracked = num(&t, "flowlens:internal", &[], "containers_tracked");
+    assert!(
+        tracked <= tracked0 + 2,
+        "series end after the TTL: {tracked} vs {tracked0}:\n{internal}"
+    );
+    let cache = num(&t, "flowlens:internal", &[], "metadata_cache_entries");
+    assert!(
+        cache <= cache0 + 10,
+        "caches shrink back: {cache} vs {cache0} before:\n{internal}"
+    );
+    drop(a);
+    s.finish();
+}

@@ -1,0 +1,92 @@
+# A stand-in container process for the integration tests: it runs in the cgroup and network
+# namespace the test put it in and obeys one command per stdin line, answering "ok ..." per line.
+#   listen PORT        accept connections forever, echo every byte back 3 ms late, keep them open
+#   connect IP PORT N  open N TCP connections and keep them
+#   pingpong [N]       N (default 1) request/response round trips on every client connection
+#   info               JSON list of [local, remote, tcpi_rtt_us, tcpi_rttvar_us] of client sockets
+#   close              close every client connection
+#   churn N IP PORT    N times: connect, send 1 byte, read 1 byte, close
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+
+clients = []
+served = []
+
+
+def echo(conn):
+    while True:
+        try:
+            data = conn.recv(4096)
+        except OSError:
+            return
+        if not data:
+            # The peer closed: close our side too, as a real server does.
+            served.remove(conn)
+            conn.close()
+            return
+        time.sleep(0.003)
+        try:
+            conn.sendall(data)
+        except OSError:
+            return
+
+
+def serve(listener):
+    while True:
+        conn, _ = listener.accept()
+        served.append(conn)
+        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+
+def tcp_info(sock):
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    rtt, rttvar = struct.unpack_from("II", raw, 68)
+    return rtt, rttvar
+
+
+for line in sys.stdin:
+    words = line.split()
+    if not words:
+        continue
+    cmd = words[0]
+    if cmd == "listen":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", int(words[1])))
+        listener.listen(128)
+        threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        print("ok", flush=True)
+    elif cmd == "connect":
+        for _ in range(int(words[3])):
+            clients.append(socket.create_connection((words[1], int(words[2]))))
+        print("ok", flush=True)
+    elif cmd == "pingpong":
+        for _ in range(int(words[1]) if len(words) > 1 else 1):
+            for c in clients:
+                c.sendall(b"x")
+                c.recv(1)
+        print("ok", flush=True)
+    elif cmd == "info":
+        rows = []
+        for c in clients:
+            rtt, rttvar = tcp_info(c)
+            rows.append([c.getsockname()[0], c.getpeername()[0], rtt, rttvar])
+        print("ok " + json.dumps(rows), flush=True)
+    elif cmd == "close":
+        for c in clients:
+            c.close()
+        clients.clear()
+        print("ok", flush=True)
+    elif cmd == "churn":
+        for _ in range(int(words[1])):
+            c = socket.create_connection((words[2], int(words[3])))
+            c.sendall(b"x")
+            c.recv(1)
+            c.close()
+        print("ok", flush=True)
+    else:
+        print("error unknown command " + cmd, flush=True)
