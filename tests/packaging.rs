@@ -1,0 +1,1032 @@
+//! Packaging and integrations (packaging/): the Grafana dashboards' every query against a real
+//! InfluxDB 1.x loaded with real flowlens output, the .deb built, installed, run and purged on
+//! this machine, and the Kubernetes manifests validated and kept equal to telegraf.d/.
+
+use flowlens_dashboards::{
+    expand, load_all, measurements, resolve, Dashboard, Influx, Selection, TimeRange,
+};
+use flowlens_tests::*;
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// The repository root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn dashboards() -> Vec<(PathBuf, Dashboard)> {
+    load_all(&repo().join("packaging/grafana/dashboards")).unwrap()
+}
+
+/// design/metrics.md: every measurement, and whether it is a counter (rates need
+/// `non_negative_derivative`, totals over a range `spread`).
+const SCHEMA: &[(&str, bool)] = &[
+    ("container:num_flows", false),
+    ("container:rtt", false),
+    ("container:rtt_variance", false),
+    ("container:traffic", true),
+    ("container:new_flows", true),
+    ("container:tcp_retransmissions", true),
+    ("pod:num_flows", false),
+    ("pod:rtt", false),
+    ("pod:rtt_variance", false),
+    ("pod:num_containers", false),
+    ("pod:traffic", true),
+    ("pod:new_flows", true),
+    ("pod:tcp_retransmissions", true),
+    ("iface:traffic", true),
+    ("iface:traffic_rxtx", true),
+    ("iface:packets", true),
+    ("iface:flows", false),
+    ("iface:new_flows", true),
+    ("host:traffic", true),
+    ("host:active_flows", false),
+    ("host:total_flows", true),
+    ("host:ndpi", true),
+    ("flowlens:internal", false),
+];
+
+/// What flowlens writes today on any host with eBPF; the scenario must put data in each.
+const WRITTEN_TODAY: &[&str] = &[
+    "iface:traffic",
+    "iface:traffic_rxtx",
+    "iface:packets",
+    "iface:flows",
+    "iface:new_flows",
+    "host:traffic",
+    "host:active_flows",
+    "host:total_flows",
+    "host:ndpi",
+    "flowlens:internal",
+];
+
+#[test]
+fn dashboards_cover_the_schema_with_provisionable_influxql() {
+    let all = dashboards();
+    let titles: Vec<&str> = all.iter().map(|(_, d)| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "flowlens / Containers",
+            "flowlens / Health",
+            "flowlens / Host network",
+            "flowlens / Pods"
+        ]
+    );
+    let mut used = BTreeSet::new();
+    let mut uids = BTreeSet::new();
+    for (path, dashboard) in &all {
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let name = path.display();
+        assert!(uids.insert(dashboard.uid.clone()), "{name}: duplicate uid");
+        // Provisioning-ready: no import-time inputs, no fixed id, the datasource a variable.
+        assert!(raw.get("__inputs").is_none(), "{name}");
+        assert!(raw["id"].is_null(), "{name}: id must be null");
+        let vars = &dashboard.templating.list;
+        assert!(
+            vars.iter()
+                .any(|v| v.name == "datasource" && v.kind == "datasource" && v.query == "influxdb"),
+            "{name}: an InfluxDB datasource variable named `datasource`"
+        );
+        for var in vars.iter().filter(|v| v.kind == "query") {
+            let q = var.query.as_str().unwrap();
+            assert!(q.starts_with("SHOW TAG VALUES FROM "), "{name}: {q}");
+            assert_eq!(var.all_value.as_deref(), Some(".*"), "{name}: {}", var.name);
+        }
+        let defined: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+        for (i, panel) in raw["panels"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{name}");
+            for target in panel["targets"].as_array().unwrap() {
+                assert_eq!(target["datasource"]["uid"], "${datasource}", "{name}");
+                assert_eq!(target["rawQuery"], true, "{name}");
+            }
+            let panel = &dashboard.panels[i];
+            assert!(!panel.targets.is_empty(), "{name}: {}", panel.title);
+            for target in &panel.targets {
+                let q = &target.query;
+                for var in q.split('$').skip(1) {
+                    let var: String = var
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    // An empty name is the regex anchor of `/^$var$/`.
+                    assert!(
+                        var.is_empty()
+                            || ["timeFilter", "__interval"].contains(&var.as_str())
+                            || defined.contains(&var.as_str()),
+                        "{name}: {}: ${var} is not a variable of the dashboard",
+                        panel.title
+                    );
+                }
+                assert!(q.contains("$timeFilter"), "{name}: {q}");
+                for m in measurements(q) {
+                    let counter = SCHEMA
+                        .iter()
+                        .find(|(s, _)| *s == m)
+                        .unwrap_or_else(|| panic!("{name}: {m} is not in design/metrics.md"))
+                        .1;
+                    let counter_fields = m != "flowlens:internal"
+                        || ["events_", "flows_evicted", "series_dropped"]
+                            .iter()
+                            .any(|f| q.contains(f));
+                    if counter && counter_fields {
+                        assert!(
+                            q.contains("non_negative_derivative(") || q.contains("spread("),
+                            "{name}: {m} is a counter: rate with non_negative_derivative:\n{q}"
+                        );
+                    }
+                    used.insert(m);
+                }
+            }
+        }
+    }
+    let missing: Vec<&str> = SCHEMA
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| !used.contains(*m))
+        .collect();
+    assert!(missing.is_empty(), "no panel shows {missing:?}");
+}
+
+// ------------------------------------------------------------------------------------------
+// The scenario: two pods' network namespaces joined by a veth pair, stand-in containers (cgroup
+// directories and containerd bundles as a containerd node has them) running real TCP traffic,
+// and flowlens gathering it in Telegraf mode into a real InfluxDB.
+
+/// A pod's containers as containerd's CRI plugin leaves them on a node, with processes inside.
+struct StandIns {
+    /// The first directory of the bundles' path that did not exist (removed at the end).
+    created_root: Option<PathBuf>,
+    cgroups: Vec<PathBuf>,
+    bundles: Vec<PathBuf>,
+    children: Vec<Child>,
+}
+
+const BUNDLES: &str = "/run/containerd/io.containerd.runtime.v2.task/k8s.io";
+
+/// The cgroup2 mount point (`/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on
+/// hybrid ones).
+fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .expect("a cgroup2 mount")
+}
+
+fn hex_id(seed: u64) -> String {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..4)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            format!("{x:016x}")
+        })
+        .collect()
+}
+
+impl StandIns {
+    fn new() -> StandIns {
+        let created_root = Path::new(BUNDLES)
+            .ancestors()
+            .take_while(|p| !p.exists())
+            .last()
+            .map(Path::to_path_buf);
+        StandIns {
+            created_root,
+            cgroups: Vec::new(),
+            bundles: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Creates a pod sandbox (no process), its network namespace is `netns`.
+    fn pod(&mut self, namespace: &str, name: &str, uid: &str, netns: &str) -> String {
+        let id = hex_id(u64::from(std::process::id()) << 8 | self.bundles.len() as u64);
+        let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
+        self.bundle(
+            &id,
+            serde_json::json!({
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": id,
+                "io.kubernetes.cri.sandbox-name": name,
+                "io.kubernetes.cri.sandbox-namespace": namespace,
+                "io.kubernetes.cri.sandbox-uid": uid,
+                "io.kubernetes.cri.sandbox-log-directory": format!("/var/log/pods/{namespace}_{name}_{uid}"),
+            }),
+            &cgroup,
+            netns,
+        );
+        self.cgroup(&cgroup);
+        id
+    }
+
+    /// Creates a container of the pod and starts `python3 -c program args` inside it (its
+    /// cgroup, the pod's network namespace). Returns the child's stdout's first line.
+    #[allow(clippy::too_many_arguments)]
+    fn container(
+        &mut self,
+        pod: (&str, &str, &str, &str),
+        name: &str,
+        netns: &str,
+        program: &str,
+        args: &[&str],
+    ) -> String {
+        let (namespace, pod_name, uid, sandbox) = pod;
+        let id = hex_id(u64::from(std::process::id()) << 8 | self.bundles.len() as u64);
+        let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
+        self.bundle(
+            &id,
+            serde_json::json!({
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.container-name": name,
+                "io.kubernetes.cri.image-name": "docker.io/library/busybox:1.36",
+                "io.kubernetes.cri.sandbox-id": sandbox,
+                "io.kubernetes.cri.sandbox-name": pod_name,
+                "io.kubernetes.cri.sandbox-namespace": namespace,
+                "io.kubernetes.cri.sandbox-uid": uid,
+            }),
+            &cgroup,
+            netns,
+        );
+        let dir = self.cgroup(&cgroup);
+        // The shell moves itself into the container's cgroup, then becomes the workload: every
+        // socket it opens belongs to the container.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"echo $$ > "$0/cgroup.procs" && n=$1 && p=$2 && shift 2 && exec ip netns exec "$n" python3 -u -c "$p" "$@""#,
+            )
+            .arg(&dir)
+            .arg(netns)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.children.push(child);
+        assert_eq!(line.trim(), "ready", "container {name} did not start");
+        id
+    }
+
+    fn bundle(&mut self, id: &str, annotations: serde_json::Value, cgroup: &str, netns: &str) {
+        let dir = Path::new(BUNDLES).join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = serde_json::json!({
+            "ociVersion": "1.1.0",
+            "annotations": annotations,
+            "linux": {
+                "cgroupsPath": cgroup,
+                "namespaces": [{"type": "network", "path": format!("/var/run/netns/{netns}")}],
+            },
+        });
+        std::fs::write(dir.join("config.json"), spec.to_string()).unwrap();
+        self.bundles.push(dir);
+    }
+
+    fn cgroup(&mut self, path: &str) -> PathBuf {
+        let dir = cgroup2_root().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        self.cgroups.push(dir.clone());
+        dir
+    }
+}
+
+impl Drop for StandIns {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for dir in &self.bundles {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(root) = &self.created_root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+        // Leaf cgroups first, then the pod and QoS directories this test made (rmdir fails on
+        // a directory that is not empty, so directories of others stay).
+        let root = cgroup2_root();
+        for dir in &self.cgroups {
+            let mut dir = dir.clone();
+            while dir != root && std::fs::remove_dir(&dir).is_ok() {
+                dir.pop();
+            }
+        }
+    }
+}
+
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading
+def echo(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=echo, args=(c,), daemon=True).start()
+for port in sys.argv[2:]:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(port)))
+    s.listen(128)
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// Keeps `n` connections busy with a load that rises and falls, and opens a short connection
+/// now and then (new flows).
+const CLIENT: &str = r#"
+import math, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+conns = [socket.create_connection((host, port)) for _ in range(n)]
+print("ready", flush=True)
+t0, i = time.time(), 0
+while True:
+    k = 1 + int(6 * (1 + math.sin((time.time() - t0) / 5 + n)))
+    for c in conns:
+        c.sendall(b"x" * 4096 * k)
+        got = 0
+        while got < 4096 * k:
+            got += len(c.recv(65536))
+    i += 1
+    if i % 4 == 0:
+        s = socket.create_connection((host, port))
+        s.sendall(b"ping")
+        s.recv(16)
+        s.close()
+    time.sleep(0.1)
+"#;
+
+/// flowlens in Telegraf mode; each gather's batch is POSTed to InfluxDB.
+struct Gatherer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    batches: mpsc::Receiver<String>,
+}
+
+impl Gatherer {
+    fn start() -> Gatherer {
+        let mut child = flowlens(&["telegraf"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut batch = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                batch.push_str(&line);
+                batch.push('\n');
+                if line.starts_with("flowlens:internal") {
+                    let _ = tx.send(std::mem::take(&mut batch));
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("flowlens: {line}");
+            }
+        });
+        let stdin = child.stdin.take();
+        Gatherer {
+            child,
+            stdin,
+            batches: rx,
+        }
+    }
+
+    fn gather(&mut self) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        self.batches
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a batch from flowlens")
+    }
+}
+
+impl Drop for Gatherer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The timestamp (ms) of a batch: the last token of its `flowlens:internal` line.
+fn batch_ms(batch: &str) -> i64 {
+    let line = batch
+        .lines()
+        .find(|l| l.starts_with("flowlens:internal"))
+        .unwrap();
+    line.rsplit(' ').next().unwrap().parse::<i64>().unwrap() / 1_000_000
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Every query of every dashboard, with its variables resolved from the data (all values, then
+/// the first value of each), against several gathers of real flowlens output: an InfluxQL error
+/// fails, and so does an empty result where a measurement the query reads has data. Panels of
+/// measurements without data (container:/pod: until flowlens writes them) are checked for
+/// errors only, and listed.
+///
+/// With `FLOWLENS_RENDER_DASHBOARDS=<dir>` (packaging/grafana/render.sh), the test then renders
+/// the README's pictures from the same database; `FLOWLENS_DASHBOARD_GATHERS` and
+/// `FLOWLENS_DASHBOARD_GATHER_MS` set how many gathers and how far apart (default 6, 1000 ms).
+#[test]
+fn every_dashboard_query_returns_data_from_real_flowlens_output() {
+    if !require_root("every_dashboard_query_returns_data_from_real_flowlens_output") {
+        return;
+    }
+    let gathers = env_number("FLOWLENS_DASHBOARD_GATHERS", 6).max(3);
+    let gather_ms = env_number("FLOWLENS_DASHBOARD_GATHER_MS", 1000).max(1000);
+    let server = Influxd::start();
+    server.create_database("ntopng");
+
+    let pair = NetnsPair::new("flpk", 93);
+    let mut standins = StandIns::new();
+    let p1_uid = "5f0c3b1e-93a1-4c1f-8d6a-0a1b2c3d4e01";
+    let p2_uid = "5f0c3b1e-93a1-4c1f-8d6a-0a1b2c3d4e02";
+    let p1 = standins.pod("shop", "frontend-7d9f8b6c5d-x2x4z", p1_uid, &pair.ns[0]);
+    let p2 = standins.pod("shop", "backend-0", p2_uid, &pair.ns[1]);
+    let p2_ref = ("shop", "backend-0", p2_uid, p2.as_str());
+    let p1_ref = ("shop", "frontend-7d9f8b6c5d-x2x4z", p1_uid, p1.as_str());
+    let server_addr = pair.addrs[1].clone();
+    standins.container(
+        p2_ref,
+        "api",
+        &pair.ns[1],
+        ECHO_SERVER,
+        &[&server_addr, "80", "6379"],
+    );
+
+    let mut flowlens = Gatherer::start();
+    let first = flowlens.gather();
+    assert!(
+        first.contains("events_received="),
+        "the eBPF collector did not start:\n{first}"
+    );
+    if in_ci() {
+        assert!(
+            first.contains("probes_failed=0i"),
+            "CI loads every probe:\n{first}"
+        );
+    }
+    // Containers start after flowlens: their flows are seen opening.
+    standins.container(
+        p1_ref,
+        "web",
+        &pair.ns[0],
+        CLIENT,
+        &[&server_addr, "80", "3"],
+    );
+    standins.container(
+        p1_ref,
+        "cache",
+        &pair.ns[0],
+        CLIENT,
+        &[&server_addr, "6379", "1"],
+    );
+
+    let mut stamps = vec![batch_ms(&first)];
+    assert_eq!(server.write("ntopng", first.as_bytes()).status, 204);
+    for _ in 1..gathers {
+        let next = Instant::now() + Duration::from_millis(gather_ms);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let batch = flowlens.gather();
+        stamps.push(batch_ms(&batch));
+        let reply = server.write("ntopng", batch.as_bytes());
+        assert_eq!(reply.status, 204, "{}\n{batch}", reply.body);
+    }
+    drop(flowlens);
+    drop(standins);
+
+    let influx = Influx {
+        address: format!("127.0.0.1:{}", server.port),
+        database: "ntopng".into(),
+    };
+    let range = TimeRange {
+        from_ms: stamps[0] - 1000,
+        to_ms: stamps.last().unwrap() + 1000,
+        interval: format!("{}s", gather_ms / 1000),
+    };
+    for m in WRITTEN_TODAY {
+        assert!(
+            influx.has_points(m, &range).unwrap(),
+            "the scenario wrote no {m}"
+        );
+    }
+
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut without_data = BTreeSet::new();
+    for (path, dashboard) in dashboards() {
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for selection in [Selection::All, Selection::First] {
+            let vars = match resolve(&dashboard, &influx, &range, selection) {
+                Ok(vars) => vars,
+                Err(e) => {
+                    failures.push(format!("{file}: template variables: {e}"));
+                    continue;
+                }
+            };
+            for var in &vars {
+                let from = measurements(&var.query);
+                // Telegraf adds `host` (the node) to lines that lack it; data written straight
+                // from flowlens has none, so that variable may be empty.
+                let telegraf_tag = var.query.contains("KEY = \"host\"")
+                    && !from.iter().any(|m| m.starts_with("host:"));
+                let has = from
+                    .iter()
+                    .any(|m| influx.has_points(m, &range).unwrap_or(false));
+                if has && !telegraf_tag && var.values.is_empty() {
+                    failures.push(format!(
+                        "{file}: variable ${} has no values, but {from:?} has data:\n  {}",
+                        var.name, var.query
+                    ));
+                }
+            }
+            for panel in &dashboard.panels {
+                // Narrowed to one pod or container, a field can be absent for good reason (a
+                // server-only container has no RTT as client): then the panel as a whole must
+                // show data. With everything selected, every query must.
+                let mut panel_failures = Vec::new();
+                let mut panel_has_data = false;
+                for target in &panel.targets {
+                    let query = expand(&target.query, &vars, &range);
+                    let from = measurements(&query);
+                    let with_data: Vec<&String> = from
+                        .iter()
+                        .filter(|m| influx.has_points(m, &range).unwrap_or(false))
+                        .collect();
+                    match influx.query(&query) {
+                        Err(e) => failures.push(format!(
+                            "{file}: {} ({}) {selection:?}: {e}",
+                            panel.title, target.ref_id
+                        )),
+                        Ok(series) if with_data.is_empty() => {
+                            let _ = series;
+                            without_data.extend(from.iter().cloned());
+                        }
+                        Ok(series) => {
+                            checked += 1;
+                            if series.iter().any(|s| s.has_data()) {
+                                panel_has_data = true;
+                            } else {
+                                panel_failures.push(format!(
+                                    "{file}: {} ({}) {selection:?}: empty result, but {with_data:?} has data:\n  {query}",
+                                    panel.title, target.ref_id
+                                ));
+                            }
+                        }
+                    }
+                }
+                if selection == Selection::All || !panel_has_data {
+                    failures.extend(panel_failures);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{checked} dashboard queries returned data; checked for errors only (no data yet): {without_data:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing dashboard queries:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    if let Ok(out) = std::env::var("FLOWLENS_RENDER_DASHBOARDS") {
+        let status = Command::new(target_dir().join("flowlens-render-dashboards"))
+            .args(["--address", &influx.address, "--database", "ntopng"])
+            .args(["--from-ms", &range.from_ms.to_string()])
+            .args(["--to-ms", &range.to_ms.to_string()])
+            .args(["--interval", &range.interval, "--out", &out])
+            // The scenario's pods (other containers of this host stay out of the pictures).
+            .args(["--var", "namespace=shop"])
+            .status()
+            .expect("build the renderer first: cargo build -p flowlens-dashboards");
+        assert!(status.success());
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The .deb.
+
+/// The cargo-deb release the package is built with (README "Install").
+const CARGO_DEB: &str = "cargo-deb@3.8.0";
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Whether `cargo deb` runs; in CI, installs the pinned cargo-deb when it does not.
+fn cargo_deb_available() -> bool {
+    let runs = || {
+        Command::new(cargo())
+            .args(["deb", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs() {
+        return true;
+    }
+    if !in_ci() {
+        eprintln!(
+            "SKIP deb_installs_runs_and_purges_cleanly: cargo-deb is not installed \
+             (cargo install --locked {CARGO_DEB})"
+        );
+        return false;
+    }
+    let status = Command::new(cargo())
+        .args(["install", "--locked", CARGO_DEB])
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo install --locked {CARGO_DEB}");
+    assert!(runs(), "cargo deb does not run after installing it");
+    true
+}
+
+/// Purges the package when dropped, whatever happened.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "flowlens"]).output();
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn deb_installs_runs_and_purges_cleanly() {
+    if !require_root("deb_installs_runs_and_purges_cleanly") || !cargo_deb_available() {
+        return;
+    }
+    let started = Instant::now();
+    let out_dir = TempDir::new("deb");
+    // The documented command (README "Install"), with the output in a temporary directory.
+    let status = Command::new(cargo())
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "flowlens",
+            "-p",
+            "flowlens-plugin",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build --release failed");
+    let status = Command::new(cargo())
+        .current_dir(repo())
+        .args(["deb", "-p", "flowlens", "--no-build", "--strip", "--output"])
+        .arg(&out_dir.0)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo deb failed");
+    let deb = std::fs::read_dir(&out_dir.0)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("a .deb");
+    let built = started.elapsed();
+
+    // Contents and conffiles.
+    let listing =
+        String::from_utf8(run("dpkg-deb", &["--contents", deb.to_str().unwrap()]).stdout).unwrap();
+    let paths: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches('.').trim_end_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut expected = vec![
+        "/usr/bin/flowlens".to_string(),
+        "/usr/lib/flowlens/libflowlens.so".into(),
+        "/etc/flowlens/flowlens.toml".into(),
+        "/etc/telegraf/telegraf.d/flowlens.conf".into(),
+        "/usr/share/flowlens/vector/flowlens.toml".into(),
+        "/usr/share/flowlens/grafana/provisioning/dashboards.yaml".into(),
+        "/usr/share/flowlens/grafana/provisioning/datasources.yaml".into(),
+    ];
+    for (path, _) in dashboards() {
+        expected.push(format!(
+            "/usr/share/flowlens/grafana/dashboards/{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+    }
+    for p in &expected {
+        assert!(paths.contains(p), "{p} is not in the .deb:\n{listing}");
+    }
+    let conffiles =
+        String::from_utf8(run("dpkg-deb", &["--info", deb.to_str().unwrap(), "conffiles"]).stdout)
+            .unwrap();
+    for p in [
+        "/etc/flowlens/flowlens.toml",
+        "/etc/telegraf/telegraf.d/flowlens.conf",
+    ] {
+        assert!(
+            conffiles.lines().any(|l| l == p),
+            "{p} is not a conffile:\n{conffiles}"
+        );
+    }
+
+    // Install on this machine.
+    let _ = Command::new("dpkg").args(["--purge", "flowlens"]).output();
+    let existed: Vec<String> = paths
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .cloned()
+        .collect();
+    assert!(
+        !existed.contains(&"/usr/bin/flowlens".to_string()),
+        "/usr/bin/flowlens exists and belongs to no package"
+    );
+    let installed = Installed;
+    run("dpkg", &["--install", deb.to_str().unwrap()]);
+    let owned = String::from_utf8(run("dpkg", &["-L", "flowlens"]).stdout).unwrap();
+    for p in &expected {
+        assert!(owned.lines().any(|l| l == p), "dpkg -L lacks {p}");
+        assert!(Path::new(p).is_file(), "{p} is not installed");
+    }
+    // The shipped files are the repository's.
+    for (installed_path, source) in [
+        ("/etc/flowlens/flowlens.toml", "packaging/flowlens.toml"),
+        (
+            "/etc/telegraf/telegraf.d/flowlens.conf",
+            "telegraf.d/flowlens.conf",
+        ),
+        (
+            "/usr/share/flowlens/vector/flowlens.toml",
+            "vector.d/flowlens.toml",
+        ),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(installed_path).unwrap(),
+            std::fs::read_to_string(repo().join(source)).unwrap(),
+            "{installed_path}"
+        );
+    }
+    // The Telegraf snippet runs the installed binary.
+    let snippet = std::fs::read_to_string("/etc/telegraf/telegraf.d/flowlens.conf").unwrap();
+    assert!(snippet.contains(r#"command = ["/usr/bin/flowlens", "telegraf"]"#));
+
+    // The installed binary finds its plugin in /usr/lib/flowlens.
+    let doctor = String::from_utf8(run("/usr/bin/flowlens", &["doctor"]).stdout).unwrap();
+    assert!(
+        doctor.contains("ok      plugin: /usr/lib/flowlens/libflowlens.so"),
+        "{doctor}"
+    );
+    let help = String::from_utf8(run("/usr/bin/flowlens", &["--help"]).stdout).unwrap();
+    for mode in ["telegraf", "stream", "once", "doctor", "print-config"] {
+        assert!(help.contains(mode), "--help lacks {mode}:\n{help}");
+    }
+    let defaults = run("/usr/bin/flowlens", &["print-config"]).stdout;
+    assert_eq!(
+        String::from_utf8(defaults).unwrap(),
+        std::fs::read_to_string("/etc/flowlens/flowlens.toml").unwrap(),
+        "the conffile is the commented defaults"
+    );
+    for args in [
+        &["once"][..],
+        &["--config", "/etc/flowlens/flowlens.toml", "once"][..],
+    ] {
+        let out = run("/usr/bin/flowlens", args);
+        let text = String::from_utf8(out.stdout).unwrap();
+        flowlens::lineproto::validate(&text).unwrap();
+        assert!(!lines_of(&text, "iface:traffic").is_empty(), "{text}");
+        let internal = lines_of(&text, "flowlens:internal").join("\n");
+        assert!(internal.contains("probes_attached="), "{internal}");
+        if in_ci() {
+            assert!(internal.contains("probes_failed=0i"), "{internal}");
+        }
+    }
+
+    // Purge: nothing the package put on the machine stays.
+    drop(installed);
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", "flowlens"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.is_empty() || status.contains("not-installed"),
+        "still installed: {status}"
+    );
+    let left: Vec<&str> = owned
+        .lines()
+        .filter(|p| !p.is_empty() && *p != "/." && !existed.iter().any(|e| e == p))
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    assert!(left.is_empty(), "left behind after purge: {left:?}");
+    eprintln!(
+        "deb: built in {:.0?}, installed, ran and purged in {:.0?} more",
+        built,
+        started.elapsed() - built
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Kubernetes.
+
+/// The text of the literal block scalar `key: |` in a YAML file, its indentation removed.
+fn block_scalar(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    let header = lines.next().unwrap_or_else(|| panic!("no `{key}: |`"));
+    let key_indent = header.len() - header.trim_start().len();
+    let mut indent = None;
+    let mut out = String::new();
+    for line in lines {
+        if line.trim().is_empty() {
+            out.push('\n');
+            continue;
+        }
+        let this = line.len() - line.trim_start().len();
+        if this <= key_indent {
+            break;
+        }
+        let indent = *indent.get_or_insert(this);
+        out.push_str(&line[indent.min(this)..]);
+        out.push('\n');
+    }
+    out.trim_end_matches('\n').to_string() + "\n"
+}
+
+#[test]
+fn kubernetes_configmap_embeds_the_telegraf_snippet() {
+    let configmap =
+        std::fs::read_to_string(repo().join("packaging/kubernetes/configmap.yaml")).unwrap();
+    let telegraf_conf = block_scalar(&configmap, "telegraf.conf");
+    let snippet = std::fs::read_to_string(repo().join("telegraf.d/flowlens.conf")).unwrap();
+    assert!(
+        telegraf_conf.ends_with(&snippet),
+        "the ConfigMap's telegraf.conf must end with telegraf.d/flowlens.conf, verbatim:\n\
+         --- telegraf.conf ---\n{telegraf_conf}--- telegraf.d/flowlens.conf ---\n{snippet}"
+    );
+    assert_eq!(telegraf_conf.matches("[[inputs.execd]]").count(), 1);
+    assert!(telegraf_conf.contains("urls = [\"${INFLUXDB_URL}\"]"));
+
+    // The DaemonSet: capabilities, not privileged; the host's directories read-only.
+    let ds = std::fs::read_to_string(repo().join("packaging/kubernetes/daemonset.yaml")).unwrap();
+    assert!(ds.contains("privileged: false") && !ds.contains("privileged: true"));
+    for needed in [
+        "hostPID: true",
+        "hostNetwork: true",
+        "- BPF",
+        "- PERFMON",
+        "- SYS_ADMIN",
+        "- SYS_PTRACE",
+        "secretKeyRef:",
+        "name: flowlens-influxdb",
+        "name: flowlens-telegraf",
+    ] {
+        assert!(ds.contains(needed), "daemonset.yaml lacks {needed}");
+    }
+    for host_dir in [
+        "/sys/kernel/btf",
+        "/sys/fs/cgroup",
+        "/run/containerd",
+        "/run/containers",
+        "/var/lib/docker/containers",
+        "/var/log/containers",
+        "/var/log/pods",
+    ] {
+        let mount = ds
+            .split("- name: ")
+            .find(|m| m.contains(&format!("mountPath: {host_dir}\n")))
+            .unwrap_or_else(|| panic!("{host_dir} is not mounted"));
+        assert!(
+            mount.contains("readOnly: true"),
+            "{host_dir} must be read-only"
+        );
+        assert!(
+            ds.contains(&format!("path: {host_dir}\n")),
+            "{host_dir} is not a hostPath"
+        );
+    }
+}
+
+/// kubernetes-validate, the version the manifests are checked with (pip).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// The Kubernetes release the manifests are validated against.
+const KUBERNETES_VERSION: &str = "1.37.0";
+
+/// The kubernetes-validate command: on PATH, or installed (pinned) into a virtual environment
+/// under the target directory (Debian's python3 refuses system-wide pip installs; the venv needs
+/// Debian's python3-venv). `None` (skip) only outside CI.
+fn kubernetes_validate() -> Option<PathBuf> {
+    let runs = |cmd: &Path| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let on_path = PathBuf::from("kubernetes-validate");
+    if runs(&on_path) {
+        return Some(on_path);
+    }
+    let venv = target_dir().join("kubernetes-validate-venv");
+    let installed = venv.join("bin/kubernetes-validate");
+    if runs(&installed) {
+        return Some(installed);
+    }
+    let made = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", KUBERNETES_VALIDATE])
+            .status()
+            .is_ok_and(|s| s.success());
+    if made && runs(&installed) {
+        return Some(installed);
+    }
+    assert!(
+        !in_ci(),
+        "CI must validate the manifests: installing {KUBERNETES_VALIDATE} into {} failed \
+         (needs python3-venv and PyPI)",
+        venv.display()
+    );
+    eprintln!(
+        "SKIP kubernetes_manifests_validate: kubernetes-validate is not on PATH and installing \
+         {KUBERNETES_VALIDATE} into a venv failed (apt-get install python3-venv; PyPI reachable?)"
+    );
+    None
+}
+
+#[test]
+fn kubernetes_manifests_validate() {
+    let Some(validator) = kubernetes_validate() else {
+        return;
+    };
+    let dir = repo().join("packaging/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let out = Command::new(validator)
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .args(&files)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" passed ").count(), files.len(), "{text}");
+}
