@@ -541,11 +541,19 @@ fn enumerate_namespaces() -> (Vec<NsTarget>, Vec<String>) {
         }
     };
 
+    let mut denied = 0usize;
     let mut add = |path: PathBuf| {
         // Follows the /proc magic link or reads the nsfs bind mount. Files in /run/netns that
         // are not (or no longer) nsfs mounts have another device and are skipped.
-        let Ok(md) = std::fs::metadata(&path) else {
-            return;
+        let md = match std::fs::metadata(&path) {
+            Ok(md) => md,
+            Err(e) => {
+                // Another user's /proc/<pid>/ns needs CAP_SYS_PTRACE; a vanished process is normal.
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    denied += 1;
+                }
+                return;
+            }
         };
         if nsfs_dev.is_some_and(|dev| dev != md.dev()) {
             return;
@@ -580,6 +588,12 @@ fn enumerate_namespaces() -> (Vec<NsTarget>, Vec<String>) {
                 add(entry.path());
             }
         }
+    }
+    if denied > 0 {
+        errors.push(format!(
+            "{denied} processes' network namespaces could not be opened (permission denied): \
+             their connections are not seen until they move data; grant CAP_SYS_PTRACE"
+        ));
     }
     (targets, errors)
 }
