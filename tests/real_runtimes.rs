@@ -37,8 +37,7 @@ fn clients(ip: &str, n: usize) -> String {
 
 #[test]
 fn pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote() {
-    if !require_root("pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote")
-    {
+    if !require_root("pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote") {
         return;
     }
     let rt = RealRuntimes::start();
@@ -53,10 +52,23 @@ fn pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote() {
     let mut s = Session::start(&config);
     let p2 = rt.run_pod("db", NS, &[("c", "nc -ll -p 8080 -e /bin/cat")]);
     let ip = p2.ip.clone();
-    let p1 = rt.run_pod("web", NS, &[("a", &clients(&ip, 3)), ("b", &clients(&ip, 1))]);
+    let p1 = rt.run_pod(
+        "web",
+        NS,
+        &[
+            ("a", &clients(&ip, 3)),
+            ("b", &clients(&ip, 1)),
+            ("idle", "sleep 100000"),
+        ],
+    );
     let d = rt.run_docker("flowlens-e2e-d", &clients(&ip, 2));
     let short = |id: &str| id[..12].to_string();
-    let (a, b, c, dk) = (short(p1.id("a")), short(p1.id("b")), short(p2.id("c")), short(&d.id));
+    let (a, b, c, dk) = (
+        short(p1.id("a")),
+        short(p1.id("b")),
+        short(p2.id("c")),
+        short(&d.id),
+    );
     // The clients start asynchronously: gather until c serves all six connections.
     let deadline = Instant::now() + Duration::from_secs(30);
     let t = loop {
@@ -77,7 +89,8 @@ fn pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote() {
     assert_eq!(pn("web", "as_client"), 4, "{t}");
     assert_eq!(pn("db", "as_server"), 6, "{t}");
     let pc = |pod: &str| num(&t, "pod:num_containers", &[("pod", pod)], "num_containers");
-    assert_eq!((pc("web"), pc("db")), (2, 1), "{t}");
+    // Running containers, the idle one too (it has no flows), the sandbox (pause) not.
+    assert_eq!((pc("web"), pc("db")), (3, 1), "{t}");
     // Names and namespaces as the runtimes wrote them: CRI annotations, Docker's config.v2.json.
     let tags = [
         ("container", a.as_str()),
@@ -86,8 +99,15 @@ fn pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote() {
         ("namespace", NS),
     ];
     assert_eq!(num(&t, "container:num_flows", &tags, "as_client"), 3, "{t}");
-    let docker_tags = [("container", dk.as_str()), ("container_name", "flowlens-e2e-d")];
-    assert_eq!(num(&t, "container:num_flows", &docker_tags, "as_client"), 2, "{t}");
+    let docker_tags = [
+        ("container", dk.as_str()),
+        ("container_name", "flowlens-e2e-d"),
+    ];
+    assert_eq!(
+        num(&t, "container:num_flows", &docker_tags, "as_client"),
+        2,
+        "{t}"
+    );
     // The pods' sandboxes are no containers of their own.
     for pod in [&p1, &p2] {
         let sandbox = short(&pod.sandbox_id);
@@ -95,5 +115,9 @@ fn pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote() {
     }
     s.finish();
     let teardown = rt.stop();
-    assert!(teardown.leftovers.is_empty(), "left behind: {:?}", teardown.leftovers);
+    assert!(
+        teardown.leftovers.is_empty(),
+        "left behind: {:?}",
+        teardown.leftovers
+    );
 }

@@ -240,7 +240,18 @@ impl Flowlens {
                 resolved.insert(*cgroup_id, info);
             }
         }
-        let pod_counts = HashMap::new();
+        // Per pod, its running containers (the sandbox left out), from the cgroup tree.
+        let mut pod_counts: HashMap<String, u64> = HashMap::new();
+        for (cgroup_id, info) in &resolved {
+            if let (Some(pod), false) = (&info.pod, info.is_sandbox) {
+                let key = format!("{}/{pod}", info.namespace.as_deref().unwrap_or(""));
+                if !pod_counts.contains_key(&key) {
+                    if let Some(n) = self.resolver.running_in_pod(*cgroup_id, info) {
+                        pod_counts.insert(key, n);
+                    }
+                }
+            }
+        }
         let values = self.tracker.update(
             &self.table,
             &resolved,

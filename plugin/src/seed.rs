@@ -589,13 +589,28 @@ fn enumerate_namespaces() -> (Vec<NsTarget>, Vec<String>) {
             }
         }
     }
-    if denied > 0 {
+    // With CAP_SYS_PTRACE a denial is a process caught mid-exec (not dumpable for a moment).
+    if denied > 0 && !has_cap_sys_ptrace() {
         errors.push(format!(
             "{denied} processes' network namespaces could not be opened (permission denied): \
              their connections are not seen until they move data; grant CAP_SYS_PTRACE"
         ));
     }
     (targets, errors)
+}
+
+/// Whether this process holds CAP_SYS_PTRACE (bit 19 of `CapEff` in /proc/self/status).
+fn has_cap_sys_ptrace() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim();
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 19) != 0)
 }
 
 // ---------------------------------------------------------------------------------------------

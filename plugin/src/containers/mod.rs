@@ -390,6 +390,29 @@ impl Resolver {
         }
     }
 
+    /// How many containers run in the pod of `info`, its sandbox excluded: the container
+    /// directories beside `info`'s cgroup (one readdir). None when that cannot be told: no pod,
+    /// no known path, or no sandbox id to leave out.
+    pub fn running_in_pod(&self, cgroup_id: u64, info: &ContainerInfo) -> Option<u64> {
+        info.pod.as_ref()?;
+        let sandbox = info.sandbox_id.as_deref()?;
+        let path = self.index.get(&cgroup_id)?;
+        let parent = path.rsplit_once('/')?.0;
+        let dir = self.roots.cgroup2.join(parent.trim_start_matches('/'));
+        let mut count = 0u64;
+        for entry in std::fs::read_dir(&dir).ok()?.flatten().take(1024) {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if let Some(child) = parse_cgroup_path(&format!("{parent}/{name}")) {
+                if child.id != sandbox && child.pod_uid == info.pod_uid {
+                    count += 1;
+                }
+            }
+        }
+        Some(count)
+    }
+
     /// Drops what belongs to cgroups that no longer exist (call once per gather with the cgroup
     /// ids still in use); caches shrink back.
     pub fn prune(&mut self, live_cgroup_ids: &HashSet<u64>) {
