@@ -466,7 +466,7 @@ impl FlowTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sock(role: u8, proto: u8, local: &str, remote: &str) -> FlSock {

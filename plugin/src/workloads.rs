@@ -173,9 +173,30 @@ impl WorkloadTracker {
         pod_containers: &HashMap<String, u64>,
         now_ns: u64,
     ) -> WorkloadValues {
-        // Containers whose flows started or ended since the last gather (even ones shorter than
-        // the interval) are active now.
-        for cgroup_id in touched {
+        // Active flows per cgroup (no allocation per flow: this runs over the whole table).
+        let mut by_cgroup: HashMap<u64, WorkloadStats> = HashMap::new();
+        for flow in table.flows() {
+            if !resolved.contains_key(&flow.cgroup_id) {
+                continue;
+            }
+            let stats = by_cgroup.entry(flow.cgroup_id).or_default();
+            let role = match flow.role {
+                Role::Client => &mut stats.client,
+                Role::Server => &mut stats.server,
+            };
+            role.flows += 1;
+            if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
+                role.rtt_samples += 1;
+                role.srtt_sum_us += u64::from(flow.srtt_us);
+                role.rttvar_sum_us += u64::from(flow.rttvar_us);
+            }
+            stats.bytes_sent += flow.bytes_sent;
+            stats.bytes_rcvd += flow.bytes_rcvd;
+            stats.retrans += u64::from(flow.retrans);
+        }
+        // Containers with active flows, or whose flows started or ended since the last gather
+        // (even ones shorter than the interval), are active now.
+        for cgroup_id in by_cgroup.keys().chain(touched.iter()) {
             if let Some(info) = resolved.get(cgroup_id).filter(|i| !i.is_sandbox) {
                 let tracked = self
                     .tracked
@@ -191,42 +212,6 @@ impl WorkloadTracker {
                 }
             }
         }
-        // Active flows per container.
-        let mut active: HashMap<&str, WorkloadStats> = HashMap::new();
-        for flow in table.flows() {
-            let Some(info) = resolved.get(&flow.cgroup_id) else {
-                continue;
-            };
-            if info.is_sandbox {
-                continue;
-            }
-            let tracked = self
-                .tracked
-                .entry(info.id.clone())
-                .or_insert_with(|| Tracked {
-                    info: info.clone(),
-                    cgroups: Vec::new(),
-                    last_active_ns: now_ns,
-                });
-            tracked.last_active_ns = now_ns;
-            if !tracked.cgroups.contains(&flow.cgroup_id) {
-                tracked.cgroups.push(flow.cgroup_id);
-            }
-            let stats = active.entry(info.id.as_str()).or_default();
-            let role = match flow.role {
-                Role::Client => &mut stats.client,
-                Role::Server => &mut stats.server,
-            };
-            role.flows += 1;
-            if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
-                role.rtt_samples += 1;
-                role.srtt_sum_us += u64::from(flow.srtt_us);
-                role.rttvar_sum_us += u64::from(flow.rttvar_us);
-            }
-            stats.bytes_sent += flow.bytes_sent;
-            stats.bytes_rcvd += flow.bytes_rcvd;
-            stats.retrans += u64::from(flow.retrans);
-        }
         // Containers whose last flow is older than the TTL end their series.
         let ttl = self.ttl_ns;
         self.tracked
@@ -236,8 +221,11 @@ impl WorkloadTracker {
             .tracked
             .values()
             .map(|t| {
-                let mut stats = active.remove(t.info.id.as_str()).unwrap_or_default();
+                let mut stats = WorkloadStats::default();
                 for cg in &t.cgroups {
+                    if let Some(active) = by_cgroup.get(cg) {
+                        stats.add(active);
+                    }
                     let totals = table.cgroup_totals(*cg);
                     stats.bytes_sent += totals.bytes_sent;
                     stats.bytes_rcvd += totals.bytes_rcvd;
@@ -315,5 +303,135 @@ impl WorkloadTracker {
             });
         }
         values
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containers::Runtime;
+    use crate::flows::{tests::sock, Limits, Update};
+    use crate::records::{ROLE_CLIENT, ROLE_SERVER};
+
+    fn info(id_char: char, name: &str, pod: &str) -> Arc<ContainerInfo> {
+        let id: String = std::iter::repeat_n(id_char, 64).collect();
+        Arc::new(ContainerInfo {
+            short_id: id[..12].to_string(),
+            id,
+            runtime: Runtime::Containerd,
+            name: Some(name.into()),
+            pod: Some(pod.into()),
+            namespace: Some("shop".into()),
+            pod_uid: None,
+            sandbox_id: None,
+            is_sandbox: false,
+            qos: None,
+        })
+    }
+
+    /// Opens a TCP flow with an RTT sample in cgroup `cg`.
+    fn open(t: &mut FlowTable, cookie: u64, cg: u64, role: u8, srtt: u32, rttvar: u32) {
+        let mut s = sock(
+            role,
+            6,
+            &format!("10.0.0.1:{}", 40000 + cookie),
+            "10.0.0.2:80",
+        );
+        s.cgroup_id = cg;
+        s.srtt_us = srtt;
+        s.rttvar_us = rttvar;
+        s.bytes_sent = 10;
+        t.apply(Update::Open, cookie, &s);
+    }
+
+    fn table() -> FlowTable {
+        FlowTable::new(Limits {
+            max_flows: 100,
+            max_hosts: 10,
+            udp_idle_timeout_ns: 1,
+        })
+    }
+
+    #[test]
+    fn pod_means_are_over_flows_not_over_container_means() {
+        let mut t = table();
+        open(&mut t, 1, 11, ROLE_CLIENT, 1000, 100);
+        open(&mut t, 2, 11, ROLE_CLIENT, 2000, 200);
+        open(&mut t, 3, 11, ROLE_CLIENT, 3000, 300);
+        open(&mut t, 4, 12, ROLE_CLIENT, 7000, 700);
+        open(&mut t, 5, 12, ROLE_SERVER, 0, 0);
+        let resolved = HashMap::from([(11, info('a', "a", "p1")), (12, info('b', "b", "p1"))]);
+        let mut w = WorkloadTracker::new(300, 10);
+        let touched = t.take_touched_cgroups();
+        let v = w.update(&t, &resolved, &touched, &HashMap::new(), 1);
+        let a = &v.containers[0].stats;
+        assert_eq!(a.client.flows, 3);
+        assert_eq!(a.client.rtt_ms(), Some(2.0));
+        assert_eq!(a.client.rttvar_ms(), Some(0.2));
+        let b = &v.containers[1].stats;
+        assert_eq!((b.client.flows, b.server.flows), (1, 1));
+        assert_eq!(b.server.rtt_ms(), None, "no sample: the field is left out");
+        let pod = &v.pods[0];
+        assert_eq!((pod.name.as_str(), pod.num_containers), ("p1", 2));
+        assert_eq!(
+            pod.stats.client.rtt_ms(),
+            Some(3.25),
+            "(1+2+3+7)/4, not (2+7)/2"
+        );
+        assert_eq!(pod.stats.bytes_sent, 50);
+    }
+
+    #[test]
+    fn a_container_without_flows_is_written_with_zeros_until_the_ttl() {
+        let mut t = table();
+        open(&mut t, 1, 11, ROLE_CLIENT, 1000, 100);
+        let resolved = HashMap::from([(11, info('a', "a", "p1"))]);
+        let mut w = WorkloadTracker::new(2, 10);
+        let sec = 1_000_000_000;
+        let touched = t.take_touched_cgroups();
+        let v = w.update(&t, &resolved, &touched, &HashMap::new(), sec);
+        assert_eq!(v.containers[0].stats.client.flows, 1);
+        let mut closed = sock(ROLE_CLIENT, 6, "10.0.0.1:40001", "10.0.0.2:80");
+        closed.cgroup_id = 11;
+        closed.bytes_sent = 99;
+        t.apply(Update::Close, 1, &closed);
+        let touched = t.take_touched_cgroups();
+        let v = w.update(&t, &resolved, &touched, &HashMap::new(), 2 * sec);
+        let stats = &v.containers[0].stats;
+        assert_eq!(
+            (stats.client.flows, stats.bytes_sent, stats.new_client),
+            (0, 99, 1)
+        );
+        let v = w.update(&t, &resolved, &HashSet::new(), &HashMap::new(), 4 * sec);
+        assert_eq!(v.containers.len(), 1, "still within the TTL");
+        let v = w.update(&t, &resolved, &HashSet::new(), &HashMap::new(), 5 * sec);
+        assert!(
+            v.containers.is_empty() && w.is_empty(),
+            "gone after the TTL"
+        );
+    }
+
+    #[test]
+    fn beyond_max_containers_the_least_busy_fold_into_other() {
+        let mut t = table();
+        for (cookie, cg) in [(1, 11), (2, 11), (3, 12), (4, 13), (5, 13), (6, 13)] {
+            open(&mut t, cookie, cg, ROLE_CLIENT, 1000, 100);
+        }
+        let resolved = HashMap::from([
+            (11, info('a', "a", "p1")),
+            (12, info('b', "b", "p1")),
+            (13, info('c', "c", "p2")),
+        ]);
+        let mut w = WorkloadTracker::new(300, 2);
+        let touched = t.take_touched_cgroups();
+        let v = w.update(&t, &resolved, &touched, &HashMap::new(), 1);
+        let names: Vec<_> = v
+            .containers
+            .iter()
+            .map(|c| c.info.as_ref().map(|i| i.name.clone().unwrap()))
+            .collect();
+        assert_eq!(names, [Some("a".into()), Some("c".into()), None]);
+        assert_eq!(v.containers[2].stats.client.flows, 1);
+        assert_eq!(v.series_dropped, 1);
     }
 }
