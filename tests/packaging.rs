@@ -8,10 +8,9 @@ use flowlens_dashboards::{
 use flowlens_tests::*;
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -385,64 +384,6 @@ while True:
     time.sleep(0.1)
 "#;
 
-/// flowlens in Telegraf mode; each gather's batch is POSTed to InfluxDB.
-struct Gatherer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    batches: mpsc::Receiver<String>,
-}
-
-impl Gatherer {
-    fn start() -> Gatherer {
-        let mut child = flowlens(&["telegraf"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut batch = String::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                batch.push_str(&line);
-                batch.push('\n');
-                if line.starts_with("flowlens:internal") {
-                    let _ = tx.send(std::mem::take(&mut batch));
-                }
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("flowlens: {line}");
-            }
-        });
-        let stdin = child.stdin.take();
-        Gatherer {
-            child,
-            stdin,
-            batches: rx,
-        }
-    }
-
-    fn gather(&mut self) -> String {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
-        self.batches
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a batch from flowlens")
-    }
-}
-
-impl Drop for Gatherer {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
 /// The timestamp (ms) of a batch: the last token of its `flowlens:internal` line.
 fn batch_ms(batch: &str) -> i64 {
     let line = batch
@@ -495,7 +436,7 @@ fn every_dashboard_query_returns_data_from_real_flowlens_output() {
         &[&server_addr, "80", "6379"],
     );
 
-    let mut flowlens = Gatherer::start();
+    let mut flowlens = session::Session::start("");
     let first = flowlens.gather();
     assert!(
         first.contains("events_received="),
