@@ -245,9 +245,9 @@ impl Flowlens {
         for (cgroup_id, info) in &resolved {
             if let (Some(pod), false) = (&info.pod, info.is_sandbox) {
                 let key = format!("{}/{pod}", info.namespace.as_deref().unwrap_or(""));
-                if !pod_counts.contains_key(&key) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = pod_counts.entry(key) {
                     if let Some(n) = self.resolver.running_in_pod(*cgroup_id, info) {
-                        pod_counts.insert(key, n);
+                        slot.insert(n);
                     }
                 }
             }

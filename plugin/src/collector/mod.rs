@@ -5,6 +5,7 @@
 //! or attach disables only its feature, logged once with the reason; dropping the collector
 //! detaches everything.
 
+pub mod floor;
 use crate::records::{FlEvent, FlSock};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},

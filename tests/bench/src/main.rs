@@ -1,0 +1,595 @@
+//! flowlens-bench: the benchmark suite of issue 5. One command, run as root from the repository:
+//!
+//!     cargo run --release -p flowlens-bench -- [--quick]
+//!
+//! prints one table and writes it to BENCHMARKS.md with the machine, the date and the command:
+//! what flowlens costs the host next to the floor (empty programs on the same hooks) and a peer
+//! (bpftrace), how fast its userspace is, and how much memory it holds. Flags:
+//!
+//! - `--quick`: 3 rounds of 1 s per cell, fewer repetitions, a 60 s churn run for RSS flatness
+//!   (the full run: 5 rounds of 3 s, a 10-minute churn run).
+//! - `--rounds N`, `--secs S`: rounds and seconds per run of the cost-to-host section.
+//! - `--flat-secs S`: length of the churn run of the RSS-flatness row.
+//! - `--only LIST`: comma-separated sections to run: `host`, `userspace`, `memory`.
+//! - `--out PATH`: where to write the table (default: BENCHMARKS.md at the repository root);
+//!   `--no-write`: print only.
+//!
+//! `flowlens-bench agent --max-flows N` is the flowlens child the suite starts: the library's
+//! collector (`flowlens::plugin::Flowlens`) gathering every second, its lines on stdout, until
+//! stdin closes. `flowlens-bench profile table | gather FLOWS | encoder` runs one userspace
+//! benchmark alone, to profile it (`perf record -g`, `valgrind --tool=callgrind`).
+
+mod host;
+mod memory;
+mod report;
+mod stats;
+mod userspace;
+mod variants;
+mod workloads;
+
+use anyhow::{bail, Context, Result};
+use report::{Machine, Row};
+use std::{
+    io::{Read, Write},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+use variants::Variant;
+use workloads::{Path, Workload};
+
+/// Options of a run.
+struct Options {
+    quick: bool,
+    rounds: usize,
+    secs: f64,
+    flat_secs: u64,
+    sections: Vec<String>,
+    out: Option<std::path::PathBuf>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: flowlens-bench [--quick] [--rounds N] [--secs S] [--flat-secs S] \
+         [--only host,userspace,memory] [--out PATH | --no-write]"
+    );
+    std::process::exit(2);
+}
+
+fn parse(args: &[String]) -> Options {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut o = Options {
+        quick,
+        rounds: if quick { 3 } else { 5 },
+        secs: if quick { 1.0 } else { 3.0 },
+        flat_secs: if quick { 60 } else { 600 },
+        sections: vec!["host".into(), "userspace".into(), "memory".into()],
+        out: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("tests/bench is two levels down")
+                .join("BENCHMARKS.md"),
+        ),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--quick" => {}
+            "--rounds" => o.rounds = value().parse().unwrap_or_else(|_| usage()),
+            "--secs" => o.secs = value().parse().unwrap_or_else(|_| usage()),
+            "--flat-secs" => o.flat_secs = value().parse().unwrap_or_else(|_| usage()),
+            "--only" => o.sections = value().split(',').map(str::to_string).collect(),
+            "--out" => o.out = Some(value().into()),
+            "--no-write" => o.out = None,
+            _ => usage(),
+        }
+    }
+    if o.rounds == 0 || o.secs <= 0.0 {
+        usage();
+    }
+    o
+}
+
+/// The flowlens child: gathers every second until stdin closes.
+fn agent(args: &[String]) -> Result<()> {
+    let max_flows: u32 = match args {
+        [flag, n] if flag == "--max-flows" => n.parse()?,
+        _ => bail!("usage: flowlens-bench agent --max-flows N"),
+    };
+    let config = flowlens::config::Config::from_toml(
+        &format!("interval_secs = 1\nmax_flows = {max_flows}\nlog_level = \"warn\"\n"),
+        "flowlens-bench",
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut flowlens = flowlens::plugin::Flowlens::new(config);
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut stdout = std::io::stdout().lock();
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        out.clear();
+        flowlens
+            .gather_into(&mut out)
+            .map_err(|e| anyhow::anyhow!("gather: {}", e.message))?;
+        if stdout
+            .write_all(&out)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+        next += Duration::from_secs(1);
+        while Instant::now() < next && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// One userspace benchmark alone, for `perf record` / `valgrind --tool=callgrind`.
+fn profile(args: &[String]) -> Result<()> {
+    match args {
+        [what] if what == "table" => {
+            let (all, _, _) = userspace::table_events(3, 50);
+            eprintln!("flow table: {:.2} M events/s", all.median / 1e6);
+        }
+        [what, flows] if what == "gather" => {
+            let g = userspace::gather_encode(flows.parse()?, 5);
+            eprintln!("gather + encode: {:.1} ms", g.total.median);
+        }
+        [what] if what == "encoder" => {
+            let e = userspace::encoder_speed(100_000, 10);
+            eprintln!("encoder: {:.2}x the builder", e.ratio.median);
+        }
+        _ => bail!("usage: flowlens-bench profile table | gather FLOWS | encoder"),
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:+.1}%", x * 100.0)
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.1} MiB", kib / 1024.0)
+}
+
+fn status(met: bool, detail: String) -> String {
+    format!("{}: {detail}", if met { "met" } else { "MISSED" })
+}
+
+/// Rows of section 1.
+fn host_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+    let net = workloads::Net::new()?;
+    let peer_missing = variants::peer_unavailable();
+    let variants: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|v| *v != Variant::Peer || peer_missing.is_none())
+        .collect();
+    let (cells, foreign, runs) = host::cost(&net, &variants, opts.rounds, opts.secs)?;
+    notes.push(format!(
+        "Other flowlens collectors (not this suite's) were loaded on the host during {foreign} of \
+         {runs} cost-to-host runs: they tax every variant, baseline included."
+    ));
+    let find = |w, p, v| {
+        cells
+            .iter()
+            .find(|c| c.workload == w && c.path == p && c.variant == v)
+    };
+    for w in Workload::ALL {
+        for p in Path::ALL {
+            for v in Variant::ALL {
+                let what = format!("1 cost: {} / {}", w.name(), p.name());
+                let Some(c) = find(w, p, v) else {
+                    rows.push(Row {
+                        what,
+                        case: v.name().into(),
+                        result: "did not run".into(),
+                        status: format!(
+                            "n/a: {}",
+                            peer_missing.clone().unwrap_or_default().replace('\n', " ")
+                        ),
+                        ..Row::default()
+                    });
+                    continue;
+                };
+                let rate = stats::Spread::of(&c.rates).median;
+                let mut row = Row {
+                    what,
+                    case: v.name().into(),
+                    result: w.show_rate(rate),
+                    ..Row::default()
+                };
+                if v != Variant::Baseline {
+                    row.ratio = format!(
+                        "{}; CPU/op {}",
+                        c.ratio().show(3),
+                        stats::Spread::of(&c.cpu_ratios).show(2)
+                    );
+                }
+                if v == Variant::Flowlens {
+                    let floor = find(w, p, Variant::Floor).map_or(0.0, |c| c.cost());
+                    let cost = c.cost();
+                    if w == Workload::Bulk {
+                        row.target = "throughput loss < 2%".into();
+                        row.status = status(cost < 0.02, format!("loss {}", pct(cost)));
+                    } else {
+                        let peer = find(w, p, Variant::Peer).map(|c| c.cost());
+                        row.target = "cost <= 1.5x floor's, < peer's".into();
+                        let vs_floor = cost <= 1.5 * floor;
+                        let vs_peer = peer.is_none_or(|pc| cost < pc);
+                        let f_spread = find(w, p, Variant::Floor).map(|c| c.ratio());
+                        let noise = f_spread.map_or(0.0, |s| (s.max - s.min) / 2.0);
+                        let mut detail = format!(
+                            "cost {} vs floor {} ({:.1}x)",
+                            pct(cost),
+                            pct(floor),
+                            if floor > 0.0 { cost / floor } else { f64::NAN }
+                        );
+                        if floor.abs() < noise {
+                            let _ = std::fmt::Write::write_fmt(
+                                &mut detail,
+                                format_args!(", floor within noise (+-{})", pct(noise)),
+                            );
+                        }
+                        let cpu = |v| {
+                            find(w, p, v)
+                                .map_or(f64::NAN, |c| stats::Spread::of(&c.cpu_ratios).median - 1.0)
+                        };
+                        let _ = std::fmt::Write::write_fmt(
+                            &mut detail,
+                            format_args!(
+                                "; CPU/op: flowlens {} floor {} peer {}",
+                                pct(cpu(Variant::Flowlens)),
+                                pct(cpu(Variant::Floor)),
+                                pct(cpu(Variant::Peer))
+                            ),
+                        );
+                        match peer {
+                            Some(pc) => {
+                                let _ = std::fmt::Write::write_fmt(
+                                    &mut detail,
+                                    format_args!(", peer {}", pct(pc)),
+                                );
+                            }
+                            None => detail.push_str(", no peer"),
+                        }
+                        row.status = status(vs_floor && vs_peer, detail);
+                    }
+                }
+                rows.push(row);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows of section 2.
+fn userspace_rows(opts: &Options, rows: &mut Vec<Row>) {
+    let (reps, ticks) = if opts.quick { (3, 20) } else { (7, 50) };
+    eprintln!("userspace: flow table events");
+    let (all, apply, refresh) = userspace::table_events(reps, ticks);
+    let target = 5e6;
+    rows.push(Row {
+        what: "2 flow table: events/s, one core".into(),
+        case: "open + refresh + close (10k opens, 30k-entry refresh, 10k closes per tick)".into(),
+        result: format!("{:.2} M/s", all.median / 1e6),
+        ratio: format!("{} M/s (spread)", scaled(all, 1e-6, 2)),
+        target: ">= 5 M events/s".into(),
+        status: status(all.median >= target, format!("{:.2} M/s", all.median / 1e6)),
+    });
+    rows.push(Row {
+        what: "2 flow table: events/s, one core".into(),
+        case: "of which open + close (apply)".into(),
+        result: format!("{:.2} M/s", apply.median / 1e6),
+        ratio: format!("{} M/s (spread)", scaled(apply, 1e-6, 2)),
+        ..Row::default()
+    });
+    rows.push(Row {
+        what: "2 flow table: events/s, one core".into(),
+        case: "of which refresh entries".into(),
+        result: format!("{:.2} M/s", refresh.median / 1e6),
+        ratio: format!("{} M/s (spread)", scaled(refresh, 1e-6, 2)),
+        ..Row::default()
+    });
+    for (flows, reps, limit) in [
+        (10_000u64, if opts.quick { 5 } else { 21 }, None),
+        (100_000, if opts.quick { 5 } else { 11 }, Some(50.0)),
+        (1_000_000, if opts.quick { 3 } else { 5 }, Some(500.0)),
+    ] {
+        eprintln!("userspace: gather + encode, {flows} flows");
+        let g = userspace::gather_encode(flows, reps);
+        let (target, st) = match limit {
+            Some(ms) => (
+                format!(
+                    "< {ms:.0} ms{}",
+                    if flows == 100_000 {
+                        " (target: in 10k containers)"
+                    } else {
+                        ""
+                    }
+                ),
+                status(
+                    g.total.median < ms,
+                    format!("{:.1} ms (no container aggregation yet)", g.total.median),
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
+        rows.push(Row {
+            what: "2 gather + encode (userspace)".into(),
+            case: format!("{} flows, 10k addresses/cgroups", human(flows)),
+            result: format!(
+                "{:.1} ms = refresh {:.1} + aggregate {:.1} + encode {:.1}; {} lines",
+                g.total.median, g.refresh.median, g.aggregate.median, g.encode.median, g.lines
+            ),
+            ratio: format!("{} ms (spread)", g.total.show(1)),
+            target,
+            status: st,
+        });
+    }
+    for containers in ["1k", "10k"] {
+        rows.push(Row {
+            what: "2 gather + encode (userspace)".into(),
+            case: format!("{containers} containers"),
+            result: "TODO: pending container aggregation".into(),
+            target: "100k flows in 10k containers < 50 ms".into(),
+            status: "pending container aggregation".into(),
+            ..Row::default()
+        });
+    }
+    eprintln!("userspace: encoder");
+    let e = userspace::encoder_speed(100_000, if opts.quick { 5 } else { 15 });
+    rows.push(Row {
+        what: "2 encoder: lines/s".into(),
+        case: "flowlens Encoder, 100k points".into(),
+        result: format!("{:.2} M lines/s", e.ours.median / 1e6),
+        ratio: format!(
+            "{} x the builder{}",
+            e.ratio.show(2),
+            if e.identical {
+                " (identical bytes)"
+            } else {
+                " (OUTPUT DIFFERS)"
+            }
+        ),
+        target: ">= influxdb-line-protocol builder".into(),
+        status: status(e.ratio.median >= 1.0, format!("{:.2}x", e.ratio.median)),
+    });
+    rows.push(Row {
+        what: "2 encoder: lines/s".into(),
+        case: "influxdb-line-protocol 2 LineProtocolBuilder, same points".into(),
+        result: format!("{:.2} M lines/s", e.theirs.median / 1e6),
+        ratio: "reference".into(),
+        ..Row::default()
+    });
+}
+
+fn scaled(s: stats::Spread, k: f64, digits: usize) -> String {
+    stats::Spread {
+        min: s.min * k,
+        median: s.median * k,
+        max: s.max * k,
+        n: s.n,
+    }
+    .show(digits)
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// Rows of section 3.
+fn memory_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+    let net = workloads::Net::new()?;
+    eprintln!("memory: 0 / 10k / 100k flows");
+    let points = memory::flows_memory(&net)?;
+    for (i, p) in points.iter().enumerate() {
+        let is_100k = i == 2;
+        rows.push(Row {
+            what: "3 memory of flowlens".into(),
+            case: format!("{} active flows ({})", human_flows(p.flows), p.how),
+            result: format!(
+                "RSS {}, BPF maps {}",
+                mib(p.rss_kib as f64),
+                mib(p.maps_bytes as f64 / 1024.0)
+            ),
+            ratio: format!("whole gather {} ms", p.gather_ms.show(1)),
+            target: if is_100k {
+                "RSS < 64 MiB at 100k flows".into()
+            } else {
+                String::new()
+            },
+            status: if is_100k {
+                status(
+                    p.rss_kib < 64 * 1024,
+                    format!("{} RSS", mib(p.rss_kib as f64)),
+                )
+            } else {
+                String::new()
+            },
+        });
+    }
+    if let Some(p) = points.first() {
+        notes.push(format!(
+            "BPF maps of flowlens (max_flows = {}): {}.",
+            memory::MEMORY_MAX_FLOWS,
+            p.maps
+                .iter()
+                .map(|m| format!("{} {}", m.name, mib(m.memlock as f64 / 1024.0)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    eprintln!("memory: churn run of {} s", opts.flat_secs);
+    let f = memory::flatness(&net, opts.flat_secs)?;
+    let growth = f.late_kib - f.early_kib;
+    rows.push(Row {
+        what: "3 RSS over a churn run".into(),
+        case: format!(
+            "{} min of churn, {} connections",
+            f.secs as f64 / 60.0,
+            f.conns
+        ),
+        result: format!(
+            "{} (2nd quarter) -> {} (last quarter), max {}",
+            mib(f.early_kib),
+            mib(f.late_kib),
+            mib(f.max_kib as f64)
+        ),
+        ratio: format!("events lost {}", f.events_lost),
+        target: "flat over 10 min (growth <= 1 MiB)".into(),
+        status: if f.secs < 600 {
+            format!("inconclusive (run shorter than 10 min): {growth:+.0} KiB")
+        } else {
+            status(growth <= 1024.0, format!("{growth:+.0} KiB"))
+        },
+    });
+    let trace: Vec<String> = f
+        .samples
+        .iter()
+        .step_by((f.samples.len() / 20).max(1))
+        .map(|(t, r)| format!("{t:.0}s {:.1}", *r as f64 / 1024.0))
+        .collect();
+    notes.push(format!(
+        "RSS (MiB) of the churn run, sampled: {}.",
+        trace.join(", ")
+    ));
+    Ok(())
+}
+
+fn human_flows(n: u64) -> String {
+    if n >= 1000 {
+        format!("{:.1}k", n as f64 / 1000.0)
+    } else {
+        n.to_string()
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    if args.first().map(String::as_str) == Some("agent") {
+        return agent(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("profile") {
+        return profile(&args[1..]);
+    }
+    let opts = parse(&args);
+    let command = format!(
+        "cargo run --release -p flowlens-bench --{}",
+        args.iter().map(|a| format!(" {a}")).collect::<String>()
+    );
+    let machine = Machine::here(command);
+    // bpftrace and aya need locked memory on older kernels; harmless on newer ones.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let want = |s: &str| opts.sections.iter().any(|x| x == s);
+    let failed = |rows: &mut Vec<Row>, what: &str, e: anyhow::Error| {
+        eprintln!("flowlens-bench: {what}: {e:#}");
+        rows.push(Row {
+            what: what.into(),
+            status: format!("FAILED: {e:#}"),
+            ..Row::default()
+        });
+    };
+    if want("host") {
+        if is_root() {
+            if let Err(e) = host_rows(&opts, &mut rows, &mut notes) {
+                failed(&mut rows, "1 cost to the host", e);
+            }
+        } else {
+            rows.push(Row {
+                what: "1 cost to the host".into(),
+                status: "skipped: needs root (eBPF, network namespaces)".into(),
+                ..Row::default()
+            });
+        }
+    }
+    if want("userspace") {
+        userspace_rows(&opts, &mut rows);
+    }
+    if want("memory") {
+        if is_root() {
+            if let Err(e) = memory_rows(&opts, &mut rows, &mut notes) {
+                failed(&mut rows, "3 memory", e);
+            }
+        } else {
+            rows.push(Row {
+                what: "3 memory".into(),
+                status: "skipped: needs root (eBPF)".into(),
+                ..Row::default()
+            });
+        }
+    }
+    let table = report::table(&rows);
+    println!("{}\n{table}", machine.header());
+    if let Some(path) = &opts.out {
+        let text = format!(
+            "# Benchmarks\n\nWritten by `flowlens-bench` (tests/bench/; see README.md, \
+             \"Benchmarks\"). Do not edit by hand: run the command again.\n\n{}\n{table}\n{}\n{}",
+            machine.header(),
+            LEGEND,
+            notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
+        );
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// How to read the table (written under it in BENCHMARKS.md).
+const LEGEND: &str = "\
+How to read it:
+
+- Section 1 runs each workload over loopback (inside a network namespace of its own) and over a
+  veth pair between two namespaces, under: nothing attached (baseline); the collector's three
+  hooks (`tp_btf/inet_sock_set_state`, `sock_send_length`, `sock_recv_length`) with empty programs
+  (floor); flowlens (the library's collector in a child process, gathering every second); and the
+  peer, bpftrace 0.17 counting the same three events (classic tracepoints: this bpftrace has no
+  rawtracepoint, and kprobes/fentry are refused by this kernel) per cgroup and printing its maps
+  every second. Every round runs the variants of a cell back to back in a rotating order; the
+  ratio is each round's rate over the same round's baseline rate, shown min / median / max over
+  the rounds. Cost = 1 - median ratio. CPU/op: CPU time (workload process plus the variant's own
+  process) per operation over the baseline's, median.
+- The machine is shared and noisy (other builds and tests run on its 2 cores): read the spread
+  before reading a difference of a few percent.
+- Section 2 is single-threaded (pinned to one core), on synthetic values: no kernel involved.
+  Gather + encode = `FlowTable::refresh` with a snapshot of every flow + `FlowValues::from_table`
+  + `metrics::encode`.
+- Section 3 reads the flowlens child's VmRSS and the `memlock` of its BPF map fds; 100k flows are
+  10k real loopback sockets plus 90k entries written into its `socks` map (adopted by its next
+  gather as pre-existing connections). \"whole gather\" is the child's own `gather_duration_ms`,
+  which includes reading the kernel map.
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(args) {
+        eprintln!("flowlens-bench: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,351 @@
+//! Userspace speed with synthetic values: flow-table events per second on one core, gather and
+//! encode time for 10k/100k/1M flows, and the encoder against `influxdb-line-protocol`'s builder.
+
+use crate::stats::Spread;
+use flowlens::{
+    flows::{FlowTable, Limits, Update},
+    lineproto::{Encoder, Precision},
+    metrics::{self, FlowValues, Shape, Snapshot},
+    records::{self, FlSock, COMM_LEN},
+};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Instant,
+};
+
+/// Pins the calling thread to the CPU it runs on ("one core").
+pub fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is zeroed then filled.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Lets the thread run on every CPU again.
+pub fn unpin() {
+    // SAFETY: as above.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Number of distinct containers (cgroups) and local addresses the synthetic flows spread over.
+pub const CONTAINERS: u64 = 10_000;
+
+/// A synthetic TCP socket: flow `i` belongs to container `i % 10k` (its own address), talks to
+/// one of a few services, and has moved some bytes with an RTT sample.
+pub fn synthetic_sock(i: u64) -> FlSock {
+    let c = (i % CONTAINERS) as u32;
+    let local = Ipv4Addr::from(0x0a_40_00_00 | c);
+    let remote = Ipv4Addr::from(0x0a_80_00_00 | ((i / CONTAINERS) % 4096) as u32);
+    let client = !i.is_multiple_of(3);
+    let service = [80u16, 443, 5432, 6379][(i % 4) as usize];
+    let ephemeral = 32768 + (i % 28000) as u16;
+    let mut comm = [0u8; COMM_LEN];
+    comm[..5].copy_from_slice(b"nginx");
+    FlSock {
+        bytes_sent: 1000 + i % 7919,
+        bytes_rcvd: 2000 + i % 104_729,
+        first_ns: 1,
+        last_ns: 1_000 + i,
+        cgroup_id: 100_000 + u64::from(c),
+        netns: 4_026_531_840 + c,
+        pid: 1000 + c,
+        srtt_us: 200 + (i % 5000) as u32,
+        rttvar_us: 50 + (i % 700) as u32,
+        retrans: u32::from(i.is_multiple_of(11)),
+        sport: if client { ephemeral } else { service },
+        dport: if client { service } else { ephemeral },
+        saddr: records::ip_to_kernel(IpAddr::V4(local)),
+        daddr: records::ip_to_kernel(IpAddr::V4(remote)),
+        family: 2,
+        protocol: records::IPPROTO_TCP,
+        role: if client {
+            records::ROLE_CLIENT
+        } else {
+            records::ROLE_SERVER
+        },
+        _pad: 0,
+        comm,
+        _reserved: [0; 12],
+    }
+}
+
+/// Limits large enough for `flows`, with the default `max_hosts`.
+fn limits(flows: usize) -> Limits {
+    Limits {
+        max_flows: flows.max(1 << 16),
+        max_hosts: 1_024,
+        udp_idle_timeout_ns: 60_000_000_000,
+    }
+}
+
+/// Flow-table ingest on one core: ticks of `batch` opens, one refresh of the `window` active
+/// flows, and `batch` closes (the shape of one gather interval). Returns events/s per repetition
+/// for (all events, open+close only, refresh entries only).
+pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
+    const WINDOW: u64 = 20_000;
+    const BATCH: u64 = 10_000;
+    let pool: Vec<FlSock> = (0..65_536).map(synthetic_sock).collect();
+    let sock = |cookie: u64| &pool[(cookie % pool.len() as u64) as usize];
+    pin_to_current_cpu();
+    let (mut all, mut apply, mut refresh) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let mut t = FlowTable::new(limits(1 << 20));
+        let mut next = 0u64;
+        for _ in 0..WINDOW {
+            t.apply(Update::Open, next, sock(next));
+            next += 1;
+        }
+        let mut snapshot: Vec<(u64, FlSock)> = Vec::with_capacity((WINDOW + BATCH) as usize);
+        let (mut n_apply, mut n_refresh) = (0u64, 0u64);
+        let (mut t_apply, mut t_refresh) = (0f64, 0f64);
+        for tick in 0..ticks {
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                t.apply(Update::Open, next, sock(next));
+                next += 1;
+            }
+            t_apply += start.elapsed().as_secs_f64();
+            snapshot.clear();
+            let oldest = next - WINDOW - BATCH;
+            snapshot.extend((oldest..next).map(|c| {
+                let mut s = *sock(c);
+                s.bytes_sent += tick;
+                (c, s)
+            }));
+            let start = Instant::now();
+            let expired = t.refresh(snapshot.iter().map(|(c, s)| (*c, s)), 2_000 + tick);
+            t_refresh += start.elapsed().as_secs_f64();
+            debug_assert!(expired.is_empty());
+            let start = Instant::now();
+            for c in oldest..oldest + BATCH {
+                t.apply(Update::Close, c, sock(c));
+            }
+            t_apply += start.elapsed().as_secs_f64();
+            n_apply += 2 * BATCH;
+            n_refresh += WINDOW + BATCH;
+        }
+        assert_eq!(t.len() as u64, WINDOW);
+        all.push((n_apply + n_refresh) as f64 / (t_apply + t_refresh));
+        apply.push(n_apply as f64 / t_apply);
+        refresh.push(n_refresh as f64 / t_refresh);
+    }
+    unpin();
+    (Spread::of(&all), Spread::of(&apply), Spread::of(&refresh))
+}
+
+/// Times of one gather's userspace work on a table of `flows` flows, in ms: the map snapshot
+/// folded into the table (`refresh`), aggregation (`from_table`) and encoding.
+pub struct GatherTimes {
+    /// refresh + from_table + encode.
+    pub total: Spread,
+    /// refresh alone.
+    pub refresh: Spread,
+    /// from_table alone.
+    pub aggregate: Spread,
+    /// encode alone.
+    pub encode: Spread,
+    /// Lines written.
+    pub lines: u64,
+}
+
+/// Gather + encode of `flows` synthetic flows spread over 10k containers/addresses.
+pub fn gather_encode(flows: u64, reps: usize) -> GatherTimes {
+    let mut table = FlowTable::new(limits(flows as usize));
+    let socks: Vec<(u64, FlSock)> = (0..flows).map(|i| (i + 1, synthetic_sock(i))).collect();
+    for (cookie, sock) in &socks {
+        table.apply(Update::Open, *cookie, sock);
+    }
+    let shape = Shape {
+        ifid: "0".into(),
+        precision: Precision::Ns,
+        ntopng_compat: false,
+    };
+    let mut out = Vec::new();
+    let (mut total, mut refresh, mut aggregate, mut encode) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut lines = 0;
+    for rep in 0..reps {
+        out.clear();
+        let t0 = Instant::now();
+        let expired = table.refresh(socks.iter().map(|(c, s)| (*c, s)), 2_000 + rep as u64);
+        let t1 = Instant::now();
+        let values = FlowValues::from_table(&table);
+        let t2 = Instant::now();
+        let snapshot = Snapshot {
+            flows: Some(values),
+            ..Snapshot::default()
+        };
+        lines = metrics::encode(&snapshot, &shape, 1_700_000_000_000_000_000, &mut out);
+        let t3 = Instant::now();
+        assert!(expired.is_empty());
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        total.push(ms(t0, t3));
+        refresh.push(ms(t0, t1));
+        aggregate.push(ms(t1, t2));
+        encode.push(ms(t2, t3));
+        drop(snapshot);
+    }
+    assert_eq!(table.len() as u64, flows);
+    GatherTimes {
+        total: Spread::of(&total),
+        refresh: Spread::of(&refresh),
+        aggregate: Spread::of(&aggregate),
+        encode: Spread::of(&encode),
+        lines,
+    }
+}
+
+/// One point of the encoder comparison.
+struct Point {
+    measurement: &'static str,
+    /// Sorted by key, as both encoders then write them in the same order.
+    tags: Vec<(&'static str, String)>,
+    fields: Vec<(&'static str, i64)>,
+}
+
+fn points(n: usize) -> Vec<Point> {
+    (0..n)
+        .map(|i| {
+            let c = i % 10_000;
+            match i % 4 {
+                0 => Point {
+                    measurement: "container:num_flows",
+                    tags: vec![
+                        (
+                            "container",
+                            format!("{:012x}", 0x1edb_6c16_0000u64 + c as u64),
+                        ),
+                        ("ifid", "0".into()),
+                        ("pod", format!("web-{c}")),
+                    ],
+                    fields: vec![("as_client", i as i64 % 97), ("as_server", i as i64 % 13)],
+                },
+                1 => Point {
+                    measurement: "host:traffic",
+                    tags: vec![
+                        ("host", format!("10.64.{}.{}", c / 256, c % 256)),
+                        ("ifid", "0".into()),
+                    ],
+                    fields: vec![
+                        ("bytes_sent", 1_000_000 + i as i64),
+                        ("bytes_rcvd", 9_000_000 + i as i64),
+                    ],
+                },
+                2 => Point {
+                    measurement: "host:ndpi",
+                    tags: vec![
+                        ("host", format!("10.64.{}.{}", c / 256, c % 256)),
+                        ("ifid", "0".into()),
+                        ("protocol", "HTTP".into()),
+                    ],
+                    fields: vec![("bytes_sent", 12_345 + i as i64), ("bytes_rcvd", 678_901)],
+                },
+                _ => Point {
+                    measurement: "iface:traffic_rxtx",
+                    tags: vec![("ifid", "0".into()), ("ifname", format!("veth{c:x}"))],
+                    fields: vec![("bytes_sent", 42 + i as i64), ("bytes_rcvd", 4242)],
+                },
+            }
+        })
+        .collect()
+}
+
+const TS: i64 = 1_700_000_000_000_000_000;
+
+fn encode_ours(points: &[Point], out: &mut Vec<u8>) {
+    let mut enc = Encoder::new(out, Precision::Ns, TS);
+    for p in points {
+        let mut line = enc.line(p.measurement);
+        for (k, v) in &p.tags {
+            line = line.tag(k, v);
+        }
+        for (k, v) in &p.fields {
+            line = line.field_i64(k, *v);
+        }
+        line.finish();
+    }
+}
+
+fn encode_theirs(points: &[Point], out: Vec<u8>) -> Vec<u8> {
+    use influxdb_line_protocol::LineProtocolBuilder;
+    let mut b = LineProtocolBuilder::new_with(out);
+    for p in points {
+        let mut m = b.measurement(p.measurement);
+        for (k, v) in &p.tags {
+            m = m.tag(k, v);
+        }
+        let mut f = m.field(p.fields[0].0, p.fields[0].1);
+        for (k, v) in &p.fields[1..] {
+            f = f.field(k, *v);
+        }
+        b = f.timestamp(TS).close_line();
+    }
+    b.build()
+}
+
+/// Encoder lines/s, ours and the builder's, on the same points, interleaved.
+pub struct EncoderSpeed {
+    /// Our encoder, lines/s.
+    pub ours: Spread,
+    /// `influxdb_line_protocol::LineProtocolBuilder`, lines/s.
+    pub theirs: Spread,
+    /// ours / theirs per repetition.
+    pub ratio: Spread,
+    /// Both wrote the same bytes.
+    pub identical: bool,
+}
+
+/// Runs the comparison: `n` points, `reps` interleaved repetitions.
+pub fn encoder_speed(n: usize, reps: usize) -> EncoderSpeed {
+    let pts = points(n);
+    let mut ours_buf = Vec::with_capacity(n * 128);
+    let mut theirs_buf = Vec::with_capacity(n * 128);
+    encode_ours(&pts, &mut ours_buf);
+    theirs_buf = encode_theirs(&pts, theirs_buf);
+    let identical = ours_buf == theirs_buf;
+    pin_to_current_cpu();
+    let (mut ours, mut theirs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let mut run = |which: bool| {
+            let start = Instant::now();
+            if which {
+                ours_buf.clear();
+                encode_ours(&pts, &mut ours_buf);
+            } else {
+                theirs_buf.clear();
+                theirs_buf = encode_theirs(&pts, std::mem::take(&mut theirs_buf));
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        };
+        // Alternate which goes first.
+        let (a, b) = if rep % 2 == 0 {
+            let a = run(true);
+            (a, run(false))
+        } else {
+            let b = run(false);
+            (run(true), b)
+        };
+        ours.push(a);
+        theirs.push(b);
+        ratio.push(a / b);
+    }
+    unpin();
+    EncoderSpeed {
+        ours: Spread::of(&ours),
+        theirs: Spread::of(&theirs),
+        ratio: Spread::of(&ratio),
+        identical,
+    }
+}
