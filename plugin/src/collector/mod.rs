@@ -8,12 +8,12 @@
 pub mod floor;
 use crate::records::{FlEvent, FlSock};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
 use std::{
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -119,8 +119,8 @@ pub struct EbpfCollector {
     // Field order matters: the reader thread stops (Drop) before the maps and programs go.
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
-    pending: Arc<Mutex<Pending>>,
-    received: Arc<AtomicU64>,
+    events: Arc<EventQueue>,
+    socks_fd: std::os::fd::RawFd,
     socks: BpfHashMap<MapData, u64, FlSock>,
     stats: PerCpuArray<MapData, u64>,
     probes: Vec<ProbeStatus>,
@@ -241,42 +241,127 @@ pub fn kernel_btf() -> Result<Btf, CollectorError> {
     Btf::from_sys_fs().map_err(|e| CollectorError::NoBtf(reason(&e)))
 }
 
-/// Drains the ring buffer into `pending` until `stop` is set.
-fn read_events(
-    mut ring: RingBuf<MapData>,
-    stop: Arc<AtomicBool>,
-    pending: Arc<Mutex<Pending>>,
-    received: Arc<AtomicU64>,
-) {
-    let fd = ring.as_raw_fd();
-    let mut batch = Vec::with_capacity(1024);
-    while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a 100 ms timeout bounds how long stop takes to be seen.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
-        while let Some(item) = ring.next() {
-            if let Some(event) = FlEvent::from_bytes(&item) {
-                batch.push(event);
-            }
-            if batch.len() == batch.capacity() {
-                break;
+/// The ring buffer and the events drained from it, shared by the timer thread and gathers.
+struct EventQueue {
+    ring: Mutex<RingBuf<MapData>>,
+    pending: Mutex<Pending>,
+    received: AtomicU64,
+}
+
+/// How often the reader drains the ring when the kernel does not wake it (it wakes it only when
+/// the ring is a quarter full: see `emit` in ebpf/flowlens.bpf.c).
+const DRAIN_INTERVAL_MS: i32 = 50;
+
+impl EventQueue {
+    /// Moves every record in the ring to `pending` (bounded: beyond, counted as dropped).
+    fn drain(&self) {
+        let mut batch = Vec::new();
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(item) = ring.next() {
+                if let Some(event) = FlEvent::from_bytes(&item) {
+                    batch.push(event);
+                }
             }
         }
         if batch.is_empty() {
-            continue;
+            return;
         }
-        received.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let room = MAX_PENDING_EVENTS.saturating_sub(p.events.len());
         if batch.len() > room {
             p.dropped += (batch.len() - room) as u64;
             batch.truncate(room);
         }
         p.events.append(&mut batch);
+    }
+}
+
+/// `bpf(BPF_MAP_LOOKUP_BATCH)` over the whole `socks` hash map, at most `limit` entries.
+fn lookup_batch(map_fd: std::os::fd::RawFd, limit: usize) -> std::io::Result<Vec<(u64, FlSock)>> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const CHUNK: usize = 4096;
+    /// `union bpf_attr`, its `batch` member.
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut out = Vec::new();
+    let mut keys = vec![0u64; CHUNK];
+    let mut values: Vec<FlSock> = Vec::with_capacity(CHUNK);
+    // The batch token of a hash map is a bucket index (u32); 8 bytes hold any key size we use.
+    let (mut token_in, mut token_out) = (0u64, 0u64);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u64 as u64
+            },
+            out_batch: &mut token_out as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: map_fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the buffers hold CHUNK keys and values and outlive the call; the kernel
+        // writes at most `count` of each and reports how many in `count`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let done = match &err {
+            None => false,
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Some(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        let n = (attr.count as usize).min(CHUNK);
+        // SAFETY: the kernel initialised the first `n` values (plain old data).
+        unsafe { values.set_len(n) };
+        out.extend(keys[..n].iter().copied().zip(values.drain(..)));
+        if done || out.len() >= limit {
+            out.truncate(limit);
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+/// Drains the ring every `DRAIN_INTERVAL_MS`, or sooner when the kernel wakes it, until `stop`.
+fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd (the ring's fd lives as long as `queue`, which we hold).
+        unsafe { libc::poll(&mut pfd, 1, DRAIN_INTERVAL_MS) };
+        queue.drain();
+        if pfd.revents & libc::POLLIN == 0 {
+            // Woken by the timeout: nothing more to wait for before the next period.
+            continue;
+        }
+        // Woken because the ring filled up: let more accumulate instead of spinning per record.
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -309,20 +394,25 @@ impl EbpfCollector {
             probes.push(attach_tp_btf(&mut ebpf, &btf, &SEGMENT_RTT_PROBE));
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let received = Arc::new(AtomicU64::new(0));
+        let ring_fd = ring.as_raw_fd();
+        let socks_fd = socks.map().fd().as_fd().as_raw_fd();
+        let events = Arc::new(EventQueue {
+            ring: Mutex::new(ring),
+            pending: Mutex::new(Pending::default()),
+            received: AtomicU64::new(0),
+        });
         let reader = {
-            let (stop, pending, received) = (stop.clone(), pending.clone(), received.clone());
+            let (stop, events) = (stop.clone(), events.clone());
             std::thread::Builder::new()
                 .name("flowlens-events".into())
-                .spawn(move || read_events(ring, stop, pending, received))
+                .spawn(move || read_events(events, ring_fd, stop))
                 .map_err(|e| CollectorError::Load(format!("cannot start the event reader: {e}")))?
         };
         Ok(EbpfCollector {
             stop,
             reader: Some(reader),
-            pending,
-            received,
+            events,
+            socks_fd,
             socks,
             stats,
             probes,
@@ -337,23 +427,35 @@ impl EbpfCollector {
 
     /// The events drained since the last call, and how many userspace had to drop.
     pub fn take_events(&self) -> (Vec<FlEvent>, u64) {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // What the kernel wrote since the reader's last look belongs to this gather too.
+        self.events.drain();
+        let mut p = self
+            .events
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let dropped = std::mem::take(&mut p.dropped);
         (std::mem::take(&mut p.events), dropped)
     }
 
     /// Events read from the ring buffer since start.
     pub fn events_received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
+        self.events.received.load(Ordering::Relaxed)
     }
 
-    /// Every live socket the kernel tracks, at most `limit` of them.
+    /// Every live socket the kernel tracks, at most `limit` of them: read in batches of 4096
+    /// with BPF_MAP_LOOKUP_BATCH (one syscall per batch instead of two per socket), or one by
+    /// one on kernels without it (before 5.6).
     pub fn snapshot(&self, limit: usize) -> Vec<(u64, FlSock)> {
-        self.socks
-            .iter()
-            .filter_map(Result::ok)
-            .take(limit)
-            .collect()
+        match lookup_batch(self.socks_fd, limit) {
+            Ok(all) => all,
+            Err(_) => self
+                .socks
+                .iter()
+                .filter_map(Result::ok)
+                .take(limit)
+                .collect(),
+        }
     }
 
     /// Forgets sockets in the kernel map (expired UDP flows).
