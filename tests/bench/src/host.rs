@@ -96,7 +96,10 @@ pub fn cost(
                 let active = Active::start(variant)
                     .with_context(|| format!("cannot attach {}", variant.name()))?;
                 let (cpu0, vcpu0) = (self_cpu_secs(), active.cpu_secs());
-                let ours = usize::from(variant == Variant::Flowlens);
+                let ours = usize::from(matches!(
+                    variant,
+                    Variant::Flowlens | Variant::FlowlensSegment
+                ));
                 runs += 1;
                 if collectors_loaded() > ours {
                     foreign += 1;

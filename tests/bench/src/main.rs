@@ -96,12 +96,18 @@ fn parse(args: &[String]) -> Options {
 
 /// The flowlens child: gathers every second until stdin closes.
 fn agent(args: &[String]) -> Result<()> {
-    let max_flows: u32 = match args {
-        [flag, n] if flag == "--max-flows" => n.parse()?,
-        _ => bail!("usage: flowlens-bench agent --max-flows N"),
+    let (max_flows, rtt_source): (u32, &str) = match args {
+        [flag, n] if flag == "--max-flows" => (n.parse()?, "socket_io"),
+        [flag, n, rflag, r] if flag == "--max-flows" && rflag == "--rtt-source" => {
+            (n.parse()?, r.as_str())
+        }
+        _ => bail!("usage: flowlens-bench agent --max-flows N [--rtt-source socket_io|segment]"),
     };
     let config = flowlens::config::Config::from_toml(
-        &format!("interval_secs = 1\nmax_flows = {max_flows}\nlog_level = \"warn\"\n"),
+        &format!(
+            "interval_secs = 1\nmax_flows = {max_flows}\nlog_level = \"warn\"\n\
+             rtt_source = \"{rtt_source}\"\n"
+        ),
         "flowlens-bench",
     )?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -21,16 +21,19 @@ pub enum Variant {
     Floor,
     /// flowlens (the library, in a child process) gathering every second.
     Flowlens,
+    /// The same with `rtt_source = "segment"` (RTT also refreshed on every received segment).
+    FlowlensSegment,
     /// bpftrace counting the same events per cgroup, printing its maps every second.
     Peer,
 }
 
 impl Variant {
     /// Every variant; the baseline first.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Baseline,
         Variant::Floor,
         Variant::Flowlens,
+        Variant::FlowlensSegment,
         Variant::Peer,
     ];
 
@@ -40,6 +43,7 @@ impl Variant {
             Variant::Baseline => "baseline",
             Variant::Floor => "floor",
             Variant::Flowlens => "flowlens",
+            Variant::FlowlensSegment => "flowlens, rtt_source=segment",
             Variant::Peer => "peer (bpftrace)",
         }
     }
@@ -137,9 +141,15 @@ pub struct Agent {
 impl Agent {
     /// Starts `flowlens-bench agent` with `max_flows` and waits for its first gather.
     pub fn start(max_flows: u32) -> Result<Agent> {
+        Agent::start_with(max_flows, "socket_io")
+    }
+
+    /// [`Agent::start`] with an `rtt_source` ("socket_io" or "segment").
+    pub fn start_with(max_flows: u32, rtt_source: &str) -> Result<Agent> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["agent", "--max-flows", &max_flows.to_string()])
+            .args(["--rtt-source", rtt_source])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -270,6 +280,7 @@ impl Active {
                 _guard: Floor::attach()?,
             },
             Variant::Flowlens => Active::Flowlens(Agent::start(65_536)?),
+            Variant::FlowlensSegment => Active::Flowlens(Agent::start_with(65_536, "segment")?),
             Variant::Peer => Active::Peer(start_peer()?),
         })
     }
