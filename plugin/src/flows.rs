@@ -3,12 +3,98 @@
 //!
 //! Counters never go backwards: a flow's bytes are counted from the active table while it lives,
 //! and folded into its host's cumulative totals when it closes or expires, in the same gather.
+//!
+//! Layout (for speed, the table sees millions of events a second): flows live in a dense `Vec`
+//! (iteration is a linear sweep) with a cookie -> slot index beside it; each flow carries its
+//! host's slot and its protocol, so aggregation indexes arrays instead of hashing; a refresh
+//! stamps the flows it sees with a generation instead of counting misses in a separate pass.
 
+use crate::ndpi::{self, Protocol, ProtocolTotals};
 use crate::records::{self, FlSock, COMM_LEN};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{hash_map::Entry, HashMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
     net::{IpAddr, SocketAddr},
 };
+
+/// A small, fast hasher for the table's keys: socket cookies (kernel-chosen), cgroup ids and
+/// local addresses. It is NOT resistant to hash flooding, which is acceptable here: cookies come
+/// from the kernel, and only root can create the cgroups and local addresses that make the other
+/// keys, and every map it backs is bounded (`max_flows`, `max_hosts`, pruned cgroups).
+/// Per word: rotate, xor, multiply (FxHash's round); at the end a folded 64x64->128 multiply, so
+/// the low bits (bucket index) and the high bits (hashbrown's tag) both depend on every input bit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    const FOLD: u64 = 0x9e_37_79_b9_7f_4a_7c_15;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    #[inline]
+    fn write_u128(&mut self, n: u128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let m = u128::from(self.0) * u128::from(Self::FOLD);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+}
+
+/// `BuildHasher` of [`FastHasher`].
+pub type FastState = BuildHasherDefault<FastHasher>;
+/// A `HashMap` with [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, FastState>;
+/// A `HashSet` with [`FastHasher`].
+pub type FastSet<K> = HashSet<K, FastState>;
 
 /// Who initiated the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +112,24 @@ pub enum Proto {
     Tcp,
     /// UDP.
     Udp,
+}
+
+/// `Flow::host` of a flow whose local address has no series of its own, and never will: it was
+/// absent when `max_hosts` named hosts already existed (hosts are never removed).
+const HOST_OTHER: u32 = u32::MAX;
+/// `Flow::host` of a flow whose local address changed to one without a series while there was
+/// still room: looked up when needed (rare: UDP sockets that connect after their first datagram).
+const HOST_UNRESOLVED: u32 = u32::MAX - 1;
+
+/// Where a flow's values go among the host series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostSlot {
+    /// The named host at this slot of [`FlowTable::host_entries`].
+    Named(usize),
+    /// `host=other`.
+    Other,
+    /// Look the local address up.
+    Unresolved,
 }
 
 /// One active flow (one local socket).
@@ -61,8 +165,12 @@ pub struct Flow {
     pub retrans: u32,
     /// Monotonic ns of the last activity.
     pub last_ns: u64,
-    /// Consecutive map snapshots this flow was missing from.
-    missing: u8,
+    /// The refresh generation of the last snapshot or event that named this flow.
+    seen: u32,
+    /// Its host's slot, or `HOST_OTHER` / `HOST_UNRESOLVED`; kept in step with `local`.
+    host: u32,
+    /// Its application protocol; kept in step with the ports and `comm`.
+    protocol: Protocol,
 }
 
 impl Flow {
@@ -83,6 +191,25 @@ impl Flow {
     /// Whether the kernel has given this TCP flow an RTT sample.
     pub fn has_rtt(&self) -> bool {
         self.proto == Proto::Tcp && self.srtt_us > 0
+    }
+
+    /// Its application protocol (as `ndpi::infer`, computed when the flow's ports or command
+    /// change rather than at every look).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Where its values go among the host series.
+    pub(crate) fn host_slot(&self) -> HostSlot {
+        match self.host {
+            HOST_OTHER => HostSlot::Other,
+            HOST_UNRESOLVED => HostSlot::Unresolved,
+            slot => HostSlot::Named(slot as usize),
+        }
+    }
+
+    fn classify(&mut self) {
+        self.protocol = ndpi::classify(self.proto, self.server_port(), &self.comm);
     }
 }
 
@@ -116,7 +243,141 @@ pub struct HostTotals {
     /// Flows ever seen as server.
     pub total_server: u64,
     /// Bytes (sent, received) of ended flows per application protocol.
-    pub ndpi: HashMap<&'static str, (u64, u64)>,
+    pub ndpi: ProtocolTotals,
+}
+
+/// The hosts with series: dense slots (never removed, so a flow can keep its host's slot) and an
+/// index by key.
+#[derive(Debug)]
+struct HostTable {
+    max_hosts: usize,
+    index: FastMap<HostKey, u32>,
+    entries: Vec<(HostKey, HostTotals)>,
+    /// The slot of `HostKey::Other`, once it exists.
+    other: Option<u32>,
+}
+
+impl HostTable {
+    fn new(max_hosts: usize) -> HostTable {
+        HostTable {
+            max_hosts,
+            index: FastMap::default(),
+            entries: Vec::new(),
+            other: None,
+        }
+    }
+
+    /// Whether `max_hosts` named hosts exist (for good: hosts are never removed).
+    fn full(&self) -> bool {
+        self.entries.len() - usize::from(self.other.is_some()) >= self.max_hosts
+    }
+
+    fn lookup(&self, ip: IpAddr) -> Option<u32> {
+        self.index.get(&HostKey::Addr(ip)).copied()
+    }
+
+    fn push(&mut self, key: HostKey) -> u32 {
+        let slot = self.entries.len() as u32;
+        self.entries.push((key, HostTotals::default()));
+        self.index.insert(key, slot);
+        slot
+    }
+
+    /// The slot of `other`, created when missing.
+    fn other_slot(&mut self) -> u32 {
+        match self.other {
+            Some(slot) => slot,
+            None => {
+                let slot = self.push(HostKey::Other);
+                self.other = Some(slot);
+                slot
+            }
+        }
+    }
+
+    /// The host of a local address, given a series while there is room (`FlowTable::host_key`):
+    /// its slot, or `HOST_OTHER` (then `other` exists).
+    fn assign(&mut self, ip: IpAddr) -> u32 {
+        if let Some(slot) = self.lookup(ip) {
+            return slot;
+        }
+        if self.full() {
+            self.other_slot();
+            return HOST_OTHER;
+        }
+        self.push(HostKey::Addr(ip))
+    }
+
+    /// `Flow::host` for an address that replaces a flow's, without creating a series.
+    fn peek(&self, ip: IpAddr) -> u32 {
+        match self.lookup(ip) {
+            Some(slot) => slot,
+            None if self.full() => HOST_OTHER,
+            None => HOST_UNRESOLVED,
+        }
+    }
+
+    /// The totals an ended flow folds into (creating its series as `host_key` would).
+    fn totals_mut(&mut self, flow: &Flow) -> &mut HostTotals {
+        let slot = match flow.host {
+            HOST_OTHER => self.other_slot(),
+            HOST_UNRESOLVED => match self.assign(flow.local.ip()) {
+                HOST_OTHER => self.other_slot(),
+                slot => slot,
+            },
+            slot => slot,
+        };
+        &mut self.entries[slot as usize].1
+    }
+}
+
+/// The cumulative totals per host, as a read-only map.
+#[derive(Debug, Clone, Copy)]
+pub struct Hosts<'a> {
+    table: &'a HostTable,
+}
+
+impl<'a> Hosts<'a> {
+    /// The totals of a host.
+    pub fn get(&self, key: &HostKey) -> Option<&'a HostTotals> {
+        let slot = *self.table.index.get(key)?;
+        Some(&self.table.entries[slot as usize].1)
+    }
+
+    /// Whether the host has a series.
+    pub fn contains_key(&self, key: &HostKey) -> bool {
+        self.table.index.contains_key(key)
+    }
+
+    /// Every host with its totals, in the order they got their series.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a HostKey, &'a HostTotals)> + 'a {
+        self.table.entries.iter().map(|(k, t)| (k, t))
+    }
+
+    /// Every host, in the order they got their series.
+    pub fn keys(&self) -> impl Iterator<Item = &'a HostKey> + 'a {
+        self.table.entries.iter().map(|(k, _)| k)
+    }
+
+    /// Number of hosts (`other` included when it exists).
+    pub fn len(&self) -> usize {
+        self.table.entries.len()
+    }
+
+    /// Whether there is no host.
+    pub fn is_empty(&self) -> bool {
+        self.table.entries.is_empty()
+    }
+}
+
+impl std::ops::Index<&HostKey> for Hosts<'_> {
+    type Output = HostTotals;
+
+    /// The totals of a host; panics when it has none, like a map's index.
+    fn index(&self, key: &HostKey) -> &HostTotals {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no host {key} in the table"))
+    }
 }
 
 /// Limits of the table.
@@ -133,21 +394,33 @@ pub struct Limits {
 /// The flow table and the cumulative counters.
 #[derive(Debug)]
 pub struct FlowTable {
-    limits: Limits,
-    flows: HashMap<u64, Flow>,
-    hosts: HashMap<HostKey, HostTotals>,
+    /// Cookie -> slot in `store.flows`.
+    index: FastMap<u64, u32>,
+    store: Store,
     /// Flows opened since start (the `iface:new_flows` counter).
     pub new_flows: u64,
     /// Flows the table had no room for.
     pub flows_evicted: u64,
     /// Connections that failed (SYN_SENT -> CLOSE).
     pub connect_failed: u64,
+}
+
+/// Everything of the table but the cookie index (borrowed apart from it, so one index lookup
+/// serves both the "known" and the "insert" case).
+#[derive(Debug)]
+struct Store {
+    limits: Limits,
+    /// The active flows, dense.
+    flows: Vec<Flow>,
+    hosts: HostTable,
     /// Listening ports per network namespace, for flows whose role the kernel did not see.
     listening: HashMap<u32, Vec<u16>>,
     /// Cumulative counters per socket cgroup, for container series.
-    cgroups: HashMap<u64, CgroupTotals>,
+    cgroups: FastMap<u64, CgroupTotals>,
     /// Cgroups whose counters moved since the last `take_touched_cgroups`.
-    touched: HashSet<u64>,
+    touched: FastSet<u64>,
+    /// Refreshes so far (wrapping): a flow `seen` n generations ago missed n snapshots.
+    generation: u32,
 }
 
 /// Cumulative counters of one cgroup: flows started in it, and what its ended flows moved.
@@ -184,65 +457,7 @@ fn proto_of(sock: &FlSock) -> Option<Proto> {
     }
 }
 
-impl FlowTable {
-    /// An empty table.
-    pub fn new(limits: Limits) -> FlowTable {
-        FlowTable {
-            limits,
-            flows: HashMap::new(),
-            hosts: HashMap::new(),
-            new_flows: 0,
-            flows_evicted: 0,
-            connect_failed: 0,
-            listening: HashMap::new(),
-            cgroups: HashMap::new(),
-            touched: HashSet::new(),
-        }
-    }
-
-    /// The active flows.
-    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.flows.values()
-    }
-
-    /// Number of active flows.
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
-    /// Whether there is no active flow.
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
-    }
-
-    /// The cumulative totals per host.
-    pub fn hosts(&self) -> &HashMap<HostKey, HostTotals> {
-        &self.hosts
-    }
-
-    /// Records the listening ports of a network namespace (from the start-up scan), used to tell
-    /// the role of sockets that predate flowlens.
-    pub fn set_listening(&mut self, netns: u32, mut ports: Vec<u16>) {
-        ports.sort_unstable();
-        ports.dedup();
-        self.listening.insert(netns, ports);
-    }
-
-    /// The series key for a local address, folding into `other` beyond `max_hosts`.
-    pub fn host_key(&mut self, ip: IpAddr) -> HostKey {
-        let key = HostKey::Addr(ip);
-        if self.hosts.contains_key(&key) {
-            return key;
-        }
-        let named = self.hosts.len() - usize::from(self.hosts.contains_key(&HostKey::Other));
-        if named >= self.limits.max_hosts {
-            self.hosts.entry(HostKey::Other).or_default();
-            return HostKey::Other;
-        }
-        self.hosts.insert(key, HostTotals::default());
-        key
-    }
-
+impl Store {
     /// The role of a socket the kernel saw only after it was established: a known listening port
     /// of its namespace makes it a server; otherwise an ephemeral local port (>= 32768) makes it a
     /// client, a low one a server.
@@ -266,20 +481,29 @@ impl FlowTable {
         }
     }
 
-    /// Inserts a flow seen for the first time. `is_new`: it started after flowlens did.
-    fn insert(&mut self, cookie: u64, sock: &FlSock, role: Role, is_new: bool) -> bool {
-        let Some(proto) = proto_of(sock) else {
-            return false;
-        };
+    /// Appends a flow seen for the first time and returns its slot (the caller indexes it), or
+    /// None when refused. `is_new`: it started after flowlens did.
+    fn insert(
+        &mut self,
+        cookie: u64,
+        sock: &FlSock,
+        role: Role,
+        is_new: bool,
+        new_flows: &mut u64,
+        flows_evicted: &mut u64,
+    ) -> Option<u32> {
+        let proto = proto_of(sock)?;
         if self.flows.len() >= self.limits.max_flows {
-            self.flows_evicted += 1;
-            return false;
+            *flows_evicted += 1;
+            return None;
         }
-        let flow = Flow {
+        let local = sock.local();
+        let host = self.hosts.assign(local.ip());
+        let mut flow = Flow {
             cookie,
             proto,
             role,
-            local: sock.local(),
+            local,
             remote: sock.remote(),
             netns: sock.netns,
             cgroup_id: sock.cgroup_id,
@@ -291,16 +515,21 @@ impl FlowTable {
             rttvar_us: sock.rttvar_us,
             retrans: sock.retrans,
             last_ns: sock.last_ns,
-            missing: 0,
+            seen: self.generation,
+            host,
+            protocol: Protocol::Unknown,
         };
-        let key = self.host_key(flow.local.ip());
-        let totals = self.hosts.get_mut(&key).expect("host_key inserts");
+        flow.classify();
+        let totals = match host {
+            HOST_OTHER => self.hosts.totals_mut(&flow),
+            slot => &mut self.hosts.entries[slot as usize].1,
+        };
         match role {
             Role::Client => totals.total_client += 1,
             Role::Server => totals.total_server += 1,
         }
         if is_new {
-            self.new_flows += 1;
+            *new_flows += 1;
             self.touched.insert(flow.cgroup_id);
             let cg = self.cgroups.entry(flow.cgroup_id).or_default();
             match role {
@@ -308,20 +537,15 @@ impl FlowTable {
                 Role::Server => cg.new_server += 1,
             }
         }
-        self.flows.insert(cookie, flow);
-        true
-    }
-
-    /// Adds a flow that was already established when flowlens started (found by the start-up
-    /// scan): counted as active and in the totals, not as new.
-    pub fn seed(&mut self, cookie: u64, sock: &FlSock, role: Role) {
-        if !self.flows.contains_key(&cookie) {
-            self.insert(cookie, sock, role, false);
-        }
+        let slot = self.flows.len() as u32;
+        self.flows.push(flow);
+        Some(slot)
     }
 
     /// Applies the kernel's latest values to a known flow.
-    fn update(flow: &mut Flow, sock: &FlSock) {
+    #[inline]
+    fn update(&mut self, slot: u32, sock: &FlSock) {
+        let flow = &mut self.flows[slot as usize];
         // Counters only move forward, whatever order snapshots arrive in.
         flow.bytes_sent = flow.bytes_sent.max(sock.bytes_sent);
         flow.bytes_rcvd = flow.bytes_rcvd.max(sock.bytes_rcvd);
@@ -333,88 +557,202 @@ impl FlowTable {
                 flow.rttvar_us = sock.rttvar_us;
             }
         }
+        flow.seen = self.generation;
+        let mut changed = false;
         if flow.pid == 0 && sock.pid != 0 {
             flow.pid = sock.pid;
             flow.comm = sock.comm;
+            changed = true;
         }
         // Addresses of a UDP socket become known when it connects; a TCP socket's are fixed.
         if flow.local.port() == 0 || flow.local.ip().is_unspecified() {
-            flow.local = sock.local();
+            let local = sock.local();
+            if local.ip() != flow.local.ip() {
+                flow.host = self.hosts.peek(local.ip());
+            }
+            changed |= local != flow.local;
+            flow.local = local;
         }
         if flow.remote.port() == 0 {
-            flow.remote = sock.remote();
+            let remote = sock.remote();
+            changed |= remote != flow.remote;
+            flow.remote = remote;
         }
-        flow.missing = 0;
+        if changed {
+            flow.classify();
+        }
     }
 
-    /// Folds an ended flow's counters into its host's totals.
-    fn fold(&mut self, flow: &Flow) {
-        let key = self.host_key(flow.local.ip());
-        let protocol = crate::ndpi::infer(flow);
-        let totals = self.hosts.get_mut(&key).expect("host_key inserts");
+    /// Takes a flow out of the table (the last one moves into its slot: `index` follows) and
+    /// folds its counters into its host's and cgroup's totals.
+    fn end(&mut self, index: &mut FastMap<u64, u32>, slot: u32) {
+        let flow = self.flows.swap_remove(slot as usize);
+        if let Some(moved) = self.flows.get(slot as usize) {
+            *index.get_mut(&moved.cookie).expect("indexed") = slot;
+        }
+        let totals = self.hosts.totals_mut(&flow);
         totals.bytes_sent += flow.bytes_sent;
         totals.bytes_rcvd += flow.bytes_rcvd;
-        let entry = totals.ndpi.entry(protocol).or_default();
-        entry.0 += flow.bytes_sent;
-        entry.1 += flow.bytes_rcvd;
+        totals
+            .ndpi
+            .add(flow.protocol, flow.bytes_sent, flow.bytes_rcvd);
         self.touched.insert(flow.cgroup_id);
         let cg = self.cgroups.entry(flow.cgroup_id).or_default();
         cg.bytes_sent += flow.bytes_sent;
         cg.bytes_rcvd += flow.bytes_rcvd;
         cg.retrans += u64::from(flow.retrans);
     }
+}
+
+impl FlowTable {
+    /// An empty table.
+    pub fn new(limits: Limits) -> FlowTable {
+        FlowTable {
+            index: FastMap::default(),
+            store: Store {
+                limits,
+                flows: Vec::new(),
+                hosts: HostTable::new(limits.max_hosts),
+                listening: HashMap::new(),
+                cgroups: FastMap::default(),
+                touched: FastSet::default(),
+                generation: 0,
+            },
+            new_flows: 0,
+            flows_evicted: 0,
+            connect_failed: 0,
+        }
+    }
+
+    /// The active flows.
+    pub fn flows(&self) -> std::slice::Iter<'_, Flow> {
+        self.store.flows.iter()
+    }
+
+    /// Number of active flows.
+    pub fn len(&self) -> usize {
+        self.store.flows.len()
+    }
+
+    /// Whether there is no active flow.
+    pub fn is_empty(&self) -> bool {
+        self.store.flows.is_empty()
+    }
+
+    /// The cumulative totals per host.
+    pub fn hosts(&self) -> Hosts<'_> {
+        Hosts {
+            table: &self.store.hosts,
+        }
+    }
+
+    /// The hosts with series by slot (`Flow`'s `HostSlot::Named`), for aggregation.
+    pub(crate) fn host_entries(&self) -> &[(HostKey, HostTotals)] {
+        &self.store.hosts.entries
+    }
+
+    /// The slot of `HostKey::Other` among `host_entries`, when it exists.
+    pub(crate) fn other_host_slot(&self) -> Option<usize> {
+        self.store.hosts.other.map(|s| s as usize)
+    }
+
+    /// The slot of a local address among `host_entries`, when it has a series.
+    pub(crate) fn host_slot_of(&self, ip: IpAddr) -> Option<usize> {
+        self.store.hosts.lookup(ip).map(|s| s as usize)
+    }
+
+    /// Records the listening ports of a network namespace (from the start-up scan), used to tell
+    /// the role of sockets that predate flowlens.
+    pub fn set_listening(&mut self, netns: u32, mut ports: Vec<u16>) {
+        ports.sort_unstable();
+        ports.dedup();
+        self.store.listening.insert(netns, ports);
+    }
+
+    /// The series key for a local address, folding into `other` beyond `max_hosts`.
+    pub fn host_key(&mut self, ip: IpAddr) -> HostKey {
+        match self.store.hosts.assign(ip) {
+            HOST_OTHER => HostKey::Other,
+            _ => HostKey::Addr(ip),
+        }
+    }
+
+    /// Adds a flow that was already established when flowlens started (found by the start-up
+    /// scan): counted as active and in the totals, not as new.
+    pub fn seed(&mut self, cookie: u64, sock: &FlSock, role: Role) {
+        if let Entry::Vacant(v) = self.index.entry(cookie) {
+            let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
+            if let Some(slot) = self.store.insert(cookie, sock, role, false, new, evicted) {
+                v.insert(slot);
+            }
+        }
+    }
 
     /// The cumulative counters of a cgroup (zero when it has none).
     pub fn cgroup_totals(&self, cgroup_id: u64) -> CgroupTotals {
-        self.cgroups.get(&cgroup_id).copied().unwrap_or_default()
+        self.store
+            .cgroups
+            .get(&cgroup_id)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Keeps the cumulative counters of the cgroups `keep` says are still wanted (those of
     /// containers that still have series); the rest are dropped, so the map stays bounded.
     pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
-        self.cgroups.retain(|id, _| keep(*id));
+        self.store.cgroups.retain(|id, _| keep(*id));
     }
 
     /// The cgroups whose cumulative counters moved since the last call (flows that started or
     /// ended, however short they were).
     pub fn take_touched_cgroups(&mut self) -> HashSet<u64> {
-        std::mem::take(&mut self.touched)
+        std::mem::take(&mut self.store.touched)
+            .into_iter()
+            .collect()
     }
 
     /// Number of cgroups with cumulative counters.
     pub fn cgroups_len(&self) -> usize {
-        self.cgroups.len()
+        self.store.cgroups.len()
     }
 
     fn end(&mut self, cookie: u64) {
-        if let Some(flow) = self.flows.remove(&cookie) {
-            self.fold(&flow);
+        if let Some(slot) = self.index.remove(&cookie) {
+            self.store.end(&mut self.index, slot);
         }
     }
 
     /// Applies one kernel event.
     pub fn apply(&mut self, update: Update, cookie: u64, sock: &FlSock) {
+        let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
         match update {
-            Update::Open => {
-                if let Some(flow) = self.flows.get_mut(&cookie) {
-                    Self::update(flow, sock);
-                } else {
-                    let role = self.infer_role(sock);
-                    self.insert(cookie, sock, role, true);
-                }
-            }
-            Update::Close => {
-                if let Some(flow) = self.flows.get_mut(&cookie) {
-                    Self::update(flow, sock);
-                } else {
-                    // Opened and closed between two looks (or its open was lost): count it.
-                    let role = self.infer_role(sock);
-                    let is_new = sock.role != records::ROLE_UNKNOWN;
-                    if !self.insert(cookie, sock, role, is_new) {
-                        return;
+            Update::Open => match self.index.entry(cookie) {
+                Entry::Occupied(e) => self.store.update(*e.get(), sock),
+                Entry::Vacant(v) => {
+                    let role = self.store.infer_role(sock);
+                    if let Some(slot) = self.store.insert(cookie, sock, role, true, new, evicted) {
+                        v.insert(slot);
                     }
                 }
-                self.end(cookie);
+            },
+            Update::Close => {
+                let slot = match self.index.entry(cookie) {
+                    Entry::Occupied(e) => {
+                        let slot = e.remove();
+                        self.store.update(slot, sock);
+                        slot
+                    }
+                    Entry::Vacant(_) => {
+                        // Opened and closed between two looks (or its open was lost): count it.
+                        let role = self.store.infer_role(sock);
+                        let is_new = sock.role != records::ROLE_UNKNOWN;
+                        match self.store.insert(cookie, sock, role, is_new, new, evicted) {
+                            Some(slot) => slot,
+                            None => return,
+                        }
+                    }
+                };
+                self.store.end(&mut self.index, slot);
             }
             Update::ConnectFailed => self.connect_failed += 1,
         }
@@ -429,36 +767,52 @@ impl FlowTable {
         snapshot: impl IntoIterator<Item = (u64, &'a FlSock)>,
         now_ns: u64,
     ) -> Vec<u64> {
-        for flow in self.flows.values_mut() {
-            flow.missing = flow.missing.saturating_add(1);
-        }
+        // Every flow not named by this snapshot has now missed one more.
+        self.store.generation = self.store.generation.wrapping_add(1);
+        let generation = self.store.generation;
+        // Distinct flows of the table named by this snapshot: when all are, none is missing.
+        let mut seen = 0usize;
         let mut expired = Vec::new();
         for (cookie, sock) in snapshot {
-            if let Some(flow) = self.flows.get_mut(&cookie) {
-                Self::update(flow, sock);
-            } else if sock.role == records::ROLE_UNKNOWN {
-                // A TCP socket established before flowlens started.
-                let role = self.infer_role(sock);
-                self.insert(cookie, sock, role, false);
-            } else {
-                // Its open event is still on its way: same outcome as the event.
-                let role = self.infer_role(sock);
-                self.insert(cookie, sock, role, true);
+            let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
+            match self.index.entry(cookie) {
+                Entry::Occupied(e) => {
+                    let slot = *e.get();
+                    seen += usize::from(self.store.flows[slot as usize].seen != generation);
+                    self.store.update(slot, sock);
+                }
+                Entry::Vacant(v) => {
+                    let role = self.store.infer_role(sock);
+                    // ROLE_UNKNOWN: a TCP socket established before flowlens started. Otherwise
+                    // its open event is still on its way: same outcome as the event.
+                    let is_new = sock.role != records::ROLE_UNKNOWN;
+                    if let Some(slot) = self.store.insert(cookie, sock, role, is_new, new, evicted)
+                    {
+                        v.insert(slot);
+                        seen += 1;
+                    }
+                }
             }
             if sock.protocol == records::IPPROTO_UDP
-                && now_ns.saturating_sub(sock.last_ns) > self.limits.udp_idle_timeout_ns
+                && now_ns.saturating_sub(sock.last_ns) > self.store.limits.udp_idle_timeout_ns
             {
                 expired.push(cookie);
             }
         }
-        let gone: Vec<u64> = self
-            .flows
-            .values()
-            .filter(|f| f.missing >= 2 || (f.proto == Proto::Udp && f.missing >= 1))
-            .map(|f| f.cookie)
-            .chain(expired.iter().copied())
-            .collect();
-        for cookie in gone {
+        let mut gone: Vec<u64> = Vec::new();
+        if seen < self.store.flows.len() {
+            gone.extend(
+                self.store
+                    .flows
+                    .iter()
+                    .filter(|f| {
+                        let missing = generation.wrapping_sub(f.seen);
+                        missing >= 2 || (f.proto == Proto::Udp && missing >= 1)
+                    })
+                    .map(|f| f.cookie),
+            );
+        }
+        for cookie in gone.into_iter().chain(expired.iter().copied()) {
             self.end(cookie);
         }
         expired

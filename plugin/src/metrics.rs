@@ -1,10 +1,11 @@
 //! Turns one gather's values into ntopng-schema line protocol (design/metrics.md). Pure: no I/O.
 
-use crate::flows::{FlowTable, HostKey, Role};
+use crate::flows::{FastSet, FlowTable, HostKey, HostSlot, HostTotals, Role};
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Precision};
+use crate::ndpi::ProtocolTotals;
 use crate::workloads::{WorkloadStats, WorkloadValues};
-use std::collections::{BTreeMap, HashSet};
+use std::{collections::BTreeMap, net::IpAddr};
 
 /// How lines are shaped: the options of the config that change the output.
 #[derive(Debug, Clone)]
@@ -75,40 +76,81 @@ pub struct FlowValues {
 }
 
 impl FlowValues {
-    /// Aggregates the table: a pure function of its state.
+    /// Aggregates the table: a pure function of its state. One sweep over the flows into arrays
+    /// indexed by the host slot and protocol each flow carries; no hashing but for the distinct
+    /// addresses folded into `other`.
     pub fn from_table(table: &FlowTable) -> FlowValues {
-        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
-        for (key, totals) in table.hosts() {
-            let h = hosts.entry(*key).or_default();
-            h.bytes_sent += totals.bytes_sent;
-            h.bytes_rcvd += totals.bytes_rcvd;
-            h.total_client += totals.total_client;
-            h.total_server += totals.total_server;
-            for (proto, (sent, rcvd)) in &totals.ndpi {
-                let e = h.ndpi.entry(proto).or_default();
-                e.0 += sent;
-                e.1 += rcvd;
-            }
+        /// Active flows' values of one host.
+        #[derive(Default, Clone)]
+        struct Active {
+            used: bool,
+            bytes_sent: u64,
+            bytes_rcvd: u64,
+            client: u64,
+            server: u64,
+            ndpi: ProtocolTotals,
         }
-        let mut folded = HashSet::new();
+        let entries = table.host_entries();
+        // One slot per host with a series, and `other` (its own slot, or one past the end).
+        let other = table.other_host_slot().unwrap_or(entries.len());
+        let mut active = vec![Active::default(); entries.len() + 1];
+        let mut folded: FastSet<IpAddr> = FastSet::default();
         for flow in table.flows() {
-            let ip = flow.local.ip();
-            let key = if table.hosts().contains_key(&HostKey::Addr(ip)) {
-                HostKey::Addr(ip)
-            } else {
-                folded.insert(ip);
-                HostKey::Other
+            let slot = match flow.host_slot() {
+                HostSlot::Named(slot) => slot,
+                HostSlot::Other => {
+                    folded.insert(flow.local.ip());
+                    other
+                }
+                HostSlot::Unresolved => match table.host_slot_of(flow.local.ip()) {
+                    Some(slot) => slot,
+                    None => {
+                        folded.insert(flow.local.ip());
+                        other
+                    }
+                },
             };
-            let h = hosts.entry(key).or_default();
+            let h = &mut active[slot];
+            h.used = true;
             h.bytes_sent += flow.bytes_sent;
             h.bytes_rcvd += flow.bytes_rcvd;
             match flow.role {
-                Role::Client => h.active_client += 1,
-                Role::Server => h.active_server += 1,
+                Role::Client => h.client += 1,
+                Role::Server => h.server += 1,
             }
-            let e = h.ndpi.entry(crate::ndpi::infer(flow)).or_default();
-            e.0 += flow.bytes_sent;
-            e.1 += flow.bytes_rcvd;
+            h.ndpi
+                .add(flow.protocol(), flow.bytes_sent, flow.bytes_rcvd);
+        }
+        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
+        let host_values = |totals: Option<&HostTotals>, a: &Active| {
+            let mut h = HostValues {
+                bytes_sent: a.bytes_sent,
+                bytes_rcvd: a.bytes_rcvd,
+                active_client: a.client,
+                active_server: a.server,
+                ..HostValues::default()
+            };
+            if let Some(totals) = totals {
+                h.bytes_sent += totals.bytes_sent;
+                h.bytes_rcvd += totals.bytes_rcvd;
+                h.total_client += totals.total_client;
+                h.total_server += totals.total_server;
+                for (protocol, bytes) in totals.ndpi.iter() {
+                    h.ndpi.insert(protocol.name(), bytes);
+                }
+            }
+            for (protocol, (sent, rcvd)) in a.ndpi.iter() {
+                let e = h.ndpi.entry(protocol.name()).or_default();
+                e.0 += sent;
+                e.1 += rcvd;
+            }
+            h
+        };
+        for (slot, (key, totals)) in entries.iter().enumerate() {
+            hosts.insert(*key, host_values(Some(totals), &active[slot]));
+        }
+        if other == entries.len() && active[other].used {
+            hosts.insert(HostKey::Other, host_values(None, &active[other]));
         }
         FlowValues {
             num_flows: table.len() as u64,
@@ -456,6 +498,124 @@ mod tests {
         for line in text.lines().filter(|l| l.starts_with("iface:")) {
             assert!(!line.contains("i "), "{line}");
         }
+    }
+
+    /// `from_table` as it was written before flows carried their host slot and protocol: the
+    /// definition the fast one must match.
+    fn reference(table: &FlowTable) -> FlowValues {
+        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
+        for (key, totals) in table.hosts().iter() {
+            let h = hosts.entry(*key).or_default();
+            h.bytes_sent += totals.bytes_sent;
+            h.bytes_rcvd += totals.bytes_rcvd;
+            h.total_client += totals.total_client;
+            h.total_server += totals.total_server;
+            for (protocol, (sent, rcvd)) in totals.ndpi.iter() {
+                let e = h.ndpi.entry(protocol.name()).or_default();
+                e.0 += sent;
+                e.1 += rcvd;
+            }
+        }
+        let mut folded = std::collections::HashSet::new();
+        for flow in table.flows() {
+            let ip = flow.local.ip();
+            let key = if table.hosts().contains_key(&HostKey::Addr(ip)) {
+                HostKey::Addr(ip)
+            } else {
+                folded.insert(ip);
+                HostKey::Other
+            };
+            let h = hosts.entry(key).or_default();
+            h.bytes_sent += flow.bytes_sent;
+            h.bytes_rcvd += flow.bytes_rcvd;
+            match flow.role {
+                Role::Client => h.active_client += 1,
+                Role::Server => h.active_server += 1,
+            }
+            let e = h.ndpi.entry(crate::ndpi::infer(flow)).or_default();
+            e.0 += flow.bytes_sent;
+            e.1 += flow.bytes_rcvd;
+        }
+        FlowValues {
+            num_flows: table.len() as u64,
+            new_flows: table.new_flows,
+            hosts,
+            hosts_folded: folded.len() as u64,
+        }
+    }
+
+    #[test]
+    fn from_table_matches_the_reference_under_random_churn() {
+        use crate::flows::{tests::sock, Limits, Update};
+        use crate::records::{self, FlSock};
+        use std::collections::HashMap;
+        let mut t = FlowTable::new(Limits {
+            max_flows: 40,
+            max_hosts: 3,
+            udp_idle_timeout_ns: 50,
+        });
+        let mut live: HashMap<u64, FlSock> = HashMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ips = [
+            "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "0.0.0.0",
+        ];
+        let ports = [0u16, 80, 443, 5432, 40000];
+        for step in 0..3000u64 {
+            let mut s = sock(
+                [
+                    records::ROLE_CLIENT,
+                    records::ROLE_SERVER,
+                    records::ROLE_UNKNOWN,
+                ][rand(3) as usize],
+                [records::IPPROTO_TCP, records::IPPROTO_UDP][rand(2) as usize],
+                &format!("{}:{}", ips[rand(6) as usize], ports[rand(5) as usize]),
+                &format!("192.0.2.1:{}", ports[rand(5) as usize]),
+            );
+            s.bytes_sent = rand(1000);
+            s.bytes_rcvd = rand(1000);
+            s.last_ns = step;
+            s.cgroup_id = rand(4);
+            if rand(2) == 0 {
+                s.pid = 1 + rand(3) as u32;
+                let name: &[u8] = [&b"postgres"[..], b"nginx", b"sshd"][rand(3) as usize];
+                s.comm[..name.len()].copy_from_slice(name);
+            }
+            let cookie = rand(60);
+            match rand(4) {
+                0 | 1 => {
+                    // Known cookies keep their first role and protocol, as the kernel's would.
+                    if let Some(old) = live.get(&cookie) {
+                        s.role = old.role;
+                        s.protocol = old.protocol;
+                    }
+                    t.apply(Update::Open, cookie, &s);
+                    live.insert(cookie, s);
+                }
+                2 => {
+                    t.apply(Update::Close, cookie, &s);
+                    live.remove(&cookie);
+                }
+                _ => {
+                    let snapshot: Vec<(u64, FlSock)> = live
+                        .iter()
+                        .filter(|_| rand(4) != 0)
+                        .map(|(c, s)| (*c, *s))
+                        .collect();
+                    t.refresh(snapshot.iter().map(|(c, s)| (*c, s)), step);
+                }
+            }
+            for flow in t.flows() {
+                assert_eq!(flow.protocol().name(), crate::ndpi::infer(flow), "{flow:?}");
+            }
+            assert_eq!(FlowValues::from_table(&t), reference(&t), "step {step}");
+        }
+        assert!(t.hosts().contains_key(&HostKey::Other));
     }
 
     #[test]
