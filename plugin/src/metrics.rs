@@ -355,44 +355,69 @@ impl Subject {
     }
 }
 
+/// Up to 5 tags of one series, on the stack.
+#[derive(Default)]
+struct TagList<'a> {
+    tags: [(&'static str, &'a str); 5],
+    len: usize,
+}
+
+impl<'a> TagList<'a> {
+    fn put(&mut self, key: &'static str, value: &'a str) {
+        self.tags[self.len] = (key, value);
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[(&'static str, &'a str)] {
+        &self.tags[..self.len]
+    }
+}
+
 fn encode_workloads(enc: &mut Encoder<'_>, values: &WorkloadValues, shape: &Shape) {
     let ifid = shape.ifid.as_str();
+    // At most 5 tags per line: kept on the stack, one array per series.
+    // Tags are given in key order (container, container_name, ifid, namespace, pod), so the
+    // encoder never has to sort them.
     for series in &values.containers {
-        let mut tags: Vec<(&str, &str)> = vec![("ifid", ifid)];
+        let mut tags = TagList::default();
         match &series.info {
             Some(info) => {
-                tags.push(("container", info.short_id.as_str()));
-                if !shape.ntopng_compat {
-                    if let Some(name) = &info.name {
-                        tags.push(("container_name", name));
-                    }
-                    if let Some(pod) = &info.pod {
-                        tags.push(("pod", pod));
-                    }
-                    if let Some(ns) = &info.namespace {
-                        tags.push(("namespace", ns));
-                    }
+                let ext = !shape.ntopng_compat;
+                tags.put("container", info.short_id.as_str());
+                if let (true, Some(name)) = (ext, &info.name) {
+                    tags.put("container_name", name.as_str());
+                }
+                tags.put("ifid", ifid);
+                if let (true, Some(ns)) = (ext, &info.namespace) {
+                    tags.put("namespace", ns.as_str());
+                }
+                if let (true, Some(pod)) = (ext, &info.pod) {
+                    tags.put("pod", pod.as_str());
                 }
             }
-            None => tags.push(("container", "other")),
-        }
-        encode_workload(enc, shape, Subject::Container, &tags, &series.stats, None);
-    }
-    for pod in &values.pods {
-        let mut tags: Vec<(&str, &str)> = vec![("ifid", ifid), ("pod", pod.name.as_str())];
-        if !shape.ntopng_compat {
-            if let Some(ns) = &pod.namespace {
-                tags.push(("namespace", ns));
+            None => {
+                tags.put("container", "other");
+                tags.put("ifid", ifid);
             }
         }
         encode_workload(
             enc,
             shape,
-            Subject::Pod,
-            &tags,
-            &pod.stats,
-            Some(pod.num_containers),
+            Subject::Container,
+            tags.as_slice(),
+            &series.stats,
+            None,
         );
+    }
+    for pod in &values.pods {
+        let mut tags = TagList::default();
+        tags.put("ifid", ifid);
+        if let (false, Some(ns)) = (shape.ntopng_compat, &pod.namespace) {
+            tags.put("namespace", ns.as_str());
+        }
+        tags.put("pod", pod.name.as_str());
+        let count = Some(pod.num_containers);
+        encode_workload(enc, shape, Subject::Pod, tags.as_slice(), &pod.stats, count);
     }
 }
 

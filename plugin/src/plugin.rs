@@ -4,7 +4,7 @@ use crate::{
     collector::{self, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, LogLevelName, RttSource},
     containers,
-    flows::{FlowTable, Limits, Role, Update},
+    flows::{FastMap, FlowTable, Limits, Role, Update},
     iface, logging, metrics, records, seed,
     workloads::{WorkloadTracker, WorkloadValues},
 };
@@ -233,7 +233,7 @@ impl Flowlens {
         let mut wanted = active.clone();
         wanted.extend(touched.iter().copied());
         wanted.extend(self.tracker.cgroups());
-        let mut resolved: HashMap<u64, Arc<containers::ContainerInfo>> = HashMap::new();
+        let mut resolved: FastMap<u64, Arc<containers::ContainerInfo>> = FastMap::default();
         for cgroup_id in &wanted {
             let pid = pid_of.get(cgroup_id).copied().unwrap_or(0);
             if let Some(info) = self.resolver.resolve(*cgroup_id, pid) {

@@ -4,9 +4,10 @@
 //! `series_ttl_secs` rule) and the `max_containers` fold.
 
 use crate::containers::ContainerInfo;
-use crate::flows::{FlowTable, Proto, Role};
+use crate::flows::{FastMap, FlowTable, Proto, Role};
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    hash::BuildHasher,
     sync::Arc,
 };
 
@@ -119,14 +120,12 @@ struct Tracked {
 pub struct WorkloadTracker {
     ttl_ns: u64,
     max_containers: usize,
-    tracked: HashMap<String, Tracked>,
+    tracked: FastMap<String, Tracked>,
 }
 
-/// The pod key of a container: (namespace, name), when the container belongs to a pod.
-fn pod_of(info: &ContainerInfo) -> Option<(Option<String>, String)> {
-    info.pod
-        .as_ref()
-        .map(|pod| (info.namespace.clone(), pod.clone()))
+/// The short id of a series' container (None for `other`).
+fn short_id(series: &ContainerSeries) -> Option<&str> {
+    series.info.as_ref().map(|i| i.short_id.as_str())
 }
 
 impl WorkloadTracker {
@@ -139,7 +138,7 @@ impl WorkloadTracker {
         WorkloadTracker {
             ttl_ns: ttl_secs.saturating_mul(1_000_000_000),
             max_containers,
-            tracked: HashMap::new(),
+            tracked: FastMap::default(),
         }
     }
 
@@ -165,16 +164,16 @@ impl WorkloadTracker {
     /// container (absent: a host process). `pod_containers` gives, per `namespace/pod`, how many
     /// of its containers run (sandbox excluded) when the caller knows; otherwise the containers
     /// with series count. `now_ns` is any monotonic clock.
-    pub fn update(
+    pub fn update<S: BuildHasher, T: BuildHasher>(
         &mut self,
         table: &FlowTable,
-        resolved: &HashMap<u64, Arc<ContainerInfo>>,
-        touched: &HashSet<u64>,
+        resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
+        touched: &HashSet<u64, T>,
         pod_containers: &HashMap<String, u64>,
         now_ns: u64,
     ) -> WorkloadValues {
         // Active flows per cgroup (no allocation per flow: this runs over the whole table).
-        let mut by_cgroup: HashMap<u64, WorkloadStats> = HashMap::new();
+        let mut by_cgroup: FastMap<u64, WorkloadStats> = FastMap::default();
         for flow in table.flows() {
             if !resolved.contains_key(&flow.cgroup_id) {
                 continue;
@@ -198,14 +197,18 @@ impl WorkloadTracker {
         // (even ones shorter than the interval), are active now.
         for cgroup_id in by_cgroup.keys().chain(touched.iter()) {
             if let Some(info) = resolved.get(cgroup_id).filter(|i| !i.is_sandbox) {
-                let tracked = self
-                    .tracked
-                    .entry(info.id.clone())
-                    .or_insert_with(|| Tracked {
+                if !self.tracked.contains_key(info.id.as_str()) {
+                    let fresh = Tracked {
                         info: info.clone(),
                         cgroups: Vec::new(),
                         last_active_ns: now_ns,
-                    });
+                    };
+                    self.tracked.insert(info.id.clone(), fresh);
+                }
+                let tracked = self
+                    .tracked
+                    .get_mut(info.id.as_str())
+                    .expect("inserted above");
                 tracked.last_active_ns = now_ns;
                 if !tracked.cgroups.contains(cgroup_id) {
                     tracked.cgroups.push(*cgroup_id);
@@ -246,51 +249,41 @@ impl WorkloadTracker {
         });
         let mut values = WorkloadValues::default();
         let mut other: Option<WorkloadStats> = None;
-        let mut pods: BTreeMap<(Option<String>, String), (WorkloadStats, HashSet<String>)> =
-            BTreeMap::new();
         let mut pod_other: Option<WorkloadStats> = None;
+        let mut named = Vec::with_capacity(all.len().min(self.max_containers));
         for (rank, (info, stats, _)) in all.into_iter().enumerate() {
-            let named = rank < self.max_containers;
-            if let Some(key) = pod_of(&info) {
-                if named {
-                    let entry = pods.entry(key).or_default();
-                    entry.0.add(&stats);
-                    entry.1.insert(info.id.clone());
-                } else {
-                    pod_other.get_or_insert_with(Default::default).add(&stats);
-                }
-            }
-            if named {
-                values.containers.push(ContainerSeries {
+            if rank < self.max_containers {
+                named.push(ContainerSeries {
                     info: Some(info),
                     stats,
                 });
             } else {
                 values.series_dropped += 1;
+                if info.pod.is_some() {
+                    pod_other.get_or_insert_with(Default::default).add(&stats);
+                }
                 other.get_or_insert_with(Default::default).add(&stats);
             }
         }
-        values.containers.sort_by(|a, b| {
-            a.info
-                .as_ref()
-                .map(|i| &i.short_id)
-                .cmp(&b.info.as_ref().map(|i| &i.short_id))
-        });
-        if let Some(stats) = other {
-            values
-                .containers
-                .push(ContainerSeries { info: None, stats });
+        // Pods of the named containers: (namespace, name) -> sums and how many containers.
+        let mut pods: BTreeMap<(Option<&str>, &str), (WorkloadStats, u64)> = BTreeMap::new();
+        for series in &named {
+            let info = series.info.as_ref().expect("named series have a container");
+            if let Some(pod) = info.pod.as_deref() {
+                let entry = pods.entry((info.namespace.as_deref(), pod)).or_default();
+                entry.0.add(&series.stats);
+                entry.1 += 1;
+            }
         }
         for ((namespace, name), (stats, seen)) in pods {
             let uid_count = pod_containers
-                .get(&format!("{}/{}", namespace.as_deref().unwrap_or(""), name))
+                .get(&format!("{}/{}", namespace.unwrap_or(""), name))
                 .copied();
             values.pods.push(PodSeries {
-                num_containers: uid_count
-                    .unwrap_or(seen.len() as u64)
-                    .max(seen.len() as u64),
-                name,
-                namespace,
+                // The cgroup tree's count when known (idle containers too), else those with series.
+                num_containers: uid_count.unwrap_or(seen),
+                name: name.to_string(),
+                namespace: namespace.map(str::to_string),
                 stats,
             });
         }
@@ -301,6 +294,13 @@ impl WorkloadTracker {
                 num_containers: 0,
                 stats,
             });
+        }
+        named.sort_by(|a, b| short_id(a).cmp(&short_id(b)));
+        values.containers = named;
+        if let Some(stats) = other {
+            values
+                .containers
+                .push(ContainerSeries { info: None, stats });
         }
         values
     }

@@ -3,13 +3,17 @@
 
 use crate::stats::Spread;
 use flowlens::{
-    flows::{FlowTable, Limits, Update},
+    containers::{ContainerInfo, Runtime},
+    flows::{FastMap, FlowTable, Limits, Update},
     lineproto::{Encoder, Precision},
     metrics::{self, FlowValues, Shape, Snapshot},
     records::{self, FlSock, COMM_LEN},
+    workloads::WorkloadTracker,
 };
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
     time::Instant,
 };
 
@@ -152,7 +156,7 @@ pub struct GatherTimes {
     pub total: Spread,
     /// refresh alone.
     pub refresh: Spread,
-    /// from_table alone.
+    /// Host aggregation (`from_table`) and container/pod aggregation (`WorkloadTracker`).
     pub aggregate: Spread,
     /// encode alone.
     pub encode: Spread,
@@ -160,8 +164,35 @@ pub struct GatherTimes {
     pub lines: u64,
 }
 
-/// Gather + encode of `flows` synthetic flows spread over 10k containers/addresses.
-pub fn gather_encode(flows: u64, reps: usize) -> GatherTimes {
+/// The synthetic cgroups (10k, one per address) as `containers` containers, two per pod.
+fn synthetic_containers(containers: u64) -> FastMap<u64, Arc<ContainerInfo>> {
+    let infos: Vec<Arc<ContainerInfo>> = (0..containers)
+        .map(|k| {
+            let id = format!("{:064x}", 0x1edb_6c16_0000_u64 + k);
+            Arc::new(ContainerInfo {
+                short_id: id[..12].to_string(),
+                id,
+                runtime: Runtime::Containerd,
+                name: Some(format!("app-{}", k % 2)),
+                pod: Some(format!("web-{}", k / 2)),
+                namespace: Some("bench".into()),
+                pod_uid: None,
+                sandbox_id: None,
+                is_sandbox: false,
+                qos: None,
+            })
+        })
+        .collect();
+    (0..CONTAINERS)
+        .map(|c| (100_000 + c, infos[(c % containers) as usize].clone()))
+        .collect()
+}
+
+/// Gather + encode of `flows` synthetic flows from 10k addresses/cgroups that belong to
+/// `containers` containers (two per pod): refresh, host and container/pod aggregation, encoding.
+pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
+    let resolved = synthetic_containers(containers);
+    let mut tracker = WorkloadTracker::new(300, containers as usize);
     let mut table = FlowTable::new(limits(flows as usize));
     let socks: Vec<(u64, FlSock)> = (0..flows).map(|i| (i + 1, synthetic_sock(i))).collect();
     for (cookie, sock) in &socks {
@@ -182,9 +213,12 @@ pub fn gather_encode(flows: u64, reps: usize) -> GatherTimes {
         let expired = table.refresh(socks.iter().map(|(c, s)| (*c, s)), 2_000 + rep as u64);
         let t1 = Instant::now();
         let values = FlowValues::from_table(&table);
+        let touched = table.take_touched_cgroups();
+        let workloads = tracker.update(&table, &resolved, &touched, &HashMap::new(), rep as u64);
         let t2 = Instant::now();
         let snapshot = Snapshot {
             flows: Some(values),
+            workloads: Some(workloads),
             ..Snapshot::default()
         };
         lines = metrics::encode(&snapshot, &shape, 1_700_000_000_000_000_000, &mut out);
