@@ -67,6 +67,8 @@ pub struct Flowlens {
     resolver: containers::Resolver,
     /// Which containers have series.
     tracker: WorkloadTracker,
+    /// Whether the interface counters' failure was logged (until they read again).
+    iface_warned: bool,
 }
 
 /// Finds the TCP connections established before flowlens started, in every network namespace,
@@ -215,6 +217,7 @@ impl Flowlens {
             events_dropped: 0,
             resolver,
             tracker,
+            iface_warned: false,
         }
     }
 
@@ -314,9 +317,15 @@ impl Flowlens {
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .map_err(|_| other_error("the system clock is before 1970"))?;
         let ifaces = match iface::read_all(&self.sys_class_net) {
-            Ok(ifaces) => ifaces,
+            Ok(ifaces) => {
+                self.iface_warned = false;
+                ifaces
+            }
             Err(e) => {
-                tracing::warn!("{e}");
+                // Once per outage, not once per gather.
+                if !std::mem::replace(&mut self.iface_warned, true) {
+                    tracing::warn!("no interface metrics: {e}");
+                }
                 Vec::new()
             }
         };
