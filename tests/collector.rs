@@ -429,6 +429,28 @@ fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
     s.finish();
 }
 
+/// Starts `python3 -c script` as a process moved into `cgroup` before it runs, in network
+/// namespace `ns`, and waits for it to print `expect`. Its stdin stays open (it waits on it).
+fn spawn_in(cgroup: &Cgroup, ns: &str, script: &str, expect: &str) -> std::process::Child {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {ns} python3 -c \"$0\"",
+            cgroup.0.display()
+        ))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), expect);
+    child
+}
+
 #[test]
 fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
     let Some(_serial) =
@@ -446,44 +468,12 @@ fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
                   s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
                   s.bind(('10.87.0.2',7000)); s.listen(8); print('ready',flush=True)\n\
                   c,_=s.accept(); d=c.recv(10); c.sendall(d); sys.stdin.read()\n";
-    let mut server = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
-            server_cg.0.display(),
-            pair.ns[1]
-        ))
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let mut server = spawn_in(&server_cg, &pair.ns[1], script, "ready");
     // The client: another process, in another cgroup, in the other namespace.
     let client_script = "import socket,sys\n\
                          c=socket.create_connection(('10.87.0.2',7000)); c.sendall(b'hello')\n\
                          c.recv(10); print('done',flush=True); sys.stdin.read()\n";
-    let mut client = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
-            client_cg.0.display(),
-            pair.ns[0]
-        ))
-        .arg(client_script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut done = String::new();
-    BufReader::new(client.stdout.as_mut().unwrap())
-        .read_line(&mut done)
-        .unwrap();
-    assert_eq!(done.trim(), "done");
+    let mut client = spawn_in(&client_cg, &pair.ns[0], client_script, "done");
     let mut out = Vec::new();
     fl.gather_into(&mut out).unwrap();
     let server_flow = fl
