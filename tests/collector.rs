@@ -323,9 +323,11 @@ fn a_thousand_short_connections_in_one_interval_are_counted_exactly() {
             + d("host:total_flows", addr, "flows_as_server");
     }
     assert!(new_flows >= 2000, "{new_flows}");
-    assert_eq!(
-        new_flows, all_hosts_delta,
-        "new flows = the hosts' new totals"
+    // Every new flow is in some host's total; a total may also gain a connection that predates
+    // flowlens and is seen for the first time now (not new), should one move data meanwhile.
+    assert!(
+        new_flows <= all_hosts_delta,
+        "new flows {new_flows} > the hosts' new totals {all_hosts_delta}"
     );
     assert_eq!(
         host(&t1, "host:active_flows", "10.84.0.1", "flows_as_client"),
