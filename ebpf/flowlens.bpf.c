@@ -266,6 +266,28 @@ int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags)
 	return on_xfer(sk, ret, false);
 }
 
+/*
+ * The last word on a TCP socket. The kernel skips a program invoked while the same program is
+ * already running on that CPU (a softirq state change interrupting a process-context one), so
+ * fl_set_state can miss a close. Destruction is traced by this other program: whatever
+ * fl_set_state left behind is closed here. Userspace counts the skipped runs as lost events.
+ */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(fl_destroy, struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct fl_sock *v = bpf_map_lookup_elem(&socks, &cookie);
+	__u64 now;
+
+	if (!v)
+		return 0;
+	now = bpf_ktime_get_ns();
+	v->last_ns = now;
+	emit(cookie, FL_EV_CLOSE, v, now);
+	bpf_map_delete_elem(&socks, &cookie);
+	return 0;
+}
+
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(fl_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {

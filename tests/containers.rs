@@ -753,10 +753,14 @@ fn metadata_caches_shrink_back_after_a_thousand_containers_come_and_go() {
         "every short-lived container was seen:\n{}",
         lines_of(&t, "flowlens:internal").join("\n")
     );
-    assert_eq!(
-        num(&t, "pod:new_flows", &[("pod", pods.names[0])], "as_client"),
-        1000,
-        "connections shorter than the interval are counted"
+    // Connections shorter than the interval are counted (exactly, unless the kernel skipped a
+    // program run, which events_lost counts).
+    let lost = num(&t, "flowlens:internal", &[], "events_lost")
+        - num(&baseline, "flowlens:internal", &[], "events_lost");
+    let new_flows = num(&t, "pod:new_flows", &[("pod", pods.names[0])], "as_client");
+    assert!(
+        (1000 - lost..=1000).contains(&new_flows),
+        "{new_flows} new flows with {lost} events lost"
     );
     assert!(num(&t, "flowlens:internal", &[], "metadata_cache_entries") >= 1000);
     // They all go away.

@@ -29,6 +29,8 @@ pub struct Internal {
     pub events_lost: u64,
     /// Flows in the table now.
     pub flows_active: u64,
+    /// TCP connects that failed (SYN_SENT -> CLOSE) since start.
+    pub connects_failed: u64,
     /// Sockets the kernel map had no room for, plus flows the table had no room for.
     pub flows_evicted: u64,
     /// Series folded into `other` in this gather.
@@ -233,6 +235,7 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
             .field_i64("events_received", counter(received))
             .field_i64("events_lost", counter(internal.events_lost))
             .field_i64("flows_active", counter(internal.flows_active))
+            .field_i64("connects_failed", counter(internal.connects_failed))
             .field_i64("flows_evicted", counter(internal.flows_evicted))
             .field_i64("containers_tracked", counter(internal.containers_tracked))
             .field_i64(

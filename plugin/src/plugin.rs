@@ -296,8 +296,11 @@ impl Flowlens {
         let ebpf = self.ebpf.as_ref()?;
         let internal = metrics::Internal {
             events_received: Some(ebpf.events_received()),
-            events_lost: ebpf.stat(records::STAT_EVENTS_LOST) + self.events_dropped,
+            events_lost: ebpf.stat(records::STAT_EVENTS_LOST)
+                + ebpf.recursion_misses()
+                + self.events_dropped,
             flows_active: self.table.len() as u64,
+            connects_failed: self.table.connect_failed,
             flows_evicted: self.table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),
             series_dropped: values.hosts_folded + workloads.series_dropped,
             containers_tracked: self.tracker.len() as u64,

@@ -58,6 +58,11 @@ pub const PROBES: &[ProbeSpec] = &[
         feature: "bytes received, UDP flows, RTT",
     },
     ProbeSpec {
+        program: "fl_destroy",
+        tracepoint: "tcp_destroy_sock",
+        feature: "closes that fl_set_state missed (it is skipped when it interrupts itself)",
+    },
+    ProbeSpec {
         program: "fl_retransmit",
         tracepoint: "tcp_retransmit_skb",
         feature: "TCP retransmissions",
@@ -121,6 +126,8 @@ pub struct EbpfCollector {
     reader: Option<JoinHandle<()>>,
     events: Arc<EventQueue>,
     socks_fd: std::os::fd::RawFd,
+    /// The attached programs' fds (owned by `_ebpf`), for their skipped-run counters.
+    program_fds: Vec<std::os::fd::RawFd>,
     socks: BpfHashMap<MapData, u64, FlSock>,
     stats: PerCpuArray<MapData, u64>,
     probes: Vec<ProbeStatus>,
@@ -254,14 +261,15 @@ const DRAIN_INTERVAL_MS: i32 = 50;
 
 impl EventQueue {
     /// Moves every record in the ring to `pending` (bounded: beyond, counted as dropped).
+    /// The ring stays locked until the records are queued: two drains (the timer thread's and a
+    /// gather's) must not queue their batches out of order, or a socket's close could be applied
+    /// before its open.
     fn drain(&self) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = Vec::new();
-        {
-            let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some(item) = ring.next() {
-                if let Some(event) = FlEvent::from_bytes(&item) {
-                    batch.push(event);
-                }
+        while let Some(item) = ring.next() {
+            if let Some(event) = FlEvent::from_bytes(&item) {
+                batch.push(event);
             }
         }
         if batch.is_empty() {
@@ -276,7 +284,44 @@ impl EventQueue {
             batch.truncate(room);
         }
         p.events.append(&mut batch);
+        drop(p);
+        drop(ring);
     }
+}
+
+/// `recursion_misses` of a program, from `bpf(BPF_OBJ_GET_INFO_BY_FD)` (Linux 5.12+; 0 before).
+fn prog_recursion_misses(prog_fd: std::os::fd::RawFd) -> Option<u64> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// `offsetof(struct bpf_prog_info, recursion_misses)` in linux/bpf.h.
+    const RECURSION_MISSES_OFFSET: usize = 208;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = [0u8; 256];
+    let mut attr = InfoAttr {
+        bpf_fd: prog_fd as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `info` is a 256-byte buffer and `info_len` says so; the kernel writes at most that.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 || (attr.info_len as usize) < RECURSION_MISSES_OFFSET + 8 {
+        return None;
+    }
+    let bytes = info[RECURSION_MISSES_OFFSET..RECURSION_MISSES_OFFSET + 8]
+        .try_into()
+        .ok()?;
+    Some(u64::from_ne_bytes(bytes))
 }
 
 /// `bpf(BPF_MAP_LOOKUP_BATCH)` over the whole `socks` hash map, at most `limit` entries.
@@ -393,6 +438,15 @@ impl EbpfCollector {
         if options.segment_rtt {
             probes.push(attach_tp_btf(&mut ebpf, &btf, &SEGMENT_RTT_PROBE));
         }
+        let program_fds: Vec<std::os::fd::RawFd> = ebpf
+            .programs()
+            .filter(|(name, _)| {
+                probes
+                    .iter()
+                    .any(|p| p.ok && p.name.contains(&format!(" {name} ")))
+            })
+            .filter_map(|(_, program)| program.fd().ok().map(|fd| fd.as_fd().as_raw_fd()))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let ring_fd = ring.as_raw_fd();
         let socks_fd = socks.map().fd().as_fd().as_raw_fd();
@@ -413,6 +467,7 @@ impl EbpfCollector {
             reader: Some(reader),
             events,
             socks_fd,
+            program_fds,
             socks,
             stats,
             probes,
@@ -469,6 +524,15 @@ impl EbpfCollector {
     pub fn adopt(&mut self, cookie: u64, sock: &FlSock) {
         const BPF_NOEXIST: u64 = 1;
         let _ = self.socks.insert(cookie, sock, BPF_NOEXIST);
+    }
+
+    /// Runs of our programs the kernel skipped because the same program was already running on
+    /// that CPU (`recursion_misses` of `bpf_prog_info`): each is a lost event.
+    pub fn recursion_misses(&self) -> u64 {
+        self.program_fds
+            .iter()
+            .map(|fd| prog_recursion_misses(*fd).unwrap_or(0))
+            .sum()
     }
 
     /// A kernel-side counter summed over CPUs (`records::STAT_*`).
