@@ -2,12 +2,11 @@
 //! Telegraf execd, Vector streaming, one-shot, closed pipes, plugin-load and config errors, and
 //! the shipped agent configs.
 
-use flowlens_tests::*;
+use flowlens_tests::{session, *};
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     os::unix::fs::PermissionsExt,
     process::{Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -42,30 +41,15 @@ fn telegraf_mode_gathers_once_per_newline_and_exits_on_eof() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read batches on a thread: a batch ends with the flowlens:internal line.
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut batch = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            batch.push_str(&line);
-            batch.push('\n');
-            if line.starts_with("flowlens:internal") {
-                tx.send(std::mem::take(&mut batch)).unwrap();
-            }
-        }
-        if !batch.is_empty() {
-            tx.send(batch).unwrap();
-        }
-    });
+    let rx = session::batches(child.stdout.take().unwrap());
     let mut stamps = Vec::new();
     for _ in 0..3 {
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
         let batch = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("a batch per newline");
+            .expect("a batch per newline")
+            .1;
         let batch_stamps = assert_valid_line_protocol(&batch);
         assert!(
             batch_stamps.windows(2).all(|w| w[0] == w[1]),
@@ -125,19 +109,7 @@ fn stream_mode_is_self_timed_ignores_stdin_and_ends_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<(Instant, String)>();
-    std::thread::spawn(move || {
-        let mut batch = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            batch.push_str(&line);
-            batch.push('\n');
-            if line.starts_with("flowlens:internal") {
-                let _ = tx.send((Instant::now(), std::mem::take(&mut batch)));
-            }
-        }
-    });
+    let rx = session::batches(child.stdout.take().unwrap());
     let mut arrivals = Vec::new();
     let mut stamps = Vec::new();
     for _ in 0..4 {
@@ -173,23 +145,28 @@ fn stream_mode_is_self_timed_ignores_stdin_and_ends_on_sigterm() {
     );
 }
 
-#[test]
-fn once_into_a_closed_pipe_exits_zero_quietly() {
-    // With `| head -1` the reader goes away after one line.
+/// Runs `flowlens once 2>FILE | <reader>` in bash; returns flowlens's exit code and stderr.
+fn once_into(reader: &str) -> (String, String) {
     let dir = TempDir::new("pipe");
     let err_path = dir.join("stderr");
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "'{}' once 2>'{}' | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            "'{}' once 2>'{}' | {reader}; echo ${{PIPESTATUS[0]}}",
             flowlens_bin().display(),
             err_path.display()
         ))
         .output()
         .unwrap();
     let rc = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (rc, std::fs::read_to_string(&err_path).unwrap())
+}
+
+#[test]
+fn once_into_a_closed_pipe_exits_zero_quietly() {
+    // With `| head -1` the reader goes away after one line.
+    let (rc, stderr) = once_into("head -1 >/dev/null");
     assert_eq!(rc, "0", "flowlens exit code");
-    let stderr = std::fs::read_to_string(&err_path).unwrap();
     assert!(!stderr.contains("E! "), "{stderr}");
     assert!(!stderr.contains("panick"), "{stderr}");
 }
@@ -197,19 +174,8 @@ fn once_into_a_closed_pipe_exits_zero_quietly() {
 #[test]
 fn once_into_a_pipe_closed_before_the_write_exits_zero() {
     // The reader is gone before flowlens writes anything: the write fails with EPIPE.
-    let dir = TempDir::new("pipe0");
-    let err_path = dir.join("stderr");
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "'{}' once 2>'{}' | true; echo ${{PIPESTATUS[0]}}",
-            flowlens_bin().display(),
-            err_path.display()
-        ))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
-    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    let (rc, stderr) = once_into("true");
+    assert_eq!(rc, "0");
     assert!(
         !stderr.contains("E! ") && !stderr.contains("panick"),
         "{stderr}"

@@ -6,17 +6,37 @@ use flowlens::lineproto::{parse_lines, FieldValue};
 use std::{
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
-    process::{Child, ChildStdin, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+/// Splits flowlens's stdout into gathers (each ends with its `flowlens:internal` line), stamped
+/// when they arrive, on a thread. What is left at EOF comes as a last, partial batch.
+pub fn batches(stdout: ChildStdout) -> mpsc::Receiver<(Instant, String)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut batch = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            batch.push_str(&line);
+            batch.push('\n');
+            if line.starts_with("flowlens:internal") {
+                let _ = tx.send((Instant::now(), std::mem::take(&mut batch)));
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send((Instant::now(), batch));
+        }
+    });
+    rx
+}
 
 /// The real binary in Telegraf mode: one gather per newline.
 pub struct Session {
     /// The flowlens process.
     pub child: Child,
     stdin: Option<ChildStdin>,
-    batches: mpsc::Receiver<String>,
+    batches: mpsc::Receiver<(Instant, String)>,
 }
 
 impl Session {
@@ -31,19 +51,7 @@ impl Session {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut batch = String::new();
-            for line in BufReader::new(stdout).lines() {
-                let line = line.unwrap();
-                batch.push_str(&line);
-                batch.push('\n');
-                if line.starts_with("flowlens:internal") {
-                    let _ = tx.send(std::mem::take(&mut batch));
-                }
-            }
-        });
+        let rx = batches(child.stdout.take().unwrap());
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -78,7 +86,8 @@ impl Session {
         let batch = self
             .batches
             .recv_timeout(Duration::from_secs(20))
-            .expect("a batch");
+            .expect("a batch")
+            .1;
         flowlens::lineproto::validate(&batch).unwrap();
         batch
     }

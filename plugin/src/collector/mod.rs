@@ -158,11 +158,7 @@ fn reason(error: &dyn std::error::Error) -> String {
 fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &ProbeSpec) -> ProbeStatus {
     let name = format!("probe {} (tp_btf/{})", spec.program, spec.tracepoint);
     let result = (|| -> Result<(), String> {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(spec.program)
-            .ok_or_else(|| "missing from the embedded object".to_string())?
-            .try_into()
-            .map_err(|e| reason(&e))?;
+        let program: &mut BtfTracePoint = program(ebpf, spec.program)?;
         program.load(spec.tracepoint, btf).map_err(|e| reason(&e))?;
         program.attach().map_err(|e| reason(&e))?;
         Ok(())
@@ -179,6 +175,17 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &ProbeSpec) -> ProbeStatus {
             detail: format!("{why}; disabled: {}", spec.feature),
         },
     }
+}
+
+/// The program `name` of the embedded object as its concrete type, or why not.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| "missing from the embedded object".to_string())?
+        .try_into()
+        .map_err(|e| reason(&e))
 }
 
 /// Loads and attaches the capability-check programs (kprobe, fentry, fexit) and detaches them
@@ -211,31 +218,19 @@ pub fn check_hook_kinds(btf: &Btf) -> Vec<ProbeStatus> {
         });
     };
     check("hook kind kprobe (kprobe/tcp_connect)", &mut |ebpf| {
-        let p: &mut KProbe = ebpf
-            .program_mut("fl_check_kprobe")
-            .ok_or("missing from the embedded object")?
-            .try_into()
-            .map_err(|e| reason(&e))?;
+        let p: &mut KProbe = program(ebpf, "fl_check_kprobe")?;
         p.load().map_err(|e| reason(&e))?;
         p.attach("tcp_connect", 0).map_err(|e| reason(&e))?;
         Ok(())
     });
     check("hook kind fentry (fentry/tcp_connect)", &mut |ebpf| {
-        let p: &mut FEntry = ebpf
-            .program_mut("fl_check_fentry")
-            .ok_or("missing from the embedded object")?
-            .try_into()
-            .map_err(|e| reason(&e))?;
+        let p: &mut FEntry = program(ebpf, "fl_check_fentry")?;
         p.load("tcp_connect", btf).map_err(|e| reason(&e))?;
         p.attach().map_err(|e| reason(&e))?;
         Ok(())
     });
     check("hook kind fexit (fexit/tcp_connect)", &mut |ebpf| {
-        let p: &mut FExit = ebpf
-            .program_mut("fl_check_fexit")
-            .ok_or("missing from the embedded object")?
-            .try_into()
-            .map_err(|e| reason(&e))?;
+        let p: &mut FExit = program(ebpf, "fl_check_fexit")?;
         p.load("tcp_connect", btf).map_err(|e| reason(&e))?;
         p.attach().map_err(|e| reason(&e))?;
         Ok(())
