@@ -2,7 +2,7 @@
 
 use crate::flows::{FastSet, FlowTable, HostKey, HostSlot, HostTotals, Role};
 use crate::iface::IfaceCounters;
-use crate::lineproto::{Encoder, LineBuilder, Precision};
+use crate::lineproto::{Encoder, LineBuilder, Precision, TagSet};
 use crate::ndpi::ProtocolTotals;
 use crate::workloads::{WorkloadStats, WorkloadValues};
 use std::{collections::BTreeMap, net::IpAddr};
@@ -268,51 +268,38 @@ fn encode_workload(
     enc: &mut Encoder<'_>,
     shape: &Shape,
     subject: Subject,
-    tags: &[(&str, &str)],
+    tags: &TagSet,
     stats: &WorkloadStats,
     num_containers: Option<u64>,
 ) {
     let names = subject.measurements();
-    let line = with_tags(enc.line(names.num_flows), tags);
+    let line = enc.line_tagged(names.num_flows, tags);
     let line = count(line, shape, "as_client", counter(stats.client.flows));
     count(line, shape, "as_server", counter(stats.server.flows)).finish();
-    let line = with_tags(enc.line(names.rtt), tags);
+    let line = enc.line_tagged(names.rtt, tags);
     let line = maybe_f64(line, "as_client", stats.client.rtt_ms());
     maybe_f64(line, "as_server", stats.server.rtt_ms()).finish();
-    let line = with_tags(enc.line(names.rtt_variance), tags);
+    let line = enc.line_tagged(names.rtt_variance, tags);
     let line = maybe_f64(line, "as_client", stats.client.rttvar_ms());
     maybe_f64(line, "as_server", stats.server.rttvar_ms()).finish();
     if let (Some(n), Some(m)) = (num_containers, names.num_containers) {
-        count(
-            with_tags(enc.line(m), tags),
-            shape,
-            "num_containers",
-            counter(n),
-        )
-        .finish();
+        let line = enc.line_tagged(m, tags);
+        count(line, shape, "num_containers", counter(n)).finish();
     }
     if shape.ntopng_compat {
         return;
     }
-    with_tags(enc.line(names.traffic), tags)
+    enc.line_tagged(names.traffic, tags)
         .field_i64("bytes_sent", counter(stats.bytes_sent))
         .field_i64("bytes_rcvd", counter(stats.bytes_rcvd))
         .finish();
-    with_tags(enc.line(names.new_flows), tags)
+    enc.line_tagged(names.new_flows, tags)
         .field_i64("as_client", counter(stats.new_client))
         .field_i64("as_server", counter(stats.new_server))
         .finish();
-    with_tags(enc.line(names.tcp_retransmissions), tags)
+    enc.line_tagged(names.tcp_retransmissions, tags)
         .field_i64("packets", counter(stats.retrans))
         .finish();
-}
-
-/// Adds every tag of `tags` to a line.
-fn with_tags<'b, 'e>(mut line: LineBuilder<'b, 'e>, tags: &[(&str, &str)]) -> LineBuilder<'b, 'e> {
-    for (k, v) in tags {
-        line = line.tag(k, v);
-    }
-    line
 }
 
 /// The measurement names of a subject.
@@ -358,69 +345,40 @@ impl Subject {
     }
 }
 
-/// Up to 5 tags of one series, on the stack.
-#[derive(Default)]
-struct TagList<'a> {
-    tags: [(&'static str, &'a str); 5],
-    len: usize,
-}
-
-impl<'a> TagList<'a> {
-    fn put(&mut self, key: &'static str, value: &'a str) {
-        self.tags[self.len] = (key, value);
-        self.len += 1;
-    }
-
-    fn as_slice(&self) -> &[(&'static str, &'a str)] {
-        &self.tags[..self.len]
-    }
-}
-
 fn encode_workloads(enc: &mut Encoder<'_>, values: &WorkloadValues, shape: &Shape) {
     let ifid = shape.ifid.as_str();
-    // At most 5 tags per line: kept on the stack, one array per series.
-    // Tags are given in key order (container, container_name, ifid, namespace, pod), so the
-    // encoder never has to sort them.
+    let ext = !shape.ntopng_compat;
+    // Each series' tags are escaped and sorted once, for all of its lines.
+    let mut tags = TagSet::default();
     for series in &values.containers {
-        let mut tags = TagList::default();
         match &series.info {
             Some(info) => {
-                let ext = !shape.ntopng_compat;
-                tags.put("container", info.short_id.as_str());
-                if let (true, Some(name)) = (ext, &info.name) {
-                    tags.put("container_name", name.as_str());
+                fn optional(ext: bool, v: &Option<String>) -> &str {
+                    match (ext, v) {
+                        (true, Some(v)) => v.as_str(),
+                        _ => "",
+                    }
                 }
-                tags.put("ifid", ifid);
-                if let (true, Some(ns)) = (ext, &info.namespace) {
-                    tags.put("namespace", ns.as_str());
-                }
-                if let (true, Some(pod)) = (ext, &info.pod) {
-                    tags.put("pod", pod.as_str());
-                }
+                tags.set(&[
+                    ("container", info.short_id.as_str()),
+                    ("container_name", optional(ext, &info.name)),
+                    ("ifid", ifid),
+                    ("namespace", optional(ext, &info.namespace)),
+                    ("pod", optional(ext, &info.pod)),
+                ]);
             }
-            None => {
-                tags.put("container", "other");
-                tags.put("ifid", ifid);
-            }
+            None => tags.set(&[("container", "other"), ("ifid", ifid)]),
         }
-        encode_workload(
-            enc,
-            shape,
-            Subject::Container,
-            tags.as_slice(),
-            &series.stats,
-            None,
-        );
+        encode_workload(enc, shape, Subject::Container, &tags, &series.stats, None);
     }
     for pod in &values.pods {
-        let mut tags = TagList::default();
-        tags.put("ifid", ifid);
-        if let (false, Some(ns)) = (shape.ntopng_compat, &pod.namespace) {
-            tags.put("namespace", ns.as_str());
-        }
-        tags.put("pod", pod.name.as_str());
+        let namespace = match (ext, &pod.namespace) {
+            (true, Some(ns)) => ns.as_str(),
+            _ => "",
+        };
+        tags.set(&[("ifid", ifid), ("namespace", namespace), ("pod", &pod.name)]);
         let count = Some(pod.num_containers);
-        encode_workload(enc, shape, Subject::Pod, tags.as_slice(), &pod.stats, count);
+        encode_workload(enc, shape, Subject::Pod, &tags, &pod.stats, count);
     }
 }
 
@@ -431,33 +389,24 @@ fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
     let line = enc.line("iface:new_flows").tag("ifid", ifid);
     count(line, shape, "new_flows", counter(flows.new_flows)).finish();
     let mut host = String::new();
+    let mut tags = TagSet::default();
     for (key, h) in &flows.hosts {
         host.clear();
         use std::fmt::Write as _;
         let _ = write!(host, "{key}");
-        let line = enc
-            .line("host:traffic")
-            .tag("ifid", ifid)
-            .tag("host", &host);
+        tags.set(&[("host", &host), ("ifid", ifid)]);
+        let line = enc.line_tagged("host:traffic", &tags);
         let line = count(line, shape, "bytes_sent", counter(h.bytes_sent));
         count(line, shape, "bytes_rcvd", counter(h.bytes_rcvd)).finish();
-        let line = enc
-            .line("host:active_flows")
-            .tag("ifid", ifid)
-            .tag("host", &host);
+        let line = enc.line_tagged("host:active_flows", &tags);
         let line = count(line, shape, "flows_as_client", counter(h.active_client));
         count(line, shape, "flows_as_server", counter(h.active_server)).finish();
-        let line = enc
-            .line("host:total_flows")
-            .tag("ifid", ifid)
-            .tag("host", &host);
+        let line = enc.line_tagged("host:total_flows", &tags);
         let line = count(line, shape, "flows_as_client", counter(h.total_client));
         count(line, shape, "flows_as_server", counter(h.total_server)).finish();
         for (protocol, (sent, rcvd)) in &h.ndpi {
             let line = enc
-                .line("host:ndpi")
-                .tag("ifid", ifid)
-                .tag("host", &host)
+                .line_tagged("host:ndpi", &tags)
                 .tag("protocol", protocol);
             let line = count(line, shape, "bytes_sent", counter(*sent));
             count(line, shape, "bytes_rcvd", counter(*rcvd)).finish();

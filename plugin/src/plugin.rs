@@ -4,9 +4,9 @@ use crate::{
     collector::{self, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, LogLevelName, RttSource},
     containers,
-    flows::{FastMap, FlowTable, Limits, Role, Update},
+    flows::{FastMap, FastSet, FlowTable, Limits, Role, Update},
     iface, logging, metrics, records, seed,
-    workloads::{WorkloadTracker, WorkloadValues},
+    workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
 };
 use abi_stable::{
     sabi_extern_fn,
@@ -17,10 +17,7 @@ use flowlens_abi::{
     Collector, CollectorBox, Collector_TO, DoctorCheck, ErrorKind, GatherSummary, HostCallbacks,
     LogLevel, PluginError, ShimSettings,
 };
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
@@ -67,6 +64,8 @@ pub struct Flowlens {
     resolver: containers::Resolver,
     /// Which containers have series.
     tracker: WorkloadTracker,
+    /// Active flows per cgroup, reused from gather to gather (its capacity is kept).
+    active: ActiveByCgroup,
     /// Whether the interface counters' failure was logged (until they read again).
     iface_warned: bool,
 }
@@ -217,6 +216,7 @@ impl Flowlens {
             events_dropped: 0,
             resolver,
             tracker,
+            active: ActiveByCgroup::default(),
             iface_warned: false,
         }
     }
@@ -225,20 +225,15 @@ impl Flowlens {
     /// that started or ended since the last gather, and of containers that still have series.
     fn collect_workloads(&mut self) -> WorkloadValues {
         let touched = self.table.take_touched_cgroups();
-        let mut pid_of: HashMap<u64, u32> = HashMap::new();
-        for flow in self.table.flows() {
-            let pid = pid_of.entry(flow.cgroup_id).or_insert(flow.pid);
-            if *pid == 0 {
-                *pid = flow.pid;
-            }
-        }
-        let active: HashSet<u64> = pid_of.keys().copied().collect();
-        let mut wanted = active.clone();
+        // One pass over the flows; everything below works per cgroup.
+        workloads::active_by_cgroup(&self.table, &mut self.active);
+        let active = &self.active;
+        let mut wanted: FastSet<u64> = active.keys().copied().collect();
         wanted.extend(touched.iter().copied());
         wanted.extend(self.tracker.cgroups());
         let mut resolved: FastMap<u64, Arc<containers::ContainerInfo>> = FastMap::default();
         for cgroup_id in &wanted {
-            let pid = pid_of.get(cgroup_id).copied().unwrap_or(0);
+            let pid = active.get(cgroup_id).map_or(0, |a| a.pid);
             if let Some(info) = self.resolver.resolve(*cgroup_id, pid) {
                 resolved.insert(*cgroup_id, info);
             }
@@ -257,14 +252,15 @@ impl Flowlens {
         }
         let values = self.tracker.update(
             &self.table,
+            active,
             &resolved,
             &touched,
             &pod_counts,
             monotonic_ns(),
         );
-        let keep = self.tracker.cgroups();
+        let keep: FastSet<u64> = self.tracker.cgroups().collect();
         self.table
-            .retain_cgroups(|id| keep.contains(&id) || active.contains(&id));
+            .retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));
         self.resolver.prune(&wanted);
         values
     }

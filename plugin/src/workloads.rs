@@ -25,14 +25,14 @@ pub struct RoleStats {
 }
 
 impl RoleStats {
-    /// Mean srtt in ms, or None without a sample.
+    /// Mean srtt in ms, to the microsecond (the kernel's resolution), or None without a sample.
     pub fn rtt_ms(&self) -> Option<f64> {
-        (self.rtt_samples > 0).then(|| self.srtt_sum_us as f64 / self.rtt_samples as f64 / 1e3)
+        mean_ms(self.srtt_sum_us, self.rtt_samples)
     }
 
-    /// Mean RTT variance in ms, or None without a sample.
+    /// Mean RTT variance in ms, to the microsecond, or None without a sample.
     pub fn rttvar_ms(&self) -> Option<f64> {
-        (self.rtt_samples > 0).then(|| self.rttvar_sum_us as f64 / self.rtt_samples as f64 / 1e3)
+        mean_ms(self.rttvar_sum_us, self.rtt_samples)
     }
 
     fn add(&mut self, other: &RoleStats) {
@@ -41,6 +41,12 @@ impl RoleStats {
         self.srtt_sum_us += other.srtt_sum_us;
         self.rttvar_sum_us += other.rttvar_sum_us;
     }
+}
+
+/// The mean of `n` values summing to `sum_us` µs, in ms rounded to the µs: digits below the
+/// kernel's resolution would only be noise (and cost the encoder its fast path).
+fn mean_ms(sum_us: u64, n: u64) -> Option<f64> {
+    (n > 0).then(|| (sum_us as f64 / n as f64).round() / 1e3)
 }
 
 /// What one container (or pod, or the `other` fold) has at a gather.
@@ -153,66 +159,46 @@ impl WorkloadTracker {
     }
 
     /// The cgroups of the containers with series (the caller keeps resolving them).
-    pub fn cgroups(&self) -> HashSet<u64> {
+    pub fn cgroups(&self) -> impl Iterator<Item = u64> + '_ {
         self.tracked
             .values()
             .flat_map(|t| t.cgroups.iter().copied())
-            .collect()
     }
 
-    /// Computes this gather's series. `resolved` maps the cgroup ids of active flows to their
-    /// container (absent: a host process). `pod_containers` gives, per `namespace/pod`, how many
-    /// of its containers run (sandbox excluded) when the caller knows; otherwise the containers
-    /// with series count. `now_ns` is any monotonic clock.
+    /// Computes this gather's series. `active` is [`active_by_cgroup`] of `table` (which gives
+    /// the cumulative counters); `resolved` maps cgroup ids to their container (absent: a host
+    /// process). `pod_containers` gives, per `namespace/pod`, how many of its containers run
+    /// (sandbox excluded) when the caller knows; otherwise the containers with series count.
+    /// `now_ns` is any monotonic clock.
     pub fn update<S: BuildHasher, T: BuildHasher>(
         &mut self,
         table: &FlowTable,
+        active: &ActiveByCgroup,
         resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
         touched: &HashSet<u64, T>,
         pod_containers: &HashMap<String, u64>,
         now_ns: u64,
     ) -> WorkloadValues {
-        // Active flows per cgroup (no allocation per flow: this runs over the whole table).
-        let mut by_cgroup: FastMap<u64, WorkloadStats> = FastMap::default();
-        for flow in table.flows() {
-            if !resolved.contains_key(&flow.cgroup_id) {
-                continue;
-            }
-            let stats = by_cgroup.entry(flow.cgroup_id).or_default();
-            let role = match flow.role {
-                Role::Client => &mut stats.client,
-                Role::Server => &mut stats.server,
-            };
-            role.flows += 1;
-            if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
-                role.rtt_samples += 1;
-                role.srtt_sum_us += u64::from(flow.srtt_us);
-                role.rttvar_sum_us += u64::from(flow.rttvar_us);
-            }
-            stats.bytes_sent += flow.bytes_sent;
-            stats.bytes_rcvd += flow.bytes_rcvd;
-            stats.retrans += u64::from(flow.retrans);
-        }
         // Containers with active flows, or whose flows started or ended since the last gather
         // (even ones shorter than the interval), are active now.
-        for cgroup_id in by_cgroup.keys().chain(touched.iter()) {
-            if let Some(info) = resolved.get(cgroup_id).filter(|i| !i.is_sandbox) {
-                if !self.tracked.contains_key(info.id.as_str()) {
-                    let fresh = Tracked {
+        for cgroup_id in active.keys().chain(touched.iter()) {
+            let Some(info) = resolved.get(cgroup_id).filter(|i| !i.is_sandbox) else {
+                continue;
+            };
+            let tracked = match self.tracked.get_mut(info.id.as_str()) {
+                Some(tracked) => tracked,
+                None => self
+                    .tracked
+                    .entry(info.id.clone())
+                    .or_insert_with(|| Tracked {
                         info: info.clone(),
                         cgroups: Vec::new(),
                         last_active_ns: now_ns,
-                    };
-                    self.tracked.insert(info.id.clone(), fresh);
-                }
-                let tracked = self
-                    .tracked
-                    .get_mut(info.id.as_str())
-                    .expect("inserted above");
-                tracked.last_active_ns = now_ns;
-                if !tracked.cgroups.contains(cgroup_id) {
-                    tracked.cgroups.push(*cgroup_id);
-                }
+                    }),
+            };
+            tracked.last_active_ns = now_ns;
+            if !tracked.cgroups.contains(cgroup_id) {
+                tracked.cgroups.push(*cgroup_id);
             }
         }
         // Containers whose last flow is older than the TTL end their series.
@@ -226,8 +212,8 @@ impl WorkloadTracker {
             .map(|t| {
                 let mut stats = WorkloadStats::default();
                 for cg in &t.cgroups {
-                    if let Some(active) = by_cgroup.get(cg) {
-                        stats.add(active);
+                    if let Some(a) = active.get(cg) {
+                        stats.add(&a.stats);
                     }
                     let totals = table.cgroup_totals(*cg);
                     stats.bytes_sent += totals.bytes_sent;
@@ -239,25 +225,21 @@ impl WorkloadTracker {
                 (t.info.clone(), stats, t.last_active_ns)
             })
             .collect();
-        // The busiest keep their own series; ties go to the smaller id, for stable output.
-        all.sort_by(|a, b| {
-            let busy = |s: &WorkloadStats| s.client.flows + s.server.flows;
-            busy(&b.1)
-                .cmp(&busy(&a.1))
-                .then(b.2.cmp(&a.2))
-                .then(a.0.id.cmp(&b.0.id))
-        });
+        // Beyond `max_containers`, the busiest keep their own series; ties go to the most
+        // recently active, then the smaller id, for stable output. Only a partition: the named
+        // series are sorted by id below.
         let mut values = WorkloadValues::default();
         let mut other: Option<WorkloadStats> = None;
         let mut pod_other: Option<WorkloadStats> = None;
-        let mut named = Vec::with_capacity(all.len().min(self.max_containers));
-        for (rank, (info, stats, _)) in all.into_iter().enumerate() {
-            if rank < self.max_containers {
-                named.push(ContainerSeries {
-                    info: Some(info),
-                    stats,
-                });
-            } else {
+        if all.len() > self.max_containers {
+            let busy = |s: &WorkloadStats| s.client.flows + s.server.flows;
+            all.select_nth_unstable_by(self.max_containers, |a, b| {
+                busy(&b.1)
+                    .cmp(&busy(&a.1))
+                    .then(b.2.cmp(&a.2))
+                    .then_with(|| a.0.id.cmp(&b.0.id))
+            });
+            for (info, stats, _) in all.drain(self.max_containers..) {
                 values.series_dropped += 1;
                 if info.pod.is_some() {
                     pod_other.get_or_insert_with(Default::default).add(&stats);
@@ -265,6 +247,13 @@ impl WorkloadTracker {
                 other.get_or_insert_with(Default::default).add(&stats);
             }
         }
+        let mut named: Vec<ContainerSeries> = all
+            .into_iter()
+            .map(|(info, stats, _)| ContainerSeries {
+                info: Some(info),
+                stats,
+            })
+            .collect();
         // Pods of the named containers: (namespace, name) -> sums and how many containers.
         let mut pods: BTreeMap<(Option<&str>, &str), (WorkloadStats, u64)> = BTreeMap::new();
         for series in &named {
@@ -275,13 +264,15 @@ impl WorkloadTracker {
                 entry.1 += 1;
             }
         }
+        let mut key = String::new();
         for ((namespace, name), (stats, seen)) in pods {
-            let uid_count = pod_containers
-                .get(&format!("{}/{}", namespace.unwrap_or(""), name))
-                .copied();
+            key.clear();
+            key.push_str(namespace.unwrap_or(""));
+            key.push('/');
+            key.push_str(name);
             values.pods.push(PodSeries {
                 // The cgroup tree's count when known (idle containers too), else those with series.
-                num_containers: uid_count.unwrap_or(seen),
+                num_containers: pod_containers.get(&key).copied().unwrap_or(seen),
                 name: name.to_string(),
                 namespace: namespace.map(str::to_string),
                 stats,
@@ -295,7 +286,19 @@ impl WorkloadTracker {
                 stats,
             });
         }
-        named.sort_by(|a, b| short_id(a).cmp(&short_id(b)));
+        // By short id; the first 8 bytes compared as one word, as most ids differ there.
+        let head = |s: &ContainerSeries| {
+            let id = short_id(s).unwrap_or("").as_bytes();
+            let mut word = [0u8; 8];
+            let n = id.len().min(8);
+            word[..n].copy_from_slice(&id[..n]);
+            u64::from_be_bytes(word)
+        };
+        named.sort_unstable_by(|a, b| {
+            head(a)
+                .cmp(&head(b))
+                .then_with(|| short_id(a).cmp(&short_id(b)))
+        });
         values.containers = named;
         if let Some(stats) = other {
             values
@@ -303,6 +306,46 @@ impl WorkloadTracker {
                 .push(ContainerSeries { info: None, stats });
         }
         values
+    }
+}
+
+/// The active flows of one cgroup, summed in one pass over the table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CgroupActive {
+    /// A process of the cgroup (the first nonzero pid of its flows; 0 if none is known), for
+    /// resolving cgroups outside the cgroup2 tree.
+    pub pid: u32,
+    /// Its active flows' values (the cumulative counters are not included).
+    pub stats: WorkloadStats,
+}
+
+/// [`CgroupActive`] per cgroup id.
+pub type ActiveByCgroup = FastMap<u64, CgroupActive>;
+
+/// Sums the table's active flows per cgroup into `out` (cleared first; it keeps its capacity,
+/// so a caller that reuses it allocates nothing in the steady state). One hash lookup per flow:
+/// everything after this works per cgroup.
+pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
+    out.clear();
+    for flow in table.flows() {
+        let a = out.entry(flow.cgroup_id).or_default();
+        if a.pid == 0 {
+            a.pid = flow.pid;
+        }
+        let stats = &mut a.stats;
+        let role = match flow.role {
+            Role::Client => &mut stats.client,
+            Role::Server => &mut stats.server,
+        };
+        role.flows += 1;
+        if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
+            role.rtt_samples += 1;
+            role.srtt_sum_us += u64::from(flow.srtt_us);
+            role.rttvar_sum_us += u64::from(flow.rttvar_us);
+        }
+        stats.bytes_sent += flow.bytes_sent;
+        stats.bytes_rcvd += flow.bytes_rcvd;
+        stats.retrans += u64::from(flow.retrans);
     }
 }
 
@@ -344,12 +387,45 @@ mod tests {
         t.apply(Update::Open, cookie, &s);
     }
 
+    /// One gather's update, with the active sums computed as the plugin does.
+    fn gather<T: BuildHasher>(
+        w: &mut WorkloadTracker,
+        t: &FlowTable,
+        resolved: &HashMap<u64, Arc<ContainerInfo>>,
+        touched: &HashSet<u64, T>,
+        pod_containers: &HashMap<String, u64>,
+        now_ns: u64,
+    ) -> WorkloadValues {
+        let mut active = ActiveByCgroup::default();
+        active_by_cgroup(t, &mut active);
+        w.update(t, &active, resolved, touched, pod_containers, now_ns)
+    }
+
     fn table() -> FlowTable {
         FlowTable::new(Limits {
             max_flows: 100,
             max_hosts: 10,
             udp_idle_timeout_ns: 1,
         })
+    }
+
+    #[test]
+    fn rtt_means_are_rounded_to_the_microsecond() {
+        let role = |sum, n| RoleStats {
+            flows: n,
+            rtt_samples: n,
+            srtt_sum_us: sum,
+            rttvar_sum_us: sum / 10,
+        };
+        // (1000 + 1001 + 1001) / 3 = 1000.67 µs
+        assert_eq!(role(3002, 3).rtt_ms(), Some(1.001));
+        assert_eq!(role(3002, 3).rttvar_ms(), Some(0.1));
+        assert_eq!(
+            role(7, 2).rtt_ms(),
+            Some(0.004),
+            "3.5 µs rounds away from zero"
+        );
+        assert_eq!(role(0, 0).rtt_ms(), None);
     }
 
     #[test]
@@ -363,7 +439,7 @@ mod tests {
         let resolved = HashMap::from([(11, info('a', "a", "p1")), (12, info('b', "b", "p1"))]);
         let mut w = WorkloadTracker::new(300, 10);
         let touched = t.take_touched_cgroups();
-        let v = w.update(&t, &resolved, &touched, &HashMap::new(), 1);
+        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), 1);
         let a = &v.containers[0].stats;
         assert_eq!(a.client.flows, 3);
         assert_eq!(a.client.rtt_ms(), Some(2.0));
@@ -389,22 +465,36 @@ mod tests {
         let mut w = WorkloadTracker::new(2, 10);
         let sec = 1_000_000_000;
         let touched = t.take_touched_cgroups();
-        let v = w.update(&t, &resolved, &touched, &HashMap::new(), sec);
+        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), sec);
         assert_eq!(v.containers[0].stats.client.flows, 1);
         let mut closed = sock(ROLE_CLIENT, 6, "10.0.0.1:40001", "10.0.0.2:80");
         closed.cgroup_id = 11;
         closed.bytes_sent = 99;
         t.apply(Update::Close, 1, &closed);
         let touched = t.take_touched_cgroups();
-        let v = w.update(&t, &resolved, &touched, &HashMap::new(), 2 * sec);
+        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), 2 * sec);
         let stats = &v.containers[0].stats;
         assert_eq!(
             (stats.client.flows, stats.bytes_sent, stats.new_client),
             (0, 99, 1)
         );
-        let v = w.update(&t, &resolved, &HashSet::new(), &HashMap::new(), 4 * sec);
+        let v = gather(
+            &mut w,
+            &t,
+            &resolved,
+            &HashSet::new(),
+            &HashMap::new(),
+            4 * sec,
+        );
         assert_eq!(v.containers.len(), 1, "still within the TTL");
-        let v = w.update(&t, &resolved, &HashSet::new(), &HashMap::new(), 5 * sec);
+        let v = gather(
+            &mut w,
+            &t,
+            &resolved,
+            &HashSet::new(),
+            &HashMap::new(),
+            5 * sec,
+        );
         assert!(
             v.containers.is_empty() && w.is_empty(),
             "gone after the TTL"
@@ -424,7 +514,7 @@ mod tests {
         ]);
         let mut w = WorkloadTracker::new(300, 2);
         let touched = t.take_touched_cgroups();
-        let v = w.update(&t, &resolved, &touched, &HashMap::new(), 1);
+        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), 1);
         let names: Vec<_> = v
             .containers
             .iter()

@@ -415,7 +415,7 @@ impl Resolver {
 
     /// Drops what belongs to cgroups that no longer exist (call once per gather with the cgroup
     /// ids still in use); caches shrink back.
-    pub fn prune(&mut self, live_cgroup_ids: &HashSet<u64>) {
+    pub fn prune<S: std::hash::BuildHasher>(&mut self, live_cgroup_ids: &HashSet<u64, S>) {
         self.by_cgroup.retain(|id, _| live_cgroup_ids.contains(id));
         self.index.retain(|id, _| live_cgroup_ids.contains(id));
         self.index.shrink_to_fit();

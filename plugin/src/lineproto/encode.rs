@@ -44,7 +44,7 @@ pub struct Encoder<'b> {
 }
 
 /// The state of the line being built.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Line {
     /// A line was started and not finished yet.
     open: bool,
@@ -126,6 +126,23 @@ impl<'b> Encoder<'b> {
         LineBuilder { enc: self }
     }
 
+    /// Starts a line for `measurement` carrying the tags of `tags`, which were escaped and
+    /// sorted when the set was built: the cheap way to write several lines of one series.
+    /// More tags may still be added (they are sorted in, by scanning).
+    #[inline]
+    pub fn line_tagged<'e>(&'e mut self, measurement: &str, tags: &TagSet) -> LineBuilder<'b, 'e> {
+        let builder = self.line(measurement);
+        let (buf, cur) = (&mut *builder.enc.buf, &mut builder.enc.cur);
+        if !cur.skip && tags.tags.ntags > 0 {
+            buf.extend_from_slice(&tags.bytes);
+            cur.ntags = tags.tags.ntags;
+            cur.index = tags.tags.index;
+            cur.escaped = tags.tags.escaped;
+            cur.far = tags.tags.far;
+        }
+        builder
+    }
+
     /// How many lines this encoder has written.
     #[inline]
     pub fn lines_written(&self) -> u64 {
@@ -143,6 +160,60 @@ impl<'b> Encoder<'b> {
 impl Drop for Encoder<'_> {
     fn drop(&mut self) {
         self.discard_open();
+    }
+}
+
+/// The tags of one series, escaped, sorted and deduplicated once (as [`LineBuilder::tag`] would
+/// write them) for every line that carries them: see [`Encoder::line_tagged`]. Reuse one set
+/// across series to keep its buffer.
+#[derive(Debug, Default, Clone)]
+pub struct TagSet {
+    /// `,key=value` for each tag, in order.
+    bytes: Vec<u8>,
+    /// The tags' index, as a line keeps it (`tags_at` 0): copied into each line, so that a tag
+    /// added after them is placed as cheaply as on any line.
+    tags: Line,
+}
+
+impl TagSet {
+    /// Replaces the tags with `tags` (any order, each key once; empty keys or values are left
+    /// out). Tags given in key order are written as they come.
+    pub fn set(&mut self, tags: &[(&str, &str)]) {
+        self.bytes.clear();
+        self.tags = Line::default();
+        for (key, value) in tags {
+            if !key.is_empty() && !value.is_empty() {
+                push_tag(&mut self.bytes, &mut self.tags, key, value);
+            }
+        }
+        if self.tags.unsorted {
+            let cur = &self.tags;
+            let index = (!cur.far).then_some((&cur.index[..cur.ntags], cur.escaped));
+            sort_tags(&mut self.bytes, 0, cur.ntags, index);
+            // Sorted (and deduplicated): index the tags where they are now.
+            let (mut at, mut n) = (0, 0);
+            let cur = &mut self.tags;
+            cur.escaped = 0;
+            while at < self.bytes.len() {
+                let seg = Segment::at(&self.bytes, at);
+                match (u16::try_from(seg.start), u16::try_from(seg.key_end)) {
+                    (Ok(start), Ok(key_end)) if n < MAX_TAGS && !cur.far => {
+                        cur.index[n] = (start, key_end);
+                        cur.escaped |= u16::from(seg.escaped) << n;
+                    }
+                    _ => cur.far = true,
+                }
+                at = seg.end;
+                n += 1;
+            }
+            cur.ntags = n;
+            cur.unsorted = false;
+        }
+    }
+
+    /// The tags as written: `,key=value...`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -174,34 +245,7 @@ impl LineBuilder<'_, '_> {
             late_tag(buf, cur, key, value);
             return self;
         }
-        buf.push(b',');
-        let key_at = buf.len();
-        let escaped = write_name(buf, key.as_bytes(), KEY);
-        let key_end = buf.len();
-        buf.push(b'=');
-        write_name(buf, value.as_bytes(), KEY);
-        let (seg, end) = (key_at - 1 - cur.tags_at, key_end - cur.tags_at);
-        match (u16::try_from(seg), u16::try_from(end)) {
-            (Ok(seg), Ok(end)) if cur.ntags < MAX_TAGS && !cur.far => {
-                let n = cur.ntags;
-                cur.index[n] = (seg, end);
-                cur.escaped |= u16::from(escaped) << n;
-                if n > 0 && !cur.unsorted {
-                    let last = Segment::indexed(cur.tags_at, cur.index[n - 1], cur.escaped, n - 1);
-                    let this = Segment::indexed(cur.tags_at, cur.index[n], cur.escaped, n);
-                    cur.unsorted = last.cmp_key(&this, buf) != Ordering::Less;
-                }
-            }
-            _ => {
-                cur.far = true;
-                cur.unsorted = true;
-            }
-        }
-        cur.ntags += 1;
-        debug_assert!(
-            cur.ntags <= MAX_TAGS,
-            "more than {MAX_TAGS} tags on one line"
-        );
+        push_tag(buf, cur, key, value);
         self
     }
 
@@ -290,6 +334,39 @@ impl LineBuilder<'_, '_> {
         buf.push(b'=');
         true
     }
+}
+
+/// Writes `,key=value` at the end of `buf` (the line's tags end there) and indexes it.
+#[inline]
+fn push_tag(buf: &mut Vec<u8>, cur: &mut Line, key: &str, value: &str) {
+    buf.push(b',');
+    let key_at = buf.len();
+    let escaped = write_name(buf, key.as_bytes(), KEY);
+    let key_end = buf.len();
+    buf.push(b'=');
+    write_name(buf, value.as_bytes(), KEY);
+    let (seg, end) = (key_at - 1 - cur.tags_at, key_end - cur.tags_at);
+    match (u16::try_from(seg), u16::try_from(end)) {
+        (Ok(seg), Ok(end)) if cur.ntags < MAX_TAGS && !cur.far => {
+            let n = cur.ntags;
+            cur.index[n] = (seg, end);
+            cur.escaped |= u16::from(escaped) << n;
+            if n > 0 && !cur.unsorted {
+                let last = Segment::indexed(cur.tags_at, cur.index[n - 1], cur.escaped, n - 1);
+                let this = Segment::indexed(cur.tags_at, cur.index[n], cur.escaped, n);
+                cur.unsorted = last.cmp_key(&this, buf) != Ordering::Less;
+            }
+        }
+        _ => {
+            cur.far = true;
+            cur.unsorted = true;
+        }
+    }
+    cur.ntags += 1;
+    debug_assert!(
+        cur.ntags <= MAX_TAGS,
+        "more than {MAX_TAGS} tags on one line"
+    );
 }
 
 /// A tag after fields: insert it among the tags, keeping the fields.

@@ -206,6 +206,39 @@ proptest! {
         prop_assert!(text.split_inclusive('\n').all(|l| l.ends_with(&ts_text)));
     }
 
+    /// A line from a prebuilt tag set, with or without one more tag added after it, is the
+    /// line the tags given one by one make (escaping, order, empty tags left out).
+    #[test]
+    fn tag_sets_write_what_single_tags_write(p in point(), split in 0..7usize) {
+        let split = split.min(p.tags.len());
+        let (set_tags, more) = p.tags.split_at(split);
+        let more = &more[..more.len().min(1)];
+        fn fields(line: LineBuilder<'_, '_>) {
+            line.field_i64("f", 1).field_str("s", "x").finish();
+        }
+        let mut by_tags = Vec::new();
+        let mut enc = Encoder::new(&mut by_tags, Precision::Ns, 7);
+        let mut line = enc.line(&p.measurement);
+        for (k, v) in set_tags.iter().chain(more) {
+            line = line.tag(k, v);
+        }
+        fields(line);
+        drop(enc);
+        let mut set = TagSet::default();
+        set.set(&[("stale", "tag")]);
+        let pairs: Vec<(&str, &str)> = set_tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        set.set(&pairs);
+        let mut by_set = Vec::new();
+        let mut enc = Encoder::new(&mut by_set, Precision::Ns, 7);
+        let mut line = enc.line_tagged(&p.measurement, &set);
+        for (k, v) in more {
+            line = line.tag(k, v);
+        }
+        fields(line);
+        drop(enc);
+        prop_assert_eq!(String::from_utf8(by_set).unwrap(), String::from_utf8(by_tags).unwrap());
+    }
+
     /// Numbers are written `-?\d+i` or `-?\d+(\.\d+)?(e-?\d+)?`: never `u`, `NaN`, `inf`, `+`,
     /// `1.` or `.5`.
     #[test]

@@ -8,7 +8,7 @@ use flowlens::{
     lineproto::{Encoder, Precision},
     metrics::{self, FlowValues, Shape, Snapshot},
     records::{self, FlSock, COMM_LEN},
-    workloads::WorkloadTracker,
+    workloads::{self, ActiveByCgroup, WorkloadTracker},
 };
 use std::{
     collections::HashMap,
@@ -156,8 +156,10 @@ pub struct GatherTimes {
     pub total: Spread,
     /// refresh alone.
     pub refresh: Spread,
-    /// Host aggregation (`from_table`) and container/pod aggregation (`WorkloadTracker`).
-    pub aggregate: Spread,
+    /// Host aggregation (`from_table`).
+    pub hosts: Spread,
+    /// Container/pod aggregation (`WorkloadTracker`).
+    pub workloads: Spread,
     /// encode alone.
     pub encode: Spread,
     /// Lines written.
@@ -193,6 +195,7 @@ fn synthetic_containers(containers: u64) -> FastMap<u64, Arc<ContainerInfo>> {
 pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     let resolved = synthetic_containers(containers);
     let mut tracker = WorkloadTracker::new(300, containers as usize);
+    let mut active = ActiveByCgroup::default();
     let mut table = FlowTable::new(limits(flows as usize));
     let socks: Vec<(u64, FlSock)> = (0..flows).map(|i| (i + 1, synthetic_sock(i))).collect();
     for (cookie, sock) in &socks {
@@ -204,8 +207,8 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         ntopng_compat: false,
     };
     let mut out = Vec::new();
-    let (mut total, mut refresh, mut aggregate, mut encode) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut total, mut refresh, mut hosts, mut workloads_ms, mut encode) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut lines = 0;
     for rep in 0..reps {
         out.clear();
@@ -213,8 +216,17 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let expired = table.refresh(socks.iter().map(|(c, s)| (*c, s)), 2_000 + rep as u64);
         let t1 = Instant::now();
         let values = FlowValues::from_table(&table);
+        let t_hosts = Instant::now();
         let touched = table.take_touched_cgroups();
-        let workloads = tracker.update(&table, &resolved, &touched, &HashMap::new(), rep as u64);
+        workloads::active_by_cgroup(&table, &mut active);
+        let workloads = tracker.update(
+            &table,
+            &active,
+            &resolved,
+            &touched,
+            &HashMap::new(),
+            rep as u64,
+        );
         let t2 = Instant::now();
         let snapshot = Snapshot {
             flows: Some(values),
@@ -227,7 +239,8 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         total.push(ms(t0, t3));
         refresh.push(ms(t0, t1));
-        aggregate.push(ms(t1, t2));
+        hosts.push(ms(t1, t_hosts));
+        workloads_ms.push(ms(t_hosts, t2));
         encode.push(ms(t2, t3));
         drop(snapshot);
     }
@@ -235,7 +248,8 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     GatherTimes {
         total: Spread::of(&total),
         refresh: Spread::of(&refresh),
-        aggregate: Spread::of(&aggregate),
+        hosts: Spread::of(&hosts),
+        workloads: Spread::of(&workloads_ms),
         encode: Spread::of(&encode),
         lines,
     }
