@@ -619,51 +619,26 @@ fn has_byte(x: u64, b: u8) -> bool {
     y.wrapping_sub(ONES) & !y & HIGHS != 0
 }
 
-/// Whether a byte of `x` is one that `ctx` escapes or rewrites (exact for "any").
-#[inline]
-fn word_has_special(x: u64, ctx: u8) -> bool {
-    // Bytes below 0x21 (controls and space), `,`, `\`, DEL, and `=` in keys.
-    x.wrapping_sub(ONES * 0x21) & !x & HIGHS != 0
-        || has_byte(x, b',')
-        || has_byte(x, b'\\')
-        || has_byte(x, 0x7f)
-        || (ctx == KEY && has_byte(x, b'='))
-}
-
-/// The index of the first byte of `s` that `ctx` escapes or rewrites, eight bytes at a time
-/// (the last few padded with a harmless byte): no per-byte loop unless there is one.
+/// The index of the first byte of `s` that `ctx` escapes or rewrites, eight bytes at a time.
 #[inline]
 fn first_special(s: &[u8], ctx: u8) -> Option<usize> {
-    let mut chunks = s.chunks_exact(8);
     let mut at = 0;
-    for chunk in &mut chunks {
+    for chunk in s.chunks_exact(8) {
         let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        if word_has_special(x, ctx) {
-            return s[at..]
-                .iter()
-                .position(|&b| CLASS[b as usize] & ctx != 0)
-                .map(|i| at + i);
+        // Bytes below 0x21 (controls and space), `,`, `\`, DEL, and `=` in keys.
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGHS != 0;
+        if below
+            || has_byte(x, b',')
+            || has_byte(x, b'\\')
+            || has_byte(x, 0x7f)
+            || (ctx == KEY && has_byte(x, b'='))
+        {
+            break;
         }
         at += 8;
     }
-    let rest = chunks.remainder();
-    if rest.is_empty() {
-        return None;
-    }
-    let word = if s.len() >= 8 {
-        // The last eight bytes: those before `rest` were checked already.
-        u64::from_le_bytes(s[s.len() - 8..].try_into().unwrap_or([0; 8]))
-    } else {
-        let mut word = u64::from_le_bytes([b'a'; 8]);
-        for (i, &b) in rest.iter().enumerate() {
-            word = (word & !(0xff << (8 * i))) | (u64::from(b) << (8 * i));
-        }
-        word
-    };
-    if !word_has_special(word, ctx) {
-        return None;
-    }
-    rest.iter()
+    s[at..]
+        .iter()
         .position(|&b| CLASS[b as usize] & ctx != 0)
         .map(|i| at + i)
 }
