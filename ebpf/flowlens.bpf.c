@@ -331,6 +331,18 @@ int BPF_PROG(fl_noop_recv)
 	return 0;
 }
 
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(fl_noop_destroy)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(fl_noop_retransmit)
+{
+	return 0;
+}
+
 /*
  * Capability checks for `flowlens doctor`: trivial programs on the hook types other kernels offer
  * (kprobes, fentry/fexit). The collector does not use them; doctor loads and attaches each one

@@ -1,9 +1,10 @@
 //! The floor of the benchmarks: the collector's hooks with empty programs attached, to measure
 //! what merely tracing those hooks costs the host, apart from anything flowlens does in them.
 //!
-//! The embedded object carries `fl_noop_set_state`, `fl_noop_send` and `fl_noop_recv`, each on the
-//! same `tp_btf` tracepoint as the real program of the same role. [`Floor::attach`] loads the
-//! object, attaches those three and nothing else; dropping the [`Floor`] detaches them.
+//! The embedded object carries `fl_noop_set_state`, `fl_noop_send`, `fl_noop_recv`,
+//! `fl_noop_destroy` and `fl_noop_retransmit`, each on the same `tp_btf` tracepoint as the real
+//! program of the same role (the hooks of the default config). [`Floor::attach`] loads the
+//! object, attaches those and nothing else; dropping the [`Floor`] detaches them.
 
 use super::{kernel_btf, reason, CollectorError, BPF_OBJECT};
 use aya::{programs::BtfTracePoint, EbpfLoader};
@@ -13,6 +14,8 @@ pub const FLOOR_PROBES: &[(&str, &str)] = &[
     ("fl_noop_set_state", "inet_sock_set_state"),
     ("fl_noop_send", "sock_send_length"),
     ("fl_noop_recv", "sock_recv_length"),
+    ("fl_noop_destroy", "tcp_destroy_sock"),
+    ("fl_noop_retransmit", "tcp_retransmit_skb"),
 ];
 
 /// Why the floor could not be attached.
@@ -33,13 +36,13 @@ pub enum FloorError {
     },
 }
 
-/// The three empty programs, attached; they are detached when this is dropped.
+/// The empty programs, attached; they are detached when this is dropped.
 pub struct Floor {
     _ebpf: aya::Ebpf,
 }
 
 impl Floor {
-    /// Loads the embedded object and attaches the empty programs. All three or an error.
+    /// Loads the embedded object and attaches the empty programs. All of them or an error.
     pub fn attach() -> Result<Floor, FloorError> {
         let btf = kernel_btf()?;
         let mut ebpf = EbpfLoader::new()
@@ -61,5 +64,24 @@ impl Floor {
             prog.attach().map_err(|e| fail(reason(&e)))?;
         }
         Ok(Floor { _ebpf: ebpf })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_hooks_what_the_collector_hooks() {
+        let floor: Vec<&str> = FLOOR_PROBES.iter().map(|(_, tp)| *tp).collect();
+        let real: Vec<&str> = super::super::PROBES.iter().map(|p| p.tracepoint).collect();
+        assert_eq!(floor, real);
+        for (program, _) in FLOOR_PROBES {
+            let name = program.as_bytes();
+            assert!(
+                BPF_OBJECT.windows(name.len()).any(|w| w == name),
+                "{program} is not in the embedded object"
+            );
+        }
     }
 }

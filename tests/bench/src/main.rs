@@ -10,7 +10,7 @@
 //!   (the full run: 5 rounds of 3 s, a 10-minute churn run).
 //! - `--rounds N`, `--secs S`: rounds and seconds per run of the cost-to-host section.
 //! - `--flat-secs S`: length of the churn run of the RSS-flatness row.
-//! - `--only LIST`: comma-separated sections to run: `host`, `userspace`, `memory`.
+//! - `--only LIST`: comma-separated sections to run: `host`, `progtime`, `userspace`, `memory`.
 //! - `--out PATH`: where to write the table (default: BENCHMARKS.md at the repository root);
 //!   `--no-write`: print only.
 //!
@@ -21,6 +21,7 @@
 
 mod host;
 mod memory;
+mod progtime;
 mod report;
 mod stats;
 mod userspace;
@@ -53,7 +54,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: flowlens-bench [--quick] [--rounds N] [--secs S] [--flat-secs S] \
-         [--only host,userspace,memory] [--out PATH | --no-write]"
+         [--only host,progtime,userspace,memory] [--out PATH | --no-write]"
     );
     std::process::exit(2);
 }
@@ -65,7 +66,12 @@ fn parse(args: &[String]) -> Options {
         rounds: if quick { 3 } else { 5 },
         secs: if quick { 1.0 } else { 3.0 },
         flat_secs: if quick { 60 } else { 600 },
-        sections: vec!["host".into(), "userspace".into(), "memory".into()],
+        sections: vec![
+            "host".into(),
+            "progtime".into(),
+            "userspace".into(),
+            "memory".into(),
+        ],
         out: Some(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()
@@ -160,7 +166,39 @@ fn profile(args: &[String]) -> Result<()> {
             let e = userspace::encoder_speed(100_000, 10);
             eprintln!("encoder: {:.2}x the builder", e.ratio.median);
         }
-        _ => bail!("usage: flowlens-bench profile table | gather FLOWS | encoder"),
+        [what, workload, path] if what == "progtime" => {
+            let w = match workload.as_str() {
+                "churn" => Workload::Churn,
+                "bulk" => Workload::Bulk,
+                "requests" => Workload::Requests,
+                _ => bail!("workload: churn | bulk | requests"),
+            };
+            let p = match path.as_str() {
+                "lo" => Path::Loopback,
+                "veth" => Path::Veth,
+                _ => bail!("path: lo | veth"),
+            };
+            let net = workloads::Net::new()?;
+            for v in [Variant::Floor, Variant::Flowlens] {
+                let t = progtime::measure(&net, v, w, p, 2.0)?;
+                eprintln!(
+                    "{}: {:.0} {}",
+                    v.name(),
+                    t.ns_per_op * w.op_scale(),
+                    w.op_unit()
+                );
+                for s in &t.programs {
+                    eprintln!(
+                        "  {:<16} {:>8.3} runs/op x {:>5.0} ns",
+                        s.name, s.runs_per_op, s.ns_per_run
+                    );
+                }
+            }
+        }
+        _ => bail!(
+            "usage: flowlens-bench profile table | gather FLOWS | encoder \
+             | progtime churn|bulk|requests lo|veth"
+        ),
     }
     Ok(())
 }
@@ -282,6 +320,82 @@ fn host_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
                     }
                 }
                 rows.push(row);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows of section 1b: time inside the programs per operation, per variant that has programs.
+fn progtime_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
+    let net = workloads::Net::new()?;
+    let peer_missing = variants::peer_unavailable();
+    let reps = if opts.quick { 1 } else { 3 };
+    let secs = opts.secs.min(2.0);
+    for w in Workload::ALL {
+        let scale = w.op_scale();
+        for p in Path::ALL {
+            let mut floor_ns = None;
+            for v in [
+                Variant::Floor,
+                Variant::Flowlens,
+                Variant::FlowlensSegment,
+                Variant::Peer,
+            ] {
+                if v == Variant::Peer && peer_missing.is_some() {
+                    continue;
+                }
+                eprintln!("progtime: {} / {} / {}", w.name(), p.name(), v.name());
+                let runs: Vec<progtime::ProgTime> = (0..reps)
+                    .map(|_| progtime::measure(&net, v, w, p, secs))
+                    .collect::<Result<_>>()?;
+                let per_op: Vec<f64> = runs.iter().map(|r| r.ns_per_op).collect();
+                let spread = stats::Spread::of(&per_op);
+                // The programs of the median run.
+                let median = runs
+                    .iter()
+                    .min_by(|a, b| {
+                        (a.ns_per_op - spread.median)
+                            .abs()
+                            .total_cmp(&(b.ns_per_op - spread.median).abs())
+                    })
+                    .expect("at least one run");
+                let programs = median
+                    .programs
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {:.2}x{:.0}",
+                            s.name,
+                            s.runs_per_op * scale,
+                            s.ns_per_run
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if v == Variant::Floor {
+                    floor_ns = Some(spread.median);
+                }
+                rows.push(Row {
+                    what: format!("1b BPF program time / op: {} / {}", w.name(), p.name()),
+                    case: v.name().into(),
+                    result: format!("{:.0} {}", spread.median * scale, w.op_unit()),
+                    ratio: format!(
+                        "{:.0} / {:.0} / {:.0}; runs/op x ns/run: {programs}",
+                        spread.min * scale,
+                        spread.median * scale,
+                        spread.max * scale
+                    ),
+                    status: match (v, floor_ns) {
+                        (Variant::Floor, _) | (_, None) => String::new(),
+                        (_, Some(f)) => format!(
+                            "+{:.0} {} over the floor",
+                            (spread.median - f) * scale,
+                            w.op_unit()
+                        ),
+                    },
+                    ..Row::default()
+                });
             }
         }
     }
@@ -533,6 +647,19 @@ fn run(args: Vec<String>) -> Result<()> {
             });
         }
     }
+    if want("progtime") {
+        if is_root() {
+            if let Err(e) = progtime_rows(&opts, &mut rows) {
+                failed(&mut rows, "1b time in the BPF programs", e);
+            }
+        } else {
+            rows.push(Row {
+                what: "1b time in the BPF programs".into(),
+                status: "skipped: needs root (eBPF, network namespaces)".into(),
+                ..Row::default()
+            });
+        }
+    }
     if want("userspace") {
         userspace_rows(&opts, &mut rows);
     }
@@ -571,14 +698,19 @@ How to read it:
 
 - Section 1 runs each workload over loopback (inside a network namespace of its own) and over a
   veth pair between two namespaces, under: nothing attached (baseline); the collector's three
-  hooks (`tp_btf/inet_sock_set_state`, `sock_send_length`, `sock_recv_length`) with empty programs
-  (floor); flowlens (the library's collector in a child process, gathering every second); and the
+  hooks (`tp_btf/inet_sock_set_state`, `sock_send_length`, `sock_recv_length`,
+  `tcp_destroy_sock`, `tcp_retransmit_skb`) with empty programs (floor); flowlens (the library's collector in a child process, gathering every second); and the
   peer, bpftrace 0.17 counting the same three events (classic tracepoints: this bpftrace has no
   rawtracepoint, and kprobes/fentry are refused by this kernel) per cgroup and printing its maps
   every second. Every round runs the variants of a cell back to back in a rotating order; the
   ratio is each round's rate over the same round's baseline rate, shown min / median / max over
   the rounds. Cost = 1 - median ratio. CPU/op: CPU time (workload process plus the variant's own
   process) per operation over the baseline's, median.
+- Section 1b runs each workload once more per variant with the kernel's BPF run-time accounting
+  on (`BPF_ENABLE_STATS`): the time spent inside the programs per operation, and per program how
+  many runs an operation costs and how long a run takes (median of the runs). It counts program
+  bodies only, not the cost of entering a hook (the floor's, in section 1), and it hardly moves
+  with the machine's noise: it is the number to watch when a program changes.
 - The machine is shared and noisy (other builds and tests run on its 2 cores): read the spread
   before reading a difference of a few percent.
 - Section 2 is single-threaded (pinned to one core), on synthetic values: no kernel involved.

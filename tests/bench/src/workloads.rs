@@ -50,6 +50,22 @@ impl Workload {
         }
     }
 
+    /// What the time in the programs is shown per: an operation, or a MB for bulk.
+    pub fn op_unit(self) -> &'static str {
+        match self {
+            Workload::Bulk => "ns/MB",
+            _ => "ns/op",
+        }
+    }
+
+    /// Operations (bytes for bulk) per [`Workload::op_unit`].
+    pub fn op_scale(self) -> f64 {
+        match self {
+            Workload::Bulk => 1e6,
+            _ => 1.0,
+        }
+    }
+
     /// The rate as shown (bulk in MB/s).
     pub fn show_rate(self, per_sec: f64) -> String {
         match self {
