@@ -1,7 +1,7 @@
 //! End to end into a real InfluxDB 1.x: the output of every mode is POSTed to /write and read
 //! back through the real `influx` shell.
 
-use flowlens_tests::*;
+use flowlens_tests::{session, *};
 use std::{
     io::{Read, Write},
     process::Stdio,
@@ -73,7 +73,8 @@ fn every_mode_writes_what_influxdb_accepts_and_returns() {
     assert!(!batches.is_empty());
     write_all_accepted(&server, "ntopng", &batches);
 
-    // stream: a couple of self-timed batches, then SIGTERM.
+    // stream: two self-timed batches (however long the eBPF load before the first takes),
+    // then SIGTERM.
     let streaming = config(&dir, "interval_secs = 1\n");
     let mut child = flowlens(&["--config", &streaming, "stream"])
         .stdin(Stdio::null())
@@ -81,19 +82,26 @@ fn every_mode_writes_what_influxdb_accepts_and_returns() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2300));
+    let rx = session::batches(child.stdout.take().unwrap());
+    let mut streamed = String::new();
+    for n in 1..=2 {
+        let (_, batch) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("stream batch {n} within 30 s: {e}"));
+        streamed.push_str(&batch);
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let mut streamed = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut streamed)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    assert!(!streamed.is_empty());
-    write_all_accepted(&server, "ntopng", &streamed);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends stream with exit 0: {status}"
+    );
+    // What it wrote between the second batch and the signal; the reader ends at EOF.
+    for (_, batch) in rx {
+        streamed.push_str(&batch);
+    }
+    write_all_accepted(&server, "ntopng", streamed.as_bytes());
 
     // Read back through the real influx shell.
     let rows = server.influx("ntopng", "select * from \"iface:traffic\"");

@@ -153,11 +153,30 @@ pub struct HttpReply {
 }
 
 impl Influxd {
-    /// Starts influxd and waits until `/ping` answers 204 (at most 30 s).
+    /// Starts influxd and waits until `/ping` answers 204 (at most 30 s). The ports are picked
+    /// free but released before influxd binds them, so another process may take one first:
+    /// when influxd exits early, it is started again on new ports (3 tries in all).
     pub fn start() -> Influxd {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Influxd::try_start() {
+                Ok(server) => return server,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("influxd did not start in 3 tries:\n{}", failures.join("\n"));
+    }
+
+    /// One attempt: `Err` with influxd's exit status and log when it exits before answering.
+    fn try_start() -> Result<Influxd, String> {
         let dir = TempDir::new("influxd");
         let port = free_port();
-        let rpc = free_port();
+        let rpc = loop {
+            let rpc = free_port();
+            if rpc != port {
+                break rpc;
+            }
+        };
         let config = format!(
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n\
@@ -167,7 +186,8 @@ impl Influxd {
             d = dir.0.display()
         );
         std::fs::write(dir.join("influxdb.conf"), config).unwrap();
-        let log = std::fs::File::create(dir.join("influxd.log")).unwrap();
+        let log_path = dir.join("influxd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("influxd")
             .arg("-config")
             .arg(dir.join("influxdb.conf"))
@@ -175,7 +195,7 @@ impl Influxd {
             .stderr(log)
             .spawn()
             .expect("influxd runs: install Debian's influxdb package (tests/run does)");
-        let server = Influxd {
+        let mut server = Influxd {
             child,
             port,
             _dir: dir,
@@ -184,16 +204,22 @@ impl Influxd {
         loop {
             if let Ok(reply) = server.request("GET", "/ping", b"") {
                 if reply.status == 204 {
-                    break;
+                    return Ok(server);
                 }
+            }
+            if let Some(status) = server.child.try_wait().expect("wait for influxd") {
+                return Err(format!(
+                    "influxd (http {port}, rpc {rpc}) exited with {status}:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ));
             }
             assert!(
                 Instant::now() < deadline,
-                "influxd did not answer /ping within 30 s"
+                "influxd did not answer /ping within 30 s:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        server
     }
 
     /// A minimal HTTP/1.1 request on loopback.
