@@ -50,13 +50,15 @@ fn kernel_counter(ifname: &str, name: &str) -> i64 {
         .unwrap()
 }
 
-/// The interface names `ip -o link` lists ("2: eth0: <...>" or "5: veth1@if4: <...>").
-fn listed_interfaces() -> Vec<String> {
+/// The (ifindex, name) pairs `ip -o link` lists ("2: eth0: <...>" or "5: veth1@if4: <...>").
+fn listed_interfaces() -> Vec<(u32, String)> {
     sh("ip", &["-o", "link"])
         .lines()
         .map(|line| {
-            let name = line.split(": ").nth(1).unwrap();
-            name.split('@').next().unwrap().to_string()
+            let mut fields = line.split(": ");
+            let index = fields.next().unwrap().trim().parse().unwrap();
+            let name = fields.next().unwrap();
+            (index, name.split('@').next().unwrap().to_string())
         })
         .collect()
 }
@@ -64,11 +66,16 @@ fn listed_interfaces() -> Vec<String> {
 #[test]
 fn every_interface_ip_link_lists_has_its_three_lines() {
     // Other tests in this binary add and delete interfaces concurrently: only an interface that
-    // exists both before and after the gather was certainly there while it ran.
+    // exists both before and after the gather, with the same index (not deleted and created
+    // again under the same name), was certainly there while it ran.
     let before = listed_interfaces();
     let text = once();
     let after = listed_interfaces();
-    let stable: Vec<&String> = before.iter().filter(|n| after.contains(n)).collect();
+    let stable: Vec<&String> = before
+        .iter()
+        .filter(|i| after.contains(i))
+        .map(|(_, name)| name)
+        .collect();
     assert!(stable.iter().any(|n| *n == "lo"), "{before:?} {after:?}");
     for name in stable {
         for m in ["iface:traffic", "iface:traffic_rxtx", "iface:packets"] {
@@ -82,7 +89,7 @@ fn every_interface_ip_link_lists_has_its_three_lines() {
 }
 
 /// A veth pair with one end (`flq0`, 10.77.0.1) here and the other (10.77.0.2) in a namespace,
-/// IPv6 off so that nothing but our datagrams crosses it.
+/// IPv6 and multicast off so that nothing but our datagrams crosses it.
 struct QuietVeth {
     sink: Child,
 }
@@ -109,6 +116,12 @@ impl QuietVeth {
                 "-qw",
                 "net.ipv6.conf.flq1.disable_ipv6=1",
             ],
+        );
+        // No multicast either: daemons that join groups on every interface (IGMP, mDNS) skip it.
+        sh("ip", &["link", "set", "flq0", "multicast", "off"]);
+        sh(
+            "ip",
+            &["-n", "flq-ns", "link", "set", "flq1", "multicast", "off"],
         );
         sh("ip", &["addr", "add", "10.77.0.1/24", "dev", "flq0"]);
         sh(
