@@ -624,12 +624,28 @@ fn cargo_deb_available() -> bool {
     true
 }
 
+/// `apt-get <args>`, non-interactive, waiting up to 5 minutes for the dpkg lock (on a fresh
+/// machine apt-daily or unattended-upgrades may hold it; dpkg itself would fail at once).
+fn apt_get(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-y", "-q", "-o", "DPkg::Lock::Timeout=300"])
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Purges the package (`apt-get purge`; nothing to do when it is not installed).
+fn purge() {
+    let _ = apt_get(&["purge", "flowlens"]).output();
+}
+
 /// Purges the package when dropped, whatever happened.
 struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = Command::new("dpkg").args(["--purge", "flowlens"]).output();
+        purge();
     }
 }
 
@@ -724,7 +740,7 @@ fn deb_installs_runs_and_purges_cleanly() {
     }
 
     // Install on this machine.
-    let _ = Command::new("dpkg").args(["--purge", "flowlens"]).output();
+    purge();
     let existed: Vec<String> = paths
         .iter()
         .filter(|p| Path::new(p).exists())
@@ -735,7 +751,19 @@ fn deb_installs_runs_and_purges_cleanly() {
         "/usr/bin/flowlens exists and belongs to no package"
     );
     let installed = Installed;
-    run("dpkg", &["--install", deb.to_str().unwrap()]);
+    // The local file through apt-get for its lock wait: its dependencies are installed already,
+    // so nothing is downloaded (no recommends, as with dpkg --install).
+    let out = apt_get(&["install", "--no-install-recommends"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apt-get install {}: {}\n{}",
+        deb.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let owned = String::from_utf8(run("dpkg", &["-L", "flowlens"]).stdout).unwrap();
     for p in &expected {
         assert!(owned.lines().any(|l| l == p), "dpkg -L lacks {p}");
@@ -929,7 +957,8 @@ fn kubernetes_validate() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success())
         && Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", KUBERNETES_VALIDATE])
+            .args(["install", "--quiet", "--retries", "10", "--timeout", "60"])
+            .arg(KUBERNETES_VALIDATE)
             .status()
             .is_ok_and(|s| s.success());
     if made && runs(&installed) {
