@@ -51,6 +51,8 @@ fn pods_and_a_docker_container_are_counted_with_the_names_the_runtimes_wrote() {
     );
     let mut s = Session::start(&config);
     let p2 = rt.run_pod("db", NS, &[("c", "nc -ll -p 8080 -e /bin/cat")]);
+    // The clients connect once: the server must listen before they start.
+    rt.wait_listening(p2.id("c"), 8080);
     let ip = p2.ip.clone();
     let p1 = rt.run_pod(
         "web",

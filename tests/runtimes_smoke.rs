@@ -58,6 +58,8 @@ fn real_runtimes_pods_docker_traffic_and_teardown() {
 
     let t_pods = Instant::now();
     let p2 = rt.run_pod("p2", NS, &[("c", "nc -ll -p 8080 -e /bin/cat")]);
+    // The clients connect once: the server must listen before they start.
+    rt.wait_listening(p2.id("c"), 8080);
     let ip = p2.ip.clone();
     // Clients keep stdin open (sleep | nc), or nc would half-close and the server's cat end.
     let a_cmd = format!(

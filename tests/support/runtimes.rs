@@ -437,6 +437,34 @@ impl RealRuntimes {
         ok_stdout(&format!("exec {cmd:?} in {container_id}"), out)
     }
 
+    /// Waits until something in the container listens on TCP `port` (busybox `netstat -ltn`),
+    /// at most 20 s: a server started as the container's command may not have bound its port
+    /// yet when the container is reported running.
+    pub fn wait_listening(&self, container_id: &str, port: u16) {
+        let suffix = format!(":{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.try_exec(container_id, &["netstat", "-ltn"]);
+            let table = String::from_utf8_lossy(&out.stdout).into_owned();
+            let listening = out.status.success()
+                && table.lines().any(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    words.last() == Some(&"LISTEN")
+                        && words.get(3).is_some_and(|a| a.ends_with(&suffix))
+                });
+            if listening {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on port {port} in {container_id} after 20 s: {}\n{table}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// [`RealRuntimes::exec`] without the panic: the raw output and exit status.
     pub fn try_exec(&self, container_id: &str, cmd: &[&str]) -> Output {
         if self.docker_ids.lock().unwrap().contains(container_id) {
