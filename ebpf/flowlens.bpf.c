@@ -161,6 +161,10 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 
 	if (!sock_wanted(sk, true))
 		return 0;
+	/* Half of a connection's state changes (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, ...) tell nothing
+	 * the flow table needs: leave them before any lookup or clock read. */
+	if (newstate != TCP_CLOSE && newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED)
+		return 0;
 	cookie = bpf_get_socket_cookie((void *)sk);
 	now = bpf_ktime_get_ns();
 
@@ -193,12 +197,12 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
+	if (newstate != TCP_CLOSE)
+		return 0;
 	v = bpf_map_lookup_elem(&socks, &cookie);
 	if (!v)
 		return 0;
 	v->last_ns = now;
-	if (newstate != TCP_CLOSE)
-		return 0;
 	fill_rtt(v, sk);
 	if (oldstate == TCP_SYN_SENT) {
 		/* the source port is picked after CLOSE -> SYN_SENT, and skc_num is already
@@ -223,10 +227,10 @@ static __always_inline int on_xfer(const struct sock *sk, int ret, bool send)
 		return 0;
 	tcp = sk->sk_protocol == IPPROTO_TCP;
 	cookie = bpf_get_socket_cookie((void *)sk);
-	now = bpf_ktime_get_ns();
 
 	v = bpf_map_lookup_elem(&socks, &cookie);
 	if (!v) {
+		now = bpf_ktime_get_ns();
 		if (tcp) {
 			/* a connection that predates the collector */
 			if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
@@ -246,11 +250,19 @@ static __always_inline int on_xfer(const struct sock *sk, int ret, bool send)
 		__sync_fetch_and_add(&v->bytes_sent, ret);
 	else
 		__sync_fetch_and_add(&v->bytes_rcvd, ret);
-	v->last_ns = now;
 	if (!v->pid)
 		fill_proc(v);
-	if (tcp)
-		fill_rtt(v, sk);
+	if (tcp) {
+		/* A TCP flow ends by its state, not by idling: no clock read on its data path
+		 * (one costs about as much as the rest of this program). The RTT is re-read every
+		 * FL_RTT_EVERY sends and receives: the kernel updates it on another CPU (ACKs come
+		 * in softirq), so each read is a cache line fetched from there. */
+		if ((++v->io_count & (FL_RTT_EVERY - 1)) == 1)
+			fill_rtt(v, sk);
+	} else {
+		/* UDP flows end after udp_idle_timeout_secs without a datagram. */
+		v->last_ns = bpf_ktime_get_ns();
+	}
 	return 0;
 }
 

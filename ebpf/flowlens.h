@@ -11,6 +11,7 @@
 #endif
 
 #define FL_COMM_LEN 16
+#define FL_RTT_EVERY 8      /* a TCP socket's RTT is re-read every 8 sends and receives (power of 2) */
 
 enum fl_event_kind { FL_EV_OPEN = 1, FL_EV_CLOSE = 2, FL_EV_CONNECT_FAILED = 3 };
 
@@ -23,7 +24,8 @@ struct fl_sock {            /* value of hash map "socks", key: __u64 socket cook
     __u64 bytes_sent;       /* payload bytes: sum of positive sock_send_length ret */
     __u64 bytes_rcvd;       /* sum of positive sock_recv_length ret */
     __u64 first_ns;         /* bpf_ktime_get_ns() when the entry was created */
-    __u64 last_ns;          /* bpf_ktime_get_ns() of the last send/recv/state change */
+    __u64 last_ns;          /* bpf_ktime_get_ns() of the open, the close, the last UDP datagram
+                             * (TCP data does not move it: its flows end by state, not idling) */
     __u64 cgroup_id;        /* sk->sk_cgrp_data.cgroup->kn->id (cgroup2 inode), from the SOCKET */
     __u32 netns;            /* sk->__sk_common.skc_net.net->ns.inum */
     __u32 pid;              /* tgid, only ever taken in process context; 0 = not known yet */
@@ -39,7 +41,8 @@ struct fl_sock {            /* value of hash map "socks", key: __u64 socket cook
     __u8 role;              /* enum fl_role */
     __u8 _pad;
     char comm[FL_COMM_LEN]; /* only taken in process context, with pid */
-    __u8 _reserved[12];     /* explicit tail padding to 128 bytes (the fields above end at 116); always 0 */
+    __u32 io_count;         /* sends and receives seen (wrapping; not atomic: a sampling clock) */
+    __u8 _reserved[8];      /* explicit tail padding to 128 bytes (the fields above end at 120); always 0 */
 };                          /* 128 bytes */
 
 struct fl_event {           /* ring buffer "events" record */
@@ -57,6 +60,7 @@ _Static_assert(__builtin_offsetof(struct fl_sock, sport) == 60, "fl_sock.sport o
 _Static_assert(__builtin_offsetof(struct fl_sock, saddr) == 64, "fl_sock.saddr offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, family) == 96, "fl_sock.family offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, comm) == 100, "fl_sock.comm offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, io_count) == 116, "fl_sock.io_count offset");
 _Static_assert(__builtin_offsetof(struct fl_event, sock) == 24, "fl_event.sock offset");
 
 #endif /* FLOWLENS_H */

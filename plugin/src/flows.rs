@@ -850,7 +850,8 @@ pub(crate) mod tests {
             role,
             _pad: 0,
             comm: [0; COMM_LEN],
-            _reserved: [0; 12],
+            io_count: 0,
+            _reserved: [0; 8],
         }
     }
 

@@ -105,7 +105,8 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
             role: raw_role,
             _pad: 0,
             comm: [0; records::COMM_LEN],
-            _reserved: [0; 12],
+            io_count: 0,
+            _reserved: [0; 8],
         };
         ebpf.adopt(found.cookie, &sock);
         table.seed(found.cookie, &sock, role);

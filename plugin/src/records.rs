@@ -5,6 +5,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 /// `FL_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
+/// `FL_RTT_EVERY`: a TCP socket's RTT is re-read every this many sends and receives, so a
+/// flow's RTT is the kernel's as of one of its last `RTT_EVERY` I/Os (or its open or close).
+pub const RTT_EVERY: u32 = 8;
+
 /// `enum fl_event_kind`: a TCP socket became established, or a UDP socket moved its first datagram.
 pub const EV_OPEN: u32 = 1;
 /// `FL_EV_CLOSE`: a TCP socket reached CLOSE; the record carries its final counters.
@@ -41,7 +45,7 @@ pub struct FlSock {
     pub bytes_rcvd: u64,
     /// `bpf_ktime_get_ns()` at creation.
     pub first_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last activity.
+    /// `bpf_ktime_get_ns()` of the open, the close or the last UDP datagram (TCP data leaves it).
     pub last_ns: u64,
     /// cgroup2 id of the socket.
     pub cgroup_id: u64,
@@ -73,8 +77,10 @@ pub struct FlSock {
     pub _pad: u8,
     /// Command name, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// Sends and receives seen (wrapping): the kernel's clock for re-reading a TCP RTT.
+    pub io_count: u32,
     /// Tail padding.
-    pub _reserved: [u8; 12],
+    pub _reserved: [u8; 8],
 }
 
 /// `struct fl_event`: a ring buffer record.
@@ -100,6 +106,7 @@ const _: () = assert!(std::mem::offset_of!(FlSock, sport) == 60);
 const _: () = assert!(std::mem::offset_of!(FlSock, saddr) == 64);
 const _: () = assert!(std::mem::offset_of!(FlSock, family) == 96);
 const _: () = assert!(std::mem::offset_of!(FlSock, comm) == 100);
+const _: () = assert!(std::mem::offset_of!(FlSock, io_count) == 116);
 const _: () = assert!(std::mem::offset_of!(FlEvent, sock) == 24);
 
 /// An address as stored by the kernel side: IPv4 comes back as `Ipv4Addr`.
@@ -172,6 +179,34 @@ mod tests {
             ip_from_kernel(Ipv6Addr::LOCALHOST.octets()).to_string(),
             "::1"
         );
+    }
+
+    #[test]
+    fn constants_match_the_header() {
+        let header = include_str!("../../ebpf/flowlens.h");
+        let value = |name: &str| -> u64 {
+            let at = header
+                .find(&format!("{name} "))
+                .unwrap_or_else(|| panic!("{name} is not in flowlens.h"));
+            let rest = header[at + name.len()..].trim_start();
+            let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {rest:.20}"))
+        };
+        assert_eq!(value("FL_COMM_LEN"), COMM_LEN as u64);
+        assert_eq!(value("FL_RTT_EVERY"), u64::from(RTT_EVERY));
+        assert!(RTT_EVERY.is_power_of_two());
+        assert_eq!(value("FL_EV_OPEN"), u64::from(EV_OPEN));
+        assert_eq!(value("FL_EV_CLOSE"), u64::from(EV_CLOSE));
+        assert_eq!(value("FL_EV_CONNECT_FAILED"), u64::from(EV_CONNECT_FAILED));
+        assert_eq!(value("FL_ROLE_UNKNOWN"), u64::from(ROLE_UNKNOWN));
+        assert_eq!(value("FL_ROLE_CLIENT"), u64::from(ROLE_CLIENT));
+        assert_eq!(value("FL_ROLE_SERVER"), u64::from(ROLE_SERVER));
+        assert_eq!(value("FL_STAT_EVENTS_LOST"), u64::from(STAT_EVENTS_LOST));
+        assert_eq!(value("FL_STAT_SOCKS_FULL"), u64::from(STAT_SOCKS_FULL));
+        assert_eq!(value("FL_STAT_EVENTS_SENT"), u64::from(STAT_EVENTS_SENT));
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub fn synthetic_sock(i: u64) -> FlSock {
         },
         _pad: 0,
         comm,
-        _reserved: [0; 12],
+        io_count: 0,
+        _reserved: [0; 8],
     }
 }
 
