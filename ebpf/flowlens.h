@@ -11,6 +11,7 @@
 #endif
 
 #define FL_COMM_LEN 16
+#define FL_WAKE_CHECK_EVERY 32 /* a CPU looks at the ring's fill level every 32 records (power of 2) */
 #define FL_RTT_EVERY 8      /* a TCP socket's RTT is re-read every 8 sends and receives (power of 2) */
 
 enum fl_event_kind { FL_EV_OPEN = 1, FL_EV_CLOSE = 2, FL_EV_CONNECT_FAILED = 3 };
