@@ -709,8 +709,10 @@ How to read it:
 - Section 1b runs each workload once more per variant with the kernel's BPF run-time accounting
   on (`BPF_ENABLE_STATS`): the time spent inside the programs per operation, and per program how
   many runs an operation costs and how long a run takes (median of the runs). It counts program
-  bodies only, not the cost of entering a hook (the floor's, in section 1), and it hardly moves
-  with the machine's noise: it is the number to watch when a program changes.
+  bodies only, not the cost of entering a hook (the floor's, in section 1); the accounting itself
+  adds about 70-90 ns to every run (the empty programs' time). It moves much less with the
+  machine's noise than throughput (about +-10 % run to run here): it is the number to watch when
+  a program changes.
 - The machine is shared and noisy (other builds and tests run on its 2 cores): read the spread
   before reading a difference of a few percent.
 - Section 2 is single-threaded (pinned to one core), on synthetic values: no kernel involved.

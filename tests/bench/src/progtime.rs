@@ -1,6 +1,6 @@
 //! Time spent inside the BPF programs per workload operation, from the kernel's own accounting
 //! (`BPF_ENABLE_STATS`: `run_time_ns` and `run_cnt` of every program). Unlike throughput ratios
-//! this hardly moves with the machine's noise, so it is where a change to a program shows.
+//! this moves little with the machine's noise, so it is where a change to a program shows.
 //! It counts the programs' bodies only: the cost of entering a hook at all is the floor's, seen
 //! in section 1. Run in a pass of its own: accounting adds two clock reads to every run.
 
