@@ -66,6 +66,8 @@ pub struct Flowlens {
     tracker: WorkloadTracker,
     /// Active flows per cgroup, reused from gather to gather (its capacity is kept).
     active: ActiveByCgroup,
+    /// The kernel events of a gather; swapped with the reader's buffer every gather.
+    events: Vec<records::FlEvent>,
     /// Whether the interface counters' failure was logged (until they read again).
     iface_warned: bool,
 }
@@ -218,6 +220,7 @@ impl Flowlens {
             resolver,
             tracker,
             active: ActiveByCgroup::default(),
+            events: Vec::new(),
             iface_warned: false,
         }
     }
@@ -271,9 +274,8 @@ impl Flowlens {
         &mut self,
     ) -> Option<(metrics::FlowValues, WorkloadValues, metrics::Internal)> {
         let ebpf = self.ebpf.as_mut()?;
-        let (events, dropped) = ebpf.take_events();
-        self.events_dropped += dropped;
-        for event in &events {
+        self.events_dropped += ebpf.take_events(&mut self.events);
+        for event in &self.events {
             let update = match event.kind {
                 records::EV_OPEN => Update::Open,
                 records::EV_CLOSE => Update::Close,

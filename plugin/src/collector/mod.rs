@@ -259,28 +259,27 @@ impl EventQueue {
     /// The ring stays locked until the records are queued: two drains (the timer thread's and a
     /// gather's) must not queue their batches out of order, or a socket's close could be applied
     /// before its open.
+    ///
+    /// Records go straight into `pending` (no batch in between): its buffer and the gather's
+    /// are swapped, not reallocated, so the steady state allocates nothing (allocations that
+    /// grow and vanish every 50 ms drifted the resident memory under churn).
     fn drain(&self) {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = Vec::new();
+        let mut received = 0u64;
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(item) = ring.next() {
             if let Some(event) = FlEvent::from_bytes(&item) {
-                batch.push(event);
+                received += 1;
+                if p.events.len() < MAX_PENDING_EVENTS {
+                    p.events.push(event);
+                } else {
+                    p.dropped += 1;
+                }
             }
         }
-        if batch.is_empty() {
-            return;
-        }
-        self.received
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let room = MAX_PENDING_EVENTS.saturating_sub(p.events.len());
-        if batch.len() > room {
-            p.dropped += (batch.len() - room) as u64;
-            batch.truncate(room);
-        }
-        p.events.append(&mut batch);
         drop(p);
         drop(ring);
+        self.received.fetch_add(received, Ordering::Relaxed);
     }
 }
 
@@ -475,17 +474,25 @@ impl EbpfCollector {
         &self.probes
     }
 
-    /// The events drained since the last call, and how many userspace had to drop.
-    pub fn take_events(&self) -> (Vec<FlEvent>, u64) {
+    /// Replaces `events` with the events drained since the last call (in ring order) and
+    /// returns how many userspace had to drop. Pass the same vector every gather: the two
+    /// buffers are swapped, so their capacity is reused instead of reallocated.
+    pub fn take_events(&self, events: &mut Vec<FlEvent>) -> u64 {
         // What the kernel wrote since the reader's last look belongs to this gather too.
         self.events.drain();
+        // A burst leaves a large buffer behind: keep twice what the last gather used.
+        let keep = (events.len() * 2).max(1 << 12);
+        events.clear();
+        if events.capacity() > keep {
+            events.shrink_to(keep);
+        }
         let mut p = self
             .events
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let dropped = std::mem::take(&mut p.dropped);
-        (std::mem::take(&mut p.events), dropped)
+        std::mem::swap(&mut p.events, events);
+        std::mem::take(&mut p.dropped)
     }
 
     /// Events read from the ring buffer since start.
