@@ -6,7 +6,8 @@
 //! detaches everything.
 
 pub mod floor;
-use crate::records::{FlEvent, FlSock};
+use crate::flows::FastMap;
+use crate::records::{FlEvent, FlSock, EV_CLOSE, EV_OPEN};
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe},
@@ -117,6 +118,33 @@ pub struct CollectorOptions {
 struct Pending {
     events: Vec<FlEvent>,
     dropped: u64,
+    /// Where the open events in `events` are, by socket cookie: a close of the same socket
+    /// takes its open's place.
+    open_at: FastMap<u64, usize>,
+}
+
+impl Pending {
+    /// Queues one event. A close of a socket whose open is still queued replaces that open: the close record carries everything the open did (role, addresses,
+    /// owner) and the final counters, and the flow table counts a flow it first learns of from
+    /// its close exactly as one it saw open. Short connections then hold one record per socket
+    /// between gathers instead of two. Moving the close up to the open's place changes nothing
+    /// else: events of other sockets do not depend on it, and cookies are never reused.
+    fn push(&mut self, event: FlEvent) {
+        if event.kind == EV_CLOSE {
+            if let Some(at) = self.open_at.remove(&event.cookie) {
+                self.events[at] = event;
+                return;
+            }
+        }
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.dropped += 1;
+            return;
+        }
+        if event.kind == EV_OPEN {
+            self.open_at.insert(event.cookie, self.events.len());
+        }
+        self.events.push(event);
+    }
 }
 
 /// The loaded collector.
@@ -270,11 +298,7 @@ impl EventQueue {
         while let Some(item) = ring.next() {
             if let Some(event) = FlEvent::from_bytes(&item) {
                 received += 1;
-                if p.events.len() < MAX_PENDING_EVENTS {
-                    p.events.push(event);
-                } else {
-                    p.dropped += 1;
-                }
+                p.push(event);
             }
         }
         drop(p);
@@ -492,6 +516,7 @@ impl EbpfCollector {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut p.events, events);
+        p.open_at.clear();
         std::mem::take(&mut p.dropped)
     }
 
@@ -552,5 +577,84 @@ impl Drop for EbpfCollector {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::{tests::sock, FlowTable, Limits, Update};
+    use crate::records::{EV_CONNECT_FAILED, ROLE_CLIENT, ROLE_SERVER};
+
+    fn event(kind: u32, cookie: u64, role: u8, sent: u64) -> FlEvent {
+        let local = format!("10.0.0.1:{}", 40000 + cookie);
+        let mut sock = sock(role, 6, &local, "10.0.0.2:80");
+        sock.bytes_sent = sent;
+        FlEvent {
+            cookie,
+            ts_ns: cookie,
+            kind,
+            _pad: 0,
+            sock,
+        }
+    }
+
+    fn applied(events: &[FlEvent]) -> FlowTable {
+        let mut table = FlowTable::new(Limits {
+            max_flows: 100,
+            max_hosts: 10,
+            udp_idle_timeout_ns: 60_000_000_000,
+        });
+        for e in events {
+            let update = match e.kind {
+                EV_OPEN => Update::Open,
+                EV_CLOSE => Update::Close,
+                _ => Update::ConnectFailed,
+            };
+            table.apply(update, e.cookie, &e.sock);
+        }
+        table
+    }
+
+    #[test]
+    fn a_close_takes_its_queued_opens_place_and_the_table_counts_the_same() {
+        let sequence = [
+            event(EV_OPEN, 1, ROLE_CLIENT, 0),
+            event(EV_OPEN, 2, ROLE_SERVER, 0),
+            event(EV_CLOSE, 1, ROLE_CLIENT, 10),
+            event(EV_CONNECT_FAILED, 3, ROLE_CLIENT, 0),
+            // Opened before this batch (or its open was lost).
+            event(EV_CLOSE, 4, ROLE_SERVER, 5),
+            // The first socket connects again.
+            event(EV_OPEN, 1, ROLE_CLIENT, 0),
+        ];
+        let mut pending = Pending::default();
+        for e in sequence {
+            pending.push(e);
+        }
+        let queued: Vec<(u32, u64)> = pending.events.iter().map(|e| (e.kind, e.cookie)).collect();
+        assert_eq!(
+            queued,
+            [
+                (EV_CLOSE, 1),
+                (EV_OPEN, 2),
+                (EV_CONNECT_FAILED, 3),
+                (EV_CLOSE, 4),
+                (EV_OPEN, 1)
+            ]
+        );
+        let (all, folded) = (applied(&sequence), applied(&pending.events));
+        assert_eq!(all.new_flows, folded.new_flows);
+        assert_eq!(all.connect_failed, folded.connect_failed);
+        assert_eq!(all.len(), folded.len());
+        let hosts = |t: &FlowTable| {
+            t.hosts()
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hosts(&all), hosts(&folded));
+        assert_eq!(all.cgroup_totals(7), folded.cgroup_totals(7));
+        assert_eq!(folded.new_flows, 4, "1 twice, 2 and 4");
     }
 }
