@@ -190,30 +190,19 @@ impl TagSet {
             let cur = &self.tags;
             let index = (!cur.far).then_some((&cur.index[..cur.ntags], cur.escaped));
             sort_tags(&mut self.bytes, 0, cur.ntags, index);
-            // Sorted (and deduplicated): index the tags where they are now.
-            let (mut at, mut n) = (0, 0);
-            let cur = &mut self.tags;
-            cur.escaped = 0;
+            // Sorted and deduplicated: count what is left. Unindexed, a tag added after these
+            // is placed by scanning (callers on the gather path give their tags in order).
+            let (mut at, mut ntags) = (0, 0);
             while at < self.bytes.len() {
-                let seg = Segment::at(&self.bytes, at);
-                match (u16::try_from(seg.start), u16::try_from(seg.key_end)) {
-                    (Ok(start), Ok(key_end)) if n < MAX_TAGS && !cur.far => {
-                        cur.index[n] = (start, key_end);
-                        cur.escaped |= u16::from(seg.escaped) << n;
-                    }
-                    _ => cur.far = true,
-                }
-                at = seg.end;
-                n += 1;
+                at = Segment::at(&self.bytes, at).end;
+                ntags += 1;
             }
-            cur.ntags = n;
-            cur.unsorted = false;
+            self.tags = Line {
+                ntags,
+                far: true,
+                ..Line::default()
+            };
         }
-    }
-
-    /// The tags as written: `,key=value...`.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
     }
 }
 
