@@ -188,7 +188,12 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 
 	if (newstate == TCP_ESTABLISHED &&
 	    (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)) {
-		/* may run in softirq: nothing from current here */
+		/*
+		 * May run in softirq: nothing from current here. No record either: userspace
+		 * finds a live flow in the map at its next gather, and one that ends before that
+		 * by its close record, which carries everything an open would (one record per
+		 * short-lived socket instead of two).
+		 */
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
 
 		v = bpf_map_lookup_elem(&socks, &cookie);
@@ -197,20 +202,16 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 			sock_fill(&fresh, sk, role, false, now);
 			long err = sock_insert(&cookie, &fresh, BPF_NOEXIST);
 
-			if (!err) {
-				emit(cookie, FL_EV_OPEN, &fresh, now);
+			if (err != -17)
 				return 0;
-			}
-			v = err == -17 ? bpf_map_lookup_elem(&socks, &cookie) : NULL;
+			v = bpf_map_lookup_elem(&socks, &cookie);
 			if (!v)
 				return 0;
-		} else {
-			v->role = role;
-			v->last_ns = now;
-			fill_addrs(v, sk); /* the local port is only known now */
-			fill_rtt(v, sk);
 		}
-		emit(cookie, FL_EV_OPEN, v, now);
+		v->role = role;
+		v->last_ns = now;
+		fill_addrs(v, sk); /* the local port is only known now */
+		fill_rtt(v, sk);
 		return 0;
 	}
 
@@ -284,8 +285,9 @@ static __always_inline int on_xfer(const struct sock *sk, int ret, bool send)
 		/* A TCP flow ends by its state, not by idling: no clock read on its data path
 		 * (one costs about as much as the rest of this program). The RTT is re-read every
 		 * FL_RTT_EVERY sends and receives: the kernel updates it on another CPU (ACKs come
-		 * in softirq), so each read is a cache line fetched from there. */
-		if ((++v->io_count & (FL_RTT_EVERY - 1)) == 1)
+		 * in softirq), so each read is a cache line fetched from there. The open and the
+		 * close read it too, so a short connection needs no read on its data path. */
+		if ((++v->io_count & (FL_RTT_EVERY - 1)) == 0)
 			fill_rtt(v, sk);
 	} else {
 		/* UDP flows end after udp_idle_timeout_secs without a datagram. */

@@ -14,6 +14,8 @@
 #define FL_WAKE_CHECK_EVERY 32 /* a CPU looks at the ring's fill level every 32 records (power of 2) */
 #define FL_RTT_EVERY 8      /* a TCP socket's RTT is re-read every 8 sends and receives (power of 2) */
 
+/* OPEN: a UDP socket's first datagram (a TCP flow's start is not a record: userspace finds it in
+ * "socks", or learns of it from its CLOSE). CLOSE: a TCP flow's end, with its final counters. */
 enum fl_event_kind { FL_EV_OPEN = 1, FL_EV_CLOSE = 2, FL_EV_CONNECT_FAILED = 3 };
 
 enum fl_role { FL_ROLE_UNKNOWN = 0, FL_ROLE_CLIENT = 1, FL_ROLE_SERVER = 2 };

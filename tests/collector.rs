@@ -373,6 +373,87 @@ fn a_thousand_short_connections_in_one_interval_are_counted_exactly() {
 }
 
 #[test]
+fn connections_during_back_to_back_gathers_are_counted_once() {
+    let Some(_serial) = ebpf_test("connections_during_back_to_back_gathers_are_counted_once")
+    else {
+        return;
+    };
+    // The reader thread applies records while gathers hold the flow table (it queues them then):
+    // gathering without pause while connections come and go must neither lose nor repeat one.
+    let pair = NetnsPair::new("flca", 90);
+    // Idle connections held open make every gather hold the table longer.
+    const IDLE: usize = 2000;
+    let idle_listener = listen(&pair.ns[1], "10.90.0.2:7001");
+    let idle_acceptor = std::thread::spawn(move || {
+        (0..IDLE)
+            .map(|_| idle_listener.accept().unwrap().0)
+            .collect::<Vec<TcpStream>>()
+    });
+    let idle: Vec<TcpStream> = in_netns(&pair.ns[0], || {
+        (0..IDLE)
+            .map(|_| TcpStream::connect("10.90.0.2:7001").unwrap())
+            .collect()
+    });
+    let idle_accepted = idle_acceptor.join().unwrap();
+    let mut s = Session::start("");
+    let t0 = s.gather();
+    let listener = listen(&pair.ns[1], "10.90.0.2:7000");
+    const N: usize = 1500;
+    let acceptor = std::thread::spawn(move || {
+        let mut bytes = 0;
+        for _ in 0..N {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut payload = Vec::new();
+            bytes += conn.read_to_end(&mut payload).unwrap();
+        }
+        bytes
+    });
+    let ns = pair.ns[0].clone();
+    let client = std::thread::spawn(move || {
+        in_netns(&ns, || {
+            for _ in 0..N {
+                let mut conn = TcpStream::connect("10.90.0.2:7000").unwrap();
+                conn.write_all(b"0123456789").unwrap();
+            }
+        })
+    });
+    let mut gathers = 0;
+    while !client.is_finished() {
+        s.gather();
+        gathers += 1;
+    }
+    client.join().unwrap();
+    assert_eq!(acceptor.join().unwrap(), N * 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = s.gather();
+    let d = |m: &str, a: &str, f: &str| host(&t1, m, a, f) - host(&t0, m, a, f);
+    let lost = internal(&t1, "events_lost") - internal(&t0, "events_lost");
+    let clients = d("host:total_flows", "10.90.0.1", "flows_as_client");
+    let servers = d("host:total_flows", "10.90.0.2", "flows_as_server");
+    let sent = d("host:traffic", "10.90.0.1", "bytes_sent");
+    let rcvd = d("host:traffic", "10.90.0.2", "bytes_rcvd");
+    eprintln!("{gathers} gathers during {N} connections, {lost} events lost");
+    assert!(
+        gathers >= 5,
+        "the gathers overlapped the connections: {gathers}"
+    );
+    if lost == 0 {
+        assert_eq!((clients, servers), (N as i64, N as i64), "{t1}");
+        assert_eq!((sent, rcvd), (N as i64 * 10, N as i64 * 10), "{t1}");
+    } else {
+        let range = N as i64 - lost..=N as i64;
+        assert!(range.contains(&clients), "{clients} with {lost} lost");
+        assert!(range.contains(&servers), "{servers} with {lost} lost");
+    }
+    assert_eq!(
+        host(&t1, "host:active_flows", "10.90.0.1", "flows_as_client"),
+        IDLE as i64
+    );
+    drop((idle, idle_accepted));
+    s.finish();
+}
+
+#[test]
 fn ipv6_loopback_flows_are_seen() {
     let Some(_serial) = ebpf_test("ipv6_loopback_flows_are_seen") else {
         return;

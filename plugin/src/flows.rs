@@ -441,7 +441,7 @@ pub struct CgroupTotals {
 /// What the kernel reported about a socket, with the kind of report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
-    /// The flow started (TCP established, first UDP datagram).
+    /// A UDP flow's first datagram (TCP flows start in the `socks` map, without a record).
     Open,
     /// The TCP flow closed; the record holds its final counters.
     Close,
@@ -756,6 +756,17 @@ impl FlowTable {
             }
             Update::ConnectFailed => self.connect_failed += 1,
         }
+    }
+
+    /// Applies one ring-buffer record; a record of an unknown kind is ignored.
+    pub fn apply_event(&mut self, event: &records::FlEvent) {
+        let update = match event.kind {
+            records::EV_OPEN => Update::Open,
+            records::EV_CLOSE => Update::Close,
+            records::EV_CONNECT_FAILED => Update::ConnectFailed,
+            _ => return,
+        };
+        self.apply(update, event.cookie, &event.sock);
     }
 
     /// Applies a snapshot of the kernel's `socks` map: every live socket with its counters.

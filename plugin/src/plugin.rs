@@ -4,7 +4,7 @@ use crate::{
     collector::{self, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, LogLevelName, RttSource},
     containers,
-    flows::{FastMap, FastSet, FlowTable, Limits, Role, Update},
+    flows::{FastMap, FastSet, FlowTable, Limits, Role},
     iface, logging, metrics, records, seed,
     workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
 };
@@ -17,7 +17,10 @@ use flowlens_abi::{
     Collector, CollectorBox, Collector_TO, DoctorCheck, ErrorKind, GatherSummary, HostCallbacks,
     LogLevel, PluginError, ShimSettings,
 };
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
@@ -57,17 +60,14 @@ pub struct Flowlens {
     ebpf: Option<EbpfCollector>,
     /// Why there is no eBPF collector, when there is none.
     ebpf_disabled: Option<String>,
-    table: FlowTable,
-    /// Events userspace could not hold between gathers (counted as lost).
-    events_dropped: u64,
+    /// Shared with the collector's reader thread, which applies the kernel's records to it.
+    table: Arc<Mutex<FlowTable>>,
     /// cgroup id -> container, from cgroupfs and the runtimes' files.
     resolver: containers::Resolver,
     /// Which containers have series.
     tracker: WorkloadTracker,
     /// Active flows per cgroup, reused from gather to gather (its capacity is kept).
     active: ActiveByCgroup,
-    /// The kernel events of a gather; swapped with the reader's buffer every gather.
-    events: Vec<records::FlEvent>,
     /// Whether the interface counters' failure was logged (until they read again).
     iface_warned: bool,
 }
@@ -139,6 +139,12 @@ fn metadata_roots(config: &Config) -> containers::MetadataRoots {
     }
 }
 
+/// The flow table's lock. A panic while another thread held it poisons it; the gathers go on
+/// with the table as it is (the alternative is no metrics at all).
+fn lock(table: &Mutex<FlowTable>) -> std::sync::MutexGuard<'_, FlowTable> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -167,18 +173,18 @@ impl Flowlens {
             ntopng_compat: config.general.ntopng_compat,
         };
         let g = &config.general;
-        let mut table = FlowTable::new(Limits {
+        let table = Arc::new(Mutex::new(FlowTable::new(Limits {
             max_flows: g.max_flows as usize,
             max_hosts: g.max_hosts as usize,
             udp_idle_timeout_ns: g.udp_idle_timeout_secs.saturating_mul(1_000_000_000),
-        });
+        })));
         let (ebpf, ebpf_disabled) = if g.ebpf {
             let options = CollectorOptions {
                 max_flows: g.max_flows,
                 ring_buffer_bytes: g.ring_buffer_bytes,
                 segment_rtt: g.rtt_source == RttSource::Segment,
             };
-            match EbpfCollector::start(options) {
+            match EbpfCollector::start(options, Arc::clone(&table)) {
                 Ok(c) => {
                     for probe in c.probes() {
                         if probe.ok {
@@ -189,7 +195,7 @@ impl Flowlens {
                     }
                     let ok = c.probes().iter().filter(|p| p.ok).count();
                     let mut c = c;
-                    adopt_established(&mut c, &mut table, g.max_flows as usize);
+                    adopt_established(&mut c, &mut lock(&table), g.max_flows as usize);
                     tracing::info!(
                         "eBPF collector started: {ok} of {} probes attached",
                         c.probes().len()
@@ -216,21 +222,19 @@ impl Flowlens {
             ebpf,
             ebpf_disabled,
             table,
-            events_dropped: 0,
             resolver,
             tracker,
             active: ActiveByCgroup::default(),
-            events: Vec::new(),
             iface_warned: false,
         }
     }
 
     /// Container and pod series from the table: resolves the cgroups of active flows, of flows
     /// that started or ended since the last gather, and of containers that still have series.
-    fn collect_workloads(&mut self) -> WorkloadValues {
-        let touched = self.table.take_touched_cgroups();
+    fn collect_workloads(&mut self, table: &mut FlowTable) -> WorkloadValues {
+        let touched = table.take_touched_cgroups();
         // One pass over the flows; everything below works per cgroup.
-        workloads::active_by_cgroup(&self.table, &mut self.active);
+        workloads::active_by_cgroup(table, &mut self.active);
         let active = &self.active;
         let mut wanted: FastSet<u64> = active.keys().copied().collect();
         wanted.extend(touched.iter().copied());
@@ -255,7 +259,7 @@ impl Flowlens {
             }
         }
         let values = self.tracker.update(
-            &self.table,
+            table,
             active,
             &resolved,
             &touched,
@@ -263,8 +267,7 @@ impl Flowlens {
             monotonic_ns(),
         );
         let keep: FastSet<u64> = self.tracker.cgroups().collect();
-        self.table
-            .retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));
+        table.retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));
         self.resolver.prune(&wanted);
         values
     }
@@ -273,34 +276,24 @@ impl Flowlens {
     fn collect_flows(
         &mut self,
     ) -> Option<(metrics::FlowValues, WorkloadValues, metrics::Internal)> {
+        let table = Arc::clone(&self.table);
+        // Held for the whole gather: the reader queues what it drains meanwhile.
+        let mut table = lock(&table);
         let ebpf = self.ebpf.as_mut()?;
-        self.events_dropped += ebpf.take_events(&mut self.events);
-        for event in &self.events {
-            let update = match event.kind {
-                records::EV_OPEN => Update::Open,
-                records::EV_CLOSE => Update::Close,
-                records::EV_CONNECT_FAILED => Update::ConnectFailed,
-                _ => continue,
-            };
-            self.table.apply(update, event.cookie, &event.sock);
-        }
+        ebpf.apply_events(&mut table);
         let limit = self.config.general.max_flows as usize * 2;
         let snapshot = ebpf.snapshot(limit);
-        let expired = self
-            .table
-            .refresh(snapshot.iter().map(|(c, s)| (*c, s)), monotonic_ns());
+        let expired = table.refresh(snapshot.iter().map(|(c, s)| (*c, s)), monotonic_ns());
         ebpf.forget(&expired);
-        let values = metrics::FlowValues::from_table(&self.table);
-        let workloads = self.collect_workloads();
+        let values = metrics::FlowValues::from_table(&table);
+        let workloads = self.collect_workloads(&mut table);
         let ebpf = self.ebpf.as_ref()?;
         let internal = metrics::Internal {
             events_received: Some(ebpf.events_received()),
-            events_lost: ebpf.stat(records::STAT_EVENTS_LOST)
-                + ebpf.recursion_misses()
-                + self.events_dropped,
-            flows_active: self.table.len() as u64,
-            connects_failed: self.table.connect_failed,
-            flows_evicted: self.table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),
+            events_lost: ebpf.stat(records::STAT_EVENTS_LOST) + ebpf.recursion_misses(),
+            flows_active: table.len() as u64,
+            connects_failed: table.connect_failed,
+            flows_evicted: table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),
             series_dropped: values.hosts_folded + workloads.series_dropped,
             containers_tracked: self.tracker.len() as u64,
             metadata_cache_entries: self.resolver.cache_len() as u64,
@@ -352,9 +345,13 @@ impl Flowlens {
         })
     }
 
-    /// The active flows (for tests and tools built on the library).
-    pub fn flows(&self) -> impl Iterator<Item = &crate::flows::Flow> {
-        self.table.flows()
+    /// A copy of the active flows (for tests and tools built on the library).
+    pub fn flows(&self) -> impl Iterator<Item = crate::flows::Flow> {
+        lock(&self.table)
+            .flows()
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// The prerequisites and probes, with their status here.

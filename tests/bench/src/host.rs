@@ -47,7 +47,7 @@ pub fn collectors_loaded() -> usize {
 }
 
 /// CPU time (user + system) of this process, all threads, in seconds.
-fn self_cpu_secs() -> f64 {
+pub fn self_cpu_secs() -> f64 {
     // SAFETY: a zeroed rusage is a valid out-parameter.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer.

@@ -148,7 +148,25 @@ fn agent(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// One userspace benchmark alone, for `perf record` / `valgrind --tool=callgrind`.
+fn parse_workload(name: &str) -> Result<Workload> {
+    Ok(match name {
+        "churn" => Workload::Churn,
+        "bulk" => Workload::Bulk,
+        "requests" => Workload::Requests,
+        _ => bail!("workload: churn | bulk | requests"),
+    })
+}
+
+fn parse_path(name: &str) -> Result<Path> {
+    Ok(match name {
+        "lo" => Path::Loopback,
+        "veth" => Path::Veth,
+        _ => bail!("path: lo | veth"),
+    })
+}
+
+/// One benchmark alone, for `perf record` / `valgrind --tool=callgrind`, or to compare two
+/// builds: `cpu` splits the CPU time per operation into the workload's and flowlens's own.
 fn profile(args: &[String]) -> Result<()> {
     match args {
         [what] if what == "table" => {
@@ -166,18 +184,31 @@ fn profile(args: &[String]) -> Result<()> {
             let e = userspace::encoder_speed(100_000, 10);
             eprintln!("encoder: {:.2}x the builder", e.ratio.median);
         }
+        [what, workload, path] if what == "cpu" => {
+            let (w, p) = (parse_workload(workload)?, parse_path(path)?);
+            let net = workloads::Net::new()?;
+            workloads::run(&net, w, p, 0.3)?;
+            let variants = [Variant::Baseline, Variant::Floor, Variant::Flowlens];
+            for round in 0..4 {
+                for v in variants {
+                    let active = variants::Active::start(v)?;
+                    let (cpu0, agent0) = (host::self_cpu_secs(), active.cpu_secs());
+                    let outcome = workloads::run(&net, w, p, 3.0)?;
+                    let (cpu, agent) = (host::self_cpu_secs() - cpu0, active.cpu_secs() - agent0);
+                    let per_op = |secs: f64| secs * 1e9 / outcome.ops.max(1) as f64 * w.op_scale();
+                    eprintln!(
+                        "round {round} {:<9} {:>12} workload CPU {:>7.0} + agent CPU {:>6.0} ns/{}",
+                        v.name(),
+                        w.show_rate(outcome.rate()),
+                        per_op(cpu),
+                        per_op(agent),
+                        w.op_unit().trim_start_matches("ns/"),
+                    );
+                }
+            }
+        }
         [what, workload, path] if what == "progtime" => {
-            let w = match workload.as_str() {
-                "churn" => Workload::Churn,
-                "bulk" => Workload::Bulk,
-                "requests" => Workload::Requests,
-                _ => bail!("workload: churn | bulk | requests"),
-            };
-            let p = match path.as_str() {
-                "lo" => Path::Loopback,
-                "veth" => Path::Veth,
-                _ => bail!("path: lo | veth"),
-            };
+            let (w, p) = (parse_workload(workload)?, parse_path(path)?);
             let net = workloads::Net::new()?;
             for v in [Variant::Floor, Variant::Flowlens] {
                 let t = progtime::measure(&net, v, w, p, 2.0)?;
@@ -197,7 +228,7 @@ fn profile(args: &[String]) -> Result<()> {
         }
         _ => bail!(
             "usage: flowlens-bench profile table | gather FLOWS | encoder \
-             | progtime churn|bulk|requests lo|veth"
+             | progtime|cpu churn|bulk|requests lo|veth"
         ),
     }
     Ok(())
