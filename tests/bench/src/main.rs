@@ -303,9 +303,18 @@ fn host_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
                 if v == Variant::Flowlens {
                     let floor = find(w, p, Variant::Floor).map_or(0.0, |c| c.cost());
                     let cost = c.cost();
+                    // Half the spread of a variant's ratios over the rounds: a cost smaller
+                    // than that is not told apart from the machine's noise.
+                    let noise_of = |s: stats::Spread| (s.max - s.min) / 2.0;
                     if w == Workload::Bulk {
                         row.target = "throughput loss < 2%".into();
-                        row.status = status(cost < 0.02, format!("loss {}", pct(cost)));
+                        let noise = noise_of(c.ratio());
+                        let detail = format!("loss {} (noise +-{})", pct(cost), pct(noise));
+                        row.status = if cost >= 0.02 && cost < noise {
+                            format!("inconclusive: {detail}")
+                        } else {
+                            status(cost < 0.02, detail)
+                        };
                     } else {
                         let peer = find(w, p, Variant::Peer).map(|c| c.cost());
                         row.target = "cost <= 1.5x floor's, < peer's".into();
@@ -314,10 +323,14 @@ fn host_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
                         let f_spread = find(w, p, Variant::Floor).map(|c| c.ratio());
                         let noise = f_spread.map_or(0.0, |s| (s.max - s.min) / 2.0);
                         let mut detail = format!(
-                            "cost {} vs floor {} ({:.1}x)",
+                            "cost {} vs floor {} ({})",
                             pct(cost),
                             pct(floor),
-                            if floor > 0.0 { cost / floor } else { f64::NAN }
+                            if floor > 0.0 {
+                                format!("{:.1}x", cost / floor)
+                            } else {
+                                "floor <= 0".into()
+                            }
                         );
                         if floor.abs() < noise {
                             let _ = std::fmt::Write::write_fmt(
@@ -347,7 +360,19 @@ fn host_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
                             }
                             None => detail.push_str(", no peer"),
                         }
-                        row.status = status(vs_floor && vs_peer, detail);
+                        // With the floor's cost at or below zero no cost passes the 1.5x
+                        // rule; when flowlens's own cost is also inside the noise, the run
+                        // cannot tell either way.
+                        let own_noise = noise_of(c.ratio());
+                        row.status = if !vs_floor
+                            && vs_peer
+                            && floor.abs() < noise
+                            && cost.abs() < own_noise.max(noise)
+                        {
+                            format!("inconclusive: {detail}, flowlens within noise")
+                        } else {
+                            status(vs_floor && vs_peer, detail)
+                        };
                     }
                 }
                 rows.push(row);
