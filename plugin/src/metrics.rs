@@ -2,10 +2,18 @@
 
 use crate::flows::{FastSet, FlowTable, HostKey, HostSlot, HostTotals, Role};
 use crate::iface::IfaceCounters;
-use crate::lineproto::{Encoder, LineBuilder, Precision, TagSet};
+use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
 use crate::ndpi::ProtocolTotals;
 use crate::workloads::{WorkloadStats, WorkloadValues};
 use std::{collections::BTreeMap, net::IpAddr};
+
+/// A measurement name or field key checked at compile time to need no escaping.
+macro_rules! p {
+    ($name:literal) => {{
+        const NAME: Plain = Plain::new($name);
+        NAME
+    }};
+}
 
 /// How lines are shaped: the options of the config that change the output.
 #[derive(Debug, Clone)]
@@ -185,7 +193,7 @@ fn counter(value: u64) -> i64 {
 fn count<'b, 'e>(
     line: LineBuilder<'b, 'e>,
     shape: &Shape,
-    key: &str,
+    key: Plain,
     value: i64,
 ) -> LineBuilder<'b, 'e> {
     if shape.ntopng_compat {
@@ -202,22 +210,22 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
     for iface in &snapshot.ifaces {
         let (rx, tx) = (counter(iface.rx_bytes), counter(iface.tx_bytes));
         let line = enc
-            .line("iface:traffic")
+            .line(p!("iface:traffic"))
             .tag("ifid", ifid)
             .tag("ifname", &iface.name);
-        count(line, shape, "bytes", rx.saturating_add(tx)).finish();
+        count(line, shape, p!("bytes"), rx.saturating_add(tx)).finish();
         let line = enc
-            .line("iface:traffic_rxtx")
+            .line(p!("iface:traffic_rxtx"))
             .tag("ifid", ifid)
             .tag("ifname", &iface.name);
-        let line = count(line, shape, "bytes_sent", tx);
-        count(line, shape, "bytes_rcvd", rx).finish();
+        let line = count(line, shape, p!("bytes_sent"), tx);
+        count(line, shape, p!("bytes_rcvd"), rx).finish();
         let packets = counter(iface.rx_packets).saturating_add(counter(iface.tx_packets));
         let line = enc
-            .line("iface:packets")
+            .line(p!("iface:packets"))
             .tag("ifid", ifid)
             .tag("ifname", &iface.name);
-        count(line, shape, "packets", packets).finish();
+        count(line, shape, p!("packets"), packets).finish();
     }
     if let Some(flows) = &snapshot.flows {
         encode_flows(&mut enc, flows, shape);
@@ -227,25 +235,28 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
     }
     let internal = &snapshot.internal;
     let mut line = enc
-        .line("flowlens:internal")
+        .line(p!("flowlens:internal"))
         .tag("ifid", ifid)
-        .field_f64("gather_duration_ms", internal.gather_duration_ms);
+        .field_f64(p!("gather_duration_ms"), internal.gather_duration_ms);
     if let Some(received) = internal.events_received {
         line = line
-            .field_i64("events_received", counter(received))
-            .field_i64("events_lost", counter(internal.events_lost))
-            .field_i64("flows_active", counter(internal.flows_active))
-            .field_i64("connects_failed", counter(internal.connects_failed))
-            .field_i64("flows_evicted", counter(internal.flows_evicted))
-            .field_i64("containers_tracked", counter(internal.containers_tracked))
+            .field_i64(p!("events_received"), counter(received))
+            .field_i64(p!("events_lost"), counter(internal.events_lost))
+            .field_i64(p!("flows_active"), counter(internal.flows_active))
+            .field_i64(p!("connects_failed"), counter(internal.connects_failed))
+            .field_i64(p!("flows_evicted"), counter(internal.flows_evicted))
             .field_i64(
-                "metadata_cache_entries",
+                p!("containers_tracked"),
+                counter(internal.containers_tracked),
+            )
+            .field_i64(
+                p!("metadata_cache_entries"),
                 counter(internal.metadata_cache_entries),
             );
     }
-    line.field_i64("series_dropped", counter(internal.series_dropped))
-        .field_i64("probes_attached", counter(internal.probes_attached))
-        .field_i64("probes_failed", counter(internal.probes_failed))
+    line.field_i64(p!("series_dropped"), counter(internal.series_dropped))
+        .field_i64(p!("probes_attached"), counter(internal.probes_attached))
+        .field_i64(p!("probes_failed"), counter(internal.probes_failed))
         .finish();
     enc.lines_written()
 }
@@ -253,7 +264,7 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
 /// Adds a float field (ms) when there is a value.
 fn maybe_f64<'b, 'e>(
     line: LineBuilder<'b, 'e>,
-    key: &str,
+    key: Plain,
     value: Option<f64>,
 ) -> LineBuilder<'b, 'e> {
     match value {
@@ -274,43 +285,43 @@ fn encode_workload(
 ) {
     let names = subject.measurements();
     let line = enc.line_tagged(names.num_flows, tags);
-    let line = count(line, shape, "as_client", counter(stats.client.flows));
-    count(line, shape, "as_server", counter(stats.server.flows)).finish();
+    let line = count(line, shape, p!("as_client"), counter(stats.client.flows));
+    count(line, shape, p!("as_server"), counter(stats.server.flows)).finish();
     let line = enc.line_tagged(names.rtt, tags);
-    let line = maybe_f64(line, "as_client", stats.client.rtt_ms());
-    maybe_f64(line, "as_server", stats.server.rtt_ms()).finish();
+    let line = maybe_f64(line, p!("as_client"), stats.client.rtt_ms());
+    maybe_f64(line, p!("as_server"), stats.server.rtt_ms()).finish();
     let line = enc.line_tagged(names.rtt_variance, tags);
-    let line = maybe_f64(line, "as_client", stats.client.rttvar_ms());
-    maybe_f64(line, "as_server", stats.server.rttvar_ms()).finish();
+    let line = maybe_f64(line, p!("as_client"), stats.client.rttvar_ms());
+    maybe_f64(line, p!("as_server"), stats.server.rttvar_ms()).finish();
     if let (Some(n), Some(m)) = (num_containers, names.num_containers) {
         let line = enc.line_tagged(m, tags);
-        count(line, shape, "num_containers", counter(n)).finish();
+        count(line, shape, p!("num_containers"), counter(n)).finish();
     }
     if shape.ntopng_compat {
         return;
     }
     enc.line_tagged(names.traffic, tags)
-        .field_i64("bytes_sent", counter(stats.bytes_sent))
-        .field_i64("bytes_rcvd", counter(stats.bytes_rcvd))
+        .field_i64(p!("bytes_sent"), counter(stats.bytes_sent))
+        .field_i64(p!("bytes_rcvd"), counter(stats.bytes_rcvd))
         .finish();
     enc.line_tagged(names.new_flows, tags)
-        .field_i64("as_client", counter(stats.new_client))
-        .field_i64("as_server", counter(stats.new_server))
+        .field_i64(p!("as_client"), counter(stats.new_client))
+        .field_i64(p!("as_server"), counter(stats.new_server))
         .finish();
     enc.line_tagged(names.tcp_retransmissions, tags)
-        .field_i64("packets", counter(stats.retrans))
+        .field_i64(p!("packets"), counter(stats.retrans))
         .finish();
 }
 
 /// The measurement names of a subject.
 struct Measurements {
-    num_flows: &'static str,
-    rtt: &'static str,
-    rtt_variance: &'static str,
-    num_containers: Option<&'static str>,
-    traffic: &'static str,
-    new_flows: &'static str,
-    tcp_retransmissions: &'static str,
+    num_flows: Plain,
+    rtt: Plain,
+    rtt_variance: Plain,
+    num_containers: Option<Plain>,
+    traffic: Plain,
+    new_flows: Plain,
+    tcp_retransmissions: Plain,
 }
 
 /// Containers or pods.
@@ -324,22 +335,22 @@ impl Subject {
     fn measurements(self) -> Measurements {
         match self {
             Subject::Container => Measurements {
-                num_flows: "container:num_flows",
-                rtt: "container:rtt",
-                rtt_variance: "container:rtt_variance",
+                num_flows: p!("container:num_flows"),
+                rtt: p!("container:rtt"),
+                rtt_variance: p!("container:rtt_variance"),
                 num_containers: None,
-                traffic: "container:traffic",
-                new_flows: "container:new_flows",
-                tcp_retransmissions: "container:tcp_retransmissions",
+                traffic: p!("container:traffic"),
+                new_flows: p!("container:new_flows"),
+                tcp_retransmissions: p!("container:tcp_retransmissions"),
             },
             Subject::Pod => Measurements {
-                num_flows: "pod:num_flows",
-                rtt: "pod:rtt",
-                rtt_variance: "pod:rtt_variance",
-                num_containers: Some("pod:num_containers"),
-                traffic: "pod:traffic",
-                new_flows: "pod:new_flows",
-                tcp_retransmissions: "pod:tcp_retransmissions",
+                num_flows: p!("pod:num_flows"),
+                rtt: p!("pod:rtt"),
+                rtt_variance: p!("pod:rtt_variance"),
+                num_containers: Some(p!("pod:num_containers")),
+                traffic: p!("pod:traffic"),
+                new_flows: p!("pod:new_flows"),
+                tcp_retransmissions: p!("pod:tcp_retransmissions"),
             },
         }
     }
@@ -384,10 +395,10 @@ fn encode_workloads(enc: &mut Encoder<'_>, values: &WorkloadValues, shape: &Shap
 
 fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
     let ifid = shape.ifid.as_str();
-    let line = enc.line("iface:flows").tag("ifid", ifid);
-    count(line, shape, "num_flows", counter(flows.num_flows)).finish();
-    let line = enc.line("iface:new_flows").tag("ifid", ifid);
-    count(line, shape, "new_flows", counter(flows.new_flows)).finish();
+    let line = enc.line(p!("iface:flows")).tag("ifid", ifid);
+    count(line, shape, p!("num_flows"), counter(flows.num_flows)).finish();
+    let line = enc.line(p!("iface:new_flows")).tag("ifid", ifid);
+    count(line, shape, p!("new_flows"), counter(flows.new_flows)).finish();
     let mut host = String::new();
     let mut tags = TagSet::default();
     for (key, h) in &flows.hosts {
@@ -395,21 +406,21 @@ fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
         use std::fmt::Write as _;
         let _ = write!(host, "{key}");
         tags.set(&[("host", &host), ("ifid", ifid)]);
-        let line = enc.line_tagged("host:traffic", &tags);
-        let line = count(line, shape, "bytes_sent", counter(h.bytes_sent));
-        count(line, shape, "bytes_rcvd", counter(h.bytes_rcvd)).finish();
-        let line = enc.line_tagged("host:active_flows", &tags);
-        let line = count(line, shape, "flows_as_client", counter(h.active_client));
-        count(line, shape, "flows_as_server", counter(h.active_server)).finish();
-        let line = enc.line_tagged("host:total_flows", &tags);
-        let line = count(line, shape, "flows_as_client", counter(h.total_client));
-        count(line, shape, "flows_as_server", counter(h.total_server)).finish();
+        let line = enc.line_tagged(p!("host:traffic"), &tags);
+        let line = count(line, shape, p!("bytes_sent"), counter(h.bytes_sent));
+        count(line, shape, p!("bytes_rcvd"), counter(h.bytes_rcvd)).finish();
+        let line = enc.line_tagged(p!("host:active_flows"), &tags);
+        let line = count(line, shape, p!("flows_as_client"), counter(h.active_client));
+        count(line, shape, p!("flows_as_server"), counter(h.active_server)).finish();
+        let line = enc.line_tagged(p!("host:total_flows"), &tags);
+        let line = count(line, shape, p!("flows_as_client"), counter(h.total_client));
+        count(line, shape, p!("flows_as_server"), counter(h.total_server)).finish();
         for (protocol, (sent, rcvd)) in &h.ndpi {
             let line = enc
-                .line_tagged("host:ndpi", &tags)
+                .line_tagged(p!("host:ndpi"), &tags)
                 .tag("protocol", protocol);
-            let line = count(line, shape, "bytes_sent", counter(*sent));
-            count(line, shape, "bytes_rcvd", counter(*rcvd)).finish();
+            let line = count(line, shape, p!("bytes_sent"), counter(*sent));
+            count(line, shape, p!("bytes_rcvd"), counter(*rcvd)).finish();
         }
     }
 }

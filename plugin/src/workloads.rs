@@ -6,7 +6,7 @@
 use crate::containers::ContainerInfo;
 use crate::flows::{FastMap, FlowTable, Proto, Role};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     hash::BuildHasher,
     sync::Arc,
 };
@@ -254,18 +254,29 @@ impl WorkloadTracker {
                 stats,
             })
             .collect();
-        // Pods of the named containers: (namespace, name) -> sums and how many containers.
-        let mut pods: BTreeMap<(Option<&str>, &str), (WorkloadStats, u64)> = BTreeMap::new();
-        for series in &named {
-            let info = series.info.as_ref().expect("named series have a container");
-            if let Some(pod) = info.pod.as_deref() {
-                let entry = pods.entry((info.namespace.as_deref(), pod)).or_default();
-                entry.0.add(&series.stats);
-                entry.1 += 1;
-            }
-        }
+        // Pods of the named containers: sorted by (namespace, name), then each run of equal
+        // keys summed (a sort compares fewer strings than a BTreeMap's inserts; no hash map,
+        // as pod names come from the cluster's users).
+        let mut by_pod: Vec<(Option<&str>, &str, &WorkloadStats)> = named
+            .iter()
+            .filter_map(|series| {
+                let info = series.info.as_ref()?;
+                Some((
+                    info.namespace.as_deref(),
+                    info.pod.as_deref()?,
+                    &series.stats,
+                ))
+            })
+            .collect();
+        by_pod.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut key = String::new();
-        for ((namespace, name), (stats, seen)) in pods {
+        for group in by_pod.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+            let (namespace, name) = (group[0].0, group[0].1);
+            let mut stats = WorkloadStats::default();
+            for (_, _, s) in group {
+                stats.add(s);
+            }
+            let seen = group.len() as u64;
             key.clear();
             key.push_str(namespace.unwrap_or(""));
             key.push('/');
@@ -287,13 +298,7 @@ impl WorkloadTracker {
             });
         }
         // By short id; the first 8 bytes compared as one word, as most ids differ there.
-        let head = |s: &ContainerSeries| {
-            let id = short_id(s).unwrap_or("").as_bytes();
-            let mut word = [0u8; 8];
-            let n = id.len().min(8);
-            word[..n].copy_from_slice(&id[..n]);
-            u64::from_be_bytes(word)
-        };
+        let head = |s: &ContainerSeries| head8(short_id(s).unwrap_or(""));
         named.sort_unstable_by(|a, b| {
             head(a)
                 .cmp(&head(b))
@@ -307,6 +312,16 @@ impl WorkloadTracker {
         }
         values
     }
+}
+
+/// The first 8 bytes of `s` as a big-endian word (zero-padded): comparing two of these orders
+/// strings as their bytes do, up to the 8th byte; equal words need the full comparison.
+fn head8(s: &str) -> u64 {
+    let bytes = s.as_bytes();
+    let mut word = [0u8; 8];
+    let n = bytes.len().min(8);
+    word[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(word)
 }
 
 /// The active flows of one cgroup, summed in one pass over the table.

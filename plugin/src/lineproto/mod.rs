@@ -31,7 +31,7 @@
 mod encode;
 mod parse;
 
-pub use encode::{Encoder, LineBuilder, TagSet, MAX_TAGS};
+pub use encode::{Encoder, LineBuilder, Name, Plain, TagSet, MAX_TAGS};
 pub use parse::{parse_lines, validate, ParseError};
 
 use serde::{Deserialize, Serialize};

@@ -339,3 +339,40 @@ fn influxdb_line_protocol_quirks() {
     // Duplicate tags are accepted by the parser itself (Vector rejects them later).
     assert!(read("m,t=1,t=2 f=1i").is_ok());
 }
+
+proptest! {
+    /// A plain name is written exactly as the escaping path writes it (which leaves it as is).
+    #[test]
+    fn plain_names_write_the_same_bytes_as_checked_ones(
+        name in "[a-zA-Z_:][a-zA-Z0-9_:.-]{0,30}",
+        tag in text(1),
+        value in any::<i64>(),
+    ) {
+        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+        let plain = Plain::new(leaked);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        {
+            let mut enc = Encoder::new(&mut a, Precision::Ns, 1);
+            enc.line(name.as_str()).tag("t", &tag).field_i64(name.as_str(), value).finish();
+        }
+        {
+            let mut enc = Encoder::new(&mut b, Precision::Ns, 1);
+            enc.line(plain).tag("t", &tag).field_i64(plain, value).finish();
+        }
+        prop_assert!(!a.is_empty());
+        prop_assert_eq!(a, b);
+    }
+}
+
+#[test]
+#[should_panic(expected = "a plain name needs no escaping")]
+fn a_name_that_needs_escaping_is_not_plain() {
+    // In a `const` this is a compile error; at run time, a panic.
+    let _ = Plain::new("bytes sent");
+}
+
+#[test]
+#[should_panic(expected = "a plain name is not empty or a comment")]
+fn a_comment_is_not_a_plain_name() {
+    let _ = Plain::new("#x");
+}

@@ -321,7 +321,7 @@ fn encode_ours(points: &[Point], out: &mut Vec<u8>) {
             line = line.tag(k, v);
         }
         for (k, v) in &p.fields {
-            line = line.field_i64(k, *v);
+            line = line.field_i64(*k, *v);
         }
         line.finish();
     }
