@@ -198,9 +198,17 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     let mut tracker = WorkloadTracker::new(300, containers as usize);
     let mut active = ActiveByCgroup::default();
     let mut table = FlowTable::new(limits(flows as usize));
-    let socks: Vec<(u64, FlSock)> = (0..flows).map(|i| (i + 1, synthetic_sock(i))).collect();
+    let mut socks: Vec<(u64, FlSock)> = (0..flows).map(|i| (i + 1, synthetic_sock(i))).collect();
     for (cookie, sock) in &socks {
         table.apply(Update::Open, *cookie, sock);
+    }
+    // The kernel's map comes in its hash order, unrelated to the table's: shuffle (fixed seed).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in (1..socks.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        socks.swap(i, ((state >> 33) % (i as u64 + 1)) as usize);
     }
     let shape = Shape {
         ifid: "0".into(),
