@@ -954,6 +954,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_snapshot_naming_a_socket_twice_makes_one_flow() {
+        // A batch read of a changing map may return an entry twice, within one chunk of the
+        // refresh or across two.
+        let mut t = FlowTable::new(limits());
+        let socks: Vec<(u64, FlSock)> = (0..40u16)
+            .map(|i| {
+                let local = format!("10.0.0.1:{}", 40000 + i);
+                (
+                    u64::from(i) + 1,
+                    sock(records::ROLE_CLIENT, 6, &local, "10.0.0.2:80"),
+                )
+            })
+            .collect();
+        let twice = [0, 3, 3, 1, 30, 2, 0, 39, 30, 17];
+        let snapshot = twice
+            .into_iter()
+            .chain(0..40)
+            .map(|i| (socks[i].0, &socks[i].1));
+        t.refresh(snapshot, 10);
+        assert_eq!((t.len(), t.new_flows), (40, 40));
+        assert_eq!(totals(&t, "10.0.0.1").total_client, 40);
+        let again = twice.iter().map(|&i| (socks[i].0, &socks[i].1));
+        t.refresh(again, 20);
+        assert_eq!(
+            (t.len(), t.new_flows),
+            (40, 40),
+            "the others missed one snapshot only"
+        );
+    }
+
+    #[test]
     fn flows_missing_from_two_snapshots_end() {
         let mut t = FlowTable::new(limits());
         let s = sock(records::ROLE_CLIENT, 6, "10.0.0.1:40000", "10.0.0.2:80");
