@@ -392,6 +392,7 @@ fn progtime_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
         let scale = w.op_scale();
         for p in Path::ALL {
             let mut floor_ns = None;
+            let mut medians: Vec<(Variant, f64, usize)> = Vec::new();
             for v in [
                 Variant::Floor,
                 Variant::Flowlens,
@@ -432,6 +433,7 @@ fn progtime_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
                 if v == Variant::Floor {
                     floor_ns = Some(spread.median);
                 }
+                medians.push((v, spread.median, rows.len()));
                 rows.push(Row {
                     what: format!("1b BPF program time / op: {} / {}", w.name(), p.name()),
                     case: v.name().into(),
@@ -452,6 +454,32 @@ fn progtime_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
                     },
                     ..Row::default()
                 });
+            }
+            // The same target as section 1, on the kernel's accounting (which the machine's
+            // noise moves much less): flowlens's program time against the empty programs' and
+            // the peer's.
+            let find = |v| medians.iter().find(|m| m.0 == v).map(|m| (m.1, m.2));
+            if let (false, Some((ours, at)), Some((floor, _))) = (
+                w == Workload::Bulk,
+                find(Variant::Flowlens),
+                find(Variant::Floor),
+            ) {
+                let peer = find(Variant::Peer).map(|m| m.0);
+                let vs_floor = ours / floor;
+                let row = &mut rows[at];
+                row.target = "cost <= 1.5x floor's, < peer's".into();
+                row.status = status(
+                    vs_floor <= 1.5 && peer.is_none_or(|pn| ours < pn),
+                    format!(
+                        "{} = {:.1}x the floor's time, {}",
+                        row.status,
+                        vs_floor,
+                        peer.map_or("no peer".into(), |pn| format!(
+                            "{:.2}x the peer's",
+                            ours / pn
+                        ))
+                    ),
+                );
             }
         }
     }
