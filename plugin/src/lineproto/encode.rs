@@ -621,13 +621,12 @@ impl Plain {
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for &str {}
-    impl Sealed for &String {}
+    impl<S: AsRef<str> + ?Sized> Sealed for &S {}
     impl Sealed for super::Plain {}
 }
 
-/// A measurement name or field key: any `&str` (escaped as it is written) or a [`Plain`] one
-/// (copied as is).
+/// A measurement name or field key: any `&str` or `&String` (escaped as it is written) or a
+/// [`Plain`] one (copied as is).
 pub trait Name: sealed::Sealed {
     /// The unescaped bytes.
     fn bytes(&self) -> &[u8];
@@ -636,27 +635,15 @@ pub trait Name: sealed::Sealed {
     fn write(&self, buf: &mut Vec<u8>, ctx: u8);
 }
 
-impl Name for &str {
+impl<S: AsRef<str> + ?Sized> Name for &S {
     #[inline]
     fn bytes(&self) -> &[u8] {
-        self.as_bytes()
+        (**self).as_ref().as_bytes()
     }
 
     #[inline]
     fn write(&self, buf: &mut Vec<u8>, ctx: u8) {
-        write_name(buf, self.as_bytes(), ctx);
-    }
-}
-
-impl Name for &String {
-    #[inline]
-    fn bytes(&self) -> &[u8] {
-        self.as_bytes()
-    }
-
-    #[inline]
-    fn write(&self, buf: &mut Vec<u8>, ctx: u8) {
-        write_name(buf, self.as_bytes(), ctx);
+        write_name(buf, self.bytes(), ctx);
     }
 }
 
