@@ -1,7 +1,7 @@
 //! The collector behind the ABI: creation from a config, gathers, doctor; panics stop here.
 
 use crate::{
-    collector::{self, CollectorOptions, EbpfCollector, ProbeStatus},
+    collector::{self, lock, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, LogLevelName, RttSource},
     containers,
     flows::{FastMap, FastSet, FlowTable, Limits, Role},
@@ -137,12 +137,6 @@ fn metadata_roots(config: &Config) -> containers::MetadataRoots {
         kubelet_logs: PathBuf::from(&g.kubelet_log_dir),
         proc: PathBuf::from("/proc"),
     }
-}
-
-/// The flow table's lock. A panic while another thread held it poisons it; the gathers go on
-/// with the table as it is (the alternative is no metrics at all).
-fn lock(table: &Mutex<FlowTable>) -> std::sync::MutexGuard<'_, FlowTable> {
-    table.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

@@ -262,7 +262,9 @@ struct EventQueue {
 /// the ring is a quarter full: see `emit` in ebpf/flowlens.bpf.c).
 const DRAIN_INTERVAL_MS: i32 = 50;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Takes a lock even after a panic elsewhere poisoned it: the ring, the queue and the flow
+/// table stay usable, and the alternative is no metrics at all.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
