@@ -1,8 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
-/* flowlens kernel side: per-socket flow accounting (CO-RE, tp_btf only).
+/* flowlens kernel side: per-socket flow accounting (CO-RE; Linux 5.10 and later).
  *
- * Programs are attached by function name from userspace; every one is optional.
- * Record layouts live in flowlens.h.
+ * Programs are attached by function name from userspace; every one is optional, and userspace
+ * picks, per feature, the first hook kind this kernel allows (tp_btf, then fexit). Record
+ * layouts live in flowlens.h.
+ *
+ * TCP has no program on its data path: a TCP socket keeps its own counters (bytes_acked,
+ * bytes_received, total_retrans, srtt, mdev). They are read when the socket closes
+ * (fl_set_state) and, for live sockets, at every gather by the map iterator fl_refresh, which
+ * follows the socket address stored in each entry. Only UDP has per-datagram programs.
+ *
+ * Kernel differences are handled by CO-RE and by load-time constants, not version numbers:
+ * - bpf_get_socket_cookie() is allowed in tracing programs from 5.12 only; before, the socket's
+ *   identity is its own skc_cookie when something generated it (sock_diag did, for the sockets
+ *   of the start-up scan), else its address (fl_cookie_helper = 0, set by userspace).
+ * - struct sock_cgroup_data has its `cgroup` member from 5.15; before, the pointer is in `val`.
+ * - sk_flags moved into sock_common (skc_flags) in 6.x.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -13,8 +26,16 @@
 
 #define AF_INET 2
 #define AF_INET6 10
+#define EEXIST 17
+#define SEND_SHUTDOWN 2
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* Set by userspace before loading: whether bpf_get_socket_cookie() may be called from tracing
+ * programs on this kernel (5.12+). The verifier never sees the branch not taken. */
+const volatile __u32 fl_cookie_helper = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -35,6 +56,40 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* Who listens on a port: the process that called listen(), for the sockets it will accept
+ * (their state changes run in softirq, where the current task is anyone's). */
+struct fl_listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct fl_listener {
+	__u32 pid;
+	char comm[FL_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fl_listener_key);
+	__type(value, struct fl_listener);
+} listeners SEC(".maps");
+
+/* Before 5.15 (and its `cgroup` member), struct sock_cgroup_data was a union whose `val` holds
+ * the cgroup pointer, or, with bit 0 set, net_prio/net_cls data (the socket then counts as the
+ * root cgroup's, as the kernel's own sock_cgroup_ptr() says). */
+struct sock_cgroup_data___old {
+	union {
+		__u64 val;
+	};
+} __attribute__((preserve_access_index));
+
+/* Before 6.x, sk_flags was a member of struct sock, not sock_common's skc_flags. */
+struct sock___old {
+	unsigned long sk_flags;
+} __attribute__((preserve_access_index));
+
 static __always_inline void stat_inc(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&stats, &idx);
@@ -44,25 +99,107 @@ static __always_inline void stat_inc(__u32 idx)
 		__sync_fetch_and_add(c, 1);
 }
 
+/* The address a pointer holds, as a plain number (the verifier tracks a pointer copied by a
+ * probe read as a scalar, which may be stored in a map and used as a key). */
+static __always_inline __u64 addr_of(const void *p)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), &p);
+	return v;
+}
+
 /* AF_INET/AF_INET6 x TCP/UDP only: netlink, unix, ... sockets fire the send/recv hooks too */
-static __always_inline bool sock_wanted(const struct sock *sk, bool tcp_only)
+static __always_inline bool sock_wanted(const struct sock *sk, __u16 proto_wanted)
 {
 	__u16 family = sk->__sk_common.skc_family;
-	__u16 proto = sk->sk_protocol;
 
 	if (family != AF_INET && family != AF_INET6)
 		return false;
-	if (proto == IPPROTO_TCP)
-		return true;
-	return !tcp_only && proto == IPPROTO_UDP;
+	return sk->sk_protocol == proto_wanted;
 }
 
-static __always_inline void fill_rtt(struct fl_sock *v, const struct sock *sk)
+/* The key of a socket that is not in "socks" yet. */
+static __always_inline __u64 sock_key(const struct sock *sk)
+{
+	__u64 cookie;
+
+	if (fl_cookie_helper)
+		return bpf_get_socket_cookie((void *)sk);
+	cookie = sk->__sk_common.skc_cookie.counter;
+	return cookie ? cookie : addr_of(sk);
+}
+
+/* The entry of a socket and its key. Without the cookie helper, a socket was entered under its
+ * cookie if it had one then (start-up scan), else under its address; a cookie generated later
+ * (`ss`, SO_COOKIE) does not move it, so both are tried. */
+static __always_inline struct fl_sock *sock_lookup(const struct sock *sk, __u64 *key)
+{
+	struct fl_sock *v;
+	__u64 cookie;
+
+	if (fl_cookie_helper) {
+		*key = bpf_get_socket_cookie((void *)sk);
+		return bpf_map_lookup_elem(&socks, key);
+	}
+	cookie = sk->__sk_common.skc_cookie.counter;
+	if (cookie) {
+		*key = cookie;
+		v = bpf_map_lookup_elem(&socks, key);
+		if (v)
+			return v;
+	}
+	*key = addr_of(sk);
+	return bpf_map_lookup_elem(&socks, key);
+}
+
+static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
+{
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return sk->sk_cgrp_data.cgroup->kn->id;
+
+	struct sock_cgroup_data___old *data = (void *)&sk->sk_cgrp_data;
+	__u64 val = BPF_CORE_READ(data, val);
+
+	if (!val || (val & 1))
+		return 1; /* the cgroup2 root */
+	return BPF_CORE_READ((struct cgroup *)val, kn, id);
+}
+
+static __always_inline unsigned long sock_flags(const struct sock *sk)
+{
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		return sk->__sk_common.skc_flags;
+	return BPF_CORE_READ((struct sock___old *)sk, sk_flags);
+}
+
+static __always_inline __u64 sub_or_zero(__u64 a, __u64 b)
+{
+	return a > b ? a - b : 0;
+}
+
+/*
+ * A TCP socket's counters, from its own tcp_sock (the same numbers TCP_INFO reports). The
+ * sequence space also counts the SYN (bytes_acked of a client: base_acked is 1 for it) and the
+ * FINs: ours once acknowledged, the peer's once received (SOCK_DONE), which are taken off so
+ * that the counts are payload bytes. fin_sent: our FIN went out (the state says so).
+ */
+static __always_inline void fill_tcp(struct fl_sock *v, const struct sock *sk, bool fin_sent)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	__u64 acked, rcvd;
 
 	if (!tp)
 		return;
+	acked = tp->bytes_acked;
+	rcvd = tp->bytes_received;
+	if (fin_sent && tp->snd_una == tp->write_seq)
+		acked -= 1;
+	if (sock_flags(sk) & (1UL << SOCK_DONE))
+		rcvd -= 1;
+	v->bytes_sent = sub_or_zero(acked, v->base_acked);
+	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
+	v->retrans = tp->total_retrans > v->base_retrans ? tp->total_retrans - v->base_retrans : 0;
 	v->srtt_us = tp->srtt_us >> 3;
 	v->rttvar_us = tp->mdev_us >> 2;
 }
@@ -96,38 +233,35 @@ static __always_inline void fill_proc(struct fl_sock *v)
 }
 
 /* The record of a socket seen for the first time: identity from the socket itself (cgroup,
- * netns, addresses); pid/comm only when in_proc (process context). The socket is a BTF pointer
- * here: plain loads, no probe-read helper calls. */
+ * netns, addresses); pid/comm only when in_proc (process context). */
 static __always_inline void sock_fill(struct fl_sock *v, const struct sock *sk, __u8 role,
 				      bool in_proc, __u64 now)
 {
 	__builtin_memset(v, 0, sizeof(*v));
 	v->first_ns = now;
 	v->last_ns = now;
-	v->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+	v->cgroup_id = sock_cgroup_id(sk);
 	v->netns = sk->__sk_common.skc_net.net->ns.inum;
 	v->family = sk->__sk_common.skc_family;
 	v->protocol = sk->sk_protocol;
 	v->role = role;
 	fill_addrs(v, sk);
-	if (v->protocol == IPPROTO_TCP)
-		fill_rtt(v, sk);
 	if (in_proc)
 		fill_proc(v);
 }
 
 /* Inserts a filled record. Returns 0, -EEXIST when another CPU created the entry first (the
  * caller uses the winner), or another error when the map is full (counted). */
-static __always_inline long sock_insert(__u64 *cookie, const struct fl_sock *v, __u64 flags)
+static __always_inline long sock_insert(__u64 *key, const struct fl_sock *v, __u64 flags)
 {
-	long err = bpf_map_update_elem(&socks, cookie, v, flags);
+	long err = bpf_map_update_elem(&socks, key, v, flags);
 
-	if (err && err != -17 /* EEXIST */)
+	if (err && err != -EEXIST)
 		stat_inc(FL_STAT_SOCKS_FULL);
 	return err;
 }
 
-static __always_inline void emit(__u64 cookie, __u32 kind, const struct fl_sock *v, __u64 now)
+static __always_inline void emit(__u64 key, __u32 kind, const struct fl_sock *v, __u64 now)
 {
 	struct fl_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -135,7 +269,7 @@ static __always_inline void emit(__u64 cookie, __u32 kind, const struct fl_sock 
 		stat_inc(FL_STAT_EVENTS_LOST);
 		return;
 	}
-	e->cookie = cookie;
+	e->cookie = key;
 	e->ts_ns = now;
 	e->kind = kind;
 	e->_pad = 0;
@@ -163,26 +297,57 @@ static __always_inline void emit(__u64 cookie, __u32 kind, const struct fl_sock 
 	bpf_ringbuf_submit(e, wake);
 }
 
+/* listen(): process context. Its accepted sockets take this pid and comm. */
+static __always_inline void listener_start(const struct sock *sk)
+{
+	struct fl_listener_key k = {
+		.netns = sk->__sk_common.skc_net.net->ns.inum,
+		.port = sk->__sk_common.skc_num,
+	};
+	struct fl_listener l = {};
+
+	l.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(l.comm, sizeof(l.comm));
+	bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
+}
+
+static __always_inline void listener_owns(struct fl_sock *v)
+{
+	struct fl_listener_key k = { .netns = v->netns, .port = v->sport };
+	struct fl_listener *l = bpf_map_lookup_elem(&listeners, &k);
+
+	if (l) {
+		v->pid = l->pid;
+		__builtin_memcpy(v->comm, l->comm, sizeof(v->comm));
+	}
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 {
 	struct fl_sock fresh;
 	struct fl_sock *v;
-	__u64 cookie, now;
+	__u64 key, now;
 
-	if (!sock_wanted(sk, true))
+	if (!sock_wanted(sk, IPPROTO_TCP))
 		return 0;
+	if (newstate == TCP_LISTEN) {
+		listener_start(sk);
+		return 0;
+	}
 	/* Half of a connection's state changes (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, ...) tell nothing
 	 * the flow table needs: leave them before any lookup or clock read. */
 	if (newstate != TCP_CLOSE && newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED)
 		return 0;
-	cookie = bpf_get_socket_cookie((void *)sk);
 	now = bpf_ktime_get_ns();
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* inside connect(): process context. A reconnect of a known socket starts over. */
+		key = sock_key(sk);
 		sock_fill(&fresh, sk, FL_ROLE_CLIENT, true, now);
-		sock_insert(&cookie, &fresh, BPF_ANY);
+		fresh.sk = addr_of(sk);
+		fresh.base_acked = 1; /* the SYN, once the SYN-ACK acknowledges it */
+		sock_insert(&key, &fresh, BPF_ANY);
 		return 0;
 	}
 
@@ -196,116 +361,50 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		 */
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
 
-		v = bpf_map_lookup_elem(&socks, &cookie);
+		v = sock_lookup(sk, &key);
 		if (!v) {
 			/* an accepted socket (or a connect the map had no room for) */
+			key = sock_key(sk);
 			sock_fill(&fresh, sk, role, false, now);
-			long err = sock_insert(&cookie, &fresh, BPF_NOEXIST);
+			fresh.sk = addr_of(sk);
+			fresh.base_acked = role == FL_ROLE_CLIENT;
+			if (role == FL_ROLE_SERVER)
+				listener_owns(&fresh);
+			long err = sock_insert(&key, &fresh, BPF_NOEXIST);
 
-			if (err != -17)
+			if (err != -EEXIST)
 				return 0;
-			v = bpf_map_lookup_elem(&socks, &cookie);
+			v = bpf_map_lookup_elem(&socks, &key);
 			if (!v)
 				return 0;
 		}
 		v->role = role;
 		v->last_ns = now;
 		fill_addrs(v, sk); /* the local port is only known now */
-		fill_rtt(v, sk);
+		fill_tcp(v, sk, false);
 		return 0;
 	}
 
 	if (newstate != TCP_CLOSE)
 		return 0;
-	v = bpf_map_lookup_elem(&socks, &cookie);
+	v = sock_lookup(sk, &key);
 	if (!v)
 		return 0;
 	v->last_ns = now;
-	fill_rtt(v, sk);
 	if (oldstate == TCP_SYN_SENT) {
 		/* the source port is picked after CLOSE -> SYN_SENT, and skc_num is already
 		 * released when CLOSE is traced: inet_sport survives */
 		if (!v->sport)
 			v->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-		emit(cookie, FL_EV_CONNECT_FAILED, v, now);
+		emit(key, FL_EV_CONNECT_FAILED, v, now);
 	} else {
-		emit(cookie, FL_EV_CLOSE, v, now);
+		fill_tcp(v, sk,
+			 oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 ||
+				 oldstate == TCP_CLOSING || oldstate == TCP_LAST_ACK);
+		emit(key, FL_EV_CLOSE, v, now);
 	}
-	bpf_map_delete_elem(&socks, &cookie);
+	bpf_map_delete_elem(&socks, &key);
 	return 0;
-}
-
-static __always_inline int on_xfer(const struct sock *sk, int ret, bool send)
-{
-	struct fl_sock *v;
-	__u64 cookie, now;
-	bool tcp;
-
-	if (ret <= 0 || !sock_wanted(sk, false))
-		return 0;
-	tcp = sk->sk_protocol == IPPROTO_TCP;
-	cookie = bpf_get_socket_cookie((void *)sk);
-
-	v = bpf_map_lookup_elem(&socks, &cookie);
-	if (!v) {
-		/* a TCP connection that predates the collector, or a UDP socket's first datagram */
-		struct fl_sock fresh;
-		long err;
-
-		if (tcp && sk->__sk_common.skc_state != TCP_ESTABLISHED)
-			return 0;
-		now = bpf_ktime_get_ns();
-		sock_fill(&fresh, sk,
-			  tcp ? FL_ROLE_UNKNOWN : (send ? FL_ROLE_CLIENT : FL_ROLE_SERVER), true,
-			  now);
-		if (send)
-			fresh.bytes_sent = ret;
-		else
-			fresh.bytes_rcvd = ret;
-		fresh.io_count = 1;
-		err = sock_insert(&cookie, &fresh, BPF_NOEXIST);
-		if (!err) {
-			if (!tcp)
-				emit(cookie, FL_EV_OPEN, &fresh, now);
-			return 0;
-		}
-		/* another CPU created it first: count on the winner */
-		v = err == -17 ? bpf_map_lookup_elem(&socks, &cookie) : NULL;
-		if (!v)
-			return 0;
-	}
-
-	if (send)
-		__sync_fetch_and_add(&v->bytes_sent, ret);
-	else
-		__sync_fetch_and_add(&v->bytes_rcvd, ret);
-	if (!v->pid)
-		fill_proc(v);
-	if (tcp) {
-		/* A TCP flow ends by its state, not by idling: no clock read on its data path
-		 * (one costs about as much as the rest of this program). The RTT is re-read every
-		 * FL_RTT_EVERY sends and receives: the kernel updates it on another CPU (ACKs come
-		 * in softirq), so each read is a cache line fetched from there. The open and the
-		 * close read it too, so a short connection needs no read on its data path. */
-		if ((++v->io_count & (FL_RTT_EVERY - 1)) == 0)
-			fill_rtt(v, sk);
-	} else {
-		/* UDP flows end after udp_idle_timeout_secs without a datagram. */
-		v->last_ns = bpf_ktime_get_ns();
-	}
-	return 0;
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(fl_send, struct sock *sk, int ret, int flags)
-{
-	return on_xfer(sk, ret, true);
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags)
-{
-	return on_xfer(sk, ret, false);
 }
 
 /*
@@ -313,43 +412,217 @@ int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags)
  * already running on that CPU (a softirq state change interrupting a process-context one), so
  * fl_set_state can miss a close. Destruction is traced by this other program: whatever
  * fl_set_state left behind is closed here. Userspace counts the skipped runs as lost events.
+ * The state before CLOSE is gone here: our FIN counts as sent when sending was shut down.
  */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(fl_destroy, struct sock *sk)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct fl_sock *v = bpf_map_lookup_elem(&socks, &cookie);
-	__u64 now;
+	struct fl_sock *v;
+	__u64 key, now;
 
+	v = sock_lookup(sk, &key);
 	if (!v)
 		return 0;
 	now = bpf_ktime_get_ns();
 	v->last_ns = now;
-	emit(cookie, FL_EV_CLOSE, v, now);
-	bpf_map_delete_elem(&socks, &cookie);
+	fill_tcp(v, sk, BPF_CORE_READ_BITFIELD(sk, sk_shutdown) & SEND_SHUTDOWN);
+	emit(key, FL_EV_CLOSE, v, now);
+	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(fl_retransmit, const struct sock *sk, const struct sk_buff *skb)
+/* A UDP datagram of `ret` bytes sent or received (process context). */
+static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 {
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	struct fl_sock *v = bpf_map_lookup_elem(&socks, &cookie);
+	struct fl_sock *v;
+	__u64 key, now;
 
-	if (v)
-		__sync_fetch_and_add(&v->retrans, 1);
+	if (ret <= 0 || !sock_wanted(sk, IPPROTO_UDP))
+		return 0;
+	now = bpf_ktime_get_ns();
+	v = sock_lookup(sk, &key);
+	if (!v) {
+		/* the socket's first datagram */
+		struct fl_sock fresh;
+		long err;
+
+		key = sock_key(sk);
+		sock_fill(&fresh, sk, send ? FL_ROLE_CLIENT : FL_ROLE_SERVER, true, now);
+		if (send)
+			fresh.bytes_sent = ret;
+		else
+			fresh.bytes_rcvd = ret;
+		err = sock_insert(&key, &fresh, BPF_NOEXIST);
+		if (!err) {
+			emit(key, FL_EV_OPEN, &fresh, now);
+			return 0;
+		}
+		/* another CPU created it first: count on the winner */
+		v = err == -EEXIST ? bpf_map_lookup_elem(&socks, &key) : NULL;
+		if (!v)
+			return 0;
+	}
+	if (send)
+		__sync_fetch_and_add(&v->bytes_sent, ret);
+	else
+		__sync_fetch_and_add(&v->bytes_rcvd, ret);
+	if (!v->pid)
+		fill_proc(v);
+	/* UDP flows end after udp_idle_timeout_secs without a datagram. */
+	v->last_ns = now;
 	return 0;
 }
 
+/* UDP datagrams, Linux 6.3+: the socket layer's tracepoints (TCP calls leave at once). */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(fl_send, struct sock *sk, int ret, int flags)
+{
+	return on_udp(sk, ret, true);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags)
+{
+	return on_udp(sk, ret, false);
+}
+
+/* UDP datagrams before 6.3: fexit of the protocol's own functions. udpv6_sendmsg hands
+ * v4-mapped destinations to udp_sendmsg: an AF_INET6 socket is counted by the v6 program only.
+ * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in 5.19: one program for each
+ * arity, userspace attaches the one the kernel accepts. */
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(fl_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	if (sk->__sk_common.skc_family != AF_INET)
+		return 0;
+	return on_udp(sk, ret, true);
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(fl_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	return on_udp(sk, ret, true);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fl_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	     int *addr_len, int ret)
+{
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fl_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	     int *addr_len, int ret)
+{
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fl_udp_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size_t len,
+	     int noblock, int flags, int *addr_len, int ret)
+{
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fl_udpv6_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size_t len,
+	     int noblock, int flags, int *addr_len, int ret)
+{
+	return on_udp(sk, ret, false);
+}
+
+/*
+ * The gather's look at live TCP sockets, in every network namespace at once: userspace runs
+ * this iterator over every open file of every process before it reads "socks". A socket file
+ * whose TCP socket is in "socks" gets its counters read from the socket (probe reads: the
+ * socket is reached through the file's private data, a plain number to the verifier), its
+ * address (for the close, and for sockets found by the start-up scan, which came without one)
+ * and, when still unknown, the process holding it. Sockets without a file (closed by their
+ * process, waiting for the peer) keep what they had until their close record.
+ * (An iterator over "socks" itself, iter/bpf_map_elem, would visit fewer objects, but some
+ * kernels refuse map iterators while allowing this one.)
+ */
+SEC("iter/task_file")
+int fl_refresh(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct task_struct *task = ctx->task;
+	struct socket *sock;
+	struct sock *sk;
+	struct tcp_sock *tp;
+	struct fl_sock *v;
+	__u64 key, addr, acked, rcvd, cookie;
+	__u32 retrans, state;
+
+	if (!file || !task || !file->f_inode || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = file->private_data;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	addr = (__u64)sk;
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	v = NULL;
+	if (cookie) {
+		key = cookie;
+		v = bpf_map_lookup_elem(&socks, &key);
+	}
+	if (!v) {
+		key = addr;
+		v = bpf_map_lookup_elem(&socks, &key);
+	}
+	if (!v || v->protocol != IPPROTO_TCP)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_num) != v->sport ||
+	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != v->dport) {
+		/* the entry of a socket that lived at this address before: its end was missed */
+		stat_inc(FL_STAT_STALE_SOCKS);
+		return 0;
+	}
+	v->sk = addr;
+	if (!v->pid) {
+		v->pid = task->tgid;
+		bpf_probe_read_kernel(v->comm, sizeof(v->comm), task->comm);
+	}
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE ||
+	    state == TCP_LISTEN)
+		return 0;
+	tp = (struct tcp_sock *)sk;
+	acked = BPF_CORE_READ(tp, bytes_acked);
+	rcvd = BPF_CORE_READ(tp, bytes_received);
+	if ((state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+	     state == TCP_LAST_ACK) &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked -= 1; /* our FIN, acknowledged */
+	if (state == TCP_CLOSE_WAIT || state == TCP_CLOSING || state == TCP_LAST_ACK)
+		rcvd -= 1; /* the peer's FIN */
+	v->bytes_sent = sub_or_zero(acked, v->base_acked);
+	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
+	retrans = BPF_CORE_READ(tp, total_retrans);
+	v->retrans = retrans > v->base_retrans ? retrans - v->base_retrans : 0;
+	v->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	v->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	return 0;
+}
+
+/* rtt_source = "segment": the RTT refreshed on every received segment. */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(fl_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct fl_sock *v = bpf_map_lookup_elem(&socks, &cookie);
+	struct fl_sock *v;
+	__u64 key;
+	struct tcp_sock *tp;
 
+	v = sock_lookup(sk, &key);
 	if (!v)
 		return 0;
-	fill_rtt(v, sk);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	v->srtt_us = tp->srtt_us >> 3;
+	v->rttvar_us = tp->mdev_us >> 2;
 	v->last_ns = bpf_ktime_get_ns();
 	return 0;
 }
@@ -379,16 +652,9 @@ int BPF_PROG(fl_noop_destroy)
 	return 0;
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(fl_noop_retransmit)
-{
-	return 0;
-}
-
 /*
  * Capability checks for `flowlens doctor`: trivial programs on the hook types other kernels offer
- * (kprobes, fentry/fexit). The collector does not use them; doctor loads and attaches each one
- * to report whether this kernel allows that kind of hook, and why not.
+ * (kprobes, fentry/fexit), to report whether this kernel allows that kind of hook, and why not.
  */
 SEC("kprobe/tcp_connect")
 int fl_check_kprobe(void *ctx)

@@ -12,29 +12,37 @@
 
 #define FL_COMM_LEN 16
 #define FL_WAKE_CHECK_EVERY 32 /* a CPU looks at the ring's fill level every 32 records (power of 2) */
-#define FL_RTT_EVERY 8      /* a TCP socket's RTT is re-read every 8 sends and receives (power of 2) */
 
 /* OPEN: a UDP socket's first datagram (a TCP flow's start is not a record: userspace finds it in
- * "socks", or learns of it from its CLOSE). CLOSE: a TCP flow's end, with its final counters. */
+ * "socks", or learns of it from its CLOSE). CLOSE: a TCP flow's end, with its final counters.
+ * CONNECT_FAILED: SYN_SENT -> CLOSE. */
 enum fl_event_kind { FL_EV_OPEN = 1, FL_EV_CLOSE = 2, FL_EV_CONNECT_FAILED = 3 };
 
 enum fl_role { FL_ROLE_UNKNOWN = 0, FL_ROLE_CLIENT = 1, FL_ROLE_SERVER = 2 };
 
 /* indexes in the per-CPU array map "stats" (__u64 values) */
-enum fl_stat { FL_STAT_EVENTS_LOST = 0, FL_STAT_SOCKS_FULL = 1, FL_STAT_EVENTS_SENT = 2, FL_STAT_MAX = 8 };
+enum fl_stat {
+    FL_STAT_EVENTS_LOST = 0,
+    FL_STAT_SOCKS_FULL = 1,
+    FL_STAT_EVENTS_SENT = 2,
+    FL_STAT_STALE_SOCKS = 3, /* entries whose socket address no longer held that socket (fl_refresh) */
+    FL_STAT_MAX = 8
+};
 
-struct fl_sock {            /* value of hash map "socks", key: __u64 socket cookie */
-    __u64 bytes_sent;       /* payload bytes: sum of positive sock_send_length ret */
-    __u64 bytes_rcvd;       /* sum of positive sock_recv_length ret */
+struct fl_sock {            /* value of hash map "socks", key: the socket's identity (sock_key()) */
+    __u64 bytes_sent;       /* payload bytes. UDP: sum of the datagrams sent. TCP: the socket's own
+                             * tcp_sock.bytes_acked less the SYN and FIN and less base_acked, written
+                             * at close and by the gather's map iterator (fl_refresh) */
+    __u64 bytes_rcvd;       /* UDP: sum of datagrams received; TCP: bytes_received less FIN, base */
     __u64 first_ns;         /* bpf_ktime_get_ns() when the entry was created */
     __u64 last_ns;          /* bpf_ktime_get_ns() of the open, the close, the last UDP datagram
                              * (TCP data does not move it: its flows end by state, not idling) */
-    __u64 cgroup_id;        /* sk->sk_cgrp_data.cgroup->kn->id (cgroup2 inode), from the SOCKET */
+    __u64 cgroup_id;        /* the socket's cgroup2 id (sk_cgrp_data), from the SOCKET */
     __u32 netns;            /* sk->__sk_common.skc_net.net->ns.inum */
     __u32 pid;              /* tgid, only ever taken in process context; 0 = not known yet */
     __u32 srtt_us;          /* tcp_sk(sk)->srtt_us >> 3 (as TCP_INFO tcpi_rtt) */
     __u32 rttvar_us;        /* tcp_sk(sk)->mdev_us >> 2 (as TCP_INFO tcpi_rttvar) */
-    __u32 retrans;          /* tcp_retransmit_skb count */
+    __u32 retrans;          /* tcp_sock.total_retrans less base_retrans */
     __u16 sport;            /* local port, host byte order */
     __u16 dport;            /* remote port, host byte order */
     __u8 saddr[16];         /* local address; IPv4 stored as v4-mapped ::ffff:a.b.c.d */
@@ -44,9 +52,12 @@ struct fl_sock {            /* value of hash map "socks", key: __u64 socket cook
     __u8 role;              /* enum fl_role */
     __u8 _pad;
     char comm[FL_COMM_LEN]; /* only taken in process context, with pid */
-    __u32 io_count;         /* sends and receives seen (wrapping; not atomic: a sampling clock) */
-    __u8 _reserved[8];      /* explicit tail padding to 128 bytes (the fields above end at 120); always 0 */
-};                          /* 128 bytes */
+    __u32 base_retrans;     /* TCP: total_retrans when tracking began (start-up scan), else 0 */
+    __u64 sk;               /* TCP: kernel address of the socket, read by fl_refresh (which checks
+                             * that it is still this socket); 0 = not known (found at start-up) */
+    __u64 base_acked;       /* TCP: bytes_acked when tracking began (the SYN for a client) */
+    __u64 base_rcvd;        /* TCP: bytes_received when tracking began */
+};                          /* 144 bytes */
 
 struct fl_event {           /* ring buffer "events" record */
     __u64 cookie;
@@ -54,16 +65,18 @@ struct fl_event {           /* ring buffer "events" record */
     __u32 kind;             /* enum fl_event_kind */
     __u32 _pad;
     struct fl_sock sock;    /* snapshot at the event (final counters for CLOSE) */
-};                          /* 152 bytes */
+};                          /* 168 bytes */
 
-_Static_assert(sizeof(struct fl_sock) == 128, "struct fl_sock must be 128 bytes");
-_Static_assert(sizeof(struct fl_event) == 152, "struct fl_event must be 152 bytes");
+_Static_assert(sizeof(struct fl_sock) == 144, "struct fl_sock must be 144 bytes");
+_Static_assert(sizeof(struct fl_event) == 168, "struct fl_event must be 168 bytes");
 _Static_assert(__builtin_offsetof(struct fl_sock, netns) == 40, "fl_sock.netns offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, sport) == 60, "fl_sock.sport offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, saddr) == 64, "fl_sock.saddr offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, family) == 96, "fl_sock.family offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, comm) == 100, "fl_sock.comm offset");
-_Static_assert(__builtin_offsetof(struct fl_sock, io_count) == 116, "fl_sock.io_count offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, base_retrans) == 116, "fl_sock.base_retrans offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, sk) == 120, "fl_sock.sk offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, base_rcvd) == 136, "fl_sock.base_rcvd offset");
 _Static_assert(__builtin_offsetof(struct fl_event, sock) == 24, "fl_event.sock offset");
 
 #endif /* FLOWLENS_H */

@@ -906,8 +906,10 @@ pub(crate) mod tests {
             role,
             _pad: 0,
             comm: [0; COMM_LEN],
-            io_count: 0,
-            _reserved: [0; 8],
+            base_retrans: 0,
+            sk: 0,
+            base_acked: 0,
+            base_rcvd: 0,
         }
     }
 

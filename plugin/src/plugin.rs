@@ -107,8 +107,11 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
             role: raw_role,
             _pad: 0,
             comm: [0; records::COMM_LEN],
-            io_count: 0,
-            _reserved: [0; 8],
+            // Counted from now: the socket's counters as the scan saw them are the base.
+            base_retrans: found.total_retrans,
+            sk: 0,
+            base_acked: found.bytes_acked,
+            base_rcvd: found.bytes_received,
         };
         ebpf.adopt(found.cookie, &sock);
         table.seed(found.cookie, &sock, role);
@@ -275,6 +278,9 @@ impl Flowlens {
         let mut table = lock(&table);
         let ebpf = self.ebpf.as_mut()?;
         ebpf.apply_events(&mut table);
+        if let Err(e) = ebpf.refresh_tcp() {
+            tracing::warn!("cannot read the live TCP sockets' counters: {e}");
+        }
         let limit = self.config.general.max_flows as usize * 2;
         let snapshot = ebpf.snapshot(limit);
         let expired = table.refresh(snapshot.iter().map(|(c, s)| (*c, s)), monotonic_ns());

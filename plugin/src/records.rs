@@ -5,10 +5,6 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 /// `FL_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
-/// `FL_RTT_EVERY`: a TCP socket's RTT is re-read every this many sends and receives, so a
-/// flow's RTT is the kernel's as of one of its last `RTT_EVERY` I/Os (or its open or close).
-pub const RTT_EVERY: u32 = 8;
-
 /// `enum fl_event_kind`: a TCP socket became established, or a UDP socket moved its first datagram.
 pub const EV_OPEN: u32 = 1;
 /// `FL_EV_CLOSE`: a TCP socket reached CLOSE; the record carries its final counters.
@@ -29,6 +25,8 @@ pub const STAT_EVENTS_LOST: u32 = 0;
 pub const STAT_SOCKS_FULL: u32 = 1;
 /// `FL_STAT_EVENTS_SENT`.
 pub const STAT_EVENTS_SENT: u32 = 2;
+/// `FL_STAT_STALE_SOCKS`: entries whose socket address no longer held that socket at a gather.
+pub const STAT_STALE_SOCKS: u32 = 3;
 
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u8 = 6;
@@ -39,7 +37,8 @@ pub const IPPROTO_UDP: u8 = 17;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlSock {
-    /// Payload bytes sent (sum of `sock_send_length`).
+    /// Payload bytes sent: UDP, the datagrams' sum; TCP, the socket's `bytes_acked` less the
+    /// SYN, the FIN and `base_acked` (read at close and by the gather's map iterator).
     pub bytes_sent: u64,
     /// Payload bytes received.
     pub bytes_rcvd: u64,
@@ -77,10 +76,14 @@ pub struct FlSock {
     pub _pad: u8,
     /// Command name, NUL-padded.
     pub comm: [u8; COMM_LEN],
-    /// Sends and receives seen (wrapping): the kernel's clock for re-reading a TCP RTT.
-    pub io_count: u32,
-    /// Tail padding.
-    pub _reserved: [u8; 8],
+    /// TCP: `total_retrans` when tracking began (the start-up scan), else 0.
+    pub base_retrans: u32,
+    /// TCP: the socket's kernel address, read by the gather's map iterator; 0 when not known.
+    pub sk: u64,
+    /// TCP: `bytes_acked` when tracking began (1 for a client: its SYN).
+    pub base_acked: u64,
+    /// TCP: `bytes_received` when tracking began.
+    pub base_rcvd: u64,
 }
 
 /// `struct fl_event`: a ring buffer record.
@@ -99,14 +102,16 @@ pub struct FlEvent {
     pub sock: FlSock,
 }
 
-const _: () = assert!(std::mem::size_of::<FlSock>() == 128);
-const _: () = assert!(std::mem::size_of::<FlEvent>() == 152);
+const _: () = assert!(std::mem::size_of::<FlSock>() == 144);
+const _: () = assert!(std::mem::size_of::<FlEvent>() == 168);
 const _: () = assert!(std::mem::offset_of!(FlSock, netns) == 40);
 const _: () = assert!(std::mem::offset_of!(FlSock, sport) == 60);
 const _: () = assert!(std::mem::offset_of!(FlSock, saddr) == 64);
 const _: () = assert!(std::mem::offset_of!(FlSock, family) == 96);
 const _: () = assert!(std::mem::offset_of!(FlSock, comm) == 100);
-const _: () = assert!(std::mem::offset_of!(FlSock, io_count) == 116);
+const _: () = assert!(std::mem::offset_of!(FlSock, base_retrans) == 116);
+const _: () = assert!(std::mem::offset_of!(FlSock, sk) == 120);
+const _: () = assert!(std::mem::offset_of!(FlSock, base_rcvd) == 136);
 const _: () = assert!(std::mem::offset_of!(FlEvent, sock) == 24);
 
 /// An address as stored by the kernel side: IPv4 comes back as `Ipv4Addr`.
@@ -196,8 +201,6 @@ mod tests {
                 .unwrap_or_else(|_| panic!("{name}: {rest:.20}"))
         };
         assert_eq!(value("FL_COMM_LEN"), COMM_LEN as u64);
-        assert_eq!(value("FL_RTT_EVERY"), u64::from(RTT_EVERY));
-        assert!(RTT_EVERY.is_power_of_two());
         assert_eq!(value("FL_EV_OPEN"), u64::from(EV_OPEN));
         assert_eq!(value("FL_EV_CLOSE"), u64::from(EV_CLOSE));
         assert_eq!(value("FL_EV_CONNECT_FAILED"), u64::from(EV_CONNECT_FAILED));
@@ -207,6 +210,7 @@ mod tests {
         assert_eq!(value("FL_STAT_EVENTS_LOST"), u64::from(STAT_EVENTS_LOST));
         assert_eq!(value("FL_STAT_SOCKS_FULL"), u64::from(STAT_SOCKS_FULL));
         assert_eq!(value("FL_STAT_EVENTS_SENT"), u64::from(STAT_EVENTS_SENT));
+        assert_eq!(value("FL_STAT_STALE_SOCKS"), u64::from(STAT_STALE_SOCKS));
     }
 
     #[test]

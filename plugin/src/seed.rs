@@ -74,6 +74,8 @@ pub struct SeededSocket {
     pub bytes_acked: u64,
     /// `tcp_info.tcpi_bytes_received` (kernel 4.1+), 0 when not reported.
     pub bytes_received: u64,
+    /// `tcp_info.tcpi_total_retrans`, 0 when not reported.
+    pub total_retrans: u32,
     /// cgroup v2 id of the socket (`INET_DIAG_CGROUP_ID`, kernel 5.7+), if reported.
     pub cgroup_id: Option<u64>,
     /// Inode of the socket (`idiag_inode`), 0 for sockets without a file (e.g. SYN_RECV).
@@ -156,6 +158,7 @@ const INET_DIAG_CGROUP_ID: u16 = 21;
 /// Offsets in `struct tcp_info` (checked with `offsetof` against `/usr/include/linux/tcp.h`).
 const TCPI_RTT_OFF: usize = 68;
 const TCPI_RTTVAR_OFF: usize = 72;
+const TCPI_TOTAL_RETRANS_OFF: usize = 100;
 const TCPI_BYTES_ACKED_OFF: usize = 120;
 const TCPI_BYTES_RECEIVED_OFF: usize = 128;
 
@@ -226,6 +229,7 @@ struct TcpInfoLite {
     rttvar_us: Option<u32>,
     bytes_acked: Option<u64>,
     bytes_received: Option<u64>,
+    total_retrans: Option<u32>,
 }
 
 /// One parsed `inet_diag_msg` with the attributes we use.
@@ -433,6 +437,7 @@ fn parse_tcp_info(data: &[u8]) -> TcpInfoLite {
         rttvar_us: rd_u32_ne(data, TCPI_RTTVAR_OFF),
         bytes_acked: rd_u64_ne(data, TCPI_BYTES_ACKED_OFF),
         bytes_received: rd_u64_ne(data, TCPI_BYTES_RECEIVED_OFF),
+        total_retrans: rd_u32_ne(data, TCPI_TOTAL_RETRANS_OFF),
     }
 }
 
@@ -746,6 +751,7 @@ fn read_namespace(target: &NsTarget, max_sockets: usize) -> NsOutcome {
                 rttvar_us: info.rttvar_us.unwrap_or(0),
                 bytes_acked: info.bytes_acked.unwrap_or(0),
                 bytes_received: info.bytes_received.unwrap_or(0),
+                total_retrans: info.total_retrans.unwrap_or(0),
                 cgroup_id: s.cgroup_id,
                 inode: s.inode,
             }

@@ -1,21 +1,21 @@
 //! The floor of the benchmarks: the collector's hooks with empty programs attached, to measure
 //! what merely tracing those hooks costs the host, apart from anything flowlens does in them.
 //!
-//! The embedded object carries `fl_noop_set_state`, `fl_noop_send`, `fl_noop_recv`,
-//! `fl_noop_destroy` and `fl_noop_retransmit`, each on the same `tp_btf` tracepoint as the real
-//! program of the same role (the hooks of the default config). [`Floor::attach`] loads the
+//! The embedded object carries `fl_noop_set_state`, `fl_noop_send`, `fl_noop_recv` and
+//! `fl_noop_destroy`, each on the same `tp_btf` tracepoint as the real program of the same role
+//! (the tracepoints of the default config where they all exist, as on 6.3+). [`Floor::attach`] loads the
 //! object, attaches those and nothing else; dropping the [`Floor`] detaches them.
 
 use super::{kernel_btf, reason, CollectorError, BPF_OBJECT};
 use aya::{programs::BtfTracePoint, EbpfLoader};
 
-/// The empty programs and the tracepoints they attach to, mirroring [`super::PROBES`].
+/// The empty programs and the tracepoints they attach to, mirroring the `tp_btf` hooks of
+/// [`super::FEATURES`].
 pub const FLOOR_PROBES: &[(&str, &str)] = &[
     ("fl_noop_set_state", "inet_sock_set_state"),
     ("fl_noop_send", "sock_send_length"),
     ("fl_noop_recv", "sock_recv_length"),
     ("fl_noop_destroy", "tcp_destroy_sock"),
-    ("fl_noop_retransmit", "tcp_retransmit_skb"),
 ];
 
 /// Why the floor could not be attached.
@@ -74,7 +74,12 @@ mod tests {
     #[test]
     fn the_floor_hooks_what_the_collector_hooks() {
         let floor: Vec<&str> = FLOOR_PROBES.iter().map(|(_, tp)| *tp).collect();
-        let real: Vec<&str> = super::super::PROBES.iter().map(|p| p.tracepoint).collect();
+        let real: Vec<&str> = super::super::FEATURES
+            .iter()
+            .flat_map(|f| f.ways.iter().flat_map(|way| way.iter()))
+            .filter(|hook| hook.kind == super::super::HookKind::TpBtf)
+            .map(|hook| hook.target)
+            .collect();
         assert_eq!(floor, real);
         for (program, _) in FLOOR_PROBES {
             let name = program.as_bytes();

@@ -7,15 +7,16 @@
 //! detaches everything.
 
 pub mod floor;
+mod iter;
 use crate::flows::FlowTable;
 use crate::records::{FlEvent, FlSock};
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe},
+    programs::{BtfTracePoint, FEntry, FExit, Iter, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
 use std::{
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, TryLockError,
@@ -33,50 +34,128 @@ const MAX_PENDING_EVENTS: usize = 1 << 16;
 // SAFETY: FlSock is `repr(C)` plain old data; every bit pattern is a valid value.
 unsafe impl aya::Pod for FlSock {}
 
-/// What a probe is for and where it hooks.
-pub struct ProbeSpec {
-    /// Program name (the C function).
-    pub program: &'static str,
-    /// The BTF tracepoint it attaches to.
-    pub tracepoint: &'static str,
-    /// The feature that degrades without it.
-    pub feature: &'static str,
+/// The kinds of hook the collector attaches programs to, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// A BTF-typed tracepoint (`tp_btf/<tracepoint>`).
+    TpBtf,
+    /// The exit of a kernel function (`fexit/<function>`, 5.5+ where function tracing is allowed).
+    FExit,
+    /// A BPF iterator (`iter/<target>`), run by userspace at each gather.
+    Iter,
 }
 
-/// The probes the collector uses, in attach order.
-pub const PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        program: "fl_set_state",
-        tracepoint: "inet_sock_set_state",
-        feature: "TCP flows: open/close, client/server role",
+/// One program and where it hooks.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook {
+    /// Program name (the C function).
+    pub program: &'static str,
+    /// The kind of hook.
+    pub kind: HookKind,
+    /// The tracepoint, kernel function or iterator target.
+    pub target: &'static str,
+}
+
+impl Hook {
+    const fn tp_btf(program: &'static str, target: &'static str) -> Hook {
+        Hook {
+            program,
+            kind: HookKind::TpBtf,
+            target,
+        }
+    }
+
+    const fn fexit(program: &'static str, target: &'static str) -> Hook {
+        Hook {
+            program,
+            kind: HookKind::FExit,
+            target,
+        }
+    }
+
+    const fn iter(program: &'static str, target: &'static str) -> Hook {
+        Hook {
+            program,
+            kind: HookKind::Iter,
+            target,
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            HookKind::TpBtf => "tp_btf",
+            HookKind::FExit => "fexit",
+            HookKind::Iter => "iter",
+        };
+        write!(f, "{kind}/{}", self.target)
+    }
+}
+
+/// A feature of the collector and the ways to serve it, best first: each way is a set of
+/// programs that must all load and attach. The first way this kernel accepts serves it.
+pub struct Feature {
+    /// Short name (doctor, logs).
+    pub name: &'static str,
+    /// What a user gets from it.
+    pub serves: &'static str,
+    /// The ways to serve it, best first.
+    pub ways: &'static [&'static [Hook]],
+}
+
+/// The features of the default config, in attach order.
+pub const FEATURES: &[Feature] = &[
+    Feature {
+        name: "TCP connections",
+        serves: "TCP flows opened and closed, client/server role, owner, final counters",
+        ways: &[&[Hook::tp_btf("fl_set_state", "inet_sock_set_state")]],
     },
-    ProbeSpec {
-        program: "fl_send",
-        tracepoint: "sock_send_length",
-        feature: "bytes sent, UDP flows, owner of accepted sockets, RTT",
+    Feature {
+        name: "TCP ends",
+        serves: "closes the state-change program missed (it is skipped when it interrupts itself)",
+        ways: &[&[Hook::tp_btf("fl_destroy", "tcp_destroy_sock")]],
     },
-    ProbeSpec {
-        program: "fl_recv",
-        tracepoint: "sock_recv_length",
-        feature: "bytes received, UDP flows, RTT",
+    Feature {
+        name: "TCP live counters",
+        serves: "bytes, RTT and retransmissions of live TCP connections, read at each gather",
+        ways: &[&[Hook::iter("fl_refresh", "task_file")]],
     },
-    ProbeSpec {
-        program: "fl_destroy",
-        tracepoint: "tcp_destroy_sock",
-        feature: "closes that fl_set_state missed (it is skipped when it interrupts itself)",
+    Feature {
+        name: "UDP sent",
+        serves: "UDP flows and bytes sent",
+        ways: &[
+            &[Hook::tp_btf("fl_send", "sock_send_length")],
+            &[
+                Hook::fexit("fl_udp_sendmsg", "udp_sendmsg"),
+                Hook::fexit("fl_udpv6_sendmsg", "udpv6_sendmsg"),
+            ],
+        ],
     },
-    ProbeSpec {
-        program: "fl_retransmit",
-        tracepoint: "tcp_retransmit_skb",
-        feature: "TCP retransmissions",
+    Feature {
+        name: "UDP received",
+        serves: "UDP flows and bytes received",
+        ways: &[
+            &[Hook::tp_btf("fl_recv", "sock_recv_length")],
+            // Before 5.19 the receive functions have a `noblock` argument: the programs whose
+            // return value sits after it are accepted only there, so they are tried first.
+            &[
+                Hook::fexit("fl_udp_recvmsg_noblock", "udp_recvmsg"),
+                Hook::fexit("fl_udpv6_recvmsg_noblock", "udpv6_recvmsg"),
+            ],
+            &[
+                Hook::fexit("fl_udp_recvmsg", "udp_recvmsg"),
+                Hook::fexit("fl_udpv6_recvmsg", "udpv6_recvmsg"),
+            ],
+        ],
     },
 ];
 
-/// The optional per-segment RTT probe (`rtt_source = "segment"`).
-pub const SEGMENT_RTT_PROBE: ProbeSpec = ProbeSpec {
-    program: "fl_tcp_probe",
-    tracepoint: "tcp_probe",
-    feature: "RTT refreshed on every received segment",
+/// The optional per-segment RTT feature (`rtt_source = "segment"`).
+pub const SEGMENT_RTT: Feature = Feature {
+    name: "TCP RTT per segment",
+    serves: "RTT refreshed on every received segment",
+    ways: &[&[Hook::tp_btf("fl_tcp_probe", "tcp_probe")]],
 };
 
 /// The status of one probe or prerequisite, for logs and `doctor`.
@@ -123,15 +202,19 @@ pub struct EbpfCollector {
     events: Arc<EventQueue>,
     socks_fd: std::os::fd::RawFd,
     /// The attached programs' fds (owned by `_ebpf`), for their skipped-run counters.
-    program_fds: Vec<std::os::fd::RawFd>,
+    program_fds: Vec<RawFd>,
+    /// The link of the live-TCP-socket iterator (`fl_refresh`), run at each gather.
+    iter_link: Option<OwnedFd>,
     socks: BpfHashMap<MapData, u64, FlSock>,
     stats: PerCpuArray<MapData, u64>,
     probes: Vec<ProbeStatus>,
     _ebpf: Ebpf,
 }
 
-/// The verifier's or the kernel's words for an aya error, on one line, the end of long logs.
-fn reason(error: &dyn std::error::Error) -> String {
+/// The verifier's or the kernel's words for an aya error, on one line. A verifier log says why
+/// at its end (its first lines are the program's first instructions, or notes printed for every
+/// program of a kind): long logs keep their first line (aya's summary) and their last lines.
+pub(crate) fn reason(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -139,37 +222,116 @@ fn reason(error: &dyn std::error::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.len() > 6 {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+        })
+        .collect();
+    if lines.len() > 5 {
         format!(
             "{} | ... | {}",
             lines[0],
-            lines[lines.len() - 4..].join(" | ")
+            lines[lines.len() - 3..].join(" | ")
         )
     } else {
         lines.join(" | ")
     }
 }
 
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &ProbeSpec) -> ProbeStatus {
-    let name = format!("probe {} (tp_btf/{})", spec.program, spec.tracepoint);
-    let result = (|| -> Result<(), String> {
-        let program: &mut BtfTracePoint = program(ebpf, spec.program)?;
-        program.load(spec.tracepoint, btf).map_err(|e| reason(&e))?;
-        program.attach().map_err(|e| reason(&e))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => ProbeStatus {
-            name,
-            ok: true,
-            detail: format!("attached: {}", spec.feature),
-        },
-        Err(why) => ProbeStatus {
+/// Loads and attaches one program; returns the link of an iterator (aya cannot attach one to a
+/// map), nothing for the others (aya holds their links).
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<Option<OwnedFd>, String> {
+    match hook.kind {
+        HookKind::TpBtf => {
+            let p: &mut BtfTracePoint = program(ebpf, hook.program)?;
+            p.load(hook.target, btf).map_err(|e| reason(&e))?;
+            p.attach().map_err(|e| reason(&e))?;
+            Ok(None)
+        }
+        HookKind::FExit => {
+            let p: &mut FExit = program(ebpf, hook.program)?;
+            p.load(hook.target, btf).map_err(|e| reason(&e))?;
+            p.attach().map_err(|e| reason(&e))?;
+            Ok(None)
+        }
+        HookKind::Iter => {
+            let p: &mut Iter = program(ebpf, hook.program)?;
+            p.load(hook.target, btf).map_err(|e| reason(&e))?;
+            let prog_fd = p.fd().map_err(|e| reason(&e))?.as_fd().as_raw_fd();
+            iter::link(prog_fd)
+                .map(Some)
+                .map_err(|e| format!("cannot link the iterator: {e}"))
+        }
+    }
+}
+
+/// Detaches and unloads a program of a way that could not be attached whole (no-op when it did
+/// not load).
+fn unload_hook(ebpf: &mut Ebpf, hook: &Hook) {
+    let _ = match hook.kind {
+        HookKind::TpBtf => program::<BtfTracePoint>(ebpf, hook.program).map(|p| p.unload()),
+        HookKind::FExit => program::<FExit>(ebpf, hook.program).map(|p| p.unload()),
+        HookKind::Iter => program::<Iter>(ebpf, hook.program).map(|p| p.unload()),
+    };
+}
+
+/// What attaching a feature gave.
+struct Attached {
+    status: ProbeStatus,
+    /// The programs that serve it.
+    programs: Vec<&'static str>,
+    /// The iterator link, for a feature served by one.
+    iter_link: Option<OwnedFd>,
+}
+
+/// Attaches the first way of `feature` whose programs all load and attach; a way that fails
+/// half-way is unloaded again before the next is tried.
+fn attach_feature(ebpf: &mut Ebpf, btf: &Btf, feature: &Feature) -> Attached {
+    let name = format!("feature {}", feature.name);
+    let mut refused = Vec::new();
+    for way in feature.ways {
+        let mut iter_link = None;
+        let mut failed = None;
+        for hook in way.iter() {
+            match attach_hook(ebpf, btf, hook) {
+                Ok(link) => iter_link = iter_link.or(link),
+                Err(why) => {
+                    failed = Some(format!("{hook}: {why}"));
+                    break;
+                }
+            }
+        }
+        let Some(why) = failed else {
+            let hooks: Vec<String> = way.iter().map(Hook::to_string).collect();
+            return Attached {
+                status: ProbeStatus {
+                    name,
+                    ok: true,
+                    detail: format!("served by {}: {}", hooks.join(" + "), feature.serves),
+                },
+                programs: way.iter().map(|h| h.program).collect(),
+                iter_link,
+            };
+        };
+        for hook in way.iter() {
+            unload_hook(ebpf, hook);
+        }
+        refused.push(why);
+    }
+    Attached {
+        status: ProbeStatus {
             name,
             ok: false,
-            detail: format!("{why}; disabled: {}", spec.feature),
+            detail: format!(
+                "not served ({}); disabled: {}",
+                refused.join("; "),
+                feature.serves
+            ),
         },
+        programs: Vec::new(),
+        iter_link: None,
     }
 }
 
@@ -201,15 +363,16 @@ pub fn check_hook_kinds(btf: &Btf) -> Vec<ProbeStatus> {
     };
     let mut check = |name: &str, f: &mut dyn FnMut(&mut Ebpf) -> Result<(), String>| {
         let result = f(&mut ebpf);
+        // Information, not a failure: the features above say what serves them.
         out.push(ProbeStatus {
             name: name.to_string(),
-            ok: result.is_ok(),
+            ok: true,
             detail: match result {
-                Ok(()) => "loads and attaches (not used by this collector)".to_string(),
+                Ok(()) => "allowed here".to_string(),
                 Err(why) if why.contains("kprobe/type") => {
-                    format!("absent: this kernel has no kprobe event source (CONFIG_KPROBES off): {why}")
+                    format!("information: no kprobe event source here (CONFIG_KPROBES off): {why}")
                 }
-                Err(why) => format!("refused by this kernel: {why}"),
+                Err(why) => format!("information: refused here: {why}"),
             },
         });
     };
@@ -445,6 +608,51 @@ fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicB
     }
 }
 
+/// The object loaded with its maps, and every feature attached as this kernel allows.
+struct Loaded {
+    ebpf: Ebpf,
+    features: Vec<Attached>,
+    socks: BpfHashMap<MapData, u64, FlSock>,
+    stats: PerCpuArray<MapData, u64>,
+    cookie_helper: bool,
+}
+
+impl Loaded {
+    fn new(
+        btf: &Btf,
+        options: CollectorOptions,
+        cookie_helper: bool,
+    ) -> Result<Loaded, CollectorError> {
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .map_max_entries("socks", options.max_flows)
+            .map_max_entries("events", options.ring_buffer_bytes)
+            .override_global("fl_cookie_helper", &u32::from(cookie_helper), true)
+            .load(BPF_OBJECT)
+            .map_err(|e| CollectorError::Load(reason(&e)))?;
+        let socks: BpfHashMap<MapData, u64, FlSock> =
+            BpfHashMap::try_from(ebpf.take_map("socks").ok_or(CollectorError::Map("socks"))?)
+                .map_err(|_| CollectorError::Map("socks"))?;
+        let stats =
+            PerCpuArray::try_from(ebpf.take_map("stats").ok_or(CollectorError::Map("stats"))?)
+                .map_err(|_| CollectorError::Map("stats"))?;
+        let mut features: Vec<Attached> = FEATURES
+            .iter()
+            .map(|feature| attach_feature(&mut ebpf, btf, feature))
+            .collect();
+        if options.segment_rtt {
+            features.push(attach_feature(&mut ebpf, btf, &SEGMENT_RTT));
+        }
+        Ok(Loaded {
+            ebpf,
+            features,
+            socks,
+            stats,
+            cookie_helper,
+        })
+    }
+}
+
 impl EbpfCollector {
     /// Loads the object, attaches every probe it can, and starts the event reader, which applies
     /// the kernel's records to `table` as they come.
@@ -453,39 +661,56 @@ impl EbpfCollector {
         table: Arc<Mutex<FlowTable>>,
     ) -> Result<EbpfCollector, CollectorError> {
         let btf = kernel_btf()?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .map_max_entries("socks", options.max_flows)
-            .map_max_entries("events", options.ring_buffer_bytes)
-            .load(BPF_OBJECT)
-            .map_err(|e| CollectorError::Load(reason(&e)))?;
+        // bpf_get_socket_cookie() is allowed in tracing programs from 5.12: the object is
+        // loaded with it first, and again without when the verifier refuses it.
+        let mut loaded = Loaded::new(&btf, options, true)?;
+        if !loaded.features[0].status.ok
+            && loaded.features[0]
+                .status
+                .detail
+                .contains("get_socket_cookie")
+        {
+            drop(loaded);
+            loaded = Loaded::new(&btf, options, false)?;
+        }
+        let Loaded {
+            mut ebpf,
+            features,
+            socks,
+            stats,
+            cookie_helper,
+        } = loaded;
         let ring = RingBuf::try_from(
             ebpf.take_map("events")
                 .ok_or(CollectorError::Map("events"))?,
         )
         .map_err(|_| CollectorError::Map("events"))?;
-        let socks =
-            BpfHashMap::try_from(ebpf.take_map("socks").ok_or(CollectorError::Map("socks"))?)
-                .map_err(|_| CollectorError::Map("socks"))?;
-        let stats =
-            PerCpuArray::try_from(ebpf.take_map("stats").ok_or(CollectorError::Map("stats"))?)
-                .map_err(|_| CollectorError::Map("stats"))?;
-        let mut probes: Vec<ProbeStatus> = PROBES
+        let serving: Vec<&str> = features
             .iter()
-            .map(|spec| attach_tp_btf(&mut ebpf, &btf, spec))
+            .flat_map(|f| f.programs.iter().copied())
             .collect();
-        if options.segment_rtt {
-            probes.push(attach_tp_btf(&mut ebpf, &btf, &SEGMENT_RTT_PROBE));
-        }
-        let program_fds: Vec<std::os::fd::RawFd> = ebpf
+        let program_fds: Vec<RawFd> = ebpf
             .programs()
-            .filter(|(name, _)| {
-                probes
-                    .iter()
-                    .any(|p| p.ok && p.name.contains(&format!(" {name} ")))
-            })
+            .filter(|(name, _)| serving.contains(name))
             .filter_map(|(_, program)| program.fd().ok().map(|fd| fd.as_fd().as_raw_fd()))
             .collect();
+        let mut probes = Vec::with_capacity(features.len() + 1);
+        let mut iter_link = None;
+        for feature in features {
+            probes.push(feature.status);
+            iter_link = iter_link.or(feature.iter_link);
+        }
+        probes.push(ProbeStatus {
+            name: "socket identity".into(),
+            ok: true,
+            detail: if cookie_helper {
+                "socket cookies (bpf_get_socket_cookie, as sock_diag and SO_COOKIE)".into()
+            } else {
+                "the socket's own cookie when it has one, else its address (this kernel refuses \
+                 bpf_get_socket_cookie in tracing programs: 5.12+)"
+                    .into()
+            },
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let ring_fd = ring.as_raw_fd();
         let socks_fd = socks.map().fd().as_fd().as_raw_fd();
@@ -508,6 +733,7 @@ impl EbpfCollector {
             events,
             socks_fd,
             program_fds,
+            iter_link,
             socks,
             stats,
             probes,
@@ -531,6 +757,16 @@ impl EbpfCollector {
     /// Events read from the ring buffer since start.
     pub fn events_received(&self) -> u64 {
         self.events.received.load(Ordering::Relaxed)
+    }
+
+    /// Brings the live TCP sockets' counters in `socks` up to date (bytes, RTT, retransmissions,
+    /// read from each socket by the `fl_refresh` iterator). Without the iterator, the entries
+    /// keep what their last event wrote.
+    pub fn refresh_tcp(&self) -> std::io::Result<()> {
+        match &self.iter_link {
+            Some(link) => iter::run(link),
+            None => Ok(()),
+        }
     }
 
     /// Every live socket the kernel tracks, at most `limit` of them: read in batches of 4096

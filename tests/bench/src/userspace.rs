@@ -81,8 +81,10 @@ pub fn synthetic_sock(i: u64) -> FlSock {
         },
         _pad: 0,
         comm,
-        io_count: 0,
-        _reserved: [0; 8],
+        base_retrans: 0,
+        sk: 0,
+        base_acked: 0,
+        base_rcvd: 0,
     }
 }
 
