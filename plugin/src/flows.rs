@@ -5,7 +5,7 @@
 //! and folded into its host's cumulative totals when it closes or expires, in the same gather.
 //!
 //! Layout (for speed, the table sees millions of events a second): flows live in a dense `Vec`
-//! (iteration is a linear sweep) with a cookie -> slot index beside it; each flow carries its
+//! (iteration is a linear sweep) with an id (`flow_id`) -> slot index beside it; each flow carries its
 //! host's slot and its protocol, so aggregation indexes arrays instead of hashing; a refresh
 //! stamps the flows it sees with a generation instead of counting misses in a separate pass.
 
@@ -135,8 +135,12 @@ pub(crate) enum HostSlot {
 /// One active flow (one local socket).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flow {
-    /// Socket cookie (unique per socket for the kernel's lifetime).
+    /// The kernel's key of the socket: its cookie (unique for the kernel's lifetime), or, on
+    /// kernels that cannot read cookies from tracing programs (before 5.12), its address when
+    /// it had no cookie (reused by later sockets).
     pub cookie: u64,
+    /// The table's key: `cookie` told apart by the entry's creation time (see [`flow_id`]).
+    pub(crate) id: u64,
     /// Transport.
     pub proto: Proto,
     /// Client or server.
@@ -405,6 +409,14 @@ pub struct FlowTable {
     pub connect_failed: u64,
 }
 
+/// The table's key for a socket: its kernel key mixed with the time its kernel entry was made.
+/// A socket address names a later socket once the first is freed, possibly between a gather's
+/// read of the ring and its read of the map; the creation time tells the two apart (a cookie is
+/// never reused, so it changes nothing there).
+pub(crate) fn flow_id(cookie: u64, sock: &FlSock) -> u64 {
+    cookie ^ sock.first_ns.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// Everything of the table but the cookie index (borrowed apart from it, so one index lookup
 /// serves both the "known" and the "insert" case).
 #[derive(Debug)]
@@ -501,6 +513,7 @@ impl Store {
         let host = self.hosts.assign(local.ip());
         let mut flow = Flow {
             cookie,
+            id: flow_id(cookie, sock),
             proto,
             role,
             local,
@@ -588,7 +601,7 @@ impl Store {
     fn end(&mut self, index: &mut FastMap<u64, u32>, slot: u32) {
         let flow = self.flows.swap_remove(slot as usize);
         if let Some(moved) = self.flows.get(slot as usize) {
-            *index.get_mut(&moved.cookie).expect("indexed") = slot;
+            *index.get_mut(&moved.id).expect("indexed") = slot;
         }
         let totals = self.hosts.totals_mut(&flow);
         totals.bytes_sent += flow.bytes_sent;
@@ -702,7 +715,7 @@ impl FlowTable {
     /// Adds a flow that was already established when flowlens started (found by the start-up
     /// scan): counted as active and in the totals, not as new.
     pub fn seed(&mut self, cookie: u64, sock: &FlSock, role: Role) {
-        if let Entry::Vacant(v) = self.index.entry(cookie) {
+        if let Entry::Vacant(v) = self.index.entry(flow_id(cookie, sock)) {
             let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
             if let Some(slot) = self.store.insert(cookie, sock, role, false, new, evicted) {
                 v.insert(slot);
@@ -738,8 +751,8 @@ impl FlowTable {
         self.store.cgroups.len()
     }
 
-    fn end(&mut self, cookie: u64) {
-        if let Some(slot) = self.index.remove(&cookie) {
+    fn end(&mut self, id: u64) {
+        if let Some(slot) = self.index.remove(&id) {
             self.store.end(&mut self.index, slot);
         }
     }
@@ -748,7 +761,7 @@ impl FlowTable {
     pub fn apply(&mut self, update: Update, cookie: u64, sock: &FlSock) {
         let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
         match update {
-            Update::Open => match self.index.entry(cookie) {
+            Update::Open => match self.index.entry(flow_id(cookie, sock)) {
                 Entry::Occupied(e) => self.store.update(*e.get(), sock),
                 Entry::Vacant(v) => {
                     let role = self.store.infer_role(sock);
@@ -758,7 +771,7 @@ impl FlowTable {
                 }
             },
             Update::Close => {
-                let slot = match self.index.entry(cookie) {
+                let slot = match self.index.entry(flow_id(cookie, sock)) {
                     Entry::Occupied(e) => {
                         let slot = e.remove();
                         self.store.update(slot, sock);
@@ -817,7 +830,7 @@ impl FlowTable {
         loop {
             chunk.clear();
             chunk.extend(entries.by_ref().take(CHUNK).map(|(cookie, sock)| {
-                let slot = self.index.get(&cookie).copied().unwrap_or(NONE);
+                let slot = self.index.get(&flow_id(cookie, sock)).copied().unwrap_or(NONE);
                 if let Some(flow) = self.store.flows.get(slot as usize) {
                     prefetch(flow);
                 }
@@ -829,7 +842,7 @@ impl FlowTable {
             for &(cookie, sock, slot) in &chunk {
                 // A cookie met twice in one chunk was inserted by its first meeting.
                 let slot = match slot {
-                    NONE => self.index.get(&cookie).copied().unwrap_or(NONE),
+                    NONE => self.index.get(&flow_id(cookie, sock)).copied().unwrap_or(NONE),
                     slot => slot,
                 };
                 if slot != NONE {
@@ -844,14 +857,14 @@ impl FlowTable {
                     let is_new = sock.role != records::ROLE_UNKNOWN;
                     if let Some(slot) = self.store.insert(cookie, sock, role, is_new, new, evicted)
                     {
-                        self.index.insert(cookie, slot);
+                        self.index.insert(flow_id(cookie, sock), slot);
                         seen += 1;
                     }
                 }
                 if sock.protocol == records::IPPROTO_UDP
                     && now_ns.saturating_sub(sock.last_ns) > self.store.limits.udp_idle_timeout_ns
                 {
-                    expired.push(cookie);
+                    expired.push((cookie, flow_id(cookie, sock)));
                 }
             }
         }
@@ -865,13 +878,13 @@ impl FlowTable {
                         let missing = generation.wrapping_sub(f.seen);
                         missing >= 2 || (f.proto == Proto::Udp && missing >= 1)
                     })
-                    .map(|f| f.cookie),
+                    .map(|f| f.id),
             );
         }
-        for cookie in gone.into_iter().chain(expired.iter().copied()) {
-            self.end(cookie);
+        for id in gone.into_iter().chain(expired.iter().map(|&(_, id)| id)) {
+            self.end(id);
         }
-        expired
+        expired.into_iter().map(|(cookie, _)| cookie).collect()
     }
 }
 
@@ -953,6 +966,29 @@ pub(crate) mod tests {
         t.apply(Update::Close, 9, &s);
         assert_eq!((t.len(), t.new_flows), (0, 1));
         assert_eq!(totals(&t, "10.0.0.2").total_server, 1);
+    }
+
+    #[test]
+    fn a_key_reused_by_a_later_socket_names_a_new_flow() {
+        // Before 5.12 a socket's key may be its address, which a later socket reuses: a client
+        // closes, a server socket takes its address, and the map shows the server before the
+        // client's close record is applied. Each keeps its own role and bytes.
+        let mut t = FlowTable::new(limits());
+        let mut client = sock(records::ROLE_CLIENT, 6, "10.0.0.1:40000", "10.0.0.2:80");
+        client.first_ns = 100;
+        t.refresh([(7, &client)], 150);
+        let mut server = sock(records::ROLE_SERVER, 6, "10.0.0.2:80", "10.0.0.1:40001");
+        server.first_ns = 200;
+        server.bytes_rcvd = 10;
+        t.refresh([(7, &server)], 250);
+        client.bytes_sent = 5;
+        t.apply(Update::Close, 7, &client);
+        assert_eq!(t.len(), 1);
+        assert_eq!(totals(&t, "10.0.0.1").total_client, 1);
+        assert_eq!(totals(&t, "10.0.0.1").bytes_sent, 5);
+        assert_eq!(totals(&t, "10.0.0.2").total_server, 1);
+        let flow = t.flows().next().unwrap();
+        assert_eq!((flow.role, flow.bytes_rcvd, flow.cookie), (Role::Server, 10, 7));
     }
 
     #[test]
