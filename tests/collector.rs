@@ -811,11 +811,14 @@ fn doctor_reports_each_probe_and_hook_kind_as_this_kernel_has_them() {
     }
     assert_eq!(status_of("kernel BTF"), "ok");
     assert_eq!(status_of("privileges"), "ok");
-    // This kernel: kprobes absent, fentry/fexit refused (design/kernel.md).
+    // The development and CI machines' kernel has no kprobe event source and refuses
+    // fentry/fexit; Debian's kernels (tests/kernels) have kprobes and allow all three.
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    let expected = if kprobes { "ok" } else { "FAILED" };
     for kind in ["hook kind kprobe", "hook kind fentry", "hook kind fexit"] {
-        assert_eq!(status_of(kind), "FAILED", "{text}");
+        assert_eq!(status_of(kind), expected, "{text}");
     }
-    assert!(text.contains("CONFIG_KPROBES"), "{text}");
+    assert_eq!(text.contains("CONFIG_KPROBES"), !kprobes, "{text}");
 }
 
 #[test]
