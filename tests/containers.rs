@@ -121,8 +121,8 @@ const SPECS: [Spec; 3] = [
 
 impl Pods {
     fn new(tag: &str) -> Pods {
-        let slice = PathBuf::from(format!(
-            "/sys/fs/cgroup/unified/kubepods-{tag}.slice/kubepods-{tag}-besteffort.slice"
+        let slice = cgroup2_root().join(format!(
+            "kubepods-{tag}.slice/kubepods-{tag}-besteffort.slice"
         ));
         let uids = [
             "8f0d3c62-1a7b-4c1e-9d2a-5b6e7f809a01".to_string(),

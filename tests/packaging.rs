@@ -173,21 +173,6 @@ struct StandIns {
 
 const BUNDLES: &str = "/run/containerd/io.containerd.runtime.v2.task/k8s.io";
 
-/// The cgroup2 mount point (`/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on
-/// hybrid ones).
-fn cgroup2_root() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .expect("a cgroup2 mount")
-}
-
 fn hex_id(seed: u64) -> String {
     let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
     (0..4)

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowlens_tests::{require_root, runtimes::RealRuntimes};
+use flowlens_tests::{cgroup2_root, require_root, runtimes::RealRuntimes};
 
 const NS: &str = "flowlens-smoke";
 
@@ -199,7 +199,7 @@ fn real_runtimes_pods_docker_traffic_and_teardown() {
     println!("{} has ID, Name, State.Pid, IPAddress", v2.display());
 
     // cgroups: one directory per container under the cgroup2 mount (and every v1 hierarchy).
-    let unified = Path::new("/sys/fs/cgroup/unified");
+    let unified = cgroup2_root();
     let mut cgroups: Vec<PathBuf> = Vec::new();
     for pod in [&p1, &p2] {
         let ids = std::iter::once(&pod.sandbox_id).chain(pod.containers.iter().map(|(_, id)| id));

@@ -61,6 +61,21 @@ pub fn run_flowlens(args: &[&str]) -> Output {
         .expect("flowlens runs")
 }
 
+/// The cgroup2 mount point, from /proc/self/mountinfo: `/sys/fs/cgroup/unified` on hybrid
+/// hosts, `/sys/fs/cgroup` on unified ones (and in the tests/kernels guests).
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    info.lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .expect("a cgroup2 mount in /proc/self/mountinfo")
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -148,9 +148,9 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 pub struct Cgroup(pub std::path::PathBuf);
 
 impl Cgroup {
-    /// Creates `/sys/fs/cgroup/unified/<name>` (parents too).
+    /// Creates `<cgroup2 mount>/<name>` (parents too).
     pub fn new(name: &str) -> Cgroup {
-        let path = std::path::Path::new("/sys/fs/cgroup/unified").join(name);
+        let path = crate::cgroup2_root().join(name);
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir_all(&path).unwrap();
         Cgroup(path)
