@@ -32,6 +32,32 @@ fn internal(text: &str, field: &str) -> i64 {
     value(text, "flowlens:internal", &[], field)
 }
 
+/// A TCP connection from `local` (any port) to `remote:port`, IPv4.
+fn connect_from(local: [u8; 4], remote: [u8; 4], port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on an fd this function owns, with valid sockaddr_in values.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let bind = sockaddr(local, 0);
+        let rc = libc::bind(fd, (&bind as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let to = sockaddr(remote, port);
+        let rc = libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
 /// (tcpi_rtt, tcpi_rttvar) in µs from TCP_INFO.
 fn tcp_info_rtt(fd: i32) -> (u32, u32) {
     let info: [u32; 64] = {
@@ -475,6 +501,80 @@ fn ipv6_loopback_flows_are_seen() {
     assert_eq!(d("host:active_flows", "flows_as_server"), 1, "{t1}");
     assert_eq!(d("host:traffic", "bytes_sent"), 777);
     assert_eq!(d("host:traffic", "bytes_rcvd"), 777);
+    s.finish();
+}
+
+#[test]
+fn a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly() {
+    let Some(_serial) =
+        ebpf_test("a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly")
+    else {
+        return;
+    };
+    // Loopback inside a namespace of its own, on an address no other test or daemon uses
+    // (flows are keyed by address, so 127.0.0.1 would add up every namespace's).
+    let pair = NetnsPair::new("flcb", 91);
+    let addr = "127.91.0.1";
+    let mut s = Session::start("");
+    let t0 = s.gather();
+    const MB: usize = 1_000_000;
+    let listener = listen(&pair.ns[0], "127.91.0.1:7000");
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; MB];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(&got).unwrap();
+        conn
+    });
+    // Bound first: a loopback destination would otherwise get 127.0.0.1 as its source.
+    let mut client = in_netns(&pair.ns[0], || {
+        connect_from([127, 91, 0, 1], [127, 91, 0, 1], 7000)
+    });
+    client.write_all(&vec![7u8; MB]).unwrap();
+    let mut back = vec![0u8; MB];
+    client.read_exact(&mut back).unwrap();
+    let server_conn = server.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = s.gather();
+    let d = |a: &str, b: &str, m: &str, f: &str| host(b, m, addr, f) - host(a, m, addr, f);
+    // Both ends have the address: each way counts once as sent and once as received.
+    assert_eq!(
+        d(&t0, &t1, "host:traffic", "bytes_sent"),
+        2 * MB as i64,
+        "{t1}"
+    );
+    assert_eq!(
+        d(&t0, &t1, "host:traffic", "bytes_rcvd"),
+        2 * MB as i64,
+        "{t1}"
+    );
+    drop((client, server_conn));
+    std::thread::sleep(Duration::from_millis(300));
+    let t2 = s.gather();
+    assert_eq!(d(&t1, &t2, "host:traffic", "bytes_sent"), 0, "{t2}");
+    assert_eq!(d(&t1, &t2, "host:traffic", "bytes_rcvd"), 0, "{t2}");
+    // Three datagrams of 300 bytes make one UDP flow at each end.
+    let (rx, tx) = in_netns(&pair.ns[0], || {
+        let rx = UdpSocket::bind("127.91.0.1:7001").unwrap();
+        let tx = UdpSocket::bind("127.91.0.1:0").unwrap();
+        (rx, tx)
+    });
+    let mut buf = [0u8; 1000];
+    for _ in 0..3 {
+        tx.send_to(&[1u8; 300], "127.91.0.1:7001").unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 300);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t3 = s.gather();
+    assert_eq!(
+        host(&t3, "host:active_flows", addr, "flows_as_client"),
+        1,
+        "{t3}"
+    );
+    assert_eq!(host(&t3, "host:active_flows", addr, "flows_as_server"), 1);
+    assert_eq!(d(&t2, &t3, "host:traffic", "bytes_sent"), 900, "{t3}");
+    assert_eq!(d(&t2, &t3, "host:traffic", "bytes_rcvd"), 900, "{t3}");
+    assert_eq!(internal(&t3, "probes_failed"), 0, "{t3}");
     s.finish();
 }
 

@@ -105,12 +105,15 @@ settings! {
         /// A UDP flow ends after this many seconds without a datagram.
         udp_idle_timeout_secs: u64 = 60,
         /// Size of the kernel-to-flowlens event ring buffer, in bytes: a power of two, at least
-        /// 4096. Each socket open/close takes 152 bytes; overflow is counted in `events_lost`.
+        /// 4096. A record (a TCP connection's end, a UDP socket's first datagram, a failed
+        /// connect) takes 176 bytes; overflow is counted in `events_lost`.
         ring_buffer_bytes: u32 = 4 << 20,
-        /// Where TCP RTT samples come from: "socket_io" reads the kernel's srtt/rttvar on every
-        /// send/recv and state change (cheap); "segment" also on every received segment
-        /// (tp_btf/tcp_probe: freshest values, costs more on busy hosts).
-        rtt_source: RttSource = RttSource::SocketIo,
+        /// Where TCP RTT samples come from: "gather" reads the kernel's srtt/rttvar from each
+        /// socket at every gather and at its close (no cost per packet or per call); "segment"
+        /// also on every received segment (tp_btf/tcp_probe: for values fresher than the last
+        /// gather on closed flows; costs more on busy hosts). "socket_io" is an older name of
+        /// "gather".
+        rtt_source: RttSource = RttSource::Gather,
         /// Most containers written as their own `container:` series per gather (the busiest
         /// first); the rest fold into `container=other` (and `pod=other`), counted in
         /// `flowlens:internal,series_dropped`.
@@ -136,8 +139,9 @@ settings! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RttSource {
-    /// On send/recv calls and state changes.
-    SocketIo,
+    /// At every gather and at the socket's close.
+    #[serde(alias = "socket_io")]
+    Gather,
     /// Also on every received TCP segment.
     Segment,
 }

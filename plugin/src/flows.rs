@@ -830,7 +830,11 @@ impl FlowTable {
         loop {
             chunk.clear();
             chunk.extend(entries.by_ref().take(CHUNK).map(|(cookie, sock)| {
-                let slot = self.index.get(&flow_id(cookie, sock)).copied().unwrap_or(NONE);
+                let slot = self
+                    .index
+                    .get(&flow_id(cookie, sock))
+                    .copied()
+                    .unwrap_or(NONE);
                 if let Some(flow) = self.store.flows.get(slot as usize) {
                     prefetch(flow);
                 }
@@ -842,7 +846,11 @@ impl FlowTable {
             for &(cookie, sock, slot) in &chunk {
                 // A cookie met twice in one chunk was inserted by its first meeting.
                 let slot = match slot {
-                    NONE => self.index.get(&flow_id(cookie, sock)).copied().unwrap_or(NONE),
+                    NONE => self
+                        .index
+                        .get(&flow_id(cookie, sock))
+                        .copied()
+                        .unwrap_or(NONE),
                     slot => slot,
                 };
                 if slot != NONE {
@@ -988,7 +996,10 @@ pub(crate) mod tests {
         assert_eq!(totals(&t, "10.0.0.1").bytes_sent, 5);
         assert_eq!(totals(&t, "10.0.0.2").total_server, 1);
         let flow = t.flows().next().unwrap();
-        assert_eq!((flow.role, flow.bytes_rcvd, flow.cookie), (Role::Server, 10, 7));
+        assert_eq!(
+            (flow.role, flow.bytes_rcvd, flow.cookie),
+            (Role::Server, 10, 7)
+        );
     }
 
     #[test]

@@ -290,7 +290,10 @@ impl Flowlens {
         let ebpf = self.ebpf.as_ref()?;
         let internal = metrics::Internal {
             events_received: Some(ebpf.events_received()),
-            events_lost: ebpf.stat(records::STAT_EVENTS_LOST) + ebpf.recursion_misses(),
+            // A stale entry is a socket whose close and destruction were both missed.
+            events_lost: ebpf.stat(records::STAT_EVENTS_LOST)
+                + ebpf.recursion_misses()
+                + ebpf.stat(records::STAT_STALE_SOCKS),
             flows_active: table.len() as u64,
             connects_failed: table.connect_failed,
             flows_evicted: table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),

@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn short_records_are_refused() {
-        assert!(FlEvent::from_bytes(&[0u8; 100]).is_none());
-        assert!(FlEvent::from_bytes(&[0u8; 152]).is_some());
+        assert!(FlEvent::from_bytes(&[0u8; 167]).is_none());
+        assert!(FlEvent::from_bytes(&[0u8; 168]).is_some());
     }
 }

@@ -13,9 +13,9 @@ use aya::{programs::BtfTracePoint, EbpfLoader};
 /// [`super::FEATURES`].
 pub const FLOOR_PROBES: &[(&str, &str)] = &[
     ("fl_noop_set_state", "inet_sock_set_state"),
+    ("fl_noop_destroy", "tcp_destroy_sock"),
     ("fl_noop_send", "sock_send_length"),
     ("fl_noop_recv", "sock_recv_length"),
-    ("fl_noop_destroy", "tcp_destroy_sock"),
 ];
 
 /// Why the floor could not be attached.

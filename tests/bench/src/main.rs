@@ -103,11 +103,11 @@ fn parse(args: &[String]) -> Options {
 /// The flowlens child: gathers every second until stdin closes.
 fn agent(args: &[String]) -> Result<()> {
     let (max_flows, rtt_source): (u32, &str) = match args {
-        [flag, n] if flag == "--max-flows" => (n.parse()?, "socket_io"),
+        [flag, n] if flag == "--max-flows" => (n.parse()?, "gather"),
         [flag, n, rflag, r] if flag == "--max-flows" && rflag == "--rtt-source" => {
             (n.parse()?, r.as_str())
         }
-        _ => bail!("usage: flowlens-bench agent --max-flows N [--rtt-source socket_io|segment]"),
+        _ => bail!("usage: flowlens-bench agent --max-flows N [--rtt-source gather|segment]"),
     };
     let config = flowlens::config::Config::from_toml(
         &format!(

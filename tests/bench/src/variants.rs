@@ -141,10 +141,10 @@ pub struct Agent {
 impl Agent {
     /// Starts `flowlens-bench agent` with `max_flows` and waits for its first gather.
     pub fn start(max_flows: u32) -> Result<Agent> {
-        Agent::start_with(max_flows, "socket_io")
+        Agent::start_with(max_flows, "gather")
     }
 
-    /// [`Agent::start`] with an `rtt_source` ("socket_io" or "segment").
+    /// [`Agent::start`] with an `rtt_source` ("gather" or "segment").
     pub fn start_with(max_flows: u32, rtt_source: &str) -> Result<Agent> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
