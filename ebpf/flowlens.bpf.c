@@ -339,12 +339,11 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 	 * the flow table needs: leave them before any lookup or clock read. */
 	if (newstate != TCP_CLOSE && newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED)
 		return 0;
-	now = bpf_ktime_get_ns();
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* inside connect(): process context. A reconnect of a known socket starts over. */
 		key = sock_key(sk);
-		sock_fill(&fresh, sk, FL_ROLE_CLIENT, true, now);
+		sock_fill(&fresh, sk, FL_ROLE_CLIENT, true, bpf_ktime_get_ns());
 		fresh.sk = addr_of(sk);
 		fresh.base_acked = 1; /* the SYN, once the SYN-ACK acknowledges it */
 		sock_insert(&key, &fresh, BPF_ANY);
@@ -361,27 +360,24 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		 */
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
 
-		v = sock_lookup(sk, &key);
-		if (!v) {
-			/* an accepted socket (or a connect the map had no room for) */
-			key = sock_key(sk);
-			sock_fill(&fresh, sk, role, false, now);
-			fresh.sk = addr_of(sk);
-			fresh.base_acked = role == FL_ROLE_CLIENT;
-			if (role == FL_ROLE_SERVER)
-				listener_owns(&fresh);
-			long err = sock_insert(&key, &fresh, BPF_NOEXIST);
-
-			if (err != -EEXIST)
+		if (role == FL_ROLE_CLIENT) {
+			v = sock_lookup(sk, &key);
+			if (v) {
+				/* Entered at connect(), addresses and all but the local port, picked
+				 * after CLOSE -> SYN_SENT. Counters and RTT are read at the gather
+				 * or the close. */
+				v->sport = sk->__sk_common.skc_num;
 				return 0;
-			v = bpf_map_lookup_elem(&socks, &key);
-			if (!v)
-				return 0;
+			}
 		}
-		v->role = role;
-		v->last_ns = now;
-		fill_addrs(v, sk); /* the local port is only known now */
-		fill_tcp(v, sk, false);
+		/* an accepted socket (or a connect the map had no room for) */
+		key = sock_key(sk);
+		sock_fill(&fresh, sk, role, false, bpf_ktime_get_ns());
+		fresh.sk = addr_of(sk);
+		fresh.base_acked = role == FL_ROLE_CLIENT;
+		if (role == FL_ROLE_SERVER)
+			listener_owns(&fresh);
+		sock_insert(&key, &fresh, BPF_NOEXIST);
 		return 0;
 	}
 
@@ -390,6 +386,7 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 	v = sock_lookup(sk, &key);
 	if (!v)
 		return 0;
+	now = bpf_ktime_get_ns();
 	v->last_ns = now;
 	if (oldstate == TCP_SYN_SENT) {
 		/* the source port is picked after CLOSE -> SYN_SENT, and skc_num is already

@@ -20,6 +20,7 @@
 //! benchmark alone, to profile it (`perf record -g`, `valgrind --tool=callgrind`).
 
 mod host;
+mod live;
 mod memory;
 mod progtime;
 mod report;
@@ -207,6 +208,21 @@ fn profile(args: &[String]) -> Result<()> {
                 }
             }
         }
+        [what, sockets] if what == "sockets" => {
+            let c = live::measure(sockets.parse()?, 11)?;
+            eprintln!(
+                "{} sockets tracked, {} open files on the host: iterator {:.1} / {:.1} / {:.1} ms, \
+                 map read {:.1} / {:.1} / {:.1} ms (min / median / max of 11)",
+                c.tracked,
+                c.host_files,
+                c.iterator_ms[0],
+                c.iterator_ms[1],
+                c.iterator_ms[2],
+                c.snapshot_ms[0],
+                c.snapshot_ms[1],
+                c.snapshot_ms[2]
+            );
+        }
         [what, workload, path] if what == "progtime" => {
             let (w, p) = (parse_workload(workload)?, parse_path(path)?);
             let net = workloads::Net::new()?;
@@ -227,7 +243,7 @@ fn profile(args: &[String]) -> Result<()> {
             }
         }
         _ => bail!(
-            "usage: flowlens-bench profile table | gather FLOWS | encoder \
+            "usage: flowlens-bench profile table | gather FLOWS | encoder | sockets N \
              | progtime|cpu churn|bulk|requests lo|veth"
         ),
     }
