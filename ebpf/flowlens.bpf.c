@@ -550,14 +550,26 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 	struct tcp_sock *tp;
 	struct fl_sock *v;
 	__u64 key, addr, acked, rcvd, cookie;
-	__u32 retrans, state;
+	__u32 retrans, state, ports;
 
-	if (!file || !task || !file->f_inode || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+	if (!file || !task)
 		return 0;
-	sock = file->private_data;
+	/* A socket file (5.11+: the kernel's own test, on the file's operations; before, the
+	 * inode's type, whose private data is then the socket). */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_sock_from_file)) {
+		sock = bpf_sock_from_file(file);
+		if (!sock)
+			return 0;
+	} else {
+		if (!file->f_inode || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+			return 0;
+		sock = file->private_data;
+	}
 	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk)
 		return 0;
+	/* Most sockets visited are not tracked (unix, netlink, listening, UDP): the lookup comes
+	 * first, before anything else of the socket is read (each read is a cold cache line). */
 	addr = (__u64)sk;
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	v = NULL;
@@ -565,14 +577,15 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 		key = cookie;
 		v = bpf_map_lookup_elem(&socks, &key);
 	}
-	if (!v) {
+	if (!v && !fl_cookie_helper) {
 		key = addr;
 		v = bpf_map_lookup_elem(&socks, &key);
 	}
 	if (!v || v->protocol != IPPROTO_TCP)
 		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_num) != v->sport ||
-	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != v->dport) {
+	ports = BPF_CORE_READ(sk, __sk_common.skc_portpair);
+	/* skc_portpair: skc_dport (network order), then skc_num, in memory order */
+	if ((ports >> 16) != v->sport || bpf_ntohs(ports & 0xffff) != v->dport) {
 		/* the entry of a socket that lived at this address before: its end was missed */
 		stat_inc(FL_STAT_STALE_SOCKS);
 		return 0;

@@ -8,10 +8,72 @@ use flowlens::{
     flows::{FlowTable, Limits},
 };
 use std::{
+    io::{BufRead, BufReader, Read},
     net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Instant,
 };
+
+/// Connections one holder process opens (two sockets each): within the open-file limit these
+/// machines allow a process (20000), which root cannot raise without CAP_SYS_RESOURCE.
+const PER_HOLDER: usize = 9_000;
+
+/// `flowlens-bench profile hold-sockets N`: opens N loopback connections (both ends), prints
+/// "ready", and holds them until its stdin closes.
+pub fn hold(connections: usize) -> Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: (2 * connections + 256) as libc::rlim_t,
+        rlim_max: (2 * connections + 256) as libc::rlim_t,
+    };
+    // SAFETY: a valid rlimit value.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        anyhow::bail!(
+            "cannot raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let mut held = Vec::with_capacity(2 * connections);
+    for _ in 0..connections {
+        held.push(TcpStream::connect(listener.local_addr()?)?);
+        held.push(listener.accept()?.0);
+    }
+    println!("ready");
+    let mut rest = Vec::new();
+    std::io::stdin().read_to_end(&mut rest)?;
+    Ok(())
+}
+
+/// Holder processes with `sockets` sockets in all, each ready.
+fn holders(sockets: usize) -> Result<Vec<Child>> {
+    let exe = std::env::current_exe()?;
+    let mut left = sockets / 2;
+    let mut children = Vec::new();
+    while left > 0 {
+        let n = left.min(PER_HOLDER);
+        let mut child = Command::new(&exe)
+            .args(["profile", "hold-sockets", &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line)?;
+        anyhow::ensure!(line.trim() == "ready", "a socket holder failed");
+        children.push(child);
+        left -= n;
+    }
+    Ok(children)
+}
+
+/// `fl_refresh`'s (run time ns, runs) from the kernel's accounting (0 when it is off).
+fn refresh_stats() -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("fl_refresh"))
+        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
 
 /// Milliseconds per run, min / median / max.
 pub struct LiveCost {
@@ -23,6 +85,11 @@ pub struct LiveCost {
     pub iterator_ms: [f64; 3],
     /// `snapshot` (the batched map read), ms.
     pub snapshot_ms: [f64; 3],
+    /// Time inside `fl_refresh` per run of the iterator (BPF_ENABLE_STATS), ms, and its runs
+    /// (files visited) per iterator run.
+    pub program_ms: f64,
+    /// Files the iterator visited per run.
+    pub files_visited: f64,
 }
 
 fn spread(mut v: Vec<f64>) -> [f64; 3] {
@@ -38,21 +105,9 @@ fn host_files() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens `sockets / 2` loopback connections (both ends in this process) with the collector
-/// loaded first, so that every socket is in its map, then times `reps` runs of each read.
+/// Loads the collector, then has holder processes open `sockets / 2` loopback connections
+/// (both ends each), so that every socket is in its map, then times `reps` runs of each read.
 pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
-    let want = (sockets + 4096) as libc::rlim_t;
-    let limit = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want,
-    };
-    // SAFETY: a valid rlimit value.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        anyhow::bail!(
-            "cannot raise the open-file limit to {want}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
     let max_flows = (sockets + 4096).next_power_of_two() as u32;
     let table = Arc::new(Mutex::new(FlowTable::new(Limits {
         max_flows: max_flows as usize,
@@ -68,22 +123,13 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
         table,
     )
     .context("loading the collector")?;
-    // 25k connections per listening port keeps within the ephemeral port range.
-    let connections = sockets / 2;
-    let mut held = Vec::with_capacity(sockets);
-    let mut listeners = Vec::new();
-    for done in 0..connections {
-        if done % 25_000 == 0 {
-            listeners.push(TcpListener::bind("127.0.0.1:0")?);
-        }
-        let listener = listeners.last().expect("one listener");
-        let client = TcpStream::connect(listener.local_addr()?)?;
-        let (server, _) = listener.accept()?;
-        held.push(client);
-        held.push(server);
-    }
+    let children = holders(sockets)?;
     std::thread::sleep(std::time::Duration::from_millis(200));
     let tracked = collector.snapshot(usize::MAX).len();
+    // The kernel's accounting of program time, for this measurement only.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("BPF_ENABLE_STATS (needs CAP_SYS_ADMIN)")?;
+    let (time0, runs0) = refresh_stats();
     let (mut iterator, mut snapshot) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         let t = Instant::now();
@@ -94,10 +140,18 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
         snapshot.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(n);
     }
+    let (time1, runs1) = refresh_stats();
+    drop(stats);
+    for mut child in children {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
     Ok(LiveCost {
         tracked,
         host_files: host_files(),
         iterator_ms: spread(iterator),
         snapshot_ms: spread(snapshot),
+        program_ms: (time1 - time0) as f64 / 1e6 / reps as f64,
+        files_visited: (runs1 - runs0) as f64 / reps as f64,
     })
 }

@@ -208,16 +208,20 @@ fn profile(args: &[String]) -> Result<()> {
                 }
             }
         }
+        [what, n] if what == "hold-sockets" => live::hold(n.parse()?)?,
         [what, sockets] if what == "sockets" => {
             let c = live::measure(sockets.parse()?, 11)?;
             eprintln!(
-                "{} sockets tracked, {} open files on the host: iterator {:.1} / {:.1} / {:.1} ms, \
-                 map read {:.1} / {:.1} / {:.1} ms (min / median / max of 11)",
+                "{} sockets tracked, {} open files on the host, {:.0} visited: iterator {:.1} / \
+                 {:.1} / {:.1} ms (of which in the program {:.1} ms), map read {:.1} / {:.1} / \
+                 {:.1} ms (min / median / max of 11)",
                 c.tracked,
                 c.host_files,
+                c.files_visited,
                 c.iterator_ms[0],
                 c.iterator_ms[1],
                 c.iterator_ms[2],
+                c.program_ms,
                 c.snapshot_ms[0],
                 c.snapshot_ms[1],
                 c.snapshot_ms[2]
