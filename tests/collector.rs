@@ -417,9 +417,16 @@ fn connections_during_back_to_back_gathers_are_counted_once() {
         bytes
     });
     let ns = pair.ns[0].clone();
+    // The client waits for a gather every 250 connections, so that gathers overlap the
+    // connections however fast or slow either runs on this machine.
+    let done_gathers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = done_gathers.clone();
     let client = std::thread::spawn(move || {
-        in_netns(&ns, || {
-            for _ in 0..N {
+        in_netns(&ns, move || {
+            for i in 0..N {
+                while seen.load(std::sync::atomic::Ordering::SeqCst) < i / 250 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let mut conn = TcpStream::connect("10.90.0.2:7000").unwrap();
                 conn.write_all(b"0123456789").unwrap();
             }
@@ -429,6 +436,7 @@ fn connections_during_back_to_back_gathers_are_counted_once() {
     while !client.is_finished() {
         s.gather();
         gathers += 1;
+        done_gathers.store(gathers, std::sync::atomic::Ordering::SeqCst);
     }
     client.join().unwrap();
     assert_eq!(acceptor.join().unwrap(), N * 10);
