@@ -10,7 +10,8 @@
 //!   (the full run: 5 rounds of 3 s, a 10-minute churn run).
 //! - `--rounds N`, `--secs S`: rounds and seconds per run of the cost-to-host section.
 //! - `--flat-secs S`: length of the churn run of the RSS-flatness row.
-//! - `--only LIST`: comma-separated sections to run: `host`, `progtime`, `userspace`, `memory`.
+//! - `--only LIST`: comma-separated sections to run: `host`, `progtime`, `userspace`, `live`,
+//!   `memory`.
 //! - `--out PATH`: where to write the table (default: BENCHMARKS.md at the repository root);
 //!   `--no-write`: print only.
 //!
@@ -55,7 +56,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: flowlens-bench [--quick] [--rounds N] [--secs S] [--flat-secs S] \
-         [--only host,progtime,userspace,memory] [--out PATH | --no-write]"
+         [--only host,progtime,userspace,live,memory] [--out PATH | --no-write]"
     );
     std::process::exit(2);
 }
@@ -71,6 +72,7 @@ fn parse(args: &[String]) -> Options {
             "host".into(),
             "progtime".into(),
             "userspace".into(),
+            "live".into(),
             "memory".into(),
         ],
         out: Some(
@@ -620,6 +622,38 @@ fn human(n: u64) -> String {
     }
 }
 
+/// Rows of section 2b: the kernel side of a gather with N real TCP sockets.
+fn live_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
+    let reps = if opts.quick { 5 } else { 11 };
+    for sockets in [10_000, 100_000] {
+        eprintln!("live: {sockets} sockets");
+        let c = live::measure(sockets, reps)?;
+        rows.push(Row {
+            what: "2b live TCP sockets at a gather (kernel side)".into(),
+            case: format!(
+                "{} real sockets tracked, {:.0} open files visited",
+                human_flows(c.tracked as u64),
+                c.files_visited
+            ),
+            result: format!(
+                "iterator {:.1} ms (program {:.1} ms) + map read {:.1} ms",
+                c.iterator_ms[1], c.program_ms, c.snapshot_ms[1]
+            ),
+            ratio: format!(
+                "iterator {:.1} / {:.1} / {:.1} ms; map read {:.1} / {:.1} / {:.1} ms (spread)",
+                c.iterator_ms[0],
+                c.iterator_ms[1],
+                c.iterator_ms[2],
+                c.snapshot_ms[0],
+                c.snapshot_ms[1],
+                c.snapshot_ms[2]
+            ),
+            ..Row::default()
+        });
+    }
+    Ok(())
+}
+
 /// Rows of section 3.
 fn memory_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
     let net = workloads::Net::new()?;
@@ -767,6 +801,19 @@ fn run(args: Vec<String>) -> Result<()> {
     if want("userspace") {
         userspace_rows(&opts, &mut rows);
     }
+    if want("live") {
+        if is_root() {
+            if let Err(e) = live_rows(&opts, &mut rows) {
+                failed(&mut rows, "2b live TCP sockets", e);
+            }
+        } else {
+            rows.push(Row {
+                what: "2b live TCP sockets".into(),
+                status: "skipped: needs root (eBPF)".into(),
+                ..Row::default()
+            });
+        }
+    }
     if want("memory") {
         if is_root() {
             if let Err(e) = memory_rows(&opts, &mut rows, &mut notes) {
@@ -785,10 +832,11 @@ fn run(args: Vec<String>) -> Result<()> {
     if let Some(path) = &opts.out {
         let text = format!(
             "# Benchmarks\n\nWritten by `flowlens-bench` (tests/bench/; see README.md, \
-             \"Benchmarks\"). Do not edit by hand: run the command again.\n\n{}\n{table}\n{}\n{}",
+             \"Benchmarks\"). Do not edit by hand: run the command again.\n\n{}\n{table}\n{}\n{}\n{}",
             machine.header(),
             LEGEND,
-            notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
+            notes.iter().map(|n| format!("- {n}\n")).collect::<String>(),
+            HISTORY
         );
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
@@ -796,14 +844,20 @@ fn run(args: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Earlier runs' numbers that a later change is judged against (tests/bench/history.md, written
+/// under the table in BENCHMARKS.md).
+const HISTORY: &str = include_str!("../history.md");
+
 /// How to read the table (written under it in BENCHMARKS.md).
 const LEGEND: &str = "\
 How to read it:
 
 - Section 1 runs each workload over loopback (inside a network namespace of its own) and over a
-  veth pair between two namespaces, under: nothing attached (baseline); the collector's three
-  hooks (`tp_btf/inet_sock_set_state`, `sock_send_length`, `sock_recv_length`,
-  `tcp_destroy_sock`, `tcp_retransmit_skb`) with empty programs (floor); flowlens (the library's collector in a child process, gathering every second); and the
+  veth pair between two namespaces, under: nothing attached (baseline); the tracepoints the
+  collector hooks on this kernel (`tp_btf/inet_sock_set_state`, `tcp_destroy_sock`,
+  `sock_send_length`, `sock_recv_length`) with empty programs (floor); flowlens (the library's
+  collector in a child process, gathering every second: its per-gather iterator `fl_refresh` is
+  counted too); and the
   peer, bpftrace 0.17 counting the same three events (classic tracepoints: this bpftrace has no
   rawtracepoint, and kprobes/fentry are refused by this kernel) per cgroup and printing its maps
   every second. Every round runs the variants of a cell back to back in a rotating order; the
@@ -822,6 +876,11 @@ How to read it:
 - Section 2 is single-threaded (pinned to one core), on synthetic values: no kernel involved.
   Gather + encode = `FlowTable::refresh` with a snapshot of every flow + `FlowValues::from_table`
   + `metrics::encode`.
+- Section 2b is the kernel side of a gather with real TCP sockets (loopback connections held by
+  child processes, every socket in the collector's map): one run of the `iter/task_file`
+  program that reads the live sockets' counters (every open file of the host is visited; the
+  program's own time from `BPF_ENABLE_STATS`), then the batched read of the map. Median of 11
+  runs, spread min / median / max.
 - Section 3 reads the flowlens child's VmRSS and the `memlock` of its BPF map fds; 100k flows are
   10k real loopback sockets plus 90k entries written into its `socks` map (adopted by its next
   gather as pre-existing connections). \"whole gather\" is the child's own `gather_duration_ms`,
