@@ -428,37 +428,29 @@ int BPF_PROG(fl_destroy, struct sock *sk)
 	return 0;
 }
 
-/* A UDP datagram of `ret` bytes sent or received (process context). */
-static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
+/*
+ * UDP sockets are keyed by their own cookie when something generated one, else by their
+ * address, on every kernel and by every UDP program: the kprobe programs cannot call
+ * bpf_get_socket_cookie(), and the programs serving "UDP sent" and "UDP received" may be of
+ * different kinds, which must name a socket alike.
+ */
+static __always_inline struct fl_sock *udp_lookup(__u64 cookie, __u64 addr, __u64 *key)
 {
 	struct fl_sock *v;
-	__u64 key, now;
 
-	if (ret <= 0 || !sock_wanted(sk, IPPROTO_UDP))
-		return 0;
-	now = bpf_ktime_get_ns();
-	v = sock_lookup(sk, &key);
-	if (!v) {
-		/* the socket's first datagram */
-		struct fl_sock fresh;
-		long err;
-
-		key = sock_key(sk);
-		sock_fill(&fresh, sk, send ? FL_ROLE_CLIENT : FL_ROLE_SERVER, true, now);
-		if (send)
-			fresh.bytes_sent = ret;
-		else
-			fresh.bytes_rcvd = ret;
-		err = sock_insert(&key, &fresh, BPF_NOEXIST);
-		if (!err) {
-			emit(key, FL_EV_OPEN, &fresh, now);
-			return 0;
-		}
-		/* another CPU created it first: count on the winner */
-		v = err == -EEXIST ? bpf_map_lookup_elem(&socks, &key) : NULL;
-		if (!v)
-			return 0;
+	if (cookie) {
+		*key = cookie;
+		v = bpf_map_lookup_elem(&socks, key);
+		if (v)
+			return v;
 	}
+	*key = addr;
+	return bpf_map_lookup_elem(&socks, key);
+}
+
+/* Counts a datagram on a known UDP socket. */
+static __always_inline void udp_count(struct fl_sock *v, int ret, bool send, __u64 now)
+{
 	if (send)
 		__sync_fetch_and_add(&v->bytes_sent, ret);
 	else
@@ -467,6 +459,104 @@ static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 		fill_proc(v);
 	/* UDP flows end after udp_idle_timeout_secs without a datagram. */
 	v->last_ns = now;
+}
+
+/* A UDP socket's first datagram, its record filled by the caller: enters it, or counts on the
+ * entry another CPU made first. */
+static __always_inline void udp_first(__u64 key, struct fl_sock *fresh, int ret, bool send,
+				      __u64 now)
+{
+	struct fl_sock *v;
+	long err;
+
+	if (send)
+		fresh->bytes_sent = ret;
+	else
+		fresh->bytes_rcvd = ret;
+	err = sock_insert(&key, fresh, BPF_NOEXIST);
+	if (!err) {
+		emit(key, FL_EV_OPEN, fresh, now);
+		return;
+	}
+	v = err == -EEXIST ? bpf_map_lookup_elem(&socks, &key) : NULL;
+	if (v)
+		udp_count(v, ret, send, now);
+}
+
+/* A UDP datagram of `ret` bytes sent or received (process context), `sk` a BTF pointer. */
+static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
+{
+	struct fl_sock fresh;
+	struct fl_sock *v;
+	__u64 key, now, cookie, addr;
+
+	if (ret <= 0 || !sock_wanted(sk, IPPROTO_UDP))
+		return 0;
+	now = bpf_ktime_get_ns();
+	cookie = sk->__sk_common.skc_cookie.counter;
+	addr = addr_of(sk);
+	v = udp_lookup(cookie, addr, &key);
+	if (v) {
+		udp_count(v, ret, send, now);
+		return 0;
+	}
+	sock_fill(&fresh, sk, send ? FL_ROLE_CLIENT : FL_ROLE_SERVER, true, now);
+	udp_first(cookie ? cookie : addr, &fresh, ret, send, now);
+	return 0;
+}
+
+/* The same for a socket address from a kprobe (a plain number: every read is a probe read). */
+static __always_inline int on_udp_probed(__u64 addr, int ret, bool send)
+{
+	const struct sock *sk = (const struct sock *)addr;
+	struct fl_sock fresh;
+	struct fl_sock *v;
+	__u64 key, now, cookie;
+	__u16 family;
+
+	if (ret <= 0 || !addr)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((family != AF_INET && family != AF_INET6) ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	now = bpf_ktime_get_ns();
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	v = udp_lookup(cookie, addr, &key);
+	if (v) {
+		udp_count(v, ret, send, now);
+		return 0;
+	}
+	__builtin_memset(&fresh, 0, sizeof(fresh));
+	fresh.first_ns = now;
+	fresh.last_ns = now;
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
+		fresh.cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	} else {
+		struct sock_cgroup_data___old *data = (void *)&sk->sk_cgrp_data;
+		__u64 val = BPF_CORE_READ(data, val);
+
+		fresh.cgroup_id = (!val || (val & 1)) ? 1 : BPF_CORE_READ((struct cgroup *)val, kn, id);
+	}
+	fresh.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	fresh.family = family;
+	fresh.protocol = IPPROTO_UDP;
+	fresh.role = send ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&fresh.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&fresh.daddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		__u32 *s = (__u32 *)fresh.saddr, *d = (__u32 *)fresh.daddr;
+
+		s[2] = bpf_htonl(0xffff);
+		s[3] = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		d[2] = bpf_htonl(0xffff);
+		d[3] = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	}
+	fresh.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	fresh.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	fill_proc(&fresh);
+	udp_first(cookie ? cookie : addr, &fresh, ret, send, now);
 	return 0;
 }
 
@@ -527,6 +617,99 @@ int BPF_PROG(fl_udpv6_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size
 	     int noblock, int flags, int *addr_len, int ret)
 {
 	return on_udp(sk, ret, false);
+}
+
+/*
+ * UDP datagrams where neither the 6.3+ tracepoints nor fexit are allowed but kprobes are: a
+ * kprobe on entry keeps the socket per thread and function, its kretprobe counts the result.
+ * (Per function, because udpv6_sendmsg calls udp_sendmsg for v4-mapped destinations.)
+ */
+enum fl_udp_fn { FL_UDP_SEND4 = 0, FL_UDP_SEND6 = 1, FL_UDP_RECV4 = 2, FL_UDP_RECV6 = 3 };
+
+struct fl_udp_call {
+	__u64 pid_tgid;
+	__u32 fn;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fl_udp_call);
+	__type(value, __u64);
+} udp_calls SEC(".maps");
+
+static __always_inline int udp_call_enter(const void *sk, __u32 fn)
+{
+	struct fl_udp_call call = { .pid_tgid = bpf_get_current_pid_tgid(), .fn = fn };
+	__u64 addr = (__u64)sk;
+
+	bpf_map_update_elem(&udp_calls, &call, &addr, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int udp_call_exit(long ret, __u32 fn)
+{
+	struct fl_udp_call call = { .pid_tgid = bpf_get_current_pid_tgid(), .fn = fn };
+	__u64 *addrp = bpf_map_lookup_elem(&udp_calls, &call);
+	__u64 addr;
+
+	if (!addrp)
+		return 0;
+	addr = *addrp;
+	bpf_map_delete_elem(&udp_calls, &call);
+	if (fn == FL_UDP_SEND4 &&
+	    BPF_CORE_READ((struct sock *)addr, __sk_common.skc_family) != AF_INET)
+		return 0;
+	return on_udp_probed(addr, ret, fn == FL_UDP_SEND4 || fn == FL_UDP_SEND6);
+}
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(fl_kp_udp_send, struct sock *sk)
+{
+	return udp_call_enter(sk, FL_UDP_SEND4);
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(fl_krp_udp_send, int ret)
+{
+	return udp_call_exit(ret, FL_UDP_SEND4);
+}
+
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(fl_kp_udp6_send, struct sock *sk)
+{
+	return udp_call_enter(sk, FL_UDP_SEND6);
+}
+
+SEC("kretprobe/udpv6_sendmsg")
+int BPF_KRETPROBE(fl_krp_udp6_send, int ret)
+{
+	return udp_call_exit(ret, FL_UDP_SEND6);
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(fl_kp_udp_recv, struct sock *sk)
+{
+	return udp_call_enter(sk, FL_UDP_RECV4);
+}
+
+SEC("kretprobe/udp_recvmsg")
+int BPF_KRETPROBE(fl_krp_udp_recv, int ret)
+{
+	return udp_call_exit(ret, FL_UDP_RECV4);
+}
+
+SEC("kprobe/udpv6_recvmsg")
+int BPF_KPROBE(fl_kp_udp6_recv, struct sock *sk)
+{
+	return udp_call_enter(sk, FL_UDP_RECV6);
+}
+
+SEC("kretprobe/udpv6_recvmsg")
+int BPF_KRETPROBE(fl_krp_udp6_recv, int ret)
+{
+	return udp_call_exit(ret, FL_UDP_RECV6);
 }
 
 /*

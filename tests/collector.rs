@@ -587,6 +587,63 @@ fn a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly() {
 }
 
 #[test]
+fn udp_is_counted_by_the_next_way_when_fexit_is_not_allowed() {
+    let Some(_serial) = ebpf_test("udp_is_counted_by_the_next_way_when_fexit_is_not_allowed")
+    else {
+        return;
+    };
+    // Where the 6.3+ tracepoints are missing, kprobes serve UDP (5.10, 6.1 in the kernel
+    // matrix); where they exist, the tracepoints do. Either way fexit is never used.
+    let config = "hook_kinds = [\"tp_btf\", \"kprobe\"]\n";
+    let dir = TempDir::new("no-fexit");
+    let path = dir.join("flowlens.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = run_flowlens(&["--config", path.to_str().unwrap(), "doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for feature in ["feature UDP sent:", "feature UDP received:"] {
+        let line = text.lines().find(|l| l.contains(feature)).unwrap();
+        assert!(line.starts_with("ok "), "{text}");
+        assert!(!line.contains("served by fexit"), "{line}");
+    }
+    let pair = NetnsPair::new("flcc", 92);
+    let mut s = Session::start(config);
+    let t0 = s.gather();
+    let server = in_netns(&pair.ns[1], || UdpSocket::bind("10.92.0.2:7001").unwrap());
+    let client = in_netns(&pair.ns[0], || {
+        let u = UdpSocket::bind("10.92.0.1:0").unwrap();
+        u.connect("10.92.0.2:7001").unwrap();
+        u
+    });
+    let mut buf = [0u8; 2000];
+    for _ in 0..3 {
+        client.send(&[3u8; 700]).unwrap();
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 700);
+        server.send_to(&[4u8; 70], from).unwrap();
+        assert_eq!(client.recv(&mut buf).unwrap(), 70);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = s.gather();
+    let d = |addr: &str, f: &str| {
+        host(&t1, "host:traffic", addr, f) - host(&t0, "host:traffic", addr, f)
+    };
+    assert_eq!(d("10.92.0.1", "bytes_sent"), 2100, "{t1}");
+    assert_eq!(d("10.92.0.1", "bytes_rcvd"), 210);
+    assert_eq!(d("10.92.0.2", "bytes_sent"), 210);
+    assert_eq!(d("10.92.0.2", "bytes_rcvd"), 2100);
+    assert_eq!(
+        host(&t1, "host:active_flows", "10.92.0.1", "flows_as_client"),
+        1,
+        "{t1}"
+    );
+    assert_eq!(
+        host(&t1, "host:active_flows", "10.92.0.2", "flows_as_server"),
+        1
+    );
+    s.finish();
+}
+
+#[test]
 fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
     let Some(_serial) = ebpf_test("udp_flows_are_seen_and_expire_after_the_idle_timeout") else {
         return;

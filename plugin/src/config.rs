@@ -114,6 +114,11 @@ settings! {
         /// gather on closed flows; costs more on busy hosts). "socket_io" is an older name of
         /// "gather".
         rtt_source: RttSource = RttSource::Gather,
+        /// The kinds of kernel hook flowlens may attach, from "tp_btf", "fexit" and "kprobe"
+        /// (kprobe and kretprobe). Each feature is served by the first of its ways whose hooks
+        /// are all allowed and load on this kernel (`flowlens doctor` shows which); the TCP
+        /// features need "tp_btf". Remove a kind to keep flowlens off it.
+        hook_kinds: Vec<HookKindName> = vec![HookKindName::TpBtf, HookKindName::Fexit, HookKindName::Kprobe],
         /// Most containers written as their own `container:` series per gather (the busiest
         /// first); the rest fold into `container=other` (and `pod=other`), counted in
         /// `flowlens:internal,series_dropped`.
@@ -133,6 +138,18 @@ settings! {
         /// The kubelet's container log links (`<pod>_<namespace>_<container>-<id>.log`).
         kubelet_log_dir: String = "/var/log/containers".to_string(),
     }
+}
+
+/// A kind of kernel hook (`hook_kinds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKindName {
+    /// BTF-typed tracepoints.
+    TpBtf,
+    /// Function exits through BPF trampolines.
+    Fexit,
+    /// kprobes and kretprobes.
+    Kprobe,
 }
 
 /// Where TCP RTT samples come from.
@@ -223,6 +240,11 @@ impl Config {
         }
         if g.udp_idle_timeout_secs == 0 {
             return Err("udp_idle_timeout_secs = 0 is out of range: use at least 1".to_string());
+        }
+        if g.hook_kinds.is_empty() {
+            return Err("hook_kinds = [] leaves no way to serve any feature: list at least \
+                        \"tp_btf\" (or set ebpf = false)"
+                .to_string());
         }
         if g.max_containers == 0 {
             return Err("max_containers = 0 is out of range: use at least 1".to_string());

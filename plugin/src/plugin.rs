@@ -2,7 +2,7 @@
 
 use crate::{
     collector::{self, lock, CollectorOptions, EbpfCollector, ProbeStatus},
-    config::{Config, LogLevelName, RttSource},
+    config::{Config, HookKindName, LogLevelName, RttSource},
     containers,
     flows::{FastMap, FastSet, FlowTable, Limits, Role},
     iface, logging, metrics, records, seed,
@@ -180,6 +180,11 @@ impl Flowlens {
                 max_flows: g.max_flows,
                 ring_buffer_bytes: g.ring_buffer_bytes,
                 segment_rtt: g.rtt_source == RttSource::Segment,
+                hook_kinds: collector::HookKinds {
+                    tp_btf: g.hook_kinds.contains(&HookKindName::TpBtf),
+                    fexit: g.hook_kinds.contains(&HookKindName::Fexit),
+                    kprobe: g.hook_kinds.contains(&HookKindName::Kprobe),
+                },
             };
             match EbpfCollector::start(options, Arc::clone(&table)) {
                 Ok(c) => {

@@ -41,6 +41,10 @@ pub enum HookKind {
     TpBtf,
     /// The exit of a kernel function (`fexit/<function>`, 5.5+ where function tracing is allowed).
     FExit,
+    /// The entry of a kernel function (`kprobe/<function>`, where kprobes are compiled in).
+    KProbe,
+    /// The return of a kernel function (`kretprobe/<function>`).
+    KRetProbe,
     /// A BPF iterator (`iter/<target>`), run by userspace at each gather.
     Iter,
 }
@@ -73,6 +77,22 @@ impl Hook {
         }
     }
 
+    const fn kprobe(program: &'static str, target: &'static str) -> Hook {
+        Hook {
+            program,
+            kind: HookKind::KProbe,
+            target,
+        }
+    }
+
+    const fn kretprobe(program: &'static str, target: &'static str) -> Hook {
+        Hook {
+            program,
+            kind: HookKind::KRetProbe,
+            target,
+        }
+    }
+
     const fn iter(program: &'static str, target: &'static str) -> Hook {
         Hook {
             program,
@@ -87,6 +107,8 @@ impl std::fmt::Display for Hook {
         let kind = match self.kind {
             HookKind::TpBtf => "tp_btf",
             HookKind::FExit => "fexit",
+            HookKind::KProbe => "kprobe",
+            HookKind::KRetProbe => "kretprobe",
             HookKind::Iter => "iter",
         };
         write!(f, "{kind}/{}", self.target)
@@ -130,6 +152,12 @@ pub const FEATURES: &[Feature] = &[
                 Hook::fexit("fl_udp_sendmsg", "udp_sendmsg"),
                 Hook::fexit("fl_udpv6_sendmsg", "udpv6_sendmsg"),
             ],
+            &[
+                Hook::kprobe("fl_kp_udp_send", "udp_sendmsg"),
+                Hook::kretprobe("fl_krp_udp_send", "udp_sendmsg"),
+                Hook::kprobe("fl_kp_udp6_send", "udpv6_sendmsg"),
+                Hook::kretprobe("fl_krp_udp6_send", "udpv6_sendmsg"),
+            ],
         ],
     },
     Feature {
@@ -146,6 +174,12 @@ pub const FEATURES: &[Feature] = &[
             &[
                 Hook::fexit("fl_udp_recvmsg", "udp_recvmsg"),
                 Hook::fexit("fl_udpv6_recvmsg", "udpv6_recvmsg"),
+            ],
+            &[
+                Hook::kprobe("fl_kp_udp_recv", "udp_recvmsg"),
+                Hook::kretprobe("fl_krp_udp_recv", "udp_recvmsg"),
+                Hook::kprobe("fl_kp_udp6_recv", "udpv6_recvmsg"),
+                Hook::kretprobe("fl_krp_udp6_recv", "udpv6_recvmsg"),
             ],
         ],
     },
@@ -192,6 +226,37 @@ pub struct CollectorOptions {
     pub ring_buffer_bytes: u32,
     /// Attach the per-segment RTT probe.
     pub segment_rtt: bool,
+    /// The hook kinds a feature may be served by (`hook_kinds`); iterators are always allowed.
+    pub hook_kinds: HookKinds,
+}
+
+/// The hook kinds the collector may attach (the config's `hook_kinds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookKinds {
+    /// `tp_btf`.
+    pub tp_btf: bool,
+    /// `fexit`.
+    pub fexit: bool,
+    /// `kprobe` and `kretprobe`.
+    pub kprobe: bool,
+}
+
+impl HookKinds {
+    /// Every kind.
+    pub const ALL: HookKinds = HookKinds {
+        tp_btf: true,
+        fexit: true,
+        kprobe: true,
+    };
+
+    fn allows(self, kind: HookKind) -> bool {
+        match kind {
+            HookKind::TpBtf => self.tp_btf,
+            HookKind::FExit => self.fexit,
+            HookKind::KProbe | HookKind::KRetProbe => self.kprobe,
+            HookKind::Iter => true,
+        }
+    }
 }
 
 /// The loaded collector.
@@ -256,6 +321,12 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<Option<OwnedFd
             p.attach().map_err(|e| reason(&e))?;
             Ok(None)
         }
+        HookKind::KProbe | HookKind::KRetProbe => {
+            let p: &mut KProbe = program(ebpf, hook.program)?;
+            p.load().map_err(|e| reason(&e))?;
+            p.attach(hook.target, 0).map_err(|e| reason(&e))?;
+            Ok(None)
+        }
         HookKind::Iter => {
             let p: &mut Iter = program(ebpf, hook.program)?;
             p.load(hook.target, btf).map_err(|e| reason(&e))?;
@@ -273,6 +344,9 @@ fn unload_hook(ebpf: &mut Ebpf, hook: &Hook) {
     let _ = match hook.kind {
         HookKind::TpBtf => program::<BtfTracePoint>(ebpf, hook.program).map(|p| p.unload()),
         HookKind::FExit => program::<FExit>(ebpf, hook.program).map(|p| p.unload()),
+        HookKind::KProbe | HookKind::KRetProbe => {
+            program::<KProbe>(ebpf, hook.program).map(|p| p.unload())
+        }
         HookKind::Iter => program::<Iter>(ebpf, hook.program).map(|p| p.unload()),
     };
 }
@@ -288,10 +362,19 @@ struct Attached {
 
 /// Attaches the first way of `feature` whose programs all load and attach; a way that fails
 /// half-way is unloaded again before the next is tried.
-fn attach_feature(ebpf: &mut Ebpf, btf: &Btf, feature: &Feature) -> Attached {
+fn attach_feature(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    feature: &Feature,
+    allowed: HookKinds,
+) -> Attached {
     let name = format!("feature {}", feature.name);
     let mut refused = Vec::new();
     for way in feature.ways {
+        if let Some(hook) = way.iter().find(|h| !allowed.allows(h.kind)) {
+            refused.push(format!("{hook}: not in hook_kinds"));
+            continue;
+        }
         let mut iter_link = None;
         let mut failed = None;
         for hook in way.iter() {
@@ -638,10 +721,15 @@ impl Loaded {
                 .map_err(|_| CollectorError::Map("stats"))?;
         let mut features: Vec<Attached> = FEATURES
             .iter()
-            .map(|feature| attach_feature(&mut ebpf, btf, feature))
+            .map(|feature| attach_feature(&mut ebpf, btf, feature, options.hook_kinds))
             .collect();
         if options.segment_rtt {
-            features.push(attach_feature(&mut ebpf, btf, &SEGMENT_RTT));
+            features.push(attach_feature(
+                &mut ebpf,
+                btf,
+                &SEGMENT_RTT,
+                options.hook_kinds,
+            ));
         }
         Ok(Loaded {
             ebpf,

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use flowlens::{
-    collector::{CollectorOptions, EbpfCollector},
+    collector::{CollectorOptions, EbpfCollector, HookKinds},
     flows::{FlowTable, Limits},
 };
 use std::{
@@ -119,6 +119,7 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
             max_flows,
             ring_buffer_bytes: 16 << 20,
             segment_rtt: false,
+            hook_kinds: HookKinds::ALL,
         },
         table,
     )
