@@ -242,9 +242,11 @@ impl Config {
             return Err("udp_idle_timeout_secs = 0 is out of range: use at least 1".to_string());
         }
         if g.hook_kinds.is_empty() {
-            return Err("hook_kinds = [] leaves no way to serve any feature: list at least \
+            return Err(
+                "hook_kinds = [] leaves no way to serve any feature: list at least \
                         \"tp_btf\" (or set ebpf = false)"
-                .to_string());
+                    .to_string(),
+            );
         }
         if g.max_containers == 0 {
             return Err("max_containers = 0 is out of range: use at least 1".to_string());
@@ -348,6 +350,8 @@ mod tests {
             ),
             ("max_flows = 0\n", "max_flows = 0 is out of range", ""),
             ("rtt_source = \"x\"\n", "unknown variant `x`", "(line 1)"),
+            ("hook_kinds = []\n", "hook_kinds = [] leaves no way", ""),
+            ("hook_kinds = [\"lsm\"]\n", "unknown variant `lsm`", "(line 1)"),
         ];
         for (text, want, line) in cases {
             let msg = Config::from_toml(text, "f.toml").unwrap_err().to_string();

@@ -362,12 +362,7 @@ struct Attached {
 
 /// Attaches the first way of `feature` whose programs all load and attach; a way that fails
 /// half-way is unloaded again before the next is tried.
-fn attach_feature(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    feature: &Feature,
-    allowed: HookKinds,
-) -> Attached {
+fn attach_feature(ebpf: &mut Ebpf, btf: &Btf, feature: &Feature, allowed: HookKinds) -> Attached {
     let name = format!("feature {}", feature.name);
     let mut refused = Vec::new();
     for way in feature.ways {
