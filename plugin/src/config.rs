@@ -351,7 +351,11 @@ mod tests {
             ("max_flows = 0\n", "max_flows = 0 is out of range", ""),
             ("rtt_source = \"x\"\n", "unknown variant `x`", "(line 1)"),
             ("hook_kinds = []\n", "hook_kinds = [] leaves no way", ""),
-            ("hook_kinds = [\"lsm\"]\n", "unknown variant `lsm`", "(line 1)"),
+            (
+                "hook_kinds = [\"lsm\"]\n",
+                "unknown variant `lsm`",
+                "(line 1)",
+            ),
         ];
         for (text, want, line) in cases {
             let msg = Config::from_toml(text, "f.toml").unwrap_err().to_string();
