@@ -344,7 +344,6 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		/* inside connect(): process context. A reconnect of a known socket starts over. */
 		key = sock_key(sk);
 		sock_fill(&fresh, sk, FL_ROLE_CLIENT, true, bpf_ktime_get_ns());
-		fresh.sk = addr_of(sk);
 		fresh.base_acked = 1; /* the SYN, once the SYN-ACK acknowledges it */
 		sock_insert(&key, &fresh, BPF_ANY);
 		return 0;
@@ -373,7 +372,6 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		/* an accepted socket (or a connect the map had no room for) */
 		key = sock_key(sk);
 		sock_fill(&fresh, sk, role, false, bpf_ktime_get_ns());
-		fresh.sk = addr_of(sk);
 		fresh.base_acked = role == FL_ROLE_CLIENT;
 		if (role == FL_ROLE_SERVER)
 			listener_owns(&fresh);
@@ -429,10 +427,11 @@ int BPF_PROG(fl_destroy, struct sock *sk)
 }
 
 /*
- * UDP sockets are keyed by their own cookie when something generated one, else by their
- * address, on every kernel and by every UDP program: the kprobe programs cannot call
- * bpf_get_socket_cookie(), and the programs serving "UDP sent" and "UDP received" may be of
- * different kinds, which must name a socket alike.
+ * UDP sockets are keyed by their cookie when it exists, else by their address, and every UDP
+ * program looks both up: the kprobe programs cannot call bpf_get_socket_cookie() (they read
+ * the socket's own cookie, which the tp_btf and fexit programs generate where allowed), and
+ * the programs serving "UDP sent" and "UDP received" may be of different kinds, which must
+ * name a socket alike.
  */
 static __always_inline struct fl_sock *udp_lookup(__u64 cookie, __u64 addr, __u64 *key)
 {
@@ -487,15 +486,27 @@ static __always_inline void udp_first(__u64 key, struct fl_sock *fresh, int ret,
 static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 {
 	struct fl_sock fresh;
-	struct fl_sock *v;
-	__u64 key, now, cookie, addr;
+	struct fl_sock *v = NULL;
+	__u64 key, now, cookie, addr = 0;
 
 	if (ret <= 0 || !sock_wanted(sk, IPPROTO_UDP))
 		return 0;
 	now = bpf_ktime_get_ns();
-	cookie = sk->__sk_common.skc_cookie.counter;
-	addr = addr_of(sk);
-	v = udp_lookup(cookie, addr, &key);
+	/* The cookie: generated here where the helper is allowed, so that the socket's address
+	 * (a probe read, which costs more than the rest of this program) is looked at only for
+	 * its first datagram, or for every datagram on kernels without the helper. */
+	cookie = fl_cookie_helper ? bpf_get_socket_cookie((void *)sk)
+				  : sk->__sk_common.skc_cookie.counter;
+	if (cookie) {
+		key = cookie;
+		v = bpf_map_lookup_elem(&socks, &key);
+	}
+	if (!v) {
+		/* a first datagram, or a socket a kprobe program entered by its address */
+		addr = addr_of(sk);
+		key = addr;
+		v = bpf_map_lookup_elem(&socks, &key);
+	}
 	if (v) {
 		udp_count(v, ret, send, now);
 		return 0;
@@ -713,13 +724,141 @@ int BPF_KRETPROBE(fl_krp_udp6_recv, int ret)
 }
 
 /*
+ * Probe reads cost far more per call than per byte on these machines (about 300 ns a call),
+ * so the iterators read each span of a socket they need in one call, into a per-CPU scratch
+ * buffer, and take the fields from there at their CO-RE offsets.
+ */
+#define FL_SPAN_MAX 4096
+
+struct fl_span {
+	__u8 b[FL_SPAN_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_span);
+} span_buf SEC(".maps");
+
+#define SPAN_ADD(off, size)                                                                       \
+	do {                                                                                      \
+		if ((off) < lo)                                                                   \
+			lo = (off);                                                               \
+		if ((off) + (size) > hi)                                                          \
+			hi = (off) + (size);                                                      \
+	} while (0)
+
+/* What the gather takes from a TCP socket. */
+struct fl_tcp_now {
+	__u64 acked;
+	__u64 rcvd;
+	__u32 snd_una;
+	__u32 write_seq;
+	__u32 srtt_us;
+	__u32 mdev_us;
+	__u32 total_retrans;
+	__u32 num;
+	__u16 dport_be;
+	__u8 state;
+};
+
+/* The socket's identity fields (sock_common) at `sk`, in one probe read. */
+static __always_inline bool read_common(const void *sk, struct fl_tcp_now *t, __u64 *cookie)
+{
+	__u32 o_ports = bpf_core_field_offset(struct sock_common, skc_portpair);
+	__u32 o_state = bpf_core_field_offset(struct sock_common, skc_state);
+	__u32 o_cookie = bpf_core_field_offset(struct sock_common, skc_cookie);
+	__u32 lo = o_ports, hi = o_ports + 4, zero = 0, len;
+	struct fl_span *buf = bpf_map_lookup_elem(&span_buf, &zero);
+
+	SPAN_ADD(o_state, 1);
+	SPAN_ADD(o_cookie, 8);
+	len = hi - lo;
+	if (!buf || len > FL_SPAN_MAX || bpf_probe_read_kernel(buf->b, len, sk + lo))
+		return false;
+	__u32 ports = *(__u32 *)&buf->b[o_ports - lo];
+
+	t->dport_be = ports & 0xffff; /* skc_dport, then skc_num, in memory order */
+	t->num = ports >> 16;
+	t->state = buf->b[o_state - lo];
+	*cookie = *(__u64 *)&buf->b[o_cookie - lo];
+	return true;
+}
+
+/* The counters of the TCP socket at `tp`, in one probe read. */
+static __always_inline bool read_counters(const void *tp, struct fl_tcp_now *t)
+{
+	__u32 o_acked = bpf_core_field_offset(struct tcp_sock, bytes_acked);
+	__u32 o_rcvd = bpf_core_field_offset(struct tcp_sock, bytes_received);
+	__u32 o_una = bpf_core_field_offset(struct tcp_sock, snd_una);
+	__u32 o_wseq = bpf_core_field_offset(struct tcp_sock, write_seq);
+	__u32 o_srtt = bpf_core_field_offset(struct tcp_sock, srtt_us);
+	__u32 o_mdev = bpf_core_field_offset(struct tcp_sock, mdev_us);
+	__u32 o_retr = bpf_core_field_offset(struct tcp_sock, total_retrans);
+	__u32 lo = o_acked, hi = o_acked + 8, zero = 0, len;
+	struct fl_span *buf = bpf_map_lookup_elem(&span_buf, &zero);
+
+	SPAN_ADD(o_rcvd, 8);
+	SPAN_ADD(o_una, 4);
+	SPAN_ADD(o_wseq, 4);
+	SPAN_ADD(o_srtt, 4);
+	SPAN_ADD(o_mdev, 4);
+	SPAN_ADD(o_retr, 4);
+	len = hi - lo;
+	if (!buf || len > FL_SPAN_MAX || bpf_probe_read_kernel(buf->b, len, tp + lo))
+		return false;
+	t->acked = *(__u64 *)&buf->b[o_acked - lo];
+	t->rcvd = *(__u64 *)&buf->b[o_rcvd - lo];
+	t->snd_una = *(__u32 *)&buf->b[o_una - lo];
+	t->write_seq = *(__u32 *)&buf->b[o_wseq - lo];
+	t->srtt_us = *(__u32 *)&buf->b[o_srtt - lo];
+	t->mdev_us = *(__u32 *)&buf->b[o_mdev - lo];
+	t->total_retrans = *(__u32 *)&buf->b[o_retr - lo];
+	return true;
+}
+
+/* Writes a live TCP socket's counters into its entry: payload bytes (less the FINs: ours
+ * once acked, the peer's once in), retransmissions, RTT. */
+static __always_inline void refresh_entry(struct fl_sock *v, const struct fl_tcp_now *t)
+{
+	__u64 acked = t->acked, rcvd = t->rcvd;
+	__u8 state = t->state;
+
+	if ((state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+	     state == TCP_LAST_ACK) &&
+	    t->snd_una == t->write_seq)
+		acked -= 1;
+	if (state == TCP_CLOSE_WAIT || state == TCP_CLOSING || state == TCP_LAST_ACK)
+		rcvd -= 1;
+	v->bytes_sent = sub_or_zero(acked, v->base_acked);
+	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
+	v->retrans = t->total_retrans > v->base_retrans ? t->total_retrans - v->base_retrans : 0;
+	v->srtt_us = t->srtt_us >> 3;
+	v->rttvar_us = t->mdev_us >> 2;
+}
+
+static __always_inline bool state_has_counters(__u8 state)
+{
+	return state != TCP_SYN_SENT && state != TCP_SYN_RECV && state != TCP_CLOSE &&
+	       state != TCP_LISTEN;
+}
+
+static __always_inline void take_owner(struct fl_sock *v, struct task_struct *task)
+{
+	if (!v->pid) {
+		v->pid = task->tgid;
+		bpf_probe_read_kernel(v->comm, sizeof(v->comm), task->comm);
+	}
+}
+
+/*
  * The gather's look at live TCP sockets, in every network namespace at once: userspace runs
  * this iterator over every open file of every process before it reads "socks". A socket file
- * whose TCP socket is in "socks" gets its counters read from the socket (probe reads: the
- * socket is reached through the file's private data, a plain number to the verifier), its
- * address (for the close, and for sockets found by the start-up scan, which came without one)
- * and, when still unknown, the process holding it. Sockets without a file (closed by their
- * process, waiting for the peer) keep what they had until their close record.
+ * whose TCP socket is in "socks" gets its counters read from the socket and, when still
+ * unknown, the process holding it (sockets found by the start-up scan, accepted sockets whose
+ * listener predates flowlens). Sockets without a file (closed by their process, waiting for
+ * the peer) keep what they had until their close record.
  * (An iterator over "socks" itself, iter/bpf_map_elem, would visit fewer objects, but some
  * kernels refuse map iterators while allowing this one.)
  */
@@ -728,34 +867,69 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 {
 	struct file *file = ctx->file;
 	struct task_struct *task = ctx->task;
+	struct fl_tcp_now t = {};
 	struct socket *sock;
 	struct sock *sk;
-	struct tcp_sock *tp;
-	struct fl_sock *v;
-	__u64 key, addr, acked, rcvd, cookie;
-	__u32 retrans, state, ports;
+	struct fl_sock *v = NULL;
+	__u64 key;
 
 	if (!file || !task)
 		return 0;
-	/* A socket file (5.11+: the kernel's own test, on the file's operations; before, the
-	 * inode's type, whose private data is then the socket). */
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_sock_from_file)) {
-		sock = bpf_sock_from_file(file);
-		if (!sock)
-			return 0;
-	} else {
-		if (!file->f_inode || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
-			return 0;
-		sock = file->private_data;
-	}
-	sk = BPF_CORE_READ(sock, sk);
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
 	if (!sk)
 		return 0;
 	/* Most sockets visited are not tracked (unix, netlink, listening, UDP): the lookup comes
 	 * first, before anything else of the socket is read (each read is a cold cache line). */
+	key = sk->__sk_common.skc_cookie.counter;
+	if (key)
+		v = bpf_map_lookup_elem(&socks, &key);
+	if (!v && !fl_cookie_helper) {
+		key = addr_of(sk);
+		v = bpf_map_lookup_elem(&socks, &key);
+	}
+	if (!v || v->protocol != IPPROTO_TCP)
+		return 0;
+	if (sk->__sk_common.skc_num != v->sport ||
+	    bpf_ntohs(sk->__sk_common.skc_dport) != v->dport) {
+		/* the entry of a socket that lived at this address before: its end was missed */
+		stat_inc(FL_STAT_STALE_SOCKS);
+		return 0;
+	}
+	take_owner(v, task);
+	t.state = sk->__sk_common.skc_state;
+	/* The socket is typed here but only as a struct sock that the verifier does not vouch
+	 * for, which bpf_skc_to_tcp_sock() refuses: its tcp_sock part is probe-read. */
+	if (!state_has_counters(t.state) || !read_counters(sk, &t))
+		return 0;
+	refresh_entry(v, &t);
+	return 0;
+}
+
+/*
+ * The same where the kernel has no bpf_sock_from_file() (before 5.11): the socket is reached
+ * through the file's private data, a plain number to the verifier, and read by probe reads.
+ */
+SEC("iter/task_file")
+int fl_refresh_probed(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct task_struct *task = ctx->task;
+	struct fl_tcp_now t = {};
+	struct socket *sock;
+	struct fl_sock *v = NULL;
+	__u64 key, addr, cookie;
+	void *sk;
+
+	if (!file || !task || !file->f_inode || (file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = file->private_data;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || !read_common(sk, &t, &cookie))
+		return 0;
 	addr = (__u64)sk;
-	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	v = NULL;
 	if (cookie) {
 		key = cookie;
 		v = bpf_map_lookup_elem(&socks, &key);
@@ -766,37 +940,15 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 	}
 	if (!v || v->protocol != IPPROTO_TCP)
 		return 0;
-	ports = BPF_CORE_READ(sk, __sk_common.skc_portpair);
-	/* skc_portpair: skc_dport (network order), then skc_num, in memory order */
-	if ((ports >> 16) != v->sport || bpf_ntohs(ports & 0xffff) != v->dport) {
-		/* the entry of a socket that lived at this address before: its end was missed */
+	if (t.num != v->sport || bpf_ntohs(t.dport_be) != v->dport) {
 		stat_inc(FL_STAT_STALE_SOCKS);
 		return 0;
 	}
 	v->sk = addr;
-	if (!v->pid) {
-		v->pid = task->tgid;
-		bpf_probe_read_kernel(v->comm, sizeof(v->comm), task->comm);
-	}
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE ||
-	    state == TCP_LISTEN)
+	take_owner(v, task);
+	if (!state_has_counters(t.state) || !read_counters(sk, &t))
 		return 0;
-	tp = (struct tcp_sock *)sk;
-	acked = BPF_CORE_READ(tp, bytes_acked);
-	rcvd = BPF_CORE_READ(tp, bytes_received);
-	if ((state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
-	     state == TCP_LAST_ACK) &&
-	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
-		acked -= 1; /* our FIN, acknowledged */
-	if (state == TCP_CLOSE_WAIT || state == TCP_CLOSING || state == TCP_LAST_ACK)
-		rcvd -= 1; /* the peer's FIN */
-	v->bytes_sent = sub_or_zero(acked, v->base_acked);
-	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
-	retrans = BPF_CORE_READ(tp, total_retrans);
-	v->retrans = retrans > v->base_retrans ? retrans - v->base_retrans : 0;
-	v->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	v->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	refresh_entry(v, &t);
 	return 0;
 }
 

@@ -53,8 +53,8 @@ struct fl_sock {            /* value of hash map "socks", key: the socket's iden
     __u8 _pad;
     char comm[FL_COMM_LEN]; /* only taken in process context, with pid */
     __u32 base_retrans;     /* TCP: total_retrans when tracking began (start-up scan), else 0 */
-    __u64 sk;               /* TCP: kernel address of the socket, read by fl_refresh (which checks
-                             * that it is still this socket); 0 = not known (found at start-up) */
+    __u64 sk;               /* TCP: kernel address of the socket, as fl_refresh last found it
+                             * behind a file; 0 until then */
     __u64 base_acked;       /* TCP: bytes_acked when tracking began (the SYN for a client) */
     __u64 base_rcvd;        /* TCP: bytes_received when tracking began */
 };                          /* 144 bytes */

@@ -78,7 +78,7 @@ pub struct FlSock {
     pub comm: [u8; COMM_LEN],
     /// TCP: `total_retrans` when tracking began (the start-up scan), else 0.
     pub base_retrans: u32,
-    /// TCP: the socket's kernel address, read by the gather's map iterator; 0 when not known.
+    /// TCP: the socket's kernel address, as the gather's iterator last found it; 0 until then.
     pub sk: u64,
     /// TCP: `bytes_acked` when tracking began (1 for a client: its SYN).
     pub base_acked: u64,

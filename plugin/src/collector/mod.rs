@@ -58,6 +58,8 @@ pub struct Hook {
     pub kind: HookKind,
     /// The tracepoint, kernel function or iterator target.
     pub target: &'static str,
+    /// What tells this way from another on the same hook ("" when nothing does).
+    pub variant: &'static str,
 }
 
 impl Hook {
@@ -66,6 +68,7 @@ impl Hook {
             program,
             kind: HookKind::TpBtf,
             target,
+            variant: "",
         }
     }
 
@@ -74,6 +77,7 @@ impl Hook {
             program,
             kind: HookKind::FExit,
             target,
+            variant: "",
         }
     }
 
@@ -82,6 +86,7 @@ impl Hook {
             program,
             kind: HookKind::KProbe,
             target,
+            variant: "",
         }
     }
 
@@ -90,6 +95,7 @@ impl Hook {
             program,
             kind: HookKind::KRetProbe,
             target,
+            variant: "",
         }
     }
 
@@ -98,7 +104,14 @@ impl Hook {
             program,
             kind: HookKind::Iter,
             target,
+            variant: "",
         }
+    }
+}
+
+impl Hook {
+    const fn variant(self, variant: &'static str) -> Hook {
+        Hook { variant, ..self }
     }
 }
 
@@ -111,7 +124,11 @@ impl std::fmt::Display for Hook {
             HookKind::KRetProbe => "kretprobe",
             HookKind::Iter => "iter",
         };
-        write!(f, "{kind}/{}", self.target)
+        write!(f, "{kind}/{}", self.target)?;
+        if !self.variant.is_empty() {
+            write!(f, " ({})", self.variant)?;
+        }
+        Ok(())
     }
 }
 
@@ -141,7 +158,10 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "TCP live counters",
         serves: "bytes, RTT and retransmissions of live TCP connections, read at each gather",
-        ways: &[&[Hook::iter("fl_refresh", "task_file")]],
+        ways: &[
+            &[Hook::iter("fl_refresh", "task_file")],
+            &[Hook::iter("fl_refresh_probed", "task_file").variant("probe reads")],
+        ],
     },
     Feature {
         name: "UDP sent",
@@ -168,8 +188,8 @@ pub const FEATURES: &[Feature] = &[
             // Before 5.19 the receive functions have a `noblock` argument: the programs whose
             // return value sits after it are accepted only there, so they are tried first.
             &[
-                Hook::fexit("fl_udp_recvmsg_noblock", "udp_recvmsg"),
-                Hook::fexit("fl_udpv6_recvmsg_noblock", "udpv6_recvmsg"),
+                Hook::fexit("fl_udp_recvmsg_noblock", "udp_recvmsg").variant("with noblock"),
+                Hook::fexit("fl_udpv6_recvmsg_noblock", "udpv6_recvmsg").variant("with noblock"),
             ],
             &[
                 Hook::fexit("fl_udp_recvmsg", "udp_recvmsg"),
@@ -387,7 +407,16 @@ fn attach_feature(ebpf: &mut Ebpf, btf: &Btf, feature: &Feature, allowed: HookKi
                 status: ProbeStatus {
                     name,
                     ok: true,
-                    detail: format!("served by {}: {}", hooks.join(" + "), feature.serves),
+                    detail: if refused.is_empty() {
+                        format!("served by {}: {}", hooks.join(" + "), feature.serves)
+                    } else {
+                        format!(
+                            "served by {}: {} (ways before it: {})",
+                            hooks.join(" + "),
+                            feature.serves,
+                            refused.join("; ")
+                        )
+                    },
                 },
                 programs: way.iter().map(|h| h.program).collect(),
                 iter_link,
