@@ -15,6 +15,7 @@ mod logging;
 pub mod metrics;
 pub mod ndpi;
 pub mod plugin;
+mod privileges;
 pub mod records;
 pub mod seed;
 pub mod workloads;

@@ -5,7 +5,7 @@ use crate::{
     config::{Config, HookKindName, LogLevelName, RttSource},
     containers,
     flows::{FastMap, FastSet, FlowTable, Limits, Role},
-    iface, logging, metrics, records, seed,
+    iface, logging, metrics, privileges, records, seed,
     workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
 };
 use abi_stable::{
@@ -70,6 +70,8 @@ pub struct Flowlens {
     active: ActiveByCgroup,
     /// Whether the interface counters' failure was logged (until they read again).
     iface_warned: bool,
+    /// The effective capabilities when the collector was created (`doctor`).
+    caps_at_start: Option<u64>,
 }
 
 /// Finds the TCP connections established before flowlens started, in every network namespace,
@@ -124,6 +126,48 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
     );
 }
 
+/// The capabilities kept after start-up (ARCHITECTURE.md, "Least privilege"): CAP_BPF, since
+/// before 6.5 a kernel with unprivileged BPF disabled (Debian's default) refuses every bpf()
+/// command without it, map reads and iterator runs included; CAP_PERFMON, for `doctor`'s
+/// hook-kind checks, which load programs after start-up.
+const KEPT_CAPABILITIES: u64 =
+    privileges::bit(privileges::CAP_BPF) | privileges::bit(privileges::CAP_PERFMON);
+
+/// What `doctor` says of a capability flowlens uses when it is missing at start-up.
+const CAPABILITY_USES: [(u32, &str); 4] = [
+    (
+        privileges::CAP_BPF,
+        "no eBPF programs or maps (interface metrics only)",
+    ),
+    (
+        privileges::CAP_PERFMON,
+        "no tracing programs (interface metrics only)",
+    ),
+    (
+        privileges::CAP_SYS_ADMIN,
+        "the start-up scan reads only flowlens's own network namespace",
+    ),
+    (
+        privileges::CAP_SYS_PTRACE,
+        "the start-up scan misses the network namespaces of other users' processes",
+    ),
+];
+
+/// Gives up every capability the gathers do not need, once the programs are attached, the maps
+/// open and the start-up scan done, and sets no_new_privs: the shim's process from then on
+/// (its later threads inherit it) parses files that pod owners control with no more than
+/// [`KEPT_CAPABILITIES`]. Only the plugin's ABI entry does this: a program that uses the library
+/// in-process keeps its privileges.
+fn drop_privileges() {
+    match privileges::keep_only(KEPT_CAPABILITIES) {
+        Ok(kept) => tracing::info!(
+            "capabilities after start-up: {} (no_new_privs set)",
+            privileges::names(kept)
+        ),
+        Err(e) => tracing::warn!("cannot drop capabilities after start-up: {e}"),
+    }
+}
+
 /// Where the container metadata lives, from the config.
 fn metadata_roots(config: &Config) -> containers::MetadataRoots {
     let g = &config.general;
@@ -164,6 +208,7 @@ fn to_check(status: &ProbeStatus) -> DoctorCheck {
 impl Flowlens {
     /// Builds a collector from a validated config.
     pub fn new(config: Config) -> Flowlens {
+        let caps_at_start = privileges::current().ok().map(|c| c.effective);
         let shape = metrics::Shape {
             ifid: config.general.ifid.clone(),
             precision: config.general.precision,
@@ -228,6 +273,7 @@ impl Flowlens {
             tracker,
             active: ActiveByCgroup::default(),
             iface_warned: false,
+            caps_at_start,
         }
     }
 
@@ -362,6 +408,43 @@ impl Flowlens {
             .into_iter()
     }
 
+    /// Whether the capabilities held at start-up were enough, by name: CAP_BPF and CAP_PERFMON
+    /// are needed; CAP_SYS_ADMIN and CAP_SYS_PTRACE widen the start-up scan.
+    fn privileges_check(&self) -> DoctorCheck {
+        let Some(held) = self.caps_at_start else {
+            return DoctorCheck {
+                name: "privileges".into(),
+                ok: false,
+                detail: "cannot read this process's capabilities".into(),
+            };
+        };
+        let needed = KEPT_CAPABILITIES;
+        let missing: Vec<String> = CAPABILITY_USES
+            .iter()
+            .filter(|(cap, _)| held & privileges::bit(*cap) == 0)
+            .map(|(cap, what)| format!("{} ({what})", privileges::name(*cap)))
+            .collect();
+        let used: u64 = CAPABILITY_USES
+            .iter()
+            .fold(0, |set, (cap, _)| set | privileges::bit(*cap));
+        let after = privileges::current().map_or(0, |c| c.effective);
+        DoctorCheck {
+            name: "privileges".into(),
+            ok: held & needed == needed,
+            detail: format!(
+                "held at start-up: {}; missing: {}; kept after start-up: {}",
+                privileges::names(held & used),
+                if missing.is_empty() {
+                    "none".to_string()
+                } else {
+                    missing.join(", ")
+                },
+                privileges::names(after)
+            )
+            .into(),
+        }
+    }
+
     /// The prerequisites and probes, with their status here.
     pub fn checks(&self) -> Vec<DoctorCheck> {
         let ifaces = iface::read_all(&self.sys_class_net);
@@ -378,17 +461,7 @@ impl Flowlens {
             }
             .into(),
         }];
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        checks.push(DoctorCheck {
-            name: "privileges".into(),
-            ok: euid == 0,
-            detail: if euid == 0 {
-                "running as root".into()
-            } else {
-                format!("running as uid {euid}: eBPF needs root or CAP_BPF+CAP_PERFMON").into()
-            },
-        });
+        checks.push(self.privileges_check());
         let btf = collector::kernel_btf();
         checks.push(DoctorCheck {
             name: "kernel BTF (/sys/kernel/btf/vmlinux)".into(),
@@ -404,12 +477,14 @@ impl Flowlens {
         ]
         .iter()
         .find(|p| std::path::Path::new(p).is_dir());
+        // Information: none of flowlens's hooks goes through tracefs (tp_btf, fexit and
+        // iterators attach by BTF, kprobes through the kprobe PMU).
         checks.push(DoctorCheck {
             name: "tracefs".into(),
-            ok: tracefs.is_some(),
+            ok: true,
             detail: match tracefs {
-                Some(p) => format!("mounted ({p})").into(),
-                None => "not mounted: `mount -t tracefs tracefs /sys/kernel/tracing` (classic tracepoints need it; tp_btf does not)".into(),
+                Some(p) => format!("mounted ({p}); not needed by flowlens's hooks").into(),
+                None => "not mounted or not readable here; not needed by flowlens's hooks".into(),
             },
         });
         match (&self.ebpf, &self.ebpf_disabled) {
@@ -479,7 +554,9 @@ pub fn create(
             max_level: max_level.min(host.max_level),
             ..host
         });
-        Ok(Collector_TO::from_value(Flowlens::new(config), TD_Opaque))
+        let flowlens = Flowlens::new(config);
+        drop_privileges();
+        Ok(Collector_TO::from_value(flowlens, TD_Opaque))
     })
 }
 

@@ -697,6 +697,8 @@ fn lookup_batch(map_fd: std::os::fd::RawFd, limit: usize) -> std::io::Result<Vec
 
 /// Drains the ring every `DRAIN_INTERVAL_MS`, or sooner when the kernel wakes it, until `stop`.
 fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicBool>) {
+    // This thread reads the ring's shared memory and polls: it needs no capability.
+    let _ = crate::privileges::keep_only(0);
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
