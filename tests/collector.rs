@@ -724,6 +724,70 @@ fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
     s.finish();
 }
 
+#[test]
+fn a_host_series_ends_series_ttl_secs_after_its_last_flow() {
+    let Some(_serial) = ebpf_test("a_host_series_ends_series_ttl_secs_after_its_last_flow") else {
+        return;
+    };
+    let pair = NetnsPair::new("flcd", 95);
+    let ttl = Duration::from_secs(1);
+    let mut s = Session::start(&format!("series_ttl_secs = {}\n", ttl.as_secs()));
+    let listener = listen(&pair.ns[1], "10.95.0.2:7000");
+    let mut client = in_netns(&pair.ns[0], || {
+        TcpStream::connect("10.95.0.2:7000").unwrap()
+    });
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut b = [0u8; 5];
+    server.read_exact(&mut b).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:active_flows", "10.95.0.1", "flows_as_client"),
+        1,
+        "{t}"
+    );
+    let has_series = |t: &str, addr: &str| {
+        let tag = format!(",host={addr},");
+        lines_of(t, "host:traffic").iter().any(|l| l.contains(&tag))
+    };
+    drop(client);
+    drop(server);
+    // No later than the hosts' last flow ended.
+    let closed = Instant::now();
+    let mut kept = 0;
+    let deadline = closed + ttl + Duration::from_secs(20);
+    let gone = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let t = s.gather();
+        if !has_series(&t, "10.95.0.1") {
+            break t;
+        }
+        // Until then, written with its counters and no active flow (once the close is seen).
+        assert_eq!(
+            host(&t, "host:traffic", "10.95.0.1", "bytes_sent"),
+            5,
+            "{t}"
+        );
+        if host(&t, "host:active_flows", "10.95.0.1", "flows_as_client") == 0 {
+            assert_eq!(
+                host(&t, "host:total_flows", "10.95.0.1", "flows_as_client"),
+                1
+            );
+            kept += 1;
+        }
+        assert!(Instant::now() < deadline, "the series did not end:\n{t}");
+    };
+    let after = closed.elapsed();
+    assert!(
+        after > ttl,
+        "the series ended {after:?} after the last flow: {gone}"
+    );
+    assert!(kept >= 1, "never written without flows before it ended");
+    assert!(!has_series(&gone, "10.95.0.2"), "{gone}");
+    s.finish();
+}
+
 /// Starts `python3 -c script` as a process moved into `cgroup` before it runs, in network
 /// namespace `ns`, and waits for it to print `expect`. Its stdin stays open (it waits on it).
 fn spawn_in(cgroup: &Cgroup, ns: &str, script: &str, expect: &str) -> std::process::Child {

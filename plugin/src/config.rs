@@ -99,8 +99,11 @@ settings! {
         /// Most flows (sockets) tracked at once, in the kernel map and in the flow table. Beyond
         /// it new sockets are not tracked and `flowlens:internal,flows_evicted` counts them.
         max_flows: u32 = 65_536,
-        /// Most local addresses written as their own `host:` series per gather; the rest fold
-        /// into `host=other` and `flowlens:internal,series_dropped` counts them.
+        /// Most local addresses with their own `host:` series at once (a host's series lives
+        /// while it has flows and for `series_ttl_secs` after its last one). A new address
+        /// beyond it folds into `host=other` for the life of its flow, and
+        /// `flowlens:internal,series_dropped` counts the addresses folded at each gather; a
+        /// host that expires frees its place for the next new address.
         max_hosts: u32 = 1_024,
         /// A UDP flow ends after this many seconds without a datagram.
         udp_idle_timeout_secs: u64 = 60,
@@ -123,8 +126,11 @@ settings! {
         /// first); the rest fold into `container=other` (and `pod=other`), counted in
         /// `flowlens:internal,series_dropped`.
         max_containers: u32 = 1_000,
-        /// A container's series is written with zeros for this many seconds after its last flow
-        /// ended, so charts drop to zero before the series stops.
+        /// A host's or container's series is written with zero active flows (and its cumulative
+        /// counters) for this many seconds after its last flow ended, so charts drop to zero
+        /// before the series stops. Then it stops and its counters are dropped: if the address
+        /// or container comes back, its counters start again from 0 (InfluxQL's
+        /// `non_negative_derivative` skips the drop).
         series_ttl_secs: u64 = 300,
         /// The cgroup2 mount that socket cgroup ids are looked up in. "auto":
         /// /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup.

@@ -1,12 +1,16 @@
 //! The flow table: one entry per socket, fed by kernel events and map snapshots, and the
 //! cumulative counters that closed flows fold into. Pure: no I/O, no aya; tested with plain values.
 //!
-//! Counters never go backwards: a flow's bytes are counted from the active table while it lives,
-//! and folded into its host's cumulative totals when it closes or expires, in the same gather.
+//! Counters never go backwards while a series lives: a flow's bytes are counted from the active
+//! table while it lives, and folded into its host's cumulative totals when it closes or expires,
+//! in the same gather. A host without active flows for `host_ttl_ns` loses its series and its
+//! totals (a counter that restarts from 0 if the address comes back: InfluxQL's
+//! `non_negative_derivative` skips the drop).
 //!
 //! Layout (for speed, the table sees millions of events a second): flows live in a dense `Vec`
 //! (iteration is a linear sweep) with an id (`flow_id`) -> slot index beside it; each flow carries its
-//! host's slot and its protocol, so aggregation indexes arrays instead of hashing; a refresh
+//! host's slot (counted by the slot, so a slot is freed only when no flow carries it, and reused
+//! from a free list) and its protocol, so aggregation indexes arrays instead of hashing; a refresh
 //! stamps the flows it sees with a generation instead of counting misses in a separate pass.
 
 use crate::ndpi::{self, Protocol, ProtocolTotals};
@@ -114,24 +118,6 @@ pub enum Proto {
     Udp,
 }
 
-/// `Flow::host` of a flow whose local address has no series of its own, and never will: it was
-/// absent when `max_hosts` named hosts already existed (hosts are never removed).
-const HOST_OTHER: u32 = u32::MAX;
-/// `Flow::host` of a flow whose local address changed to one without a series while there was
-/// still room: looked up when needed (rare: UDP sockets that connect after their first datagram).
-const HOST_UNRESOLVED: u32 = u32::MAX - 1;
-
-/// Where a flow's values go among the host series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostSlot {
-    /// The named host at this slot of [`FlowTable::host_entries`].
-    Named(usize),
-    /// `host=other`.
-    Other,
-    /// Look the local address up.
-    Unresolved,
-}
-
 /// One active flow (one local socket).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flow {
@@ -171,7 +157,8 @@ pub struct Flow {
     pub last_ns: u64,
     /// The refresh generation of the last snapshot or event that named this flow.
     seen: u32,
-    /// Its host's slot, or `HOST_OTHER` / `HOST_UNRESOLVED`; kept in step with `local`.
+    /// Its host's slot in the host table (a named host's or `other`'s): the slot lives while
+    /// the flow does. Kept in step with `local`.
     host: u32,
     /// Its application protocol; kept in step with the ports and `comm`.
     protocol: Protocol,
@@ -203,13 +190,9 @@ impl Flow {
         self.protocol
     }
 
-    /// Where its values go among the host series.
-    pub(crate) fn host_slot(&self) -> HostSlot {
-        match self.host {
-            HOST_OTHER => HostSlot::Other,
-            HOST_UNRESOLVED => HostSlot::Unresolved,
-            slot => HostSlot::Named(slot as usize),
-        }
+    /// Its host's slot among [`FlowTable::host_entries`] (`other`'s when it was folded).
+    pub(crate) fn host_slot(&self) -> usize {
+        self.host as usize
     }
 
     fn classify(&mut self) {
@@ -250,40 +233,82 @@ pub struct HostTotals {
     pub ndpi: ProtocolTotals,
 }
 
-/// The hosts with series: dense slots (never removed, so a flow can keep its host's slot) and an
-/// index by key.
+/// One host series: its key, its cumulative totals and what keeps it alive.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostEntry {
+    /// The host (meaningless while the slot is free).
+    pub(crate) key: Option<HostKey>,
+    /// Cumulative counters of its ended flows.
+    pub(crate) totals: HostTotals,
+    /// Active flows that carry this slot: a slot is freed only when none does.
+    flows: u32,
+    /// A flow of it ended (or moved away), or the series was made, since the last refresh.
+    touched: bool,
+    /// The last refresh at which it had active flows or was touched.
+    last_active_ns: u64,
+}
+
+/// The hosts with series: slots that flows carry, an index by key, and a free list. A host
+/// without active flows for `ttl_ns` (at refreshes) is removed, its counters dropped, and its
+/// slot reused by the next new host: `max_hosts` bounds the named hosts alive at once.
 #[derive(Debug)]
 struct HostTable {
     max_hosts: usize,
+    ttl_ns: u64,
     index: FastMap<HostKey, u32>,
-    entries: Vec<(HostKey, HostTotals)>,
-    /// The slot of `HostKey::Other`, once it exists.
+    entries: Vec<HostEntry>,
+    /// Free slots of `entries` (`key: None`), reused last freed first.
+    free: Vec<u32>,
+    /// Live named hosts (`other` excluded).
+    named: usize,
+    /// The slot of `HostKey::Other`, while it exists.
     other: Option<u32>,
 }
 
 impl HostTable {
-    fn new(max_hosts: usize) -> HostTable {
+    fn new(max_hosts: usize, ttl_ns: u64) -> HostTable {
         HostTable {
             max_hosts,
+            ttl_ns,
             index: FastMap::default(),
             entries: Vec::new(),
+            free: Vec::new(),
+            named: 0,
             other: None,
         }
     }
 
-    /// Whether `max_hosts` named hosts exist (for good: hosts are never removed).
+    /// Whether `max_hosts` named hosts are alive (until some expire).
     fn full(&self) -> bool {
-        self.entries.len() - usize::from(self.other.is_some()) >= self.max_hosts
+        self.named >= self.max_hosts
     }
 
     fn lookup(&self, ip: IpAddr) -> Option<u32> {
         self.index.get(&HostKey::Addr(ip)).copied()
     }
 
+    /// A new series in a free slot (or a new one).
     fn push(&mut self, key: HostKey) -> u32 {
-        let slot = self.entries.len() as u32;
-        self.entries.push((key, HostTotals::default()));
+        let entry = HostEntry {
+            key: Some(key),
+            touched: true,
+            ..HostEntry::default()
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u32
+            }
+        };
         self.index.insert(key, slot);
+        match key {
+            HostKey::Addr(_) => self.named += 1,
+            HostKey::Other => self.other = Some(slot),
+        }
         slot
     }
 
@@ -291,47 +316,62 @@ impl HostTable {
     fn other_slot(&mut self) -> u32 {
         match self.other {
             Some(slot) => slot,
-            None => {
-                let slot = self.push(HostKey::Other);
-                self.other = Some(slot);
-                slot
-            }
+            None => self.push(HostKey::Other),
         }
     }
 
-    /// The host of a local address, given a series while there is room (`FlowTable::host_key`):
-    /// its slot, or `HOST_OTHER` (then `other` exists).
+    /// The slot of a local address's series, made while there is room, else `other`'s. The
+    /// caller takes a reference on it for its flow (`entries[slot].flows += 1`).
+    #[inline]
     fn assign(&mut self, ip: IpAddr) -> u32 {
         if let Some(slot) = self.lookup(ip) {
             return slot;
         }
         if self.full() {
-            self.other_slot();
-            return HOST_OTHER;
+            return self.other_slot();
         }
         self.push(HostKey::Addr(ip))
     }
 
-    /// `Flow::host` for an address that replaces a flow's, without creating a series.
-    fn peek(&self, ip: IpAddr) -> u32 {
-        match self.lookup(ip) {
-            Some(slot) => slot,
-            None if self.full() => HOST_OTHER,
-            None => HOST_UNRESOLVED,
+    /// A flow leaves the slot (it ended or moved to another address).
+    #[inline]
+    fn release(&mut self, slot: u32) -> &mut HostEntry {
+        let entry = &mut self.entries[slot as usize];
+        entry.flows -= 1;
+        entry.touched = true;
+        entry
+    }
+
+    /// At the start of a refresh, before its snapshot names new hosts: hosts without active
+    /// flows, untouched since the last refresh and inactive for longer than the TTL, are
+    /// removed and their slots freed.
+    fn expire(&mut self, now_ns: u64) {
+        for (slot, entry) in self.entries.iter_mut().enumerate() {
+            let Some(key) = entry.key else { continue };
+            if entry.flows == 0
+                && !entry.touched
+                && now_ns.saturating_sub(entry.last_active_ns) > self.ttl_ns
+            {
+                self.index.remove(&key);
+                match key {
+                    HostKey::Addr(_) => self.named -= 1,
+                    HostKey::Other => self.other = None,
+                }
+                *entry = HostEntry::default();
+                self.free.push(slot as u32);
+            }
         }
     }
 
-    /// The totals an ended flow folds into (creating its series as `host_key` would).
-    fn totals_mut(&mut self, flow: &Flow) -> &mut HostTotals {
-        let slot = match flow.host {
-            HOST_OTHER => self.other_slot(),
-            HOST_UNRESOLVED => match self.assign(flow.local.ip()) {
-                HOST_OTHER => self.other_slot(),
-                slot => slot,
-            },
-            slot => slot,
-        };
-        &mut self.entries[slot as usize].1
+    /// At the end of a refresh: hosts with active flows, or whose flows started or ended since
+    /// the last refresh (this one included), are active now.
+    fn mark_active(&mut self, now_ns: u64) {
+        for entry in &mut self.entries {
+            if entry.flows > 0 || entry.touched {
+                entry.touched = false;
+                entry.last_active_ns = now_ns;
+            }
+        }
     }
 }
 
@@ -345,7 +385,7 @@ impl<'a> Hosts<'a> {
     /// The totals of a host.
     pub fn get(&self, key: &HostKey) -> Option<&'a HostTotals> {
         let slot = *self.table.index.get(key)?;
-        Some(&self.table.entries[slot as usize].1)
+        Some(&self.table.entries[slot as usize].totals)
     }
 
     /// Whether the host has a series.
@@ -353,24 +393,27 @@ impl<'a> Hosts<'a> {
         self.table.index.contains_key(key)
     }
 
-    /// Every host with its totals, in the order they got their series.
+    /// Every host with its totals, in slot order (a new host takes a freed slot).
     pub fn iter(&self) -> impl Iterator<Item = (&'a HostKey, &'a HostTotals)> + 'a {
-        self.table.entries.iter().map(|(k, t)| (k, t))
+        self.table
+            .entries
+            .iter()
+            .filter_map(|e| Some((e.key.as_ref()?, &e.totals)))
     }
 
-    /// Every host, in the order they got their series.
+    /// Every host, in slot order.
     pub fn keys(&self) -> impl Iterator<Item = &'a HostKey> + 'a {
-        self.table.entries.iter().map(|(k, _)| k)
+        self.iter().map(|(k, _)| k)
     }
 
     /// Number of hosts (`other` included when it exists).
     pub fn len(&self) -> usize {
-        self.table.entries.len()
+        self.table.index.len()
     }
 
     /// Whether there is no host.
     pub fn is_empty(&self) -> bool {
-        self.table.entries.is_empty()
+        self.table.index.is_empty()
     }
 }
 
@@ -389,8 +432,10 @@ impl std::ops::Index<&HostKey> for Hosts<'_> {
 pub struct Limits {
     /// Most flows held at once.
     pub max_flows: usize,
-    /// Most distinct hosts with their own series; the rest fold into `other`.
+    /// Most hosts with their own series at once; the rest fold into `other`.
     pub max_hosts: usize,
+    /// A host without active flows for this long (ns, at refreshes) loses its series.
+    pub host_ttl_ns: u64,
     /// A UDP flow idle this long (ns) ends.
     pub udp_idle_timeout_ns: u64,
 }
@@ -511,6 +556,8 @@ impl Store {
         }
         let local = sock.local();
         let host = self.hosts.assign(local.ip());
+        let entry = &mut self.hosts.entries[host as usize];
+        entry.flows += 1;
         let mut flow = Flow {
             cookie,
             id: flow_id(cookie, sock),
@@ -533,13 +580,9 @@ impl Store {
             protocol: Protocol::Unknown,
         };
         flow.classify();
-        let totals = match host {
-            HOST_OTHER => self.hosts.totals_mut(&flow),
-            slot => &mut self.hosts.entries[slot as usize].1,
-        };
         match role {
-            Role::Client => totals.total_client += 1,
-            Role::Server => totals.total_server += 1,
+            Role::Client => entry.totals.total_client += 1,
+            Role::Server => entry.totals.total_server += 1,
         }
         if is_new {
             *new_flows += 1;
@@ -581,7 +624,13 @@ impl Store {
         if flow.local.port() == 0 || flow.local.ip().is_unspecified() {
             let local = sock.local();
             if local.ip() != flow.local.ip() {
-                flow.host = self.hosts.peek(local.ip());
+                // The flow moves to its new address's host (made while there is room).
+                let host = self.hosts.assign(local.ip());
+                if host != flow.host {
+                    self.hosts.release(flow.host);
+                    self.hosts.entries[host as usize].flows += 1;
+                    flow.host = host;
+                }
             }
             changed |= local != flow.local;
             flow.local = local;
@@ -597,13 +646,14 @@ impl Store {
     }
 
     /// Takes a flow out of the table (the last one moves into its slot: `index` follows) and
-    /// folds its counters into its host's and cgroup's totals.
+    /// folds its counters into its host's and cgroup's totals (the host's slot stays until it
+    /// expires, at a refresh).
     fn end(&mut self, index: &mut FastMap<u64, u32>, slot: u32) {
         let flow = self.flows.swap_remove(slot as usize);
         if let Some(moved) = self.flows.get(slot as usize) {
             *index.get_mut(&moved.id).expect("indexed") = slot;
         }
-        let totals = self.hosts.totals_mut(&flow);
+        let totals = &mut self.hosts.release(flow.host).totals;
         totals.bytes_sent += flow.bytes_sent;
         totals.bytes_rcvd += flow.bytes_rcvd;
         totals
@@ -647,7 +697,7 @@ impl FlowTable {
             store: Store {
                 limits,
                 flows: Vec::new(),
-                hosts: HostTable::new(limits.max_hosts),
+                hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns),
                 listening: HashMap::new(),
                 cgroups: FastMap::default(),
                 touched: FastSet::default(),
@@ -681,8 +731,8 @@ impl FlowTable {
         }
     }
 
-    /// The hosts with series by slot (`Flow`'s `HostSlot::Named`), for aggregation.
-    pub(crate) fn host_entries(&self) -> &[(HostKey, HostTotals)] {
+    /// The host slots (`Flow::host_slot`), for aggregation; free slots have no key.
+    pub(crate) fn host_entries(&self) -> &[HostEntry] {
         &self.store.hosts.entries
     }
 
@@ -691,25 +741,12 @@ impl FlowTable {
         self.store.hosts.other.map(|s| s as usize)
     }
 
-    /// The slot of a local address among `host_entries`, when it has a series.
-    pub(crate) fn host_slot_of(&self, ip: IpAddr) -> Option<usize> {
-        self.store.hosts.lookup(ip).map(|s| s as usize)
-    }
-
     /// Records the listening ports of a network namespace (from the start-up scan), used to tell
     /// the role of sockets that predate flowlens.
     pub fn set_listening(&mut self, netns: u32, mut ports: Vec<u16>) {
         ports.sort_unstable();
         ports.dedup();
         self.store.listening.insert(netns, ports);
-    }
-
-    /// The series key for a local address, folding into `other` beyond `max_hosts`.
-    pub fn host_key(&mut self, ip: IpAddr) -> HostKey {
-        match self.store.hosts.assign(ip) {
-            HOST_OTHER => HostKey::Other,
-            _ => HostKey::Addr(ip),
-        }
     }
 
     /// Adds a flow that was already established when flowlens started (found by the start-up
@@ -806,13 +843,16 @@ impl FlowTable {
 
     /// Applies a snapshot of the kernel's `socks` map: every live socket with its counters.
     /// Flows missing from two consecutive snapshots ended without a close event reaching us (lost)
-    /// and are folded; UDP flows idle longer than the timeout end. Returns the cookies to delete
-    /// from the kernel map (expired UDP flows).
+    /// and are folded; UDP flows idle longer than the timeout end. First, hosts without active
+    /// flows since `host_ttl_ns` before `now_ns` lose their series. Returns the cookies to delete
+    /// from the kernel map (expired UDP flows). `now_ns`: the kernel's clock (CLOCK_MONOTONIC).
     pub fn refresh<'a>(
         &mut self,
         snapshot: impl IntoIterator<Item = (u64, &'a FlSock)>,
         now_ns: u64,
     ) -> Vec<u64> {
+        // Hosts inactive for longer than the TTL free their slots for this snapshot's new ones.
+        self.store.hosts.expire(now_ns);
         // Every flow not named by this snapshot has now missed one more.
         self.store.generation = self.store.generation.wrapping_add(1);
         let generation = self.store.generation;
@@ -892,7 +932,46 @@ impl FlowTable {
         for id in gone.into_iter().chain(expired.iter().map(|&(_, id)| id)) {
             self.end(id);
         }
+        self.store.hosts.mark_active(now_ns);
         expired.into_iter().map(|(cookie, _)| cookie).collect()
+    }
+}
+
+#[cfg(test)]
+impl FlowTable {
+    /// Checks the host table against the flows: each slot counts the flows that carry it, a
+    /// flow's slot names its own address or `other`, the index, the free list and the counts
+    /// agree, and at most `max_hosts` named hosts are alive.
+    pub(crate) fn assert_hosts_consistent(&self) {
+        let hosts = &self.store.hosts;
+        let mut refs = vec![0u32; hosts.entries.len()];
+        for flow in self.flows() {
+            refs[flow.host_slot()] += 1;
+            let key = hosts.entries[flow.host_slot()].key;
+            assert!(
+                key == Some(HostKey::Addr(flow.local.ip())) || key == Some(HostKey::Other),
+                "{flow:?} carries {key:?}"
+            );
+        }
+        let mut named = 0;
+        for (slot, entry) in hosts.entries.iter().enumerate() {
+            assert_eq!(entry.flows, refs[slot], "slot {slot}");
+            match entry.key {
+                Some(key) => {
+                    assert_eq!(hosts.index.get(&key), Some(&(slot as u32)));
+                    named += usize::from(key != HostKey::Other);
+                }
+                None => assert!(hosts.free.contains(&(slot as u32)), "slot {slot} leaked"),
+            }
+        }
+        assert_eq!(hosts.index.len() + hosts.free.len(), hosts.entries.len());
+        assert_eq!(hosts.named, named);
+        assert!(named <= hosts.max_hosts);
+        assert_eq!(
+            hosts.other,
+            hosts.index.get(&HostKey::Other).copied(),
+            "other's slot"
+        );
     }
 }
 
@@ -938,6 +1017,7 @@ pub(crate) mod tests {
         Limits {
             max_flows: 100,
             max_hosts: 10,
+            host_ttl_ns: 300_000_000_000,
             udp_idle_timeout_ns: 60_000_000_000,
         }
     }
@@ -1088,6 +1168,227 @@ pub(crate) mod tests {
         let named = t.hosts().keys().filter(|k| **k != HostKey::Other).count();
         assert_eq!(named, 2);
         assert_eq!(t.hosts()[&HostKey::Other].total_client, 2);
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// A TCP client flow from `10.x.y.z:40000` for address number `n`.
+    fn client_of(n: u32) -> FlSock {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 | n);
+        sock(
+            records::ROLE_CLIENT,
+            6,
+            &format!("{ip}:40000"),
+            "192.0.2.1:443",
+        )
+    }
+
+    fn addr(n: u32) -> HostKey {
+        HostKey::Addr(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | n)))
+    }
+
+    fn ttl_limits(max_hosts: usize, ttl_secs: u64) -> Limits {
+        Limits {
+            max_hosts,
+            host_ttl_ns: ttl_secs * SEC,
+            ..limits()
+        }
+    }
+
+    #[test]
+    fn a_host_expires_after_the_ttl_after_its_last_flow_not_before() {
+        let mut t = FlowTable::new(ttl_limits(10, 10));
+        let mut s = client_of(1);
+        t.refresh([(1, &s)], SEC);
+        s.bytes_sent = 70;
+        t.apply(Update::Close, 1, &s);
+        // The gather that sees the close is the host's last active one.
+        t.refresh([], 2 * SEC);
+        for now in [3 * SEC, 12 * SEC] {
+            t.refresh([], now);
+            let h = &t.hosts()[&addr(1)];
+            assert_eq!((h.bytes_sent, h.total_client), (70, 1), "kept at {now}");
+        }
+        t.refresh([], 12 * SEC + 1);
+        assert!(t.hosts().is_empty(), "gone once the TTL has passed");
+        // The address comes back: a new series, counting from zero.
+        t.refresh([(2, &client_of(1))], 13 * SEC);
+        assert_eq!(t.hosts()[&addr(1)].total_client, 1);
+    }
+
+    #[test]
+    fn a_host_with_an_active_flow_never_expires() {
+        let mut t = FlowTable::new(ttl_limits(10, 1));
+        let s = client_of(1);
+        let other = client_of(2);
+        t.refresh([(1, &s), (2, &other)], SEC);
+        t.apply(Update::Close, 2, &other);
+        for k in 2..100 {
+            t.refresh([(1, &s)], k * 10 * SEC);
+            assert!(t.hosts().contains_key(&addr(1)), "at {k}");
+        }
+        assert!(!t.hosts().contains_key(&addr(2)));
+        // An idle UDP flow keeps its host until the flow itself expires.
+        let mut t = FlowTable::new(ttl_limits(10, 1));
+        let udp = sock(records::ROLE_CLIENT, 17, "10.0.0.9:5000", "10.0.0.2:53");
+        t.apply(Update::Open, 3, &udp);
+        t.refresh([(3, &udp)], 30 * SEC);
+        assert_eq!(t.len(), 1);
+        assert!(t
+            .hosts()
+            .contains_key(&HostKey::Addr("10.0.0.9".parse().unwrap())));
+        assert_eq!(t.refresh([(3, &udp)], 61 * SEC + 2), vec![3]);
+        t.refresh([], 62 * SEC + 3);
+        assert!(t.hosts().is_empty());
+    }
+
+    #[test]
+    fn freed_host_slots_are_reused_and_flows_keep_theirs() {
+        let mut t = FlowTable::new(ttl_limits(3, 1));
+        let (a, b, c) = (client_of(1), client_of(2), client_of(3));
+        t.refresh([(1, &a), (2, &b), (3, &c)], SEC);
+        t.apply(Update::Close, 2, &b);
+        t.apply(Update::Close, 3, &c);
+        t.refresh([(1, &a)], 2 * SEC);
+        t.refresh([(1, &a)], 4 * SEC);
+        assert_eq!(t.hosts().len(), 1);
+        // Two new addresses take the two freed slots: no new slot.
+        let (d, e) = (client_of(4), client_of(5));
+        t.refresh([(1, &a), (4, &d), (5, &e)], 5 * SEC);
+        assert_eq!((t.host_entries().len(), t.hosts().len()), (3, 3));
+        t.assert_hosts_consistent();
+        // Each ended flow folds into its own host.
+        let mut a_end = a;
+        a_end.bytes_sent = 11;
+        let mut d_end = d;
+        d_end.bytes_sent = 44;
+        t.apply(Update::Close, 1, &a_end);
+        t.apply(Update::Close, 4, &d_end);
+        assert_eq!(t.hosts()[&addr(1)].bytes_sent, 11);
+        assert_eq!(t.hosts()[&addr(4)].bytes_sent, 44);
+        assert_eq!(t.hosts()[&addr(5)].bytes_sent, 0);
+    }
+
+    #[test]
+    fn max_hosts_bounds_the_hosts_alive_not_every_address_seen() {
+        let mut t = FlowTable::new(ttl_limits(2, 5));
+        let (a, b, c) = (client_of(1), client_of(2), client_of(3));
+        t.refresh([(1, &a), (2, &b), (3, &c)], SEC);
+        assert!(t.hosts().contains_key(&addr(1)) && t.hosts().contains_key(&addr(2)));
+        assert_eq!(t.hosts()[&HostKey::Other].total_client, 1, "c folded");
+        t.apply(Update::Close, 1, &a);
+        // Within the TTL a's series lives on: d folds too.
+        let d = client_of(4);
+        t.refresh([(2, &b), (3, &c), (4, &d)], 2 * SEC);
+        assert_eq!(t.hosts()[&HostKey::Other].total_client, 2);
+        t.refresh([(2, &b), (3, &c), (4, &d)], 8 * SEC);
+        assert!(!t.hosts().contains_key(&addr(1)));
+        // a expired: the next new address has a series of its own.
+        let e = client_of(5);
+        t.refresh([(2, &b), (3, &c), (4, &d), (5, &e)], 9 * SEC);
+        assert!(t.hosts().contains_key(&addr(5)));
+        assert_eq!(t.hosts()[&HostKey::Other].total_client, 2);
+        t.assert_hosts_consistent();
+        // `other` expires like any host once nothing is folded into it.
+        t.apply(Update::Close, 3, &c);
+        t.apply(Update::Close, 4, &d);
+        t.refresh([(2, &b), (5, &e)], 10 * SEC);
+        assert!(t.hosts().contains_key(&HostKey::Other));
+        t.refresh([(2, &b), (5, &e)], 16 * SEC);
+        assert!(!t.hosts().contains_key(&HostKey::Other));
+        assert_eq!(t.hosts().len(), 2);
+    }
+
+    #[test]
+    fn churning_addresses_get_series_again_once_the_old_ones_expire() {
+        // Issue 11: pod addresses churn for weeks. 20,000 distinct local addresses, 1,000
+        // series at most: a burst fills the table, then addresses keep arriving (20 per gather,
+        // one 5-gather flow each). Once the burst's hosts expired, no live address folds.
+        const MAX: usize = 1_000;
+        const TTL: u64 = 30;
+        const PER_GATHER: u32 = 20;
+        const LIFETIME: u64 = 5;
+        let mut t = FlowTable::new(Limits {
+            max_flows: 4_096,
+            ..ttl_limits(MAX, TTL)
+        });
+        let mut live: Vec<(u64, FlSock, u64)> = Vec::new(); // (cookie, sock, closes at gather)
+        let mut next: u32 = 1;
+        // Gather 0: the burst, MAX addresses, closed before gather 1.
+        for _ in 0..MAX {
+            live.push((u64::from(next), client_of(next), 0));
+            next += 1;
+        }
+        let mut folded_at_open = 0u32;
+        let mut gather = 0u64;
+        while next <= 20_000 || !live.is_empty() {
+            if gather > 0 && next <= 20_000 {
+                for _ in 0..PER_GATHER {
+                    live.push((u64::from(next), client_of(next), gather + LIFETIME));
+                    next += 1;
+                }
+            }
+            let snapshot: Vec<(u64, &FlSock)> = live.iter().map(|(c, s, _)| (*c, s)).collect();
+            t.refresh(snapshot, gather * SEC);
+            t.assert_hosts_consistent();
+            // The flows new in this gather: folded only while the burst's hosts live.
+            let new_ones = live.iter().filter(|(_, _, end)| *end == gather + LIFETIME);
+            for (cookie, s, _) in new_ones.filter(|_| gather > 0) {
+                let flow = t.flows().find(|f| f.cookie == *cookie).unwrap();
+                let named = t.host_entries()[flow.host_slot()].key != Some(HostKey::Other);
+                if !named {
+                    folded_at_open += 1;
+                    assert!(gather <= TTL + 1, "{} folded at gather {gather}", s.local());
+                }
+            }
+            // The burst's hosts were last active at gather 1 (which saw their close) and are
+            // gone at the start of gather TTL + 2; the last folded flows ended after gather
+            // TTL + 1 + LIFETIME, and `other` itself expires TTL + 1 gathers after that.
+            if gather > TTL + 1 + LIFETIME {
+                assert!(t
+                    .flows()
+                    .all(|f| Some(f.host_slot()) != t.other_host_slot()));
+            }
+            if gather > 2 * (TTL + 1) + LIFETIME {
+                assert!(!t.hosts().contains_key(&HostKey::Other), "at {gather}");
+            }
+            if gather % 10 == 5 {
+                // What `series_dropped` counts: folds only, not expiries.
+                let folded = crate::metrics::FlowValues::from_table(&t).hosts_folded;
+                let want = if gather <= TTL + 1 + LIFETIME {
+                    t.flows()
+                        .filter(|f| Some(f.host_slot()) == t.other_host_slot())
+                        .count()
+                } else {
+                    0
+                };
+                assert_eq!(folded, want as u64, "at {gather}");
+                assert!(want > 0 || gather > TTL, "at {gather}");
+            }
+            let named = t.hosts().keys().filter(|k| **k != HostKey::Other).count();
+            assert!(named <= MAX && t.host_entries().len() <= MAX + 1, "{named}");
+            live.retain(|(cookie, s, end)| {
+                let ends = *end == gather;
+                if ends {
+                    t.apply(Update::Close, *cookie, s);
+                }
+                !ends
+            });
+            gather += 1;
+        }
+        assert_eq!(
+            folded_at_open,
+            (TTL + 1) as u32 * PER_GATHER,
+            "the arrivals while the burst's series lived folded, and only those"
+        );
+        assert_eq!(t.new_flows, 20_000);
+        // Idle long enough, every series ends: the last closes make their hosts active at
+        // the next refresh, and the TTL counts from there.
+        t.refresh([], gather * SEC);
+        t.refresh([], (gather + TTL) * SEC);
+        assert!(!t.hosts().is_empty());
+        t.refresh([], (gather + TTL) * SEC + 1);
+        assert!(t.hosts().is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Turns one gather's values into ntopng-schema line protocol (design/metrics.md). Pure: no I/O.
 
-use crate::flows::{FastSet, FlowTable, HostKey, HostSlot, HostTotals, Role};
+use crate::flows::{FastSet, FlowTable, HostKey, HostTotals, Role};
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
 use crate::ndpi::ProtocolTotals;
@@ -93,7 +93,6 @@ impl FlowValues {
         /// Active flows' values of one host.
         #[derive(Default, Clone)]
         struct Active {
-            used: bool,
             bytes_sent: u64,
             bytes_rcvd: u64,
             client: u64,
@@ -101,27 +100,16 @@ impl FlowValues {
             ndpi: ProtocolTotals,
         }
         let entries = table.host_entries();
-        // One slot per host with a series, and `other` (its own slot, or one past the end).
-        let other = table.other_host_slot().unwrap_or(entries.len());
-        let mut active = vec![Active::default(); entries.len() + 1];
+        // One per host slot; a flow's slot is its host's or `other`'s, alive while it lives.
+        let other = table.other_host_slot();
+        let mut active = vec![Active::default(); entries.len()];
         let mut folded: FastSet<IpAddr> = FastSet::default();
         for flow in table.flows() {
-            let slot = match flow.host_slot() {
-                HostSlot::Named(slot) => slot,
-                HostSlot::Other => {
-                    folded.insert(flow.local.ip());
-                    other
-                }
-                HostSlot::Unresolved => match table.host_slot_of(flow.local.ip()) {
-                    Some(slot) => slot,
-                    None => {
-                        folded.insert(flow.local.ip());
-                        other
-                    }
-                },
-            };
+            let slot = flow.host_slot();
+            if Some(slot) == other {
+                folded.insert(flow.local.ip());
+            }
             let h = &mut active[slot];
-            h.used = true;
             h.bytes_sent += flow.bytes_sent;
             h.bytes_rcvd += flow.bytes_rcvd;
             match flow.role {
@@ -132,7 +120,7 @@ impl FlowValues {
                 .add(flow.protocol(), flow.bytes_sent, flow.bytes_rcvd);
         }
         let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
-        let host_values = |totals: Option<&HostTotals>, a: &Active| {
+        let host_values = |totals: &HostTotals, a: &Active| {
             let mut h = HostValues {
                 bytes_sent: a.bytes_sent,
                 bytes_rcvd: a.bytes_rcvd,
@@ -140,14 +128,12 @@ impl FlowValues {
                 active_server: a.server,
                 ..HostValues::default()
             };
-            if let Some(totals) = totals {
-                h.bytes_sent += totals.bytes_sent;
-                h.bytes_rcvd += totals.bytes_rcvd;
-                h.total_client += totals.total_client;
-                h.total_server += totals.total_server;
-                for (protocol, bytes) in totals.ndpi.iter() {
-                    h.ndpi.insert(protocol.name(), bytes);
-                }
+            h.bytes_sent += totals.bytes_sent;
+            h.bytes_rcvd += totals.bytes_rcvd;
+            h.total_client += totals.total_client;
+            h.total_server += totals.total_server;
+            for (protocol, bytes) in totals.ndpi.iter() {
+                h.ndpi.insert(protocol.name(), bytes);
             }
             for (protocol, (sent, rcvd)) in a.ndpi.iter() {
                 let e = h.ndpi.entry(protocol.name()).or_default();
@@ -156,11 +142,10 @@ impl FlowValues {
             }
             h
         };
-        for (slot, (key, totals)) in entries.iter().enumerate() {
-            hosts.insert(*key, host_values(Some(totals), &active[slot]));
-        }
-        if other == entries.len() && active[other].used {
-            hosts.insert(HostKey::Other, host_values(None, &active[other]));
+        for (entry, active) in entries.iter().zip(&active) {
+            if let Some(key) = entry.key {
+                hosts.insert(key, host_values(&entry.totals, active));
+            }
         }
         FlowValues {
             num_flows: table.len() as u64,
@@ -488,8 +473,9 @@ mod tests {
         }
     }
 
-    /// `from_table` as it was written before flows carried their host slot and protocol: the
-    /// definition the fast one must match.
+    /// `from_table` as it was written before flows carried their protocol, hashing per flow: the
+    /// definition the fast one must match. A flow's host is its address's series, unless it was
+    /// folded into `other` when it started (checked: its slot names one of the two).
     fn reference(table: &FlowTable) -> FlowValues {
         let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
         for (key, totals) in table.hosts().iter() {
@@ -507,12 +493,16 @@ mod tests {
         let mut folded = std::collections::HashSet::new();
         for flow in table.flows() {
             let ip = flow.local.ip();
-            let key = if table.hosts().contains_key(&HostKey::Addr(ip)) {
-                HostKey::Addr(ip)
-            } else {
+            let key = table.host_entries()[flow.host_slot()]
+                .key
+                .expect("a flow's host slot is alive");
+            assert!(
+                key == HostKey::Addr(ip) || key == HostKey::Other,
+                "{flow:?} in {key}"
+            );
+            if key == HostKey::Other {
                 folded.insert(ip);
-                HostKey::Other
-            };
+            }
             let h = hosts.entry(key).or_default();
             h.bytes_sent += flow.bytes_sent;
             h.bytes_rcvd += flow.bytes_rcvd;
@@ -540,8 +530,10 @@ mod tests {
         let mut t = FlowTable::new(Limits {
             max_flows: 40,
             max_hosts: 3,
+            host_ttl_ns: 20,
             udp_idle_timeout_ns: 50,
         });
+        let (mut saw_other, mut saw_expiry) = (false, false);
         let mut live: HashMap<u64, FlSock> = HashMap::new();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |n: u64| {
@@ -562,7 +554,12 @@ mod tests {
                     records::ROLE_UNKNOWN,
                 ][rand(3) as usize],
                 [records::IPPROTO_TCP, records::IPPROTO_UDP][rand(2) as usize],
-                &format!("{}:{}", ips[rand(6) as usize], ports[rand(5) as usize]),
+                &format!(
+                    "{}:{}",
+                    // The addresses in use drift, so hosts go idle and expire.
+                    ips[((rand(3) + step / 400) % 6) as usize],
+                    ports[rand(5) as usize]
+                ),
                 &format!("192.0.2.1:{}", ports[rand(5) as usize]),
             );
             s.bytes_sent = rand(1000);
@@ -595,15 +592,20 @@ mod tests {
                         .filter(|_| rand(4) != 0)
                         .map(|(c, s)| (*c, *s))
                         .collect();
+                    let before = t.hosts().len();
                     t.refresh(snapshot.iter().map(|(c, s)| (*c, s)), step);
+                    saw_expiry |= t.hosts().len() < before;
                 }
             }
+            saw_other |= t.hosts().contains_key(&HostKey::Other);
+            t.assert_hosts_consistent();
             for flow in t.flows() {
                 assert_eq!(flow.protocol().name(), crate::ndpi::infer(flow), "{flow:?}");
             }
             assert_eq!(FlowValues::from_table(&t), reference(&t), "step {step}");
         }
-        assert!(t.hosts().contains_key(&HostKey::Other));
+        assert!(saw_other, "folds were exercised");
+        assert!(saw_expiry, "expiries were exercised");
     }
 
     #[test]

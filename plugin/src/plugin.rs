@@ -218,6 +218,7 @@ impl Flowlens {
         let table = Arc::new(Mutex::new(FlowTable::new(Limits {
             max_flows: g.max_flows as usize,
             max_hosts: g.max_hosts as usize,
+            host_ttl_ns: g.series_ttl_secs.saturating_mul(1_000_000_000),
             udp_idle_timeout_ns: g.udp_idle_timeout_secs.saturating_mul(1_000_000_000),
         })));
         let (ebpf, ebpf_disabled) = if g.ebpf {

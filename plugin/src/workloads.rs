@@ -420,6 +420,7 @@ mod tests {
         FlowTable::new(Limits {
             max_flows: 100,
             max_hosts: 10,
+            host_ttl_ns: 300_000_000_000,
             udp_idle_timeout_ns: 1,
         })
     }

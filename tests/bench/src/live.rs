@@ -112,6 +112,7 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
     let table = Arc::new(Mutex::new(FlowTable::new(Limits {
         max_flows: max_flows as usize,
         max_hosts: 1024,
+        host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
     })));
     let collector = EbpfCollector::start(

@@ -93,6 +93,7 @@ fn limits(flows: usize) -> Limits {
     Limits {
         max_flows: flows.max(1 << 16),
         max_hosts: 1_024,
+        host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
     }
 }
