@@ -128,7 +128,7 @@ impl Stops {
                 let mut sig = 0;
                 // SAFETY: a valid set, blocked in every thread; `sig` is written on success.
                 if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    continue;
+                    return; // EINVAL only, which this set cannot cause.
                 }
                 if let Some((_, name)) = SIGNALS.iter().find(|(s, _)| *s == sig) {
                     request(&signals, name);
@@ -234,18 +234,22 @@ impl Stops {
                 return Ok(Next::Stop(reason));
             }
             let event = match deadline {
-                None => self.rx.recv().ok(),
-                Some(at) => match self
+                None => self
                     .rx
-                    .recv_timeout(at.saturating_duration_since(Instant::now()))
-                {
-                    Ok(event) => Some(event),
-                    Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Next::Tick),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                },
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(at) => self
+                    .rx
+                    .recv_timeout(at.saturating_duration_since(Instant::now())),
             };
-            // `self` holds a sender: the channel cannot disconnect.
-            let Some(event) = event else { continue };
+            let event = match event {
+                Ok(event) => event,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Next::Tick),
+                // Cannot happen (`self` holds a sender); stop rather than spin.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Ok(Next::Stop("event channel closed"))
+                }
+            };
             match event {
                 Event::Stop => {}
                 Event::Line => {
