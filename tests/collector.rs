@@ -921,27 +921,6 @@ fn overload_counts_lost_events_and_stays_consistent() {
     s.finish();
 }
 
-/// The ids of the loaded BPF programs named `fl_*`.
-fn flowlens_program_ids() -> std::collections::HashSet<u32> {
-    let list = sh("bpftool", &["prog", "list"]);
-    list.lines()
-        .filter(|l| l.contains(" name fl_"))
-        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
-        .collect()
-}
-
-/// The kernel frees a program after its last fd closes and an RCU grace period: wait until
-/// none of `ours` is loaded.
-fn gone(ours: &std::collections::HashSet<u32>) -> bool {
-    for _ in 0..50 {
-        if flowlens_program_ids().is_disjoint(ours) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// Starts a session and returns it with the ids of the programs it loaded. Other flowlens
 /// processes on the machine may hold programs of the same names: only ours are compared.
 fn session_with_programs() -> (Session, std::collections::HashSet<u32>) {

@@ -1,11 +1,14 @@
 //! The `flowlens` executable: loads `libflowlens.so` and speaks the agent's process protocol.
 //!
 //! Stdout carries line protocol only; logs go to stderr with Telegraf's level prefixes. Exit codes:
-//! 0 on a normal end (stdin closed, SIGTERM/SIGINT, stdout closed by the reader), 2 on bad usage or
-//! config, 1 on other failures.
+//! 0 on a normal end (stdin closed in `telegraf` mode, SIGTERM/SIGINT/SIGHUP, stdout closed by the
+//! reader, `once` done), 2 on bad usage or config, 1 on other failures. Every stop is logged as
+//! one `I! stopping: <reason>` line, ends the gather in progress, detaches the probes and exits
+//! within milliseconds (`stop.rs`).
 
 mod load;
 mod modes;
+mod stop;
 
 use clap::{Parser, Subcommand};
 use flowlens_abi::LogLevel;

@@ -1,16 +1,16 @@
 //! The modes: Telegraf execd, Vector-style streaming, one-shot, doctor and print-config.
 
-use crate::{load, log_line, Cli, Failure, Mode};
+use crate::{
+    load, log_line,
+    stop::{Next, Stops},
+    Cli, Failure, Mode,
+};
 use abi_stable::std_types::{RResult, RVec};
 use anyhow::anyhow;
 use flowlens_abi::{CollectorBox, ErrorKind, HostCallbacks, LogLevel, PluginError};
 use std::{
     io::{self, Write},
-    time::Duration,
-};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    signal::unix::{signal, SignalKind},
+    time::{Duration, Instant},
 };
 
 fn plugin_failure(error: PluginError) -> Failure {
@@ -67,55 +67,58 @@ fn gather_once(collector: &mut CollectorBox, buf: &mut RVec<u8>) -> Result<bool,
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| Failure::other(anyhow!("cannot start the event loop: {e}")))
-}
+/// Why a run stopped (logged), or `None` when `once` simply finished.
+type Stopped = Option<&'static str>;
 
-/// Telegraf execd, signal = "STDIN": one gather per line read; stdin EOF ends it.
-async fn telegraf(collector: &mut CollectorBox) -> Result<(), Failure> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::other(e.into()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::other(e.into()))?;
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+/// Telegraf execd, signal = "STDIN": one gather per newline read; stdin EOF ends it.
+fn telegraf(collector: &mut CollectorBox, stops: &Stops) -> Result<Stopped, Failure> {
     let mut buf = RVec::new();
     loop {
-        tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(_)) => {
-                    if !gather_once(collector, &mut buf)? {
-                        return Ok(());
-                    }
-                }
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Failure::other(anyhow!("cannot read stdin: {e}"))),
-            },
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-        }
-    }
-}
-
-/// Self-timed gathers every `interval`; stdin is never read (Vector gives /dev/null).
-async fn stream(collector: &mut CollectorBox, interval: Duration) -> Result<(), Failure> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::other(e.into()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::other(e.into()))?;
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = RVec::new();
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {
+        match stops.next(None) {
+            Ok(Next::Line | Next::Tick) => {
                 if !gather_once(collector, &mut buf)? {
-                    return Ok(());
+                    stops.stop("stdout closed");
                 }
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            Ok(Next::Stop(reason)) => return Ok(Some(reason)),
+            Err(e) => return Err(Failure::other(anyhow!("cannot read stdin: {e}"))),
         }
     }
+}
+
+/// Self-timed gathers every `interval`, the first at once; stdin is never read (Vector gives
+/// /dev/null), so its EOF does not stop it. A late gather delays the next tick, none is skipped.
+fn stream(
+    collector: &mut CollectorBox,
+    stops: &Stops,
+    interval: Duration,
+) -> Result<Stopped, Failure> {
+    let mut buf = RVec::new();
+    let mut tick = Instant::now();
+    loop {
+        match stops.next(Some(tick)) {
+            Ok(Next::Tick | Next::Line) => {
+                if !gather_once(collector, &mut buf)? {
+                    stops.stop("stdout closed");
+                }
+                tick += interval;
+                let now = Instant::now();
+                if tick < now {
+                    tick = now + interval;
+                }
+            }
+            Ok(Next::Stop(reason)) => return Ok(Some(reason)),
+            Err(e) => return Err(Failure::other(anyhow!("{e}"))),
+        }
+    }
+}
+
+/// One gather, unless a stop came during start-up; a stop during the gather is reported.
+fn once(collector: &mut CollectorBox, stops: &Stops) -> Result<Stopped, Failure> {
+    if stops.requested().is_none() && !gather_once(collector, &mut RVec::new())? {
+        stops.stop("stdout closed");
+    }
+    Ok(stops.requested())
 }
 
 fn doctor(plugin_path: &std::path::Path, collector: &CollectorBox) -> Result<(), Failure> {
@@ -136,6 +139,14 @@ fn doctor(plugin_path: &std::path::Path, collector: &CollectorBox) -> Result<(),
 
 /// Runs the mode the command line asks for.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
+    // First, before any thread exists: the stop signals must be blocked in all of them.
+    let stops = match cli.mode {
+        Mode::Telegraf | Mode::Stream | Mode::Once => Some(
+            Stops::install()
+                .map_err(|e| Failure::other(anyhow!("cannot set up signal handling: {e}")))?,
+        ),
+        Mode::Doctor | Mode::PrintConfig => None,
+    };
     let path = load::find_plugin(cli.plugin.as_deref());
     let module = load::load_plugin(&path)?;
     if cli.mode == Mode::PrintConfig {
@@ -147,20 +158,40 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         log: log_line,
         max_level: LogLevel::Debug,
     };
+    if let Some(stops) = &stops {
+        stops
+            .watch_stdout()
+            .map_err(|e| Failure::other(anyhow!("cannot watch stdout: {e}")))?;
+        if cli.mode == Mode::Telegraf {
+            stops
+                .read_stdin()
+                .map_err(|e| Failure::other(anyhow!("cannot read stdin: {e}")))?;
+        }
+    }
     let mut collector = match (module.create())(text.as_str().into(), source.as_str().into(), host)
     {
         RResult::ROk(c) => c,
         RResult::RErr(e) => return Err(plugin_failure(e)),
     };
     let interval = Duration::from_secs(collector.settings().interval_secs);
-    let result = match cli.mode {
-        Mode::Once => gather_once(&mut collector, &mut RVec::new()).map(|_| ()),
-        Mode::Doctor => doctor(&path, &collector),
-        Mode::Telegraf => runtime()?.block_on(telegraf(&mut collector)),
-        Mode::Stream => runtime()?.block_on(stream(&mut collector, interval)),
-        Mode::PrintConfig => unreachable!("handled above"),
+    if let Some(stops) = &stops {
+        stops.started();
+    }
+    let result = match (cli.mode, &stops) {
+        (Mode::Doctor, _) => doctor(&path, &collector).map(|()| None),
+        (Mode::Once, Some(stops)) => once(&mut collector, stops),
+        (Mode::Telegraf, Some(stops)) => telegraf(&mut collector, stops),
+        (Mode::Stream, Some(stops)) => stream(&mut collector, stops, interval),
+        _ => unreachable!("print-config is handled above; the run modes have their Stops"),
     };
-    // Dropping the collector detaches everything it attached, before the process exits.
+    if let Ok(Some(reason)) = &result {
+        log_line(
+            LogLevel::Info,
+            format!("stopping: {reason}").as_str().into(),
+        );
+    }
+    // Dropping the collector detaches everything it attached, before the process exits (main
+    // ends with process::exit, which does not wait for the stdin thread still in read()).
     drop(collector);
-    result
+    result.map(|_| ())
 }

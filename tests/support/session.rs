@@ -174,3 +174,41 @@ impl Drop for Cgroup {
         }
     }
 }
+
+/// The ids of the loaded BPF programs named `fl_*`.
+pub fn flowlens_program_ids() -> std::collections::HashSet<u32> {
+    let list = crate::sh("bpftool", &["prog", "list"]);
+    list.lines()
+        .filter(|l| l.contains(" name fl_"))
+        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// The kernel frees a program after its last fd closes and an RCU grace period: wait until
+/// none of `ours` is loaded.
+pub fn gone(ours: &std::collections::HashSet<u32>) -> bool {
+    for _ in 0..50 {
+        if flowlens_program_ids().is_disjoint(ours) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The ids of the BPF programs process `pid` holds now (its program and link fds say
+/// `prog_id:` in /proc/<pid>/fdinfo); empty once it has exited. Other flowlens processes on the
+/// machine do not count.
+pub fn program_ids_of(pid: u32) -> std::collections::HashSet<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Default::default();
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
