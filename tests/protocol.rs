@@ -299,8 +299,9 @@ fn print_config_is_the_committed_example_and_parses_back() {
         .args(["--config", &config, "doctor"])
         .output()
         .unwrap();
+    // doctor exits 1 when a check fails, as without root and eBPF.
     assert!(
-        out.status.success(),
+        out.status.success() || (!is_root() && out.status.code() == Some(1)),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -365,9 +366,13 @@ fn the_shipped_agent_configs_name_what_the_binary_accepts() {
 #[test]
 fn doctor_reports_every_check_on_one_line_each() {
     let out = run_flowlens(&["--config", "/dev/null", "doctor"]);
-    assert!(
-        out.status.success(),
-        "{}",
+    // Exit 0 when every check passed (as root here), 1 otherwise: a readiness check.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let failed = text.lines().filter(|l| l.starts_with("FAILED")).count();
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(failed > 0)),
+        "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();

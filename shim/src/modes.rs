@@ -134,7 +134,15 @@ fn doctor(plugin_path: &std::path::Path, collector: &CollectorBox) -> Result<(),
         text.push_str(&format!("{status:<7} {}: {}\n", check.name, check.detail));
     }
     text.push_str(&format!("{} checks, {} failed\n", checks.len() + 1, failed));
-    write_batch(text.as_bytes()).map(|_| ())
+    write_batch(text.as_bytes())?;
+    // Exit 1 when something is wrong, so that doctor can serve as a readiness check.
+    if failed > 0 {
+        return Err(Failure::other(anyhow!(
+            "doctor: {failed} of {} checks failed",
+            checks.len() + 1
+        )));
+    }
+    Ok(())
 }
 
 /// Runs the mode the command line asks for.
