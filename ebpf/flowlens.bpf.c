@@ -645,7 +645,7 @@ struct fl_udp_call {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096); /* UDP calls in progress at once; LRU: a lost exit costs nothing */
 	__type(key, struct fl_udp_call);
 	__type(value, __u64);
 } udp_calls SEC(".maps");
