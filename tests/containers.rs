@@ -421,6 +421,9 @@ fn seed_counts_per_container_and_pod_from_containerd_bundles() {
     let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
     let (_a, _b, _c, _host) = seed_traffic(&pods);
     let t = s.gather();
+    // README's "What it prints" is this batch, abridged: `cargo test -p flowlens-tests --test
+    // containers seed_counts_per_container_and_pod_from_containerd_bundles -- --nocapture`.
+    eprintln!("{t}");
     assert_seed_counts(&pods, &t);
     s.finish();
 }

@@ -26,33 +26,23 @@ fn dashboards() -> Vec<(PathBuf, Dashboard)> {
     load_all(&repo().join("packaging/grafana/dashboards")).unwrap()
 }
 
-/// design/metrics.md: every measurement, and whether it is a counter (rates need
-/// `non_negative_derivative`, totals over a range `spread`).
-const SCHEMA: &[(&str, bool)] = &[
-    ("container:num_flows", false),
-    ("container:rtt", false),
-    ("container:rtt_variance", false),
-    ("container:traffic", true),
-    ("container:new_flows", true),
-    ("container:tcp_retransmissions", true),
-    ("pod:num_flows", false),
-    ("pod:rtt", false),
-    ("pod:rtt_variance", false),
-    ("pod:num_containers", false),
-    ("pod:traffic", true),
-    ("pod:new_flows", true),
-    ("pod:tcp_retransmissions", true),
-    ("iface:traffic", true),
-    ("iface:traffic_rxtx", true),
-    ("iface:packets", true),
-    ("iface:flows", false),
-    ("iface:new_flows", true),
-    ("host:traffic", true),
-    ("host:active_flows", false),
-    ("host:total_flows", true),
-    ("host:ndpi", true),
-    ("flowlens:internal", false),
-];
+/// docs/metrics.md: every measurement, and whether it is a counter, i.e. each of its fields is
+/// (rates need `non_negative_derivative`, totals over a range `spread`).
+fn schema() -> Vec<(String, bool)> {
+    let doc = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for line in doc.lines() {
+        if let Some(m) = line.strip_prefix("### `").and_then(|l| l.strip_suffix('`')) {
+            out.push((m.to_string(), true));
+        } else if line.starts_with("| `") && line.contains(" | field | ") {
+            // | key | kind | type | ntopng_compat | unit | counter / gauge | meaning |
+            let counter = line.split('|').nth(6).unwrap().trim() == "counter";
+            out.last_mut().expect("a table under a measurement").1 &= counter;
+        }
+    }
+    assert!(out.len() >= 20, "docs/metrics.md: {out:?}");
+    out
+}
 
 /// What flowlens writes today on any host with eBPF; the scenario must put data in each.
 const WRITTEN_TODAY: &[&str] = &[
@@ -71,6 +61,7 @@ const WRITTEN_TODAY: &[&str] = &[
 #[test]
 fn dashboards_cover_the_schema_with_provisionable_influxql() {
     let all = dashboards();
+    let schema = schema();
     let titles: Vec<&str> = all.iter().map(|(_, d)| d.title.as_str()).collect();
     assert_eq!(
         titles,
@@ -129,10 +120,10 @@ fn dashboards_cover_the_schema_with_provisionable_influxql() {
                 }
                 assert!(q.contains("$timeFilter"), "{name}: {q}");
                 for m in measurements(q) {
-                    let counter = SCHEMA
+                    let counter = schema
                         .iter()
                         .find(|(s, _)| *s == m)
-                        .unwrap_or_else(|| panic!("{name}: {m} is not in design/metrics.md"))
+                        .unwrap_or_else(|| panic!("{name}: {m} is not in docs/metrics.md"))
                         .1;
                     let counter_fields = m != "flowlens:internal"
                         || ["events_", "flows_evicted", "series_dropped"]
@@ -149,9 +140,9 @@ fn dashboards_cover_the_schema_with_provisionable_influxql() {
             }
         }
     }
-    let missing: Vec<&str> = SCHEMA
+    let missing: Vec<&str> = schema
         .iter()
-        .map(|(m, _)| *m)
+        .map(|(m, _)| m.as_str())
         .filter(|m| !used.contains(*m))
         .collect();
     assert!(missing.is_empty(), "no panel shows {missing:?}");
@@ -701,6 +692,7 @@ fn deb_installs_runs_and_purges_cleanly() {
         "/usr/share/flowlens/vector/flowlens.toml".into(),
         "/usr/share/flowlens/grafana/provisioning/dashboards.yaml".into(),
         "/usr/share/flowlens/grafana/provisioning/datasources.yaml".into(),
+        "/usr/share/doc/flowlens/metrics.md".into(),
     ];
     for (path, _) in dashboards() {
         expected.push(format!(
@@ -765,6 +757,7 @@ fn deb_installs_runs_and_purges_cleanly() {
             "/usr/share/flowlens/vector/flowlens.toml",
             "vector.d/flowlens.toml",
         ),
+        ("/usr/share/doc/flowlens/metrics.md", "docs/metrics.md"),
     ] {
         assert_eq!(
             std::fs::read_to_string(installed_path).unwrap(),

@@ -1,4 +1,6 @@
-//! Turns one gather's values into ntopng-schema line protocol (design/metrics.md). Pure: no I/O.
+//! Turns one gather's values into ntopng-schema line protocol (docs/metrics.md: every
+//! measurement, tag and field written here is listed there, and a test holds the two equal).
+//! Pure: no I/O.
 
 use crate::flows::{FastSet, FlowTable, HostKey, HostTotals, Role};
 use crate::iface::IfaceCounters;
@@ -29,7 +31,8 @@ pub struct Shape {
 /// flowlens's own health, written as `flowlens:internal`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Internal {
-    /// How long this gather took to read its sources and aggregate, in milliseconds.
+    /// How long this gather took to read its sources and aggregate, in milliseconds (written to
+    /// the microsecond).
     pub gather_duration_ms: f64,
     /// Kernel events read from the ring buffer since start (None: no eBPF collector).
     pub events_received: Option<u64>,
@@ -169,6 +172,14 @@ pub struct Snapshot {
     pub internal: Internal,
 }
 
+/// Milliseconds rounded to the microsecond, the resolution of every time flowlens writes in ms
+/// (the kernel keeps RTTs in µs; a gather's duration finer than a µs says nothing). Below it a
+/// float computation leaves only noise (`2.9832899999999998`); the rounded value is the double
+/// nearest a 3-decimal number, which the encoder writes in its shortest form (`2.983`).
+pub fn ms_to_the_us(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e3
+}
+
 /// A counter as an int64 field: the kernel's u64 counters saturate instead of turning negative.
 fn counter(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -222,7 +233,10 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
     let mut line = enc
         .line(p!("flowlens:internal"))
         .tag("ifid", ifid)
-        .field_f64(p!("gather_duration_ms"), internal.gather_duration_ms);
+        .field_f64(
+            p!("gather_duration_ms"),
+            ms_to_the_us(internal.gather_duration_ms),
+        );
     if let Some(received) = internal.events_received {
         line = line
             .field_i64(p!("events_received"), counter(received))
@@ -246,14 +260,14 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
     enc.lines_written()
 }
 
-/// Adds a float field (ms) when there is a value.
-fn maybe_f64<'b, 'e>(
+/// Adds a float field in ms, to the microsecond, when there is a value.
+fn maybe_ms<'b, 'e>(
     line: LineBuilder<'b, 'e>,
     key: Plain,
     value: Option<f64>,
 ) -> LineBuilder<'b, 'e> {
     match value {
-        Some(v) => line.field_f64(key, v),
+        Some(v) => line.field_f64(key, ms_to_the_us(v)),
         None => line,
     }
 }
@@ -273,11 +287,11 @@ fn encode_workload(
     let line = count(line, shape, p!("as_client"), counter(stats.client.flows));
     count(line, shape, p!("as_server"), counter(stats.server.flows)).finish();
     let line = enc.line_tagged(names.rtt, tags);
-    let line = maybe_f64(line, p!("as_client"), stats.client.rtt_ms());
-    maybe_f64(line, p!("as_server"), stats.server.rtt_ms()).finish();
+    let line = maybe_ms(line, p!("as_client"), stats.client.rtt_ms());
+    maybe_ms(line, p!("as_server"), stats.server.rtt_ms()).finish();
     let line = enc.line_tagged(names.rtt_variance, tags);
-    let line = maybe_f64(line, p!("as_client"), stats.client.rttvar_ms());
-    maybe_f64(line, p!("as_server"), stats.server.rttvar_ms()).finish();
+    let line = maybe_ms(line, p!("as_client"), stats.client.rttvar_ms());
+    maybe_ms(line, p!("as_server"), stats.server.rttvar_ms()).finish();
     if let (Some(n), Some(m)) = (num_containers, names.num_containers) {
         let line = enc.line_tagged(m, tags);
         count(line, shape, p!("num_containers"), counter(n)).finish();
@@ -409,6 +423,9 @@ fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
         }
     }
 }
+
+#[cfg(test)]
+mod schema_doc;
 
 #[cfg(test)]
 mod tests {
@@ -606,6 +623,119 @@ mod tests {
         }
         assert!(saw_other, "folds were exercised");
         assert!(saw_expiry, "expiries were exercised");
+    }
+
+    /// The text `field_f64` writes for `v`.
+    fn float_text(v: f64) -> String {
+        let mut out = Vec::new();
+        let mut enc = Encoder::new(&mut out, Precision::S, 0);
+        enc.line(p!("m")).field_f64(p!("f"), v).finish();
+        drop(enc);
+        let text = String::from_utf8(out).unwrap();
+        text["m f=".len()..text.len() - " 0\n".len()].to_string()
+    }
+
+    /// `us` microseconds as milliseconds, written by hand: at most 3 decimals, no trailing 0.
+    fn ms_decimal(us: u64) -> String {
+        let (int, frac) = (us / 1000, us % 1000);
+        if frac == 0 {
+            int.to_string()
+        } else {
+            format!("{int}.{frac:03}").trim_end_matches('0').to_string()
+        }
+    }
+
+    #[test]
+    fn times_in_ms_are_written_to_the_microsecond_in_their_shortest_form() {
+        for (ms, want) in [
+            (2.9832899999999998, "2.983"),
+            (0.781332, "0.781"),
+            (4.589014, "4.589"),
+            (2.536909, "2.537"),
+            (1.5, "1.5"),
+            (3.0, "3"),
+            (0.0, "0"),
+            (0.0004, "0"),
+            (0.0005, "0.001"),
+            (0.026333333333333334, "0.026"),
+            (0.1 + 0.2, "0.3"),
+            (86_400_000.000_4, "86400000"),
+        ] {
+            assert_eq!(float_text(ms_to_the_us(ms)), want, "{ms:?}");
+        }
+        // Every number of µs up to 0.2 s, and a sample up to about 11 days: the value, and the
+        // value with noise below the µs, written as the decimal number of ms they are.
+        let sample = (0..200_000u64).chain((0..1_000_000_000_000).step_by(999_983_u64 as usize));
+        for us in sample {
+            let ms = us as f64 / 1e3;
+            let want = ms_decimal(us);
+            assert_eq!(float_text(ms_to_the_us(ms)), want, "{us} µs");
+            assert_eq!(
+                float_text(ms_to_the_us(ms + 0.000_3)),
+                want,
+                "{us} µs + 0.3"
+            );
+            if us > 0 {
+                assert_eq!(
+                    float_text(ms_to_the_us(ms - 0.000_3)),
+                    want,
+                    "{us} µs - 0.3"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn float_fields_carry_no_noise_in_either_mode() {
+        // gather_duration_ms 2.9832899999999998 and RTT means of 26.333 µs (79 µs over 3
+        // flows): the encoder's shortest round-trip text would show every digit of the float.
+        let role = |sum| crate::workloads::RoleStats {
+            flows: 3,
+            rtt_samples: 3,
+            srtt_sum_us: sum,
+            rttvar_sum_us: sum,
+        };
+        let stats = WorkloadStats {
+            client: role(79),
+            server: role(80),
+            ..WorkloadStats::default()
+        };
+        let snapshot = Snapshot {
+            flows: Some(FlowValues::default()),
+            workloads: Some(WorkloadValues {
+                containers: vec![crate::workloads::ContainerSeries { info: None, stats }],
+                ..WorkloadValues::default()
+            }),
+            internal: Internal {
+                gather_duration_ms: 2.9832899999999998,
+                events_received: Some(1),
+                ..Internal::default()
+            },
+            ..snapshot()
+        };
+        for compat in [false, true] {
+            let mut out = Vec::new();
+            encode(&snapshot, &shape(compat), 5, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for want in [
+                "container:rtt,container=other,ifid=0 as_client=0.026,as_server=0.027 5\n",
+                "container:rtt_variance,container=other,ifid=0 as_client=0.026,as_server=0.027 5\n",
+                "flowlens:internal,ifid=0 gather_duration_ms=2.983,",
+            ] {
+                assert!(text.contains(want), "{compat}: {want}\n{text}");
+            }
+            for point in crate::lineproto::parse_lines(&text).unwrap() {
+                for (key, value) in &point.fields {
+                    if let crate::lineproto::FieldValue::Float(v) = value {
+                        if key.ends_with("_ms") || point.measurement.contains(":rtt") {
+                            assert_eq!(*v, ms_to_the_us(*v), "{key} of {}", point.measurement);
+                        } else {
+                            assert!(compat && v.fract() == 0.0, "{key}={v}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
