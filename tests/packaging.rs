@@ -306,6 +306,40 @@ fn cargo_deb_available() -> bool {
     true
 }
 
+/// Every agent configuration of telegraf.d/ and vector.d/ is an asset of the .deb (read from
+/// the cargo-deb metadata, without building it; deb_installs_runs_and_purges_cleanly checks the
+/// installed files).
+#[test]
+fn the_deb_ships_every_agent_config() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("shim/Cargo.toml")).unwrap()).unwrap();
+    let assets: Vec<(String, String)> = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a[0].as_str().unwrap().to_string(),
+                a[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (dir, installed) in [
+        ("telegraf.d", "etc/telegraf/telegraf.d/"),
+        ("vector.d", "usr/share/flowlens/vector/"),
+    ] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let source = format!("../{dir}/{name}");
+            let target = format!("{installed}{name}");
+            assert!(
+                assets.iter().any(|(s, t)| *s == source && *t == target),
+                "{source} is not installed as /{target}: {assets:?}"
+            );
+        }
+    }
+}
+
 /// `apt-get <args>`, non-interactive, waiting up to 5 minutes for the dpkg lock (on a fresh
 /// machine apt-daily or unattended-upgrades may hold it; dpkg itself would fail at once).
 fn apt_get(args: &[&str]) -> Command {
@@ -396,6 +430,7 @@ fn deb_installs_runs_and_purges_cleanly() {
         "/etc/flowlens/flowlens.toml".into(),
         "/etc/telegraf/telegraf.d/flowlens.conf".into(),
         "/usr/share/flowlens/vector/flowlens.toml".into(),
+        "/usr/share/flowlens/vector/flowlens-metrics.toml".into(),
         "/usr/share/flowlens/grafana/provisioning/dashboards.yaml".into(),
         "/usr/share/flowlens/grafana/provisioning/datasources.yaml".into(),
     ];
@@ -461,6 +496,10 @@ fn deb_installs_runs_and_purges_cleanly() {
         (
             "/usr/share/flowlens/vector/flowlens.toml",
             "vector.d/flowlens.toml",
+        ),
+        (
+            "/usr/share/flowlens/vector/flowlens-metrics.toml",
+            "vector.d/flowlens-metrics.toml",
         ),
     ] {
         assert_eq!(
