@@ -2,15 +2,16 @@
 //! InfluxDB 1.x loaded with real flowlens output, the .deb built, installed, run and purged on
 //! this machine, and the Kubernetes manifests validated and kept equal to telegraf.d/.
 
-use flowlens_dashboards::{
-    expand, load_all, measurements, resolve, Dashboard, Influx, Selection, TimeRange,
+use flowlens_dashboards::{measurements, Influx, TimeRange};
+use flowlens_tests::{
+    dashboards::{check_every_query, dashboards, Checked},
+    standins::Shop,
+    *,
 };
-use flowlens_tests::*;
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -20,10 +21,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn dashboards() -> Vec<(PathBuf, Dashboard)> {
-    load_all(&repo().join("packaging/grafana/dashboards")).unwrap()
 }
 
 /// docs/metrics.md: every measurement, and whether it is a counter, i.e. each of its fields is
@@ -149,216 +146,9 @@ fn dashboards_cover_the_schema_with_provisionable_influxql() {
 }
 
 // ------------------------------------------------------------------------------------------
-// The scenario: two pods' network namespaces joined by a veth pair, stand-in containers (cgroup
-// directories and containerd bundles as a containerd node has them) running real TCP traffic,
-// and flowlens gathering it in Telegraf mode into a real InfluxDB.
-
-/// A pod's containers as containerd's CRI plugin leaves them on a node, with processes inside.
-struct StandIns {
-    /// The first directory of the bundles' path that did not exist (removed at the end).
-    created_root: Option<PathBuf>,
-    cgroups: Vec<PathBuf>,
-    bundles: Vec<PathBuf>,
-    children: Vec<Child>,
-}
-
-const BUNDLES: &str = "/run/containerd/io.containerd.runtime.v2.task/k8s.io";
-
-fn hex_id(seed: u64) -> String {
-    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
-    (0..4)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            format!("{x:016x}")
-        })
-        .collect()
-}
-
-impl StandIns {
-    fn new() -> StandIns {
-        let created_root = Path::new(BUNDLES)
-            .ancestors()
-            .take_while(|p| !p.exists())
-            .last()
-            .map(Path::to_path_buf);
-        StandIns {
-            created_root,
-            cgroups: Vec::new(),
-            bundles: Vec::new(),
-            children: Vec::new(),
-        }
-    }
-
-    /// Creates a pod sandbox (no process), its network namespace is `netns`.
-    fn pod(&mut self, namespace: &str, name: &str, uid: &str, netns: &str) -> String {
-        let id = hex_id(u64::from(std::process::id()) << 8 | self.bundles.len() as u64);
-        let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
-        self.bundle(
-            &id,
-            serde_json::json!({
-                "io.kubernetes.cri.container-type": "sandbox",
-                "io.kubernetes.cri.sandbox-id": id,
-                "io.kubernetes.cri.sandbox-name": name,
-                "io.kubernetes.cri.sandbox-namespace": namespace,
-                "io.kubernetes.cri.sandbox-uid": uid,
-                "io.kubernetes.cri.sandbox-log-directory": format!("/var/log/pods/{namespace}_{name}_{uid}"),
-            }),
-            &cgroup,
-            netns,
-        );
-        self.cgroup(&cgroup);
-        id
-    }
-
-    /// Creates a container of the pod and starts `python3 -c program args` inside it (its
-    /// cgroup, the pod's network namespace). Returns the child's stdout's first line.
-    #[allow(clippy::too_many_arguments)]
-    fn container(
-        &mut self,
-        pod: (&str, &str, &str, &str),
-        name: &str,
-        netns: &str,
-        program: &str,
-        args: &[&str],
-    ) -> String {
-        let (namespace, pod_name, uid, sandbox) = pod;
-        let id = hex_id(u64::from(std::process::id()) << 8 | self.bundles.len() as u64);
-        let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
-        self.bundle(
-            &id,
-            serde_json::json!({
-                "io.kubernetes.cri.container-type": "container",
-                "io.kubernetes.cri.container-name": name,
-                "io.kubernetes.cri.image-name": "docker.io/library/busybox:1.36",
-                "io.kubernetes.cri.sandbox-id": sandbox,
-                "io.kubernetes.cri.sandbox-name": pod_name,
-                "io.kubernetes.cri.sandbox-namespace": namespace,
-                "io.kubernetes.cri.sandbox-uid": uid,
-            }),
-            &cgroup,
-            netns,
-        );
-        let dir = self.cgroup(&cgroup);
-        // The shell moves itself into the container's cgroup, then becomes the workload: every
-        // socket it opens belongs to the container.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(
-                r#"echo $$ > "$0/cgroup.procs" && n=$1 && p=$2 && shift 2 && exec ip netns exec "$n" python3 -u -c "$p" "$@""#,
-            )
-            .arg(&dir)
-            .arg(netns)
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        self.children.push(child);
-        assert_eq!(line.trim(), "ready", "container {name} did not start");
-        id
-    }
-
-    fn bundle(&mut self, id: &str, annotations: serde_json::Value, cgroup: &str, netns: &str) {
-        let dir = Path::new(BUNDLES).join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let spec = serde_json::json!({
-            "ociVersion": "1.1.0",
-            "annotations": annotations,
-            "linux": {
-                "cgroupsPath": cgroup,
-                "namespaces": [{"type": "network", "path": format!("/var/run/netns/{netns}")}],
-            },
-        });
-        std::fs::write(dir.join("config.json"), spec.to_string()).unwrap();
-        self.bundles.push(dir);
-    }
-
-    fn cgroup(&mut self, path: &str) -> PathBuf {
-        let dir = cgroup2_root().join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(&dir).unwrap();
-        self.cgroups.push(dir.clone());
-        dir
-    }
-}
-
-impl Drop for StandIns {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for dir in &self.bundles {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if let Some(root) = &self.created_root {
-            let _ = std::fs::remove_dir_all(root);
-        }
-        // Leaf cgroups first, then the pod and QoS directories this test made (rmdir fails on
-        // a directory that is not empty, so directories of others stay).
-        let root = cgroup2_root();
-        for dir in &self.cgroups {
-            let mut dir = dir.clone();
-            while dir != root && std::fs::remove_dir(&dir).is_ok() {
-                dir.pop();
-            }
-        }
-    }
-}
-
-const ECHO_SERVER: &str = r#"
-import socket, sys, threading
-def echo(c):
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        c.sendall(d)
-    c.close()
-def serve(s):
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=echo, args=(c,), daemon=True).start()
-for port in sys.argv[2:]:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], int(port)))
-    s.listen(128)
-    threading.Thread(target=serve, args=(s,), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
-/// Keeps `n` connections busy with a load that rises and falls, and opens a short connection
-/// now and then (new flows).
-const CLIENT: &str = r#"
-import math, socket, sys, time
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-conns = [socket.create_connection((host, port)) for _ in range(n)]
-print("ready", flush=True)
-t0, i = time.time(), 0
-while True:
-    k = 1 + int(6 * (1 + math.sin((time.time() - t0) / 5 + n)))
-    for c in conns:
-        c.sendall(b"x" * 4096 * k)
-        got = 0
-        while got < 4096 * k:
-            got += len(c.recv(65536))
-    i += 1
-    if i % 4 == 0:
-        s = socket.create_connection((host, port))
-        s.sendall(b"ping")
-        s.recv(16)
-        s.close()
-    time.sleep(0.1)
-"#;
+// The scenario (tests/support/standins.rs): two pods' network namespaces joined by a veth pair,
+// stand-in containers (cgroup directories and containerd bundles as a containerd node has them)
+// running real TCP traffic, and flowlens gathering it in Telegraf mode into a real InfluxDB.
 
 /// The timestamp (ms) of a batch: the last token of its `flowlens:internal` line.
 fn batch_ms(batch: &str) -> i64 {
@@ -395,22 +185,7 @@ fn every_dashboard_query_returns_data_from_real_flowlens_output() {
     let server = Influxd::start();
     server.create_database("ntopng");
 
-    let pair = NetnsPair::new("flpk", 93);
-    let mut standins = StandIns::new();
-    let p1_uid = "5f0c3b1e-93a1-4c1f-8d6a-0a1b2c3d4e01";
-    let p2_uid = "5f0c3b1e-93a1-4c1f-8d6a-0a1b2c3d4e02";
-    let p1 = standins.pod("shop", "frontend-7d9f8b6c5d-x2x4z", p1_uid, &pair.ns[0]);
-    let p2 = standins.pod("shop", "backend-0", p2_uid, &pair.ns[1]);
-    let p2_ref = ("shop", "backend-0", p2_uid, p2.as_str());
-    let p1_ref = ("shop", "frontend-7d9f8b6c5d-x2x4z", p1_uid, p1.as_str());
-    let server_addr = pair.addrs[1].clone();
-    standins.container(
-        p2_ref,
-        "api",
-        &pair.ns[1],
-        ECHO_SERVER,
-        &[&server_addr, "80", "6379"],
-    );
+    let mut shop = Shop::new("flpk", 93);
 
     let mut flowlens = session::Session::start("");
     let first = flowlens.gather();
@@ -425,20 +200,7 @@ fn every_dashboard_query_returns_data_from_real_flowlens_output() {
         );
     }
     // Containers start after flowlens: their flows are seen opening.
-    standins.container(
-        p1_ref,
-        "web",
-        &pair.ns[0],
-        CLIENT,
-        &[&server_addr, "80", "3"],
-    );
-    standins.container(
-        p1_ref,
-        "cache",
-        &pair.ns[0],
-        CLIENT,
-        &[&server_addr, "6379", "1"],
-    );
+    shop.start_clients();
 
     let mut stamps = vec![batch_ms(&first)];
     assert_eq!(server.write("ntopng", first.as_bytes()).status, 204);
@@ -451,7 +213,7 @@ fn every_dashboard_query_returns_data_from_real_flowlens_output() {
         assert_eq!(reply.status, 204, "{}\n{batch}", reply.body);
     }
     drop(flowlens);
-    drop(standins);
+    drop(shop);
 
     let influx = Influx {
         address: format!("127.0.0.1:{}", server.port),
@@ -469,76 +231,11 @@ fn every_dashboard_query_returns_data_from_real_flowlens_output() {
         );
     }
 
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    let mut without_data = BTreeSet::new();
-    for (path, dashboard) in dashboards() {
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        for selection in [Selection::All, Selection::First] {
-            let vars = match resolve(&dashboard, &influx, &range, selection) {
-                Ok(vars) => vars,
-                Err(e) => {
-                    failures.push(format!("{file}: template variables: {e}"));
-                    continue;
-                }
-            };
-            for var in &vars {
-                let from = measurements(&var.query);
-                // Telegraf adds `host` (the node) to lines that lack it; data written straight
-                // from flowlens has none, so that variable may be empty.
-                let telegraf_tag = var.query.contains("KEY = \"host\"")
-                    && !from.iter().any(|m| m.starts_with("host:"));
-                let has = from
-                    .iter()
-                    .any(|m| influx.has_points(m, &range).unwrap_or(false));
-                if has && !telegraf_tag && var.values.is_empty() {
-                    failures.push(format!(
-                        "{file}: variable ${} has no values, but {from:?} has data:\n  {}",
-                        var.name, var.query
-                    ));
-                }
-            }
-            for panel in &dashboard.panels {
-                // Narrowed to one pod or container, a field can be absent for good reason (a
-                // server-only container has no RTT as client): then the panel as a whole must
-                // show data. With everything selected, every query must.
-                let mut panel_failures = Vec::new();
-                let mut panel_has_data = false;
-                for target in &panel.targets {
-                    let query = expand(&target.query, &vars, &range);
-                    let from = measurements(&query);
-                    let with_data: Vec<&String> = from
-                        .iter()
-                        .filter(|m| influx.has_points(m, &range).unwrap_or(false))
-                        .collect();
-                    match influx.query(&query) {
-                        Err(e) => failures.push(format!(
-                            "{file}: {} ({}) {selection:?}: {e}",
-                            panel.title, target.ref_id
-                        )),
-                        Ok(series) if with_data.is_empty() => {
-                            let _ = series;
-                            without_data.extend(from.iter().cloned());
-                        }
-                        Ok(series) => {
-                            checked += 1;
-                            if series.iter().any(|s| s.has_data()) {
-                                panel_has_data = true;
-                            } else {
-                                panel_failures.push(format!(
-                                    "{file}: {} ({}) {selection:?}: empty result, but {with_data:?} has data:\n  {query}",
-                                    panel.title, target.ref_id
-                                ));
-                            }
-                        }
-                    }
-                }
-                if selection == Selection::All || !panel_has_data {
-                    failures.extend(panel_failures);
-                }
-            }
-        }
-    }
+    let Checked {
+        checked,
+        failures,
+        without_data,
+    } = check_every_query(&dashboards(), &influx, &range, |_, _| {});
     eprintln!(
         "{checked} dashboard queries returned data; checked for errors only (no data yet): {without_data:?}"
     );
@@ -598,6 +295,40 @@ fn cargo_deb_available() -> bool {
     assert!(status.success(), "cargo install --locked {CARGO_DEB}");
     assert!(runs(), "cargo deb does not run after installing it");
     true
+}
+
+/// Every agent configuration of telegraf.d/ and vector.d/ is an asset of the .deb (read from
+/// the cargo-deb metadata, without building it; deb_installs_runs_and_purges_cleanly checks the
+/// installed files).
+#[test]
+fn the_deb_ships_every_agent_config() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("shim/Cargo.toml")).unwrap()).unwrap();
+    let assets: Vec<(String, String)> = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a[0].as_str().unwrap().to_string(),
+                a[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (dir, installed) in [
+        ("telegraf.d", "etc/telegraf/telegraf.d/"),
+        ("vector.d", "usr/share/flowlens/vector/"),
+    ] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let source = format!("../{dir}/{name}");
+            let target = format!("{installed}{name}");
+            assert!(
+                assets.iter().any(|(s, t)| *s == source && *t == target),
+                "{source} is not installed as /{target}: {assets:?}"
+            );
+        }
+    }
 }
 
 /// `apt-get <args>`, non-interactive, waiting up to 5 minutes for the dpkg lock (on a fresh
@@ -690,6 +421,7 @@ fn deb_installs_runs_and_purges_cleanly() {
         "/etc/flowlens/flowlens.toml".into(),
         "/etc/telegraf/telegraf.d/flowlens.conf".into(),
         "/usr/share/flowlens/vector/flowlens.toml".into(),
+        "/usr/share/flowlens/vector/flowlens-metrics.toml".into(),
         "/usr/share/flowlens/grafana/provisioning/dashboards.yaml".into(),
         "/usr/share/flowlens/grafana/provisioning/datasources.yaml".into(),
         "/usr/share/doc/flowlens/metrics.md".into(),
@@ -756,6 +488,10 @@ fn deb_installs_runs_and_purges_cleanly() {
         (
             "/usr/share/flowlens/vector/flowlens.toml",
             "vector.d/flowlens.toml",
+        ),
+        (
+            "/usr/share/flowlens/vector/flowlens-metrics.toml",
+            "vector.d/flowlens-metrics.toml",
         ),
         ("/usr/share/doc/flowlens/metrics.md", "docs/metrics.md"),
     ] {

@@ -330,23 +330,53 @@ fn the_shipped_agent_configs_name_what_the_binary_accepts() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let telegraf = std::fs::read_to_string(root.join("telegraf.d/flowlens.conf")).unwrap();
     let vector = std::fs::read_to_string(root.join("vector.d/flowlens.toml")).unwrap();
+    let metrics = std::fs::read_to_string(root.join("vector.d/flowlens-metrics.toml")).unwrap();
     let tv: toml::Value = toml::from_str(&telegraf).unwrap();
     let execd = &tv["inputs"]["execd"][0];
     assert_eq!(execd["signal"].as_str(), Some("STDIN"));
     assert_eq!(execd["data_format"].as_str(), Some("influx"));
+    for text in [&vector, &metrics] {
+        let vv: toml::Value = toml::from_str(text).unwrap();
+        let source = &vv["sources"]["flowlens"];
+        assert_eq!(source["type"].as_str(), Some("exec"));
+        assert_eq!(source["mode"].as_str(), Some("streaming"));
+        assert_eq!(source["include_stderr"].as_bool(), Some(false));
+    }
+    // The default passes the lines through: one log event per line, POSTed as they are
+    // (tests/vector.rs runs this path into a real InfluxDB).
     let vv: toml::Value = toml::from_str(&vector).unwrap();
     let source = &vv["sources"]["flowlens"];
-    assert_eq!(source["type"].as_str(), Some("exec"));
-    assert_eq!(source["mode"].as_str(), Some("streaming"));
-    assert_eq!(source["include_stderr"].as_bool(), Some(false));
-    assert_eq!(source["decoding"]["codec"].as_str(), Some("influxdb"));
     assert_eq!(
-        vv["sinks"]["influxdb"]["type"].as_str(),
+        source["framing"]["method"].as_str(),
+        Some("newline_delimited")
+    );
+    assert_eq!(source["decoding"]["codec"].as_str(), Some("bytes"));
+    let sink = &vv["sinks"]["influxdb"];
+    assert_eq!(sink["type"].as_str(), Some("http"));
+    assert_eq!(sink["encoding"]["codec"].as_str(), Some("text"));
+    assert_eq!(
+        sink["framing"]["method"].as_str(),
+        Some("newline_delimited")
+    );
+    let uri = sink["uri"].as_str().unwrap();
+    assert!(
+        uri.contains("/write?") && uri.contains("precision=ns"),
+        "{uri}"
+    );
+    // The metrics example: Vector metrics, renamed (README says how).
+    let mv: toml::Value = toml::from_str(&metrics).unwrap();
+    assert_eq!(
+        mv["sources"]["flowlens"]["decoding"]["codec"].as_str(),
+        Some("influxdb")
+    );
+    assert_eq!(
+        mv["sinks"]["influxdb"]["type"].as_str(),
         Some("influxdb_metrics")
     );
     for (argv, mode) in [
         (argv_of(&telegraf), "telegraf"),
         (argv_of(&vector), "stream"),
+        (argv_of(&metrics), "stream"),
     ] {
         assert_eq!(argv[0], "/usr/bin/flowlens");
         assert_eq!(argv.last().unwrap(), mode);

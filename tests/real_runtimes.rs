@@ -1,4 +1,4 @@
-//! Containers and pods with the real runtimes (design/runtimes.md): containerd CRI pods and a
+//! Containers and pods with the real runtimes (see tests/support/runtimes.rs): containerd CRI pods and a
 //! Docker container started by the test, TCP traffic run inside them with busybox `nc`, and
 //! flowlens's `container:`/`pod:` series checked against what the runtimes wrote (names,
 //! namespaces, ids). The harness (tests/support/runtimes.rs) removes everything it created.

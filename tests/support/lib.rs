@@ -1,7 +1,9 @@
 //! Shared helpers for the integration tests: the built binaries, a real InfluxDB 1.x server,
 //! network namespaces with veth pairs, and the rule for tests that need root.
 
+pub mod dashboards;
 pub mod runtimes;
+pub mod standins;
 
 use std::{
     io::{Read, Write},

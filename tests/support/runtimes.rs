@@ -11,8 +11,6 @@
 //! `/etc/docker/key.json`, the ip_forward sysctl, the daemons and the temporary directories. A
 //! run killed before its teardown is cleaned up by the next [`RealRuntimes::start`] from
 //! `BASE/undo`. Only one instance runs at a time on a machine (an abstract-socket lock).
-//!
-//! See design/runtimes.md for the measured facts this relies on.
 
 use std::{
     collections::BTreeSet,

@@ -171,7 +171,7 @@ pub fn load_all(dir: &Path) -> Result<Vec<(PathBuf, Dashboard)>, Error> {
 }
 
 /// One series of a query result.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Series {
     /// Measurement name.
     #[serde(default)]

@@ -10,7 +10,7 @@
 //!   `DefaultCRIAnnotations` puts the sandbox keys on every container and the container name on
 //!   containers only). The bundle is `<state>/io.containerd.runtime.v2.task/<namespace>/<id>/`
 //!   with the OCI `config.json`; Docker's containers live in namespace `moby`, plain `ctr` in
-//!   `default`, and both have `"annotations": null` (design/runtimes.md).
+//!   `default`, and both have `"annotations": null` (seen on containerd 1.6 and Docker 20.10).
 //! - CRI-O: `cri-o/cri-o` `pkg/annotations/internal.go` (`io.kubernetes.cri-o.ContainerType`,
 //!   `io.kubernetes.cri-o.SandboxID`, `io.container.manager` = `libpod` for Podman's containers)
 //!   plus the kubelet's labels, which CRI-O copies into the spec's annotations (as read by

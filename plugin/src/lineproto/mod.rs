@@ -1,7 +1,7 @@
 //! InfluxDB line protocol: the zero-allocation encoder of the gather path and a strict parser.
 //!
-//! The rules both halves follow are in design/peers.md ("InfluxDB line protocol", and the facts
-//! about Telegraf's and Vector's parsers). In short:
+//! The rules both halves follow, from InfluxDB's line protocol reference and Telegraf's and
+//! Vector's parsers:
 //!
 //! - [`Encoder`] writes lines that InfluxDB 1.x, Telegraf (`data_format = "influx"`) and Vector
 //!   (`influxdb-line-protocol` 2.0.0) all read back to the same values: tags sorted by key, empty
