@@ -34,8 +34,7 @@ use flowlens_tests::{
     *,
 };
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
+    io::Read,
     path::Path,
     process::{Command, ExitStatus, Stdio},
     sync::mpsc::{self, RecvTimeoutError},
@@ -385,42 +384,22 @@ impl Pipeline {
 // ------------------------------------------------------------------------------------------
 // HTTP, as the sink sends it.
 
-struct Reply {
-    status: u16,
-    body: String,
-}
-
 fn http(
     authority: &str,
     method: &str,
     path: &str,
     body: &[u8],
     timeout: Duration,
-) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(authority)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+) -> std::io::Result<HttpReply> {
     // The http sink's Content-Type for the text codec (HttpSinkConfig::validate).
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok(Reply { status, body })
+    http_request(
+        authority,
+        method,
+        path,
+        &[("Content-Type", "text/plain")],
+        body,
+        timeout,
+    )
 }
 
 // ------------------------------------------------------------------------------------------
