@@ -63,53 +63,35 @@ pub struct Hook {
 }
 
 impl Hook {
-    const fn tp_btf(program: &'static str, target: &'static str) -> Hook {
+    const fn of(kind: HookKind, program: &'static str, target: &'static str) -> Hook {
         Hook {
             program,
-            kind: HookKind::TpBtf,
+            kind,
             target,
             variant: "",
         }
+    }
+
+    const fn tp_btf(program: &'static str, target: &'static str) -> Hook {
+        Hook::of(HookKind::TpBtf, program, target)
     }
 
     const fn fexit(program: &'static str, target: &'static str) -> Hook {
-        Hook {
-            program,
-            kind: HookKind::FExit,
-            target,
-            variant: "",
-        }
+        Hook::of(HookKind::FExit, program, target)
     }
 
     const fn kprobe(program: &'static str, target: &'static str) -> Hook {
-        Hook {
-            program,
-            kind: HookKind::KProbe,
-            target,
-            variant: "",
-        }
+        Hook::of(HookKind::KProbe, program, target)
     }
 
     const fn kretprobe(program: &'static str, target: &'static str) -> Hook {
-        Hook {
-            program,
-            kind: HookKind::KRetProbe,
-            target,
-            variant: "",
-        }
+        Hook::of(HookKind::KRetProbe, program, target)
     }
 
     const fn iter(program: &'static str, target: &'static str) -> Hook {
-        Hook {
-            program,
-            kind: HookKind::Iter,
-            target,
-            variant: "",
-        }
+        Hook::of(HookKind::Iter, program, target)
     }
-}
 
-impl Hook {
     const fn variant(self, variant: &'static str) -> Hook {
         Hook { variant, ..self }
     }
