@@ -178,6 +178,19 @@ static __always_inline __u64 sub_or_zero(__u64 a, __u64 b)
 	return a > b ? a - b : 0;
 }
 
+/* Writes a TCP socket's counters into its entry, less what it had when tracking began:
+ * payload bytes (the caller took the SYN's and FINs' sequence numbers off), retransmissions,
+ * and the RTT as TCP_INFO reports it. */
+static __always_inline void write_counters(struct fl_sock *v, __u64 acked, __u64 rcvd,
+					   __u32 retrans, __u32 srtt_us, __u32 mdev_us)
+{
+	v->bytes_sent = sub_or_zero(acked, v->base_acked);
+	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
+	v->retrans = retrans > v->base_retrans ? retrans - v->base_retrans : 0;
+	v->srtt_us = srtt_us >> 3;
+	v->rttvar_us = mdev_us >> 2;
+}
+
 /*
  * A TCP socket's counters, from its own tcp_sock (the same numbers TCP_INFO reports). The
  * sequence space also counts the SYN (bytes_acked of a client: base_acked is 1 for it) and the
@@ -197,11 +210,7 @@ static __always_inline void fill_tcp(struct fl_sock *v, const struct sock *sk, b
 		acked -= 1;
 	if (sock_flags(sk) & (1UL << SOCK_DONE))
 		rcvd -= 1;
-	v->bytes_sent = sub_or_zero(acked, v->base_acked);
-	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
-	v->retrans = tp->total_retrans > v->base_retrans ? tp->total_retrans - v->base_retrans : 0;
-	v->srtt_us = tp->srtt_us >> 3;
-	v->rttvar_us = tp->mdev_us >> 2;
+	write_counters(v, acked, rcvd, tp->total_retrans, tp->srtt_us, tp->mdev_us);
 }
 
 static __always_inline void fill_addrs(struct fl_sock *v, const struct sock *sk)
@@ -831,11 +840,7 @@ static __always_inline void refresh_entry(struct fl_sock *v, const struct fl_tcp
 		acked -= 1;
 	if (state == TCP_CLOSE_WAIT || state == TCP_CLOSING || state == TCP_LAST_ACK)
 		rcvd -= 1;
-	v->bytes_sent = sub_or_zero(acked, v->base_acked);
-	v->bytes_rcvd = sub_or_zero(rcvd, v->base_rcvd);
-	v->retrans = t->total_retrans > v->base_retrans ? t->total_retrans - v->base_retrans : 0;
-	v->srtt_us = t->srtt_us >> 3;
-	v->rttvar_us = t->mdev_us >> 2;
+	write_counters(v, acked, rcvd, t->total_retrans, t->srtt_us, t->mdev_us);
 }
 
 static __always_inline bool state_has_counters(__u8 state)
