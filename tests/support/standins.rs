@@ -35,6 +35,14 @@ pub fn hex_id(seed: u64) -> String {
         .collect()
 }
 
+/// A fresh container id: unique in this process (several `StandIns` may be alive at once) and
+/// across processes.
+fn next_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    hex_id(u64::from(std::process::id()) << 24 | NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 impl StandIns {
     /// Nothing created yet.
     pub fn new() -> StandIns {
@@ -53,7 +61,7 @@ impl StandIns {
 
     /// Creates a pod sandbox (no process), its network namespace is `netns`.
     pub fn pod(&mut self, namespace: &str, name: &str, uid: &str, netns: &str) -> String {
-        let id = hex_id(u64::from(std::process::id()) << 8 | self.bundles.len() as u64);
+        let id = next_id();
         let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
         self.bundle(
             &id,
@@ -84,7 +92,7 @@ impl StandIns {
         args: &[&str],
     ) -> String {
         let (namespace, pod_name, uid, sandbox) = pod;
-        let id = hex_id(u64::from(std::process::id()) << 8 | self.bundles.len() as u64);
+        let id = next_id();
         let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
         self.bundle(
             &id,

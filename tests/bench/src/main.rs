@@ -19,12 +19,15 @@
 //! collector (`flowlens::plugin::Flowlens`) gathering every second, its lines on stdout, until
 //! stdin closes. `flowlens-bench profile table | gather FLOWS | encoder` runs one userspace
 //! benchmark alone, to profile it (`perf record -g`, `valgrind --tool=callgrind`).
+//! `flowlens-bench soak [--secs 3600] [--every 10]` is the hour-long soak run (src/soak.rs), by
+//! hand, not part of the table: its summary and chart are in tests/bench/soak/.
 
 mod host;
 mod live;
 mod memory;
 mod progtime;
 mod report;
+mod soak;
 mod stats;
 mod userspace;
 mod variants;
@@ -745,6 +748,9 @@ fn run(args: Vec<String>) -> Result<()> {
     if args.first().map(String::as_str) == Some("agent") {
         return agent(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("soak") {
+        return soak::soak(&soak::SoakOptions::parse(&args[1..])?);
+    }
     if args.first().map(String::as_str) == Some("profile") {
         return profile(&args[1..]);
     }
@@ -832,10 +838,11 @@ fn run(args: Vec<String>) -> Result<()> {
     if let Some(path) = &opts.out {
         let text = format!(
             "# Benchmarks\n\nWritten by `flowlens-bench` (tests/bench/; see README.md, \
-             \"Benchmarks\"). Do not edit by hand: run the command again.\n\n{}\n{table}\n{}\n{}\n{}",
+             \"Benchmarks\"). Do not edit by hand: run the command again.\n\n{}\n{table}\n{}\n{}\n{}\n{}",
             machine.header(),
             LEGEND,
             notes.iter().map(|n| format!("- {n}\n")).collect::<String>(),
+            SOAK,
             HISTORY
         );
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
@@ -847,6 +854,13 @@ fn run(args: Vec<String>) -> Result<()> {
 /// Earlier runs' numbers that a later change is judged against (tests/bench/history.md, written
 /// under the table in BENCHMARKS.md).
 const HISTORY: &str = include_str!("../history.md");
+
+/// The latest soak run's summary and chart (`flowlens-bench soak`, written under the table).
+const SOAK: &str = concat!(
+    "## Soak: an hour of mixed load\n\n![RSS, CPU and open fds of flowlens over the soak run]\
+     (tests/bench/soak/soak.png)\n\n",
+    include_str!("../soak/soak.md")
+);
 
 /// How to read the table (written under it in BENCHMARKS.md).
 const LEGEND: &str = "\

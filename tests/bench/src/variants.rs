@@ -75,7 +75,7 @@ pub struct AgentStats {
 }
 
 /// Reads an integer or float field `key=` from a line-protocol line.
-fn field(line: &str, key: &str) -> Option<f64> {
+pub fn field(line: &str, key: &str) -> Option<f64> {
     let fields = line.split(' ').nth(1)?;
     fields.split(',').find_map(|kv| {
         let v = kv.strip_prefix(key)?.strip_prefix('=')?;

@@ -1,0 +1,428 @@
+//! The soak run: the real `flowlens telegraf` process under an hour of mixed load (connection
+//! churn, bulk transfers, stand-in pods created and removed), its RSS, CPU and open fds sampled
+//! at every gather, written as a CSV, a PNG chart and a summary table.
+//!
+//!     cargo build --release --workspace
+//!     cargo run --release -p flowlens-bench -- soak [--secs 3600] [--every 10]
+//!
+//! The chart is drawn by tests/bench/soak_chart.py (matplotlib). Not part of CI: it runs by hand.
+
+use crate::{
+    memory::rss_kib,
+    variants::{field, proc_cpu_secs},
+    workloads::{self, Net, Path, Workload},
+};
+use anyhow::{bail, Context, Result};
+use flowlens_tests::{cgroup2_root, session::batches, standins::StandIns};
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+/// What a run is asked to do.
+pub struct SoakOptions {
+    /// Length of the run.
+    pub secs: u64,
+    /// Seconds between gathers (Telegraf's `interval`); every gather is a sample.
+    pub every: u64,
+    /// Where the CSV, the chart and the summary go.
+    pub out_dir: PathBuf,
+}
+
+impl SoakOptions {
+    /// Parses `soak [--secs S] [--every S] [--out DIR]`.
+    pub fn parse(args: &[String]) -> Result<SoakOptions> {
+        let mut o = SoakOptions {
+            secs: 3600,
+            every: 10,
+            out_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("soak"),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let value = it.next().with_context(|| format!("{a} needs a value"))?;
+            match a.as_str() {
+                "--secs" => o.secs = value.parse()?,
+                "--every" => o.every = value.parse()?,
+                "--out" => o.out_dir = value.into(),
+                _ => bail!("usage: flowlens-bench soak [--secs S] [--every S] [--out DIR]"),
+            }
+        }
+        if o.every == 0 || o.secs < 4 * o.every {
+            bail!("--secs must be at least 4 gathers (--every {})", o.every);
+        }
+        Ok(o)
+    }
+}
+
+/// One sample, taken right after a gather.
+struct Sample {
+    secs: f64,
+    rss_kib: u64,
+    /// CPU used since the previous sample, in percent of one core.
+    cpu_pct: f64,
+    fds: u64,
+    lines: u64,
+    flows_active: u64,
+    containers_tracked: u64,
+    metadata_cache_entries: u64,
+    events_lost: u64,
+    conns: u64,
+    pods: u64,
+}
+
+const CSV_HEADER: &str = "secs,rss_kib,cpu_pct,fds,lines,flows_active,containers_tracked,\
+                          metadata_cache_entries,events_lost,conns,pods";
+
+/// The config of the soaked process: container series expire within the run, so their whole
+/// lifetime (created, active, idle, expired) repeats many times.
+const CONFIG: &str = "log_level = \"warn\"\nseries_ttl_secs = 60\nudp_idle_timeout_secs = 30\n";
+
+/// A stand-in pod's one container: a server and a client on its own loopback, 20 connections
+/// with 10 kB each way, then idle until removed.
+const POD_PROGRAM: &str = r#"
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print("ready", flush=True)
+for _ in range(20):
+    c = socket.create_connection(s.getsockname())
+    a, _ = s.accept()
+    c.sendall(b"x" * 10000)
+    got = 0
+    while got < 10000:
+        got += len(a.recv(65536))
+    a.sendall(b"y" * 10000)
+    got = 0
+    while got < 10000:
+        got += len(c.recv(65536))
+    c.close()
+    a.close()
+time.sleep(100000)
+"#;
+
+/// Creates a stand-in pod every 15 s in a network namespace of its own, keeps each for 60 s.
+fn pod_churn(stop: &AtomicBool, pods: Arc<AtomicU64>) -> Result<()> {
+    struct Live {
+        since: Instant,
+        netns: String,
+        _pod: StandIns,
+    }
+    let mut live: Vec<Live> = Vec::new();
+    let mut n = 0u64;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            next += Duration::from_secs(15);
+            let netns = format!("flsoak{}-{n}", std::process::id());
+            run("ip", &["netns", "add", &netns])?;
+            run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+            let mut pod = StandIns::new();
+            let uid = format!("5a0c0000-0000-4000-8000-{n:012x}");
+            let name = format!("soak-{n}");
+            let sandbox = pod.pod("soak", &name, &uid, &netns);
+            pod.container(
+                ("soak", &name, &uid, &sandbox),
+                "app",
+                &netns,
+                POD_PROGRAM,
+                &[],
+            );
+            live.push(Live {
+                since: Instant::now(),
+                netns,
+                _pod: pod,
+            });
+            n += 1;
+            pods.store(n, Ordering::Relaxed);
+        }
+        live.retain(|p| {
+            if p.since.elapsed() < Duration::from_secs(60) {
+                return true;
+            }
+            // The pod's processes, bundles and cgroups go with `_pod` (dropped after this).
+            let _ = Command::new("ip").args(["netns", "del", &p.netns]).status();
+            false
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for p in live {
+        drop(p._pod);
+        let _ = Command::new("ip").args(["netns", "del", &p.netns]).status();
+    }
+    Ok(())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program).args(args).status()?;
+    if !status.success() {
+        bail!("{program} {args:?}: {status}");
+    }
+    Ok(())
+}
+
+/// Open fds of a process.
+fn fd_count(pid: u32) -> Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+/// Runs the soak and writes `soak.csv`, `soak.md` and (with matplotlib) `soak.png`.
+pub fn soak(opts: &SoakOptions) -> Result<()> {
+    // The stand-in pods' cgroups must exist where flowlens looks (fails early otherwise).
+    let _ = cgroup2_root();
+    let net = Net::new()?;
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let config = opts.out_dir.join("flowlens-soak.toml");
+    std::fs::write(&config, CONFIG)?;
+    // The release `flowlens` next to this executable (target/release).
+    let exe = std::env::current_exe()?.with_file_name("flowlens");
+    let mut child = Command::new(&exe)
+        .args(["--config", config.to_str().unwrap(), "telegraf"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "start {} (cargo build --release --workspace)",
+                exe.display()
+            )
+        })?;
+    let pid = child.id();
+    let gathers = batches(child.stdout.take().unwrap());
+    let stderr = child.stderr.take().unwrap();
+    let warnings = Arc::new(AtomicU64::new(0));
+    {
+        let warnings = warnings.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                warnings.fetch_add(1, Ordering::Relaxed);
+                eprintln!("flowlens: {line}");
+            }
+        });
+    }
+    let mut stdin = child.stdin.take().unwrap();
+
+    let stop = AtomicBool::new(false);
+    let conns = AtomicU64::new(0);
+    let pods = Arc::new(AtomicU64::new(0));
+    eprintln!(
+        "soak: {} s, a gather every {} s, writing to {}",
+        opts.secs,
+        opts.every,
+        opts.out_dir.display()
+    );
+    let samples = std::thread::scope(|scope| -> Result<Vec<Sample>> {
+        // Churn on loopback half of the time (1 s on, 1 s off).
+        let churn = scope.spawn(|| -> Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                let out = workloads::run(&net, Workload::Churn, Path::Loopback, 1.0)?;
+                conns.fetch_add(out.ops, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(())
+        });
+        let pod_thread = {
+            let pods = pods.clone();
+            let stop = &stop;
+            scope.spawn(move || pod_churn(stop, pods))
+        };
+        let sampled = sample_gathers(opts, pid, &net, &mut stdin, &gathers, &conns, &pods);
+        stop.store(true, Ordering::Relaxed);
+        churn
+            .join()
+            .map_err(|_| anyhow::anyhow!("churn thread panicked"))??;
+        pod_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("pod thread panicked"))??;
+        sampled
+    })?;
+    drop(stdin);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("flowlens exited with {status}");
+    }
+    write_outputs(opts, &samples, warnings.load(Ordering::Relaxed))
+}
+
+/// Asks for a gather every `opts.every` seconds until the run's end (a 1 s bulk transfer over
+/// the veth pair every 10 s in between) and samples the process after each.
+#[allow(clippy::too_many_arguments)]
+fn sample_gathers(
+    opts: &SoakOptions,
+    pid: u32,
+    net: &Net,
+    stdin: &mut impl Write,
+    gathers: &std::sync::mpsc::Receiver<(Instant, String)>,
+    conns: &AtomicU64,
+    pods: &AtomicU64,
+) -> Result<Vec<Sample>> {
+    let start = Instant::now();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut cpu_before = proc_cpu_secs(pid).unwrap_or(0.0);
+    let mut last = start;
+    let mut next_bulk = start;
+    while start.elapsed().as_secs() < opts.secs {
+        let due = last + Duration::from_secs(opts.every);
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            if now >= next_bulk {
+                next_bulk += Duration::from_secs(10);
+                workloads::run(net, Workload::Bulk, Path::Veth, 1.0)?;
+                continue;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+        }
+        let interval = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        let (_, batch) = gathers
+            .recv_timeout(Duration::from_secs(30))
+            .context("no gather within 30 s")?;
+        let internal = batch
+            .lines()
+            .find(|l| l.starts_with("flowlens:internal"))
+            .context("a gather without flowlens:internal")?;
+        let get = |k: &str| field(internal, k).unwrap_or(0.0) as u64;
+        let cpu = proc_cpu_secs(pid).context("flowlens exited")?;
+        let sample = Sample {
+            secs: start.elapsed().as_secs_f64(),
+            rss_kib: rss_kib(pid)?,
+            cpu_pct: 100.0 * (cpu - cpu_before) / interval.max(1e-3),
+            fds: fd_count(pid)?,
+            lines: batch.lines().count() as u64,
+            flows_active: get("flows_active"),
+            containers_tracked: get("containers_tracked"),
+            metadata_cache_entries: get("metadata_cache_entries"),
+            events_lost: get("events_lost"),
+            conns: conns.load(Ordering::Relaxed),
+            pods: pods.load(Ordering::Relaxed),
+        };
+        cpu_before = cpu;
+        if samples.len().is_multiple_of(30) {
+            eprintln!(
+                "soak: {:>5.0} s  rss {} KiB  cpu {:.1} %  fds {}  flows {}  containers {}  pods {}",
+                sample.secs,
+                sample.rss_kib,
+                sample.cpu_pct,
+                sample.fds,
+                sample.flows_active,
+                sample.containers_tracked,
+                sample.pods
+            );
+        }
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+fn write_outputs(opts: &SoakOptions, samples: &[Sample], warnings: u64) -> Result<()> {
+    let mut csv = format!("{CSV_HEADER}\n");
+    for s in samples {
+        let _ = writeln!(
+            csv,
+            "{:.1},{},{:.2},{},{},{},{},{},{},{},{}",
+            s.secs,
+            s.rss_kib,
+            s.cpu_pct,
+            s.fds,
+            s.lines,
+            s.flows_active,
+            s.containers_tracked,
+            s.metadata_cache_entries,
+            s.events_lost,
+            s.conns,
+            s.pods
+        );
+    }
+    let csv_path = opts.out_dir.join("soak.csv");
+    std::fs::write(&csv_path, csv)?;
+    let png = opts.out_dir.join("soak.png");
+    let chart = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/soak_chart.py"))
+        .arg(&csv_path)
+        .arg(&png)
+        .status();
+    if !chart.is_ok_and(|s| s.success()) {
+        eprintln!("soak: no chart (needs python3 with matplotlib: pip install matplotlib)");
+    }
+    let md = summary(opts, samples, warnings);
+    println!("{md}");
+    std::fs::write(opts.out_dir.join("soak.md"), md)?;
+    eprintln!("soak: wrote {}", opts.out_dir.display());
+    Ok(())
+}
+
+/// The summary table: each quantity in the first and the last quarter of the run (after a
+/// quarter of warm-up, RSS and fds should not grow), and its largest value.
+fn summary(opts: &SoakOptions, samples: &[Sample], warnings: u64) -> String {
+    let quarter = |q: usize, f: &dyn Fn(&Sample) -> f64| {
+        let n = samples.len();
+        let part = &samples[n * q / 4..(n * (q + 1) / 4).max(n * q / 4 + 1).min(n)];
+        part.iter().map(f).sum::<f64>() / part.len() as f64
+    };
+    let max = |f: &dyn Fn(&Sample) -> f64| samples.iter().map(f).fold(0.0, f64::max);
+    let last = samples.last().expect("at least 4 samples");
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "One run of `flowlens-bench soak --secs {} --every {}` ({} samples): the release \
+         `flowlens telegraf` with `series_ttl_secs = 60`, a gather every {} s, under connection \
+         churn on loopback half of the time ({} connections in all), a 1 s bulk transfer over \
+         a veth pair every 10 s, and a stand-in pod (cgroup, containerd bundle, network \
+         namespace, 20 connections) created every 15 s and removed after 60 s ({} pods). \
+         {} lines on flowlens's stderr.\n",
+        opts.secs,
+        opts.every,
+        samples.len(),
+        opts.every,
+        last.conns,
+        last.pods,
+        warnings
+    );
+    md.push_str(
+        "| quantity | 2nd quarter (mean) | 4th quarter (mean) | growth | largest |\n\
+         | --- | --- | --- | --- | --- |\n",
+    );
+    type Getter = fn(&Sample) -> f64;
+    let rows: [(&str, Getter); 6] = [
+        ("RSS (KiB)", |s| s.rss_kib as f64),
+        ("open fds", |s| s.fds as f64),
+        ("CPU (% of a core)", |s| s.cpu_pct),
+        ("flows in the table", |s| s.flows_active as f64),
+        ("containers with series", |s| s.containers_tracked as f64),
+        ("metadata cache entries", |s| {
+            s.metadata_cache_entries as f64
+        }),
+    ];
+    for (name, get) in rows {
+        let (early, late) = (quarter(1, &get), quarter(3, &get));
+        let growth = if early > 0.0 {
+            format!("{:+.1} %", 100.0 * (late - early) / early)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {early:.1} | {late:.1} | {growth} | {:.1} |",
+            max(&get)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nEvents lost over the run: {} (the ring buffer was full or a probe run was skipped).",
+        last.events_lost
+    );
+    md
+}
