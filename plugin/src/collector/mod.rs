@@ -6,7 +6,6 @@
 //! or attach disables only its feature, logged once with the reason; dropping the collector
 //! detaches everything.
 
-pub mod floor;
 mod iter;
 use crate::flows::FlowTable;
 use crate::records::{FlEvent, FlSock};
@@ -23,6 +22,10 @@ use std::{
     },
     thread::JoinHandle,
 };
+
+/// The hook-kind checks of `flowlens doctor` (ebpf/checks.bpf.c), apart from the collector's
+/// object so that the collector never loads them.
+static CHECKS_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/checks.bpf.o");
 
 /// The BPF object built from ebpf/flowlens.bpf.c by ebpf/build.sh (committed; CI checks it).
 pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/flowlens.bpf.o");
@@ -439,7 +442,7 @@ where
 /// again: whether this kernel allows each kind of hook, and why not.
 pub fn check_hook_kinds(btf: &Btf) -> Vec<ProbeStatus> {
     let mut out = Vec::new();
-    let mut ebpf = match EbpfLoader::new().btf(Some(btf)).load(BPF_OBJECT) {
+    let mut ebpf = match EbpfLoader::new().btf(Some(btf)).load(CHECKS_OBJECT) {
         Ok(ebpf) => ebpf,
         Err(e) => {
             out.push(ProbeStatus {

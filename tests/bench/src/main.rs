@@ -22,6 +22,7 @@
 //! `flowlens-bench soak [--secs 3600] [--every 10]` is the hour-long soak run (src/soak.rs), by
 //! hand, not part of the table: its summary and chart are in tests/bench/soak/.
 
+mod floor;
 mod host;
 mod live;
 mod memory;

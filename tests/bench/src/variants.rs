@@ -3,8 +3,8 @@
 //! cgroup). Each variant runs its userspace side, if any, as a child process whose CPU time is
 //! counted with the workload's.
 
+use crate::floor::Floor;
 use anyhow::{bail, Context, Result};
-use flowlens::collector::floor::Floor;
 use std::{
     io::{BufRead, BufReader},
     process::{Child, ChildStdin, Command, Stdio},
