@@ -34,7 +34,13 @@ fn internal(text: &str, field: &str) -> i64 {
 
 /// A TCP connection from `local` (any port) to `remote:port`, IPv4.
 fn connect_from(local: [u8; 4], remote: [u8; 4], port: u16) -> TcpStream {
+    connect_from_port((local, 0), remote, port)
+}
+
+/// [`connect_from`] with the local port chosen too (0: the kernel picks an ephemeral one).
+fn connect_from_port(local: ([u8; 4], u16), remote: [u8; 4], port: u16) -> TcpStream {
     use std::os::fd::FromRawFd;
+    let (local, local_port) = local;
     let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -48,7 +54,16 @@ fn connect_from(local: [u8; 4], remote: [u8; 4], port: u16) -> TcpStream {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let bind = sockaddr(local, 0);
+        let one: libc::c_int = 1;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "SO_REUSEADDR: {}", std::io::Error::last_os_error());
+        let bind = sockaddr(local, local_port);
         let rc = libc::bind(fd, (&bind as *const libc::sockaddr_in).cast(), len);
         assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
         let to = sockaddr(remote, port);
@@ -1067,5 +1082,45 @@ fn connections_established_before_start_are_counted_at_the_first_gather() {
         0,
         "{t}"
     );
+    s.finish();
+}
+
+#[test]
+fn roles_of_connections_before_start_come_from_listening_ports_not_port_numbers() {
+    let Some(_serial) =
+        ebpf_test("roles_of_connections_before_start_come_from_listening_ports_not_port_numbers")
+    else {
+        return;
+    };
+    // A server on a high (ephemeral-looking) port, clients on low ports: a guess from the port
+    // numbers would swap the roles.
+    let pair = NetnsPair::new("flc10", 90);
+    let listener = listen(&pair.ns[1], "10.90.0.2:45000");
+    let clients: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            in_netns(&pair.ns[0], move || {
+                connect_from_port(([10, 90, 0, 1], 2000 + i), [10, 90, 0, 2], 45000)
+            })
+        })
+        .collect();
+    let servers: Vec<TcpStream> = (0..2).map(|_| listener.accept().unwrap().0).collect();
+    let mut s = Session::start("");
+    let t = s.gather();
+    assert_eq!(
+        host(&t, "host:active_flows", "10.90.0.1", "flows_as_client"),
+        2,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.90.0.1", "flows_as_server"),
+        0,
+        "{t}"
+    );
+    assert_eq!(
+        host(&t, "host:active_flows", "10.90.0.2", "flows_as_server"),
+        2,
+        "{t}"
+    );
+    drop((clients, servers));
     s.finish();
 }

@@ -470,8 +470,6 @@ struct Store {
     /// The active flows, dense.
     flows: Vec<Flow>,
     hosts: HostTable,
-    /// Listening ports per network namespace, for flows whose role the kernel did not see.
-    listening: HashMap<u32, Vec<u16>>,
     /// Cumulative counters per socket cgroup, for container series.
     cgroups: FastMap<u64, CgroupTotals>,
     /// Cgroups whose counters moved since the last `take_touched_cgroups`.
@@ -515,21 +513,16 @@ fn proto_of(sock: &FlSock) -> Option<Proto> {
 }
 
 impl Store {
-    /// The role of a socket the kernel saw only after it was established: a known listening port
-    /// of its namespace makes it a server; otherwise an ephemeral local port (>= 32768) makes it a
-    /// client, a low one a server.
+    /// The role of a socket. The kernel writes it for every socket it enters (TCP: connect or
+    /// accept; UDP: the first datagram's direction), and the start-up scan for the sockets it
+    /// finds (from the listening ports of each socket's namespace, see seed.rs). An entry without
+    /// one (`ROLE_UNKNOWN`, written by another program into the map) is guessed from its local
+    /// port: ephemeral (>= 32768) makes it a client, a low one a server.
     fn infer_role(&self, sock: &FlSock) -> Role {
         match sock.role {
             records::ROLE_CLIENT => return Role::Client,
             records::ROLE_SERVER => return Role::Server,
             _ => {}
-        }
-        if let Some(ports) = self.listening.get(&sock.netns) {
-            return if ports.binary_search(&sock.sport).is_ok() {
-                Role::Server
-            } else {
-                Role::Client
-            };
         }
         if sock.sport >= 32768 {
             Role::Client
@@ -698,7 +691,6 @@ impl FlowTable {
                 limits,
                 flows: Vec::new(),
                 hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns),
-                listening: HashMap::new(),
                 cgroups: FastMap::default(),
                 touched: FastSet::default(),
                 generation: 0,
@@ -739,14 +731,6 @@ impl FlowTable {
     /// The slot of `HostKey::Other` among `host_entries`, when it exists.
     pub(crate) fn other_host_slot(&self) -> Option<usize> {
         self.store.hosts.other.map(|s| s as usize)
-    }
-
-    /// Records the listening ports of a network namespace (from the start-up scan), used to tell
-    /// the role of sockets that predate flowlens.
-    pub fn set_listening(&mut self, netns: u32, mut ports: Vec<u16>) {
-        ports.sort_unstable();
-        ports.dedup();
-        self.store.listening.insert(netns, ports);
     }
 
     /// Adds a flow that was already established when flowlens started (found by the start-up
@@ -1125,11 +1109,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn pre_existing_sockets_take_their_role_from_listening_ports() {
+    fn entries_without_a_role_take_it_from_their_local_port() {
         let mut t = FlowTable::new(limits());
-        let mut server = sock(records::ROLE_UNKNOWN, 6, "10.0.0.2:40001", "10.0.0.1:40000");
-        t.set_listening(server.netns, vec![40001]);
-        let client = sock(records::ROLE_UNKNOWN, 6, "10.0.0.1:40000", "10.0.0.2:40001");
+        let mut server = sock(records::ROLE_UNKNOWN, 6, "10.0.0.2:8080", "10.0.0.1:40000");
+        let client = sock(records::ROLE_UNKNOWN, 6, "10.0.0.1:40000", "10.0.0.2:8080");
         server.bytes_rcvd = 3;
         t.refresh([(1, &server), (2, &client)], 10);
         let role = |c| t.flows().find(|f| f.cookie == c).unwrap().role;
