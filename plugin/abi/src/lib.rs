@@ -149,6 +149,7 @@ impl RootModule for FlowlensModRef {
     declare_root_module_statics! {FlowlensModRef}
     const BASE_NAME: &'static str = "flowlens";
     const NAME: &'static str = "flowlens";
-    /// The ABI version is this crate's version: bump its minor (0.x) or major to break the ABI.
+    /// The ABI version is this crate's own version (not the workspace's): its Cargo.toml says
+    /// when to bump it.
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }

@@ -290,8 +290,9 @@ pub(crate) fn is_cgroup2_mount(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
+    // SAFETY: statfs is plain old data; all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64, u32/i32 elsewhere
     let kind = st.f_type as i64;
