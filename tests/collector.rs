@@ -2,7 +2,7 @@
 //! joined by veth pairs, through the real `flowlens` binary (and, where a test must look at one
 //! flow, through the library). Needs root; in CI a test that cannot load its programs fails.
 
-use flowlens::lineproto::parse_lines;
+use flowlens_core::lineproto::parse_lines;
 use flowlens_tests::{session::*, *};
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -860,8 +860,8 @@ fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
         .find(|f| f.remote.to_string() == "10.87.0.2:7000")
         .expect("client flow")
         .clone();
-    assert_eq!(server_flow.role, flowlens::flows::Role::Server);
-    assert_eq!(client_flow.role, flowlens::flows::Role::Client);
+    assert_eq!(server_flow.role, flowlens_core::flows::Role::Server);
+    assert_eq!(client_flow.role, flowlens_core::flows::Role::Client);
     assert_eq!(
         server_flow.cgroup_id,
         server_cg.id(),

@@ -3,7 +3,7 @@
 //! pod, the containerd `config.json` or the kubelet's log links a node has), real processes and
 //! real TCP connections, seen through the real `flowlens` binary and a real InfluxDB.
 
-use flowlens::lineproto::{parse_lines, FieldValue};
+use flowlens_core::lineproto::{parse_lines, FieldValue};
 use flowlens_tests::{session::*, *};
 use std::{
     collections::BTreeMap,

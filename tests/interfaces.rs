@@ -24,7 +24,7 @@ fn once() -> String {
 
 /// The integer value of `field` on the `measurement` line tagged `ifname=<ifname>`.
 fn field(text: &str, measurement: &str, ifname: &str, field: &str) -> i64 {
-    let points = flowlens::lineproto::parse_lines(text).unwrap();
+    let points = flowlens_core::lineproto::parse_lines(text).unwrap();
     let point = points
         .iter()
         .find(|p| {
@@ -37,7 +37,7 @@ fn field(text: &str, measurement: &str, ifname: &str, field: &str) -> i64 {
         .find(|(k, _)| k == field)
         .map(|(_, v)| v)
     {
-        Some(flowlens::lineproto::FieldValue::Int(v)) => *v,
+        Some(flowlens_core::lineproto::FieldValue::Int(v)) => *v,
         other => panic!("{measurement} {field}: {other:?}"),
     }
 }

@@ -21,7 +21,7 @@ fn config_file(dir: &TempDir, text: &str) -> String {
 
 /// Every line parses with our strict parser and with the influxdb-line-protocol crate (Vector's).
 fn assert_valid_line_protocol(text: &str) -> Vec<i64> {
-    flowlens::lineproto::validate(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    flowlens_core::lineproto::validate(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
     let mut stamps = Vec::new();
     for line in influxdb_line_protocol::parse_lines(text) {
         let line = line.unwrap_or_else(|e| panic!("influxdb-line-protocol: {e}:\n{text}"));

@@ -3,7 +3,7 @@
 //! flowlens's `container:`/`pod:` series checked against what the runtimes wrote (names,
 //! namespaces, ids). The harness (tests/support/runtimes.rs) removes everything it created.
 
-use flowlens::lineproto::{parse_lines, FieldValue};
+use flowlens_core::lineproto::{parse_lines, FieldValue};
 use flowlens_tests::{require_root, runtimes::RealRuntimes, session::Session, TempDir};
 use std::time::{Duration, Instant};
 

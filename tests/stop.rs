@@ -484,7 +484,7 @@ fn run(cell: &Cell, dir: &TempDir) -> Outcome {
     assert!(!stderr.contains("E! "), "{name}:\n{stderr}");
     // stdout: whole batches of valid line protocol, nothing cut.
     let text = String::from_utf8(output).unwrap();
-    flowlens::lineproto::validate(&text).unwrap_or_else(|e| panic!("{name}: {e}:\n{text}"));
+    flowlens_core::lineproto::validate(&text).unwrap_or_else(|e| panic!("{name}: {e}:\n{text}"));
     assert!(
         text.is_empty() || text.ends_with('\n'),
         "{name}: a partial line"

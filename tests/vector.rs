@@ -750,7 +750,7 @@ fn the_shipped_vector_config_keeps_ntopng_queries_and_dashboards_working() {
         captured.push(b'\n');
     }
     let text = String::from_utf8(captured.clone()).unwrap();
-    flowlens::lineproto::validate(&text).unwrap();
+    flowlens_core::lineproto::validate(&text).unwrap();
     assert!(
         text.contains(&format!("container={web}")),
         "no series of web:\n{text}"

@@ -3,7 +3,7 @@
 //! The `settings!` macro turns each documented field into a struct field, its default, and a
 //! [`KeyDoc`] so that `flowlens print-config` is generated from this file and cannot drift from it.
 
-use crate::lineproto::Precision;
+use flowlens_core::lineproto::Precision;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 

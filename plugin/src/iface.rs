@@ -9,20 +9,7 @@ use std::{fs, io, path::Path};
 /// The default sysfs directory listing the network interfaces.
 pub const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// Kernel counters of one interface at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IfaceCounters {
-    /// Kernel interface name (at most 15 bytes).
-    pub name: String,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Bytes transmitted.
-    pub tx_bytes: u64,
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Packets transmitted.
-    pub tx_packets: u64,
-}
+pub use flowlens_core::iface::IfaceCounters;
 
 /// Why the interfaces could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -1,24 +1,21 @@
 //! libflowlens: the flowlens plugin. Exports the ABI-stable root module the `flowlens` shim loads.
 //!
-//! Code map: [`config`] (the TOML contract), [`lineproto`] (encoder and strict parser),
-//! [`iface`] (interface counters), [`collector`] (eBPF programs via aya), [`records`] (the kernel
-//! records' Rust mirrors), [`flows`] (the flow table), [`ndpi`] (protocol inference),
-//! [`metrics`] (values to ntopng-schema lines), [`plugin`] (the collector behind the ABI).
+//! What is computed (flow table, workloads, metrics, encoder) is the pure `flowlens-core` crate;
+//! this crate reads the kernel and the node and drives it. Code map: [`config`] (the TOML
+//! contract), [`collector`] (eBPF programs via aya, the ring buffer reader, the live-socket
+//! iterator), [`seed`] (the start-up scan of established connections, sock_diag), `containers`
+//! (cgroup paths and the runtimes' files to container names), `iface` (interface counters from
+//! sysfs), `privileges` (capabilities dropped after start-up), `logging` (to the shim's log
+//! callback), [`plugin`] (the collector behind the ABI).
 
 pub mod collector;
 pub mod config;
-pub mod containers;
-pub mod flows;
-pub mod iface;
-pub mod lineproto;
+mod containers;
+mod iface;
 mod logging;
-pub mod metrics;
-pub mod ndpi;
 pub mod plugin;
 mod privileges;
-pub mod records;
 pub mod seed;
-pub mod workloads;
 
 use abi_stable::{export_root_module, prefix_type::PrefixTypeTrait};
 use flowlens_abi::{FlowlensMod, FlowlensModRef};

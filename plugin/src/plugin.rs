@@ -3,10 +3,7 @@
 use crate::{
     collector::{self, lock, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, HookKindName, LogLevelName, RttSource},
-    containers,
-    flows::{FastMap, FastSet, FlowTable, Limits, Role},
-    iface, logging, metrics, privileges, records, seed,
-    workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
+    containers, iface, logging, privileges, seed,
 };
 use abi_stable::{
     sabi_extern_fn,
@@ -16,6 +13,12 @@ use abi_stable::{
 use flowlens_abi::{
     Collector, CollectorBox, Collector_TO, DoctorCheck, ErrorKind, GatherSummary, HostCallbacks,
     LogLevel, PluginError, ShimSettings,
+};
+use flowlens_core::{
+    flows::{FlowTable, Limits, Role},
+    hash::{FastMap, FastSet},
+    metrics, records,
+    workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
 };
 use std::{
     collections::HashMap,
@@ -83,6 +86,8 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
     for failure in &report.failures {
         tracing::warn!("start-up scan of established connections: {failure}");
     }
+    // Sockets beyond `max_flows` are not tracked, like those the kernel map has no room for.
+    table.flows_evicted += report.dropped as u64;
     let now = monotonic_ns();
     for found in &report.sockets {
         let (role, raw_role) = match found.role {
@@ -352,6 +357,7 @@ impl Flowlens {
             series_dropped: values.hosts_folded + workloads.series_dropped,
             containers_tracked: self.tracker.len() as u64,
             metadata_cache_entries: self.resolver.cache_len() as u64,
+            metadata_files_skipped: self.resolver.warnings(),
             probes_attached: ebpf.probes().iter().filter(|p| p.ok).count() as u64,
             probes_failed: ebpf.probes().iter().filter(|p| !p.ok).count() as u64,
             ..metrics::Internal::default()
@@ -401,7 +407,7 @@ impl Flowlens {
     }
 
     /// A copy of the active flows (for tests and tools built on the library).
-    pub fn flows(&self) -> impl Iterator<Item = crate::flows::Flow> {
+    pub fn flows(&self) -> impl Iterator<Item = flowlens_core::flows::Flow> {
         lock(&self.table)
             .flows()
             .cloned()

@@ -92,6 +92,8 @@ pub struct SeedReport {
     /// One line per namespace (or per dump) that could not be read, with the reason, and one
     /// line counting the sockets dropped because of `max_sockets`.
     pub failures: Vec<String>,
+    /// Sockets found beyond `max_sockets`, not recorded.
+    pub dropped: usize,
 }
 
 /// Finds the established-like TCP sockets of every network namespace of the host.
@@ -126,6 +128,7 @@ pub fn seed_established(max_sockets: usize) -> SeedReport {
         ));
     }
     report.failures = failures;
+    report.dropped = dropped;
     report
 }
 
@@ -1351,6 +1354,7 @@ mod tests {
         let _pair = connect_pair("127.0.0.1:0", "127.0.0.1").unwrap();
         let report = seed_established(0);
         assert!(report.sockets.is_empty());
+        assert!(report.dropped >= 1, "{report:?}");
         assert!(
             report
                 .failures

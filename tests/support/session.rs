@@ -2,7 +2,7 @@
 //! (network namespaces, cgroup2 directories) that stand in for containers.
 
 use crate::{flowlens, in_ci, TempDir};
-use flowlens::lineproto::{parse_lines, FieldValue};
+use flowlens_core::lineproto::{parse_lines, FieldValue};
 use std::{
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
@@ -88,7 +88,7 @@ impl Session {
             .recv_timeout(Duration::from_secs(20))
             .expect("a batch")
             .1;
-        flowlens::lineproto::validate(&batch).unwrap();
+        flowlens_core::lineproto::validate(&batch).unwrap();
         batch
     }
 

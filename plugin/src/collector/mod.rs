@@ -7,13 +7,13 @@
 //! detaches everything.
 
 mod iter;
-use crate::flows::FlowTable;
-use crate::records::{FlEvent, FlSock};
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, Iter, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
+use flowlens_core::flows::FlowTable;
+use flowlens_core::records::{FlEvent, FlSock};
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     sync::{
@@ -34,8 +34,16 @@ pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf
 /// they wait in the kernel's ring until the gather is done.
 const MAX_PENDING_EVENTS: usize = 1 << 16;
 
-// SAFETY: FlSock is `repr(C)` plain old data; every bit pattern is a valid value.
-unsafe impl aya::Pod for FlSock {}
+/// A value of the kernel's `socks` map, as aya reads and writes it (`aya::Pod` is implemented
+/// here, on a wrapper, since the record type lives in flowlens-core, which knows no aya).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct MapSock(FlSock);
+
+// SAFETY: FlSock is `repr(C)` plain old data (its size and offsets are checked against
+// ebpf/flowlens.h at compile time); every bit pattern is a valid value; the wrapper is
+// transparent.
+unsafe impl aya::Pod for MapSock {}
 
 /// The kinds of hook the collector attaches programs to, in order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +283,7 @@ pub struct EbpfCollector {
     program_fds: Vec<RawFd>,
     /// The link of the live-TCP-socket iterator (`fl_refresh`), run at each gather.
     iter_link: Option<OwnedFd>,
-    socks: BpfHashMap<MapData, u64, FlSock>,
+    socks: BpfHashMap<MapData, u64, MapSock>,
     stats: PerCpuArray<MapData, u64>,
     probes: Vec<ProbeStatus>,
     _ebpf: Ebpf,
@@ -706,7 +714,7 @@ fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicB
 struct Loaded {
     ebpf: Ebpf,
     features: Vec<Attached>,
-    socks: BpfHashMap<MapData, u64, FlSock>,
+    socks: BpfHashMap<MapData, u64, MapSock>,
     stats: PerCpuArray<MapData, u64>,
     cookie_helper: bool,
 }
@@ -724,7 +732,7 @@ impl Loaded {
             .override_global("fl_cookie_helper", &u32::from(cookie_helper), true)
             .load(BPF_OBJECT)
             .map_err(|e| CollectorError::Load(reason(&e)))?;
-        let socks: BpfHashMap<MapData, u64, FlSock> =
+        let socks: BpfHashMap<MapData, u64, MapSock> =
             BpfHashMap::try_from(ebpf.take_map("socks").ok_or(CollectorError::Map("socks"))?)
                 .map_err(|_| CollectorError::Map("socks"))?;
         let stats =
@@ -878,6 +886,7 @@ impl EbpfCollector {
                 .socks
                 .iter()
                 .filter_map(Result::ok)
+                .map(|(cookie, sock)| (cookie, sock.0))
                 .take(limit)
                 .collect(),
         }
@@ -893,7 +902,7 @@ impl EbpfCollector {
     /// Starts tracking a socket found at start-up (no-op if the kernel already tracks it).
     pub fn adopt(&mut self, cookie: u64, sock: &FlSock) {
         const BPF_NOEXIST: u64 = 1;
-        let _ = self.socks.insert(cookie, sock, BPF_NOEXIST);
+        let _ = self.socks.insert(cookie, MapSock(*sock), BPF_NOEXIST);
     }
 
     /// Runs of our programs the kernel skipped because the same program was already running on

@@ -16,12 +16,13 @@
 mod cgroup;
 mod metadata;
 
-pub use cgroup::{is_container_id, is_pod_uid, parse_cgroup_path};
-pub use metadata::{MetadataError, MAX_FILE_BYTES};
+pub use cgroup::{is_container_id, parse_cgroup_path};
+pub use flowlens_core::container::{ContainerInfo, QosClass, Runtime};
+pub use metadata::MAX_FILE_BYTES;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,53 +33,6 @@ use metadata::{
     containerd_namespaces, parse_containerd_bundle, parse_crio_config, parse_docker_config,
     read_beneath, scan_log_links, Partial,
 };
-
-/// The container runtime that made a cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Runtime {
-    /// Docker (moby), including dockershim and cri-dockerd pods.
-    Docker,
-    /// containerd, through its CRI plugin, `ctr` or nerdctl.
-    Containerd,
-    /// CRI-O.
-    CriO,
-    /// Podman (libpod).
-    Podman,
-}
-
-impl Runtime {
-    /// Lowercase name: `docker`, `containerd`, `cri-o`, `podman`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Runtime::Docker => "docker",
-            Runtime::Containerd => "containerd",
-            Runtime::CriO => "cri-o",
-            Runtime::Podman => "podman",
-        }
-    }
-}
-
-/// A pod's Kubernetes QoS class, as its cgroup's place in the kubelet's hierarchy tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QosClass {
-    /// Directly under `kubepods` (no QoS level of its own).
-    Guaranteed,
-    /// Under `kubepods/burstable` (`kubepods-burstable.slice`).
-    Burstable,
-    /// Under `kubepods/besteffort` (`kubepods-besteffort.slice`).
-    BestEffort,
-}
-
-impl QosClass {
-    /// The name Kubernetes uses: `Guaranteed`, `Burstable`, `BestEffort`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            QosClass::Guaranteed => "Guaranteed",
-            QosClass::Burstable => "Burstable",
-            QosClass::BestEffort => "BestEffort",
-        }
-    }
-}
 
 /// What a cgroup path says by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,31 +45,6 @@ pub struct CgroupRef {
     /// The pod's UID, with dashes (systemd slices write them as `_`), if under a kubepods pod.
     pub pod_uid: Option<String>,
     /// The pod's QoS class, if under a kubepods pod.
-    pub qos: Option<QosClass>,
-}
-
-/// A container and its names, from its cgroup path and what the node has on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContainerInfo {
-    /// 64 lowercase hex digits.
-    pub id: String,
-    /// The first 12 hex digits: the `container` tag (as `docker ps` prints it).
-    pub short_id: String,
-    /// The runtime that runs it.
-    pub runtime: Runtime,
-    /// Container name: the Kubernetes container name, else Docker's name without its `/`.
-    pub name: Option<String>,
-    /// Pod name.
-    pub pod: Option<String>,
-    /// Pod namespace.
-    pub namespace: Option<String>,
-    /// Pod UID, with dashes.
-    pub pod_uid: Option<String>,
-    /// The id of the pod's sandbox (pause) container.
-    pub sandbox_id: Option<String>,
-    /// This container is its pod's sandbox (pause/infra) container.
-    pub is_sandbox: bool,
-    /// The pod's QoS class.
     pub qos: Option<QosClass>,
 }
 
@@ -164,7 +93,8 @@ impl Default for MetadataRoots {
 impl MetadataRoots {
     /// Every root as a subdirectory of `base` (`cgroup`, `containerd`, `crio`, `docker`,
     /// `containers-logs`, `proc`): for tests that stand in for a node.
-    pub fn under(base: &Path) -> Self {
+    #[cfg(test)]
+    pub fn under(base: &std::path::Path) -> Self {
         MetadataRoots {
             cgroup2: base.join("cgroup"),
             containerd: base.join("containerd"),
@@ -338,25 +268,11 @@ impl Resolver {
         }
     }
 
-    /// Sets the least time between two walks of the cgroup2 tree (default 1 s).
+    /// Sets the least time between two walks of the cgroup2 tree (default 1 s; tests shorten it).
+    #[cfg(test)]
     pub fn with_rescan_interval(mut self, interval: Duration) -> Resolver {
         self.rescan_interval = interval;
         self
-    }
-
-    /// Sets the bounds of a walk of the cgroup2 tree: depth below the root (default 16) and
-    /// directories in all (default 65 536).
-    pub fn with_walk_limits(mut self, max_depth: usize, max_dirs: usize) -> Resolver {
-        self.limits = WalkLimits {
-            max_depth,
-            max_dirs: max_dirs.max(1),
-        };
-        self
-    }
-
-    /// The roots this resolver reads.
-    pub fn roots(&self) -> &MetadataRoots {
-        &self.roots
     }
 
     /// The container of a socket, from its cgroup2 id (and, where there is no cgroup2 path —
@@ -687,6 +603,7 @@ impl Resolver {
 pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A temporary directory removed on drop.

@@ -3,10 +3,8 @@
 //! sockets tracked in the kernel map, next to the batched read of that map.
 
 use anyhow::{Context, Result};
-use flowlens::{
-    collector::{CollectorOptions, EbpfCollector, HookKinds},
-    flows::{FlowTable, Limits},
-};
+use flowlens::collector::{CollectorOptions, EbpfCollector, HookKinds};
+use flowlens_core::flows::{FlowTable, Limits};
 use std::{
     io::{BufRead, BufReader, Read},
     net::{TcpListener, TcpStream},

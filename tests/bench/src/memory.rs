@@ -10,7 +10,7 @@ use crate::{
 };
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapInfo};
-use flowlens::records::{self, FlSock};
+use flowlens_core::records::{self, FlSock};
 use std::{
     sync::{atomic::AtomicBool, Arc},
     time::{Duration, Instant},
@@ -66,6 +66,15 @@ pub fn bpf_maps(pid: u32) -> Result<Vec<MapMem>> {
     Ok(maps)
 }
 
+/// A value of the `socks` map as aya writes it.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct RawSock(FlSock);
+
+// SAFETY: FlSock is `repr(C)` plain old data, checked against ebpf/flowlens.h; every bit
+// pattern is a valid value; the wrapper is transparent.
+unsafe impl aya::Pod for RawSock {}
+
 /// Inserts `n` synthetic TCP sockets into the flowlens child's `socks` map, as if established
 /// before it started: its next gathers adopt them as active flows.
 fn add_synthetic(pid: u32, n: u64) -> Result<()> {
@@ -74,12 +83,12 @@ fn add_synthetic(pid: u32, n: u64) -> Result<()> {
         .find(|m| m.name == "socks")
         .context("the flowlens child holds no `socks` map")?;
     let data = MapData::from_id(socks.id).context("open the socks map by id")?;
-    let mut map: BpfHashMap<MapData, u64, FlSock> = BpfHashMap::try_from(Map::HashMap(data))?;
+    let mut map: BpfHashMap<MapData, u64, RawSock> = BpfHashMap::try_from(Map::HashMap(data))?;
     for i in 0..n {
         let mut sock = synthetic_sock(i);
         sock.role = records::ROLE_UNKNOWN;
         // Cookies far from the kernel's (which count up from 1).
-        map.insert((1u64 << 62) + i, sock, 0)?;
+        map.insert((1u64 << 62) + i, RawSock(sock), 0)?;
     }
     Ok(())
 }

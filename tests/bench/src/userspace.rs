@@ -2,9 +2,10 @@
 //! encode time for 10k/100k/1M flows, and the encoder against `influxdb-line-protocol`'s builder.
 
 use crate::stats::Spread;
-use flowlens::{
-    containers::{ContainerInfo, Runtime},
-    flows::{FastMap, FlowTable, Limits, Update},
+use flowlens_core::{
+    container::{ContainerInfo, Runtime},
+    flows::{FlowTable, Limits, Update},
+    hash::FastMap,
     lineproto::{Encoder, Precision},
     metrics::{self, FlowValues, Shape, Snapshot},
     records::{self, FlSock, COMM_LEN},

@@ -2,9 +2,11 @@
 //! series and their extensions (docs/metrics.md). Pure: the caller resolves cgroup ids to
 //! containers and passes the time; this module keeps only which series are alive (the
 //! `series_ttl_secs` rule) and the `max_containers` fold.
+#![forbid(unsafe_code)]
 
-use crate::containers::ContainerInfo;
-use crate::flows::{FastMap, FlowTable, Proto, Role};
+use crate::container::ContainerInfo;
+use crate::flows::{FlowTable, Proto, Role};
+use crate::hash::FastMap;
 use std::{
     collections::{HashMap, HashSet},
     hash::BuildHasher,
@@ -367,7 +369,7 @@ pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containers::Runtime;
+    use crate::container::Runtime;
     use crate::flows::{tests::sock, Limits, Update};
     use crate::records::{ROLE_CLIENT, ROLE_SERVER};
 

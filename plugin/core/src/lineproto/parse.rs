@@ -1,4 +1,5 @@
-//! A strict line-protocol parser (nom 7) following Telegraf's grammar, for tests and the shim.
+//! A strict line-protocol parser (nom 7) following Telegraf's grammar, for tests (feature
+//! `parser`), with the owned [`Point`] it reads into.
 //!
 //! Grammar, one line per `\n` (a last line without `\n` is accepted; `\r` is not a line end and a
 //! `\r` before the `\n` is an error):
@@ -23,7 +24,7 @@
 //! measurements) are unescaped, any other pair is kept as written; a backslash at the end is an
 //! error. Tag keys must be unique.
 
-use super::{FieldValue, Point};
+use super::{Encoder, Precision};
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till, take_while, take_while1};
 use nom::character::complete::{char, digit0, digit1, one_of, satisfy};
@@ -31,6 +32,56 @@ use nom::combinator::{all_consuming, opt, recognize};
 use nom::sequence::{pair, preceded, tuple};
 use std::borrow::Cow;
 use std::fmt;
+
+/// The value of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// A signed 64-bit integer, written `42i`.
+    Int(i64),
+    /// A float. Non-finite values are never written.
+    Float(f64),
+    /// A boolean, written `true` / `false`.
+    Bool(bool),
+    /// A string, written double-quoted.
+    Str(String),
+}
+
+/// One line of line protocol, owned. The hot path uses [`Encoder`] directly instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The measurement, unescaped.
+    pub measurement: String,
+    /// Tags, unescaped, in any order (written sorted by key).
+    pub tags: Vec<(String, String)>,
+    /// Fields, unescaped, in the order they are written.
+    pub fields: Vec<(String, FieldValue)>,
+    /// When encoding: nanoseconds since the Unix epoch, scaled to the precision on output.
+    /// When parsed: the number as written (the text does not say its precision).
+    /// `None`: no timestamp (the reader uses its own clock).
+    pub timestamp: Option<i64>,
+}
+
+impl Point {
+    /// Appends this point as one line to `buf`, with the same rules as [`Encoder`]. Returns
+    /// whether a line was written (`false` when no field, or the measurement, was writable).
+    pub fn encode(&self, precision: Precision, buf: &mut Vec<u8>) -> bool {
+        let mut enc = Encoder::with_timestamp(buf, precision, self.timestamp);
+        let mut line = enc.line(&self.measurement);
+        for (key, value) in &self.tags {
+            line = line.tag(key, value);
+        }
+        for (key, value) in &self.fields {
+            line = match value {
+                FieldValue::Int(v) => line.field_i64(key, *v),
+                FieldValue::Float(v) => line.field_f64(key, *v),
+                FieldValue::Bool(v) => line.field_bool(key, *v),
+                FieldValue::Str(v) => line.field_str(key, v),
+            };
+        }
+        line.finish();
+        enc.lines_written() == 1
+    }
+}
 
 /// Why a text is not valid line protocol, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The line-protocol encoder of the gather path: appends lines to a `Vec<u8>` without allocating.
 //!
 //! ```
-//! use flowlens::lineproto::{Encoder, Precision};
+//! use flowlens_core::lineproto::{Encoder, Precision};
 //! let mut buf = Vec::new();
 //! let mut enc = Encoder::new(&mut buf, Precision::Ns, 1_700_000_000_000_000_000);
 //! enc.line("container:num_flows")

@@ -1,4 +1,5 @@
-//! InfluxDB line protocol: the zero-allocation encoder of the gather path and a strict parser.
+//! InfluxDB line protocol: the zero-allocation encoder of the gather path and, for tests only
+//! (feature `parser`), a strict parser.
 //!
 //! The rules both halves follow, from InfluxDB's line protocol reference and Telegraf's and
 //! Vector's parsers:
@@ -9,7 +10,8 @@
 //!   `42i` (never `u`), LF line ends only.
 //! - [`parse_lines`] is stricter than any of those parsers: it accepts what Telegraf accepts and
 //!   rejects what one of them would reject or silently change (NaN/Inf, control characters,
-//!   duplicate tags, trailing text, CRLF). Tests and the shim use it to check output.
+//!   duplicate tags, trailing text, CRLF). Tests use it to check output; the product does not
+//!   carry it (it is compiled for this crate's own tests and with the `parser` feature).
 //!
 //! # Text the protocol cannot carry
 //!
@@ -28,11 +30,15 @@
 //! A line whose measurement is empty or starts with `#` (a comment to every parser) is not
 //! written, nor are tags with an empty key or value and fields with an empty key.
 
+#![forbid(unsafe_code)]
+
 mod encode;
+#[cfg(any(test, feature = "parser"))]
 mod parse;
 
 pub use encode::{Encoder, LineBuilder, Name, Plain, TagSet, MAX_TAGS};
-pub use parse::{parse_lines, validate, ParseError};
+#[cfg(any(test, feature = "parser"))]
+pub use parse::{parse_lines, validate, FieldValue, ParseError, Point};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,56 +80,6 @@ impl Precision {
             Precision::Ms => "ms",
             Precision::S => "s",
         }
-    }
-}
-
-/// The value of one field.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    /// A signed 64-bit integer, written `42i`.
-    Int(i64),
-    /// A float. Non-finite values are never written.
-    Float(f64),
-    /// A boolean, written `true` / `false`.
-    Bool(bool),
-    /// A string, written double-quoted.
-    Str(String),
-}
-
-/// One line of line protocol, owned. The hot path uses [`Encoder`] directly instead.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    /// The measurement, unescaped.
-    pub measurement: String,
-    /// Tags, unescaped, in any order (written sorted by key).
-    pub tags: Vec<(String, String)>,
-    /// Fields, unescaped, in the order they are written.
-    pub fields: Vec<(String, FieldValue)>,
-    /// When encoding: nanoseconds since the Unix epoch, scaled to the precision on output.
-    /// When parsed: the number as written (the text does not say its precision).
-    /// `None`: no timestamp (the reader uses its own clock).
-    pub timestamp: Option<i64>,
-}
-
-impl Point {
-    /// Appends this point as one line to `buf`, with the same rules as [`Encoder`]. Returns
-    /// whether a line was written (`false` when no field, or the measurement, was writable).
-    pub fn encode(&self, precision: Precision, buf: &mut Vec<u8>) -> bool {
-        let mut enc = Encoder::with_timestamp(buf, precision, self.timestamp);
-        let mut line = enc.line(&self.measurement);
-        for (key, value) in &self.tags {
-            line = line.tag(key, value);
-        }
-        for (key, value) in &self.fields {
-            line = match value {
-                FieldValue::Int(v) => line.field_i64(key, *v),
-                FieldValue::Float(v) => line.field_f64(key, *v),
-                FieldValue::Bool(v) => line.field_bool(key, *v),
-                FieldValue::Str(v) => line.field_str(key, v),
-            };
-        }
-        line.finish();
-        enc.lines_written() == 1
     }
 }
 

@@ -1,8 +1,10 @@
 //! Turns one gather's values into ntopng-schema line protocol (docs/metrics.md: every
 //! measurement, tag and field written here is listed there, and a test holds the two equal).
 //! Pure: no I/O.
+#![forbid(unsafe_code)]
 
-use crate::flows::{FastSet, FlowTable, HostKey, HostTotals, Role};
+use crate::flows::{FlowTable, HostKey, HostTotals, Role};
+use crate::hash::FastSet;
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
 use crate::ndpi::ProtocolTotals;
@@ -54,6 +56,8 @@ pub struct Internal {
     pub containers_tracked: u64,
     /// Entries in the container metadata caches (cgroup paths, container names).
     pub metadata_cache_entries: u64,
+    /// Runtime metadata files skipped since start (malformed, hostile, too large, unreadable).
+    pub metadata_files_skipped: u64,
 }
 
 /// Per-host values of one gather: gauges from the active flows, counters from everything.
@@ -251,6 +255,10 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
             .field_i64(
                 p!("metadata_cache_entries"),
                 counter(internal.metadata_cache_entries),
+            )
+            .field_i64(
+                p!("metadata_files_skipped"),
+                counter(internal.metadata_files_skipped),
             );
     }
     line.field_i64(p!("series_dropped"), counter(internal.series_dropped))

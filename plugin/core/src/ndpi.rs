@@ -1,5 +1,6 @@
 //! The application protocol of a flow, inferred without packets from the server port and the
 //! process name, named as nDPI names its protocols (the `protocol` tag of `host:ndpi`).
+#![forbid(unsafe_code)]
 
 use crate::flows::{Flow, Proto};
 use crate::records::COMM_LEN;

@@ -12,14 +12,14 @@
 //! under a condition these gathers miss fails the test).
 
 use super::*;
-use crate::containers::{ContainerInfo, QosClass, Runtime};
+use crate::container::{ContainerInfo, QosClass, Runtime};
 use crate::lineproto::{parse_lines, FieldValue};
 use crate::workloads::{ContainerSeries, PodSeries, RoleStats, WorkloadStats};
 use std::{collections::BTreeSet, net::Ipv6Addr, sync::Arc};
 
-const DOC: &str = include_str!("../../../docs/metrics.md");
+const DOC: &str = include_str!("../../../../docs/metrics.md");
 const SOURCE: &str = include_str!("../metrics.rs");
-const README: &str = include_str!("../../../README.md");
+const README: &str = include_str!("../../../../README.md");
 /// The header of every measurement's table.
 const HEADER: &str = "| key | kind | type | ntopng_compat | unit | counter / gauge | meaning |";
 /// "Not written in this mode".
@@ -386,6 +386,7 @@ pub(super) fn every_series() -> Snapshot {
             probes_failed: 0,
             containers_tracked: 4,
             metadata_cache_entries: 8,
+            metadata_files_skipped: 1,
         },
     }
 }
