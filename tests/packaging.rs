@@ -141,8 +141,8 @@ fn dashboards_cover_the_schema_with_provisionable_influxql() {
                     panel.title
                 );
                 assert!(
-                    q.contains("GROUP BY time($__interval), \"node\", ")
-                        || q.contains("GROUP BY \"node\", "),
+                    q.contains("GROUP BY time($__interval), \"node\"")
+                        || q.contains("GROUP BY \"node\""),
                     "{name}: {}: group by node: {q}",
                     panel.title
                 );
