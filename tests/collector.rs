@@ -263,7 +263,8 @@ fn srtt_and_rttvar_match_tcp_info_of_the_same_socket() {
     };
     let pair = NetnsPair::new("flc3", 83);
     let config = flowlens::config::Config::from_toml("", "test").unwrap();
-    let mut fl = flowlens::plugin::Flowlens::new(config);
+    let node = config.node().unwrap();
+    let mut fl = flowlens::plugin::Flowlens::new(config, node);
     let listener = listen(&pair.ns[1], "10.83.0.2:7000");
     let echo = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
@@ -490,8 +491,8 @@ fn ipv6_loopback_flows_are_seen() {
         return;
     };
     let pair = NetnsPair::new("flc5", 85);
-    // Flows are keyed by address alone, so ::1 would sum every namespace's ::1 traffic: the
-    // connection runs over lo with an address of this namespace's own.
+    // Each namespace's ::1 is a series of its own (tag netns); an address no other namespace
+    // has lets `host` find the series by address alone.
     let addr = "fd00:85::1";
     sh(
         "ip",
@@ -534,8 +535,9 @@ fn a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly() {
     else {
         return;
     };
-    // Loopback inside a namespace of its own, on an address no other test or daemon uses
-    // (flows are keyed by address, so 127.0.0.1 would add up every namespace's).
+    // Loopback inside a namespace of its own, on an address no other test or daemon uses, so
+    // that `host` finds its series by address alone (each namespace's 127.0.0.1 is a series of
+    // its own, told apart by netns).
     let pair = NetnsPair::new("flcb", 91);
     let addr = "127.91.0.1";
     let mut s = Session::start("");
@@ -599,6 +601,166 @@ fn a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly() {
     assert_eq!(d(&t2, &t3, "host:traffic", "bytes_rcvd"), 900, "{t3}");
     assert_eq!(internal(&t3, "probes_failed"), 0, "{t3}");
     s.finish();
+}
+
+/// The inode of the network namespace `ns` (`ip netns add` bind-mounts it in /run/netns), as
+/// the `netns` tag writes it.
+fn netns_inode(ns: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{ns}"))
+        .unwrap()
+        .ino()
+        .to_string()
+}
+
+#[test]
+fn an_address_in_two_network_namespaces_is_two_series_or_one_in_ntopng_compat() {
+    let Some(_serial) =
+        ebpf_test("an_address_in_two_network_namespaces_is_two_series_or_one_in_ntopng_compat")
+    else {
+        return;
+    };
+    // Two namespaces, each with its own 127.0.0.1, and each with 10.96.9.9 on its loopback.
+    let pair = NetnsPair::new("flcn", 96);
+    for ns in &pair.ns {
+        sh(
+            "ip",
+            &["-n", ns, "addr", "add", "10.96.9.9/32", "dev", "lo"],
+        );
+    }
+    let mut s = Session::start("");
+    let mut compat = Session::start("ntopng_compat = true\n");
+    let (t0, c0) = (s.gather(), compat.gather());
+    // In namespace i, a connection over 127.0.0.1 and one over 10.96.9.9, each moving its
+    // bytes both ways; both ends have the address, so each counts twice per way.
+    let bytes = [[1000usize, 500], [3000, 700]];
+    let mut held = Vec::new();
+    for (ns, sizes) in pair.ns.iter().zip(bytes) {
+        for (ip, size) in [([127, 0, 0, 1], sizes[0]), ([10, 96, 9, 9], sizes[1])] {
+            let listener = in_netns(ns, move || {
+                TcpListener::bind((std::net::Ipv4Addr::from(ip), 7000)).unwrap()
+            });
+            let server = std::thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut got = vec![0u8; size];
+                conn.read_exact(&mut got).unwrap();
+                conn.write_all(&got).unwrap();
+                conn
+            });
+            let mut client = in_netns(ns, move || connect_from(ip, ip, 7000));
+            client.write_all(&vec![5u8; size]).unwrap();
+            let mut back = vec![0u8; size];
+            client.read_exact(&mut back).unwrap();
+            held.push((client, server.join().unwrap()));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (t1, c1) = (s.gather(), compat.gather());
+    let inodes = [netns_inode(&pair.ns[0]), netns_inode(&pair.ns[1])];
+    assert_ne!(inodes[0], inodes[1]);
+    // Default: one series per address and namespace, each with its own namespace's counts.
+    for (i, netns) in inodes.iter().enumerate() {
+        for (addr, size) in [("127.0.0.1", bytes[i][0]), ("10.96.9.9", bytes[i][1])] {
+            let tags = [("host", addr), ("netns", netns.as_str())];
+            let d = |m: &str, f: &str| value(&t1, m, &tags, f) - value(&t0, m, &tags, f);
+            assert_eq!(
+                d("host:traffic", "bytes_sent"),
+                2 * size as i64,
+                "{addr} {netns}\n{t1}"
+            );
+            assert_eq!(
+                d("host:traffic", "bytes_rcvd"),
+                2 * size as i64,
+                "{addr} {netns}"
+            );
+            assert_eq!(
+                d("host:active_flows", "flows_as_client"),
+                1,
+                "{addr} {netns}"
+            );
+            assert_eq!(
+                d("host:active_flows", "flows_as_server"),
+                1,
+                "{addr} {netns}"
+            );
+        }
+    }
+    let series = |text: &str, addr: &str| -> Vec<Vec<(String, String)>> {
+        parse_lines(text)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.measurement == "host:traffic")
+            .filter(|p| p.tags.iter().any(|(k, v)| k == "host" && v == addr))
+            .map(|p| p.tags)
+            .collect()
+    };
+    let node = flowlens::config::Config::default().node().unwrap().name;
+    let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut want: Vec<Vec<(String, String)>> = inodes
+        .iter()
+        .map(|netns| {
+            tags(&[
+                ("host", "10.96.9.9"),
+                ("ifid", "0"),
+                ("netns", netns),
+                ("node", &node),
+            ])
+        })
+        .collect();
+    want.sort();
+    let mut got = series(&t1, "10.96.9.9");
+    got.sort();
+    assert_eq!(got, want, "{t1}");
+    // ntopng_compat: one series per address, every namespace counted in it, ntopng's tags.
+    assert_eq!(
+        series(&c1, "10.96.9.9"),
+        [tags(&[("host", "10.96.9.9"), ("ifid", "0")])],
+        "{c1}"
+    );
+    let tags = [("host", "10.96.9.9")];
+    let d = |m: &str, f: &str| float(&c1, m, &tags, f) - float(&c0, m, &tags, f);
+    let both = (2 * (bytes[0][1] + bytes[1][1])) as f64;
+    assert_eq!(d("host:traffic", "bytes_sent"), both, "{c1}");
+    assert_eq!(d("host:traffic", "bytes_rcvd"), both);
+    assert_eq!(d("host:active_flows", "flows_as_client"), 2.0);
+    assert_eq!(d("host:active_flows", "flows_as_server"), 2.0);
+    // Every namespace's 127.0.0.1 is in compat's one loopback series (the host's own too, so
+    // at least ours).
+    assert_eq!(series(&c1, "127.0.0.1").len(), 1, "{c1}");
+    let lo = [("host", "127.0.0.1")];
+    let ours = (2 * (bytes[0][0] + bytes[1][0])) as f64;
+    assert!(
+        float(&c1, "host:traffic", &lo, "bytes_sent")
+            - float(&c0, "host:traffic", &lo, "bytes_sent")
+            >= ours,
+        "{c1}"
+    );
+    drop(held);
+    s.finish();
+    compat.finish();
+}
+
+/// The float field of the line of `measurement` whose tags include all of `tags` (ntopng_compat
+/// writes counts as floats); 0 when there is no such line.
+fn float(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> f64 {
+    let points = parse_lines(text).unwrap();
+    let Some(point) = points.iter().find(|p| {
+        p.measurement == measurement
+            && tags
+                .iter()
+                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
+    }) else {
+        return 0.0;
+    };
+    match point.fields.iter().find(|(k, _)| k == field) {
+        Some((_, flowlens_core::lineproto::FieldValue::Float(v))) => *v,
+        other => panic!("{measurement} {field}: {other:?}"),
+    }
 }
 
 #[test]
@@ -836,7 +998,8 @@ fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
     let server_cg = Cgroup::new("flowlens-test-server");
     let client_cg = Cgroup::new("flowlens-test-client");
     let config = flowlens::config::Config::from_toml("", "test").unwrap();
-    let mut fl = flowlens::plugin::Flowlens::new(config);
+    let node = config.node().unwrap();
+    let mut fl = flowlens::plugin::Flowlens::new(config, node);
     // The server: a process moved into its cgroup before it creates its socket.
     let script = "import socket,sys\n\
                   s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\

@@ -77,13 +77,13 @@ fn every_interface_ip_link_lists_has_its_three_lines() {
         .map(|(_, name)| name)
         .collect();
     assert!(stable.iter().any(|n| *n == "lo"), "{before:?} {after:?}");
+    let points = flowlens_core::lineproto::parse_lines(&text).unwrap();
     for name in stable {
         for m in ["iface:traffic", "iface:traffic_rxtx", "iface:packets"] {
-            let tag = format!(",ifname={name} ");
-            assert!(
-                lines_of(&text, m).iter().any(|l| l.contains(&tag)),
-                "{m} lacks {name}:\n{text}"
-            );
+            let of_name = points.iter().filter(|p| {
+                p.measurement == m && p.tags.iter().any(|(k, v)| k == "ifname" && v == name)
+            });
+            assert_eq!(of_name.count(), 1, "{m} of {name}:\n{text}");
         }
     }
 }

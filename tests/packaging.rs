@@ -90,6 +90,24 @@ fn dashboards_cover_the_schema_with_provisionable_influxql() {
             assert!(q.starts_with("SHOW TAG VALUES FROM "), "{name}: {q}");
             assert_eq!(var.all_value.as_deref(), Some(".*"), "{name}: {}", var.name);
         }
+        // A node variable, flowlens's `node` tag, first after the datasource; every other
+        // variable and every query filtered by it, and every query grouped by it (two nodes'
+        // `host=127.0.0.1` or `container=other` are two series).
+        let node = &vars[1];
+        assert_eq!(node.name, "node", "{name}");
+        assert!(
+            node.query
+                .as_str()
+                .unwrap()
+                .ends_with(" WITH KEY = \"node\""),
+            "{name}: {:?}",
+            node.query
+        );
+        const BY_NODE: &str = "\"node\" =~ /^$node$/";
+        for var in &vars[2..] {
+            let q = var.query.as_str().unwrap();
+            assert!(q.contains(BY_NODE), "{name}: ${}: {q}", var.name);
+        }
         let defined: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
         for (i, panel) in raw["panels"].as_array().unwrap().iter().enumerate() {
             assert_eq!(panel["datasource"]["uid"], "${datasource}", "{name}");
@@ -116,6 +134,25 @@ fn dashboards_cover_the_schema_with_provisionable_influxql() {
                     );
                 }
                 assert!(q.contains("$timeFilter"), "{name}: {q}");
+                assert_eq!(
+                    q.matches(BY_NODE).count(),
+                    measurements(q).len(),
+                    "{name}: {}: filter each measurement read by node: {q}",
+                    panel.title
+                );
+                assert!(
+                    q.contains("GROUP BY time($__interval), \"node\"")
+                        || q.contains("GROUP BY \"node\""),
+                    "{name}: {}: group by node: {q}",
+                    panel.title
+                );
+                if measurements(q).iter().any(|m| m.starts_with("host:")) {
+                    assert!(
+                        q.contains("\"node\", \"host\", \"netns\""),
+                        "{name}: {}: a local address is one in its network namespace: {q}",
+                        panel.title
+                    );
+                }
                 for m in measurements(q) {
                     let counter = schema
                         .iter()
@@ -603,6 +640,13 @@ fn kubernetes_configmap_embeds_the_telegraf_snippet() {
     // The DaemonSet: capabilities, not privileged; the host's directories read-only.
     let ds = std::fs::read_to_string(repo().join("packaging/kubernetes/daemonset.yaml")).unwrap();
     assert!(ds.contains("privileged: false") && !ds.contains("privileged: true"));
+    // The node's name as Kubernetes knows it, where flowlens reads it (the `node` tag).
+    let node_env = format!(
+        "- name: {}\n              valueFrom:\n                fieldRef:\n                  \
+         fieldPath: spec.nodeName\n",
+        flowlens::config::NODE_ENV
+    );
+    assert!(ds.contains(&node_env), "daemonset.yaml lacks\n{node_env}");
     for needed in [
         "hostPID: true",
         "hostNetwork: true",

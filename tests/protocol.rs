@@ -279,6 +279,48 @@ fn an_unknown_config_key_is_a_one_line_error_with_exit_2() {
 }
 
 #[test]
+fn an_unusable_node_name_is_a_one_line_error_with_exit_2_naming_its_source() {
+    let dir = TempDir::new("badnode");
+    let config = config_file(&dir, &format!("{NO_EBPF}node = \"rack\\\\1\"\n"));
+    let out = run_flowlens(&["--config", &config, "once"]);
+    assert_one_line_error(&out, 2, &[&config, "node = ", "must not hold a backslash"]);
+    // From the environment (the DaemonSet's way), as every mode reads it.
+    let config = config_file(&dir, NO_EBPF);
+    let long = "n".repeat(254);
+    for mode in ["once", "telegraf", "stream", "doctor"] {
+        // stdin stays open: telegraf mode would stop at its EOF before the plugin is created.
+        let mut child = flowlens(&["--config", &config, mode])
+            .env("NODE_NAME", &long)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_one_line_error(
+            &out,
+            2,
+            &[&config, "NODE_NAME", "must be 1 to 253 characters"],
+        );
+    }
+    // A good one is every line's `node`, escaped.
+    let out = flowlens(&["--config", &config, "once"])
+        .env("NODE_NAME", "rack 1,b=2")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_valid_line_protocol(&text);
+    assert!(
+        text.lines().all(|l| l.contains(",node=rack\\ 1\\,b\\=2")),
+        "{text}"
+    );
+}
+
+#[test]
 fn print_config_is_the_committed_example_and_parses_back() {
     let out = run_flowlens(&["print-config"]);
     assert!(out.status.success());

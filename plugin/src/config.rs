@@ -85,6 +85,13 @@ settings! {
         interval_secs: u64 = 10,
         /// The `ifid` tag written on every line (ntopng: the id of the monitored interface).
         ifid: String = "0".to_string(),
+        /// The node's name, the `node` tag of every line (with `ntopng_compat`, of
+        /// `flowlens:internal` only): it keeps apart the series of several machines writing
+        /// into one database. Empty: the environment variable NODE_NAME when it is set and not
+        /// empty (in Kubernetes, from the downward API's `spec.nodeName`, as the shipped
+        /// DaemonSet does), else the hostname (/proc/sys/kernel/hostname). 1 to 253 characters,
+        /// no control characters or backslashes; spaces, commas and `=` are escaped.
+        node: String = String::new(),
         /// Timestamp precision of the output: "ns", "us", "ms" or "s". Telegraf and Vector read
         /// nanoseconds; set the same precision on `influx write` or the /write URL.
         precision: Precision = Precision::Ns,
@@ -99,11 +106,12 @@ settings! {
         /// Most flows (sockets) tracked at once, in the kernel map and in the flow table. Beyond
         /// it new sockets are not tracked and `flowlens:internal,flows_evicted` counts them.
         max_flows: u32 = 65_536,
-        /// Most local addresses with their own `host:` series at once (a host's series lives
-        /// while it has flows and for `series_ttl_secs` after its last one). A new address
-        /// beyond it folds into `host=other` for the life of its flow, and
-        /// `flowlens:internal,series_dropped` counts the addresses folded at each gather; a
-        /// host that expires frees its place for the next new address.
+        /// Most local addresses with their own `host:` series at once (an address in two
+        /// network namespaces is two; a host's series lives while it has flows and for
+        /// `series_ttl_secs` after its last one). A new address beyond it folds into
+        /// `host=other` for the life of its flow, and `flowlens:internal,series_dropped`
+        /// counts the addresses folded at each gather; a host that expires frees its place
+        /// for the next new address.
         max_hosts: u32 = 1_024,
         /// A UDP flow ends after this many seconds without a datagram.
         udp_idle_timeout_secs: u64 = 60,
@@ -167,6 +175,57 @@ pub enum RttSource {
     Gather,
     /// Also on every received TCP segment.
     Segment,
+}
+
+/// The environment variable that names the node when the config's `node` is empty.
+pub const NODE_ENV: &str = "NODE_NAME";
+
+/// The file that names the node when neither the config nor [`NODE_ENV`] does.
+pub const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+/// Where the node's name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeSource {
+    /// The config's `node`.
+    Config,
+    /// The environment variable [`NODE_ENV`].
+    Env,
+    /// The hostname, [`HOSTNAME_FILE`].
+    Hostname,
+}
+
+/// The node's name (the `node` tag) and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The name.
+    pub name: String,
+    /// Where it came from.
+    pub source: NodeSource,
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match self.source {
+            NodeSource::Config => "the config's `node`",
+            NodeSource::Env => NODE_ENV,
+            NodeSource::Hostname => HOSTNAME_FILE,
+        };
+        write!(f, "{} (from {from})", self.name)
+    }
+}
+
+/// Why a node name cannot be written, if it cannot: it is a tag value on every line, and a
+/// backslash is the escape character (one at the end would take the separator after it).
+fn node_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 253 {
+        Some("must be 1 to 253 characters")
+    } else if name.chars().any(char::is_control) {
+        Some("must not hold control characters")
+    } else if name.contains('\\') {
+        Some("must not hold a backslash")
+    } else {
+        None
+    }
 }
 
 /// The whole configuration.
@@ -235,6 +294,11 @@ impl Config {
                 g.ifid
             ));
         }
+        if !g.node.is_empty() {
+            if let Some(problem) = node_problem(&g.node) {
+                return Err(format!("node = {:?} {problem}", g.node));
+            }
+        }
         if !(1..=1 << 22).contains(&g.max_flows) {
             return Err(format!(
                 "max_flows = {} is out of range: use 1 to 4194304",
@@ -282,6 +346,50 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The node's name: the config's `node`, else the environment variable [`NODE_ENV`] when
+    /// it is set and not empty, else the hostname ([`HOSTNAME_FILE`]). An error names where an
+    /// unusable name came from.
+    pub fn node(&self) -> Result<Node, String> {
+        self.node_from(std::env::var_os(NODE_ENV), || {
+            std::fs::read_to_string(HOSTNAME_FILE)
+        })
+    }
+
+    /// [`Config::node`] with the environment variable's value and the hostname's reader given.
+    fn node_from(
+        &self,
+        env: Option<std::ffi::OsString>,
+        hostname: impl FnOnce() -> std::io::Result<String>,
+    ) -> Result<Node, String> {
+        let (name, source) = if !self.general.node.is_empty() {
+            // Checked by `validate`.
+            (self.general.node.clone(), NodeSource::Config)
+        } else if let Some(value) = env.filter(|v| !v.is_empty()) {
+            let name = value.into_string().map_err(|v| {
+                format!("node: the environment variable {NODE_ENV} = {v:?} is not UTF-8")
+            })?;
+            if let Some(problem) = node_problem(&name) {
+                return Err(format!(
+                    "node: the environment variable {NODE_ENV} = {name:?} {problem}"
+                ));
+            }
+            (name, NodeSource::Env)
+        } else {
+            let text = hostname().map_err(|e| {
+                format!("node: cannot read {HOSTNAME_FILE} ({e}): set `node` in the config")
+            })?;
+            let name = text.trim_end_matches('\n').to_string();
+            if let Some(problem) = node_problem(&name) {
+                return Err(format!(
+                    "node: the hostname {name:?} ({HOSTNAME_FILE}) {problem}: set `node` in \
+                     the config"
+                ));
+            }
+            (name, NodeSource::Hostname)
+        };
+        Ok(Node { name, source })
     }
 
     /// The full default configuration as commented TOML: what `flowlens print-config` prints.
@@ -350,6 +458,17 @@ mod tests {
             ("precision = \"m\"\n", "unknown variant `m`", "(line 1)"),
             ("ifid = \"\"\n", "ifid = \"\" must be", ""),
             (
+                "node = \"a\\tb\"\n",
+                "node = \"a\\tb\" must not hold control",
+                "",
+            ),
+            (
+                "node = \"a\\\\\"\n",
+                "node = \"a\\\\\" must not hold a backslash",
+                "",
+            ),
+            ("node = 5\n", "node", "(line 1)"),
+            (
                 "ring_buffer_bytes = 5000\n",
                 "ring_buffer_bytes = 5000 must be",
                 "",
@@ -369,5 +488,70 @@ mod tests {
             assert!(msg.contains(line), "{msg:?} lacks {line:?}");
             assert!(!msg.contains('\n'), "{msg:?} is not one line");
         }
+        let long = format!("node = \"{}\"\n", "a".repeat(254));
+        let msg = Config::from_toml(&long, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("must be 1 to 253 characters"), "{msg}");
+        let longest = format!("node = \"{}\"\n", "a".repeat(253));
+        assert!(Config::from_toml(&longest, "f.toml").is_ok());
+    }
+
+    #[test]
+    fn the_node_comes_from_the_config_then_the_environment_then_the_hostname() {
+        let config = |text: &str| Config::from_toml(text, "f.toml").unwrap();
+        let hostname = || Ok("vm-7\n".to_string());
+        let unreadable = || Err(std::io::Error::other("no /proc"));
+        let node = |name: &str, source| Node {
+            name: name.into(),
+            source,
+        };
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        let named = config("node = \"edge a,b=c\"\n");
+        assert_eq!(
+            named.node_from(env("k8s-node-1"), unreadable),
+            Ok(node("edge a,b=c", NodeSource::Config))
+        );
+        let auto = config("");
+        assert_eq!(
+            auto.node_from(env("k8s-node-1"), unreadable),
+            Ok(node("k8s-node-1", NodeSource::Env))
+        );
+        assert_eq!(
+            auto.node_from(env(""), hostname),
+            Ok(node("vm-7", NodeSource::Hostname)),
+            "an empty variable is not set"
+        );
+        assert_eq!(
+            auto.node_from(None, hostname),
+            Ok(node("vm-7", NodeSource::Hostname))
+        );
+        assert_eq!(
+            node("vm-7", NodeSource::Hostname).to_string(),
+            "vm-7 (from /proc/sys/kernel/hostname)"
+        );
+        for (env_value, host, want) in [
+            (
+                env("a\tb"),
+                "x",
+                "node: the environment variable NODE_NAME = \"a\\tb\" must not hold control characters",
+            ),
+            (
+                None,
+                "\n",
+                "node: the hostname \"\" (/proc/sys/kernel/hostname) must be 1 to 253 characters: \
+                 set `node` in the config",
+            ),
+        ] {
+            let host = host.to_string();
+            assert_eq!(auto.node_from(env_value, || Ok(host)).unwrap_err(), want);
+        }
+        let err = auto.node_from(None, unreadable).unwrap_err();
+        assert_eq!(
+            err,
+            "node: cannot read /proc/sys/kernel/hostname (no /proc): set `node` in the config"
+        );
+        use std::os::unix::ffi::OsStringExt;
+        let not_utf8 = Some(std::ffi::OsString::from_vec(vec![0xff]));
+        let err = auto.node_from(not_utf8, hostname).unwrap_err();
+        assert!(err.contains("is not UTF-8"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::{
     collector::{self, lock, CollectorOptions, EbpfCollector, ProbeStatus},
-    config::{Config, HookKindName, LogLevelName, RttSource},
+    config::{Config, HookKindName, LogLevelName, Node, RttSource},
     containers, iface, logging, privileges, seed,
 };
 use abi_stable::{
@@ -58,6 +58,8 @@ fn other_error(message: impl std::fmt::Display) -> PluginError {
 /// The collector: configuration, the state of the sources, and the previous gather's duration.
 pub struct Flowlens {
     config: Config,
+    /// The node's name (the `node` tag) and where it came from.
+    node: Node,
     shape: metrics::Shape,
     sys_class_net: PathBuf,
     ebpf: Option<EbpfCollector>,
@@ -211,11 +213,13 @@ fn to_check(status: &ProbeStatus) -> DoctorCheck {
 }
 
 impl Flowlens {
-    /// Builds a collector from a validated config.
-    pub fn new(config: Config) -> Flowlens {
+    /// Builds a collector from a validated config and the node's name ([`Config::node`]).
+    pub fn new(config: Config, node: Node) -> Flowlens {
         let caps_at_start = privileges::current().ok().map(|c| c.effective);
+        tracing::info!("node: {node}");
         let shape = metrics::Shape {
             ifid: config.general.ifid.clone(),
+            node: node.name.clone(),
             precision: config.general.precision,
             ntopng_compat: config.general.ntopng_compat,
         };
@@ -225,6 +229,8 @@ impl Flowlens {
             max_hosts: g.max_hosts as usize,
             host_ttl_ns: g.series_ttl_secs.saturating_mul(1_000_000_000),
             udp_idle_timeout_ns: g.udp_idle_timeout_secs.saturating_mul(1_000_000_000),
+            // ntopng's tags have no place for the namespace: one series per address there.
+            hosts_by_netns: !g.ntopng_compat,
         })));
         let (ebpf, ebpf_disabled) = if g.ebpf {
             let options = CollectorOptions {
@@ -270,6 +276,7 @@ impl Flowlens {
         let tracker = WorkloadTracker::new(g.series_ttl_secs, g.max_containers as usize);
         Flowlens {
             config,
+            node,
             shape,
             sys_class_net: PathBuf::from(iface::SYS_CLASS_NET),
             ebpf,
@@ -468,6 +475,11 @@ impl Flowlens {
             }
             .into(),
         }];
+        checks.push(DoctorCheck {
+            name: "node".into(),
+            ok: true,
+            detail: self.node.to_string().into(),
+        });
         checks.push(self.privileges_check());
         let btf = collector::kernel_btf();
         checks.push(DoctorCheck {
@@ -551,6 +563,10 @@ pub fn create(
                 kind: ErrorKind::Config,
                 message: e.to_string().into(),
             })?;
+        let node = config.node().map_err(|message| PluginError {
+            kind: ErrorKind::Config,
+            message: format!("config {}: {message}", source.as_str()).into(),
+        })?;
         let max_level = match config.general.log_level {
             LogLevelName::Error => LogLevel::Error,
             LogLevelName::Warn => LogLevel::Warn,
@@ -561,7 +577,7 @@ pub fn create(
             max_level: max_level.min(host.max_level),
             ..host
         });
-        let flowlens = Flowlens::new(config);
+        let flowlens = Flowlens::new(config, node);
         drop_privileges();
         Ok(Collector_TO::from_value(flowlens, TD_Opaque))
     })

@@ -56,14 +56,10 @@ pub fn check_every_query(
                     }
                 }
                 let from = measurements(&var.query);
-                // Telegraf adds `host` (the node) to lines that lack it; data written straight
-                // from flowlens has none, so that variable may be empty.
-                let telegraf_tag = var.query.contains("KEY = \"host\"")
-                    && !from.iter().any(|m| m.starts_with("host:"));
                 let has = from
                     .iter()
                     .any(|m| influx.has_points(m, range).unwrap_or(false));
-                if has && !telegraf_tag && var.values.is_empty() {
+                if has && var.values.is_empty() {
                     out.failures.push(format!(
                         "{file}: variable ${} has no values, but {from:?} has data:\n  {}",
                         var.name, var.query

@@ -116,19 +116,52 @@ impl Flow {
     }
 }
 
-/// The series key of a local host: its address, or the `other` fold beyond `max_hosts`.
+/// The series key of a local host: its address in its network namespace, or the `other` fold
+/// beyond `max_hosts`.
+///
+/// An address is not unique on a host: every network namespace has its own 127.0.0.1 and ::1,
+/// link-local addresses repeat from namespace to namespace, and two namespaces may hold the
+/// same address (pods on separate bridges). So a host is an address *and* the inode of the
+/// namespace its sockets live in ([`Limits::hosts_by_netns`]); a table that keeps ntopng's
+/// exact tags (`ntopng_compat`, no tag for the namespace) keys by address alone, and counts an
+/// address's flows of every namespace in one series, on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostKey {
     /// A local address.
-    Addr(IpAddr),
+    Addr {
+        /// The address.
+        ip: IpAddr,
+        /// The network namespace's inode; `None` when the table counts every namespace's
+        /// flows of the address in one series.
+        netns: Option<u32>,
+    },
     /// Every host beyond `max_hosts`.
     Other,
 }
 
+impl HostKey {
+    /// The key of `ip` in network namespace `netns` (the inode).
+    pub fn addr(ip: IpAddr, netns: u32) -> HostKey {
+        HostKey::Addr {
+            ip,
+            netns: Some(netns),
+        }
+    }
+
+    /// The network namespace of a key, when it has one (the `netns` tag).
+    pub fn netns(&self) -> Option<u32> {
+        match self {
+            HostKey::Addr { netns, .. } => *netns,
+            HostKey::Other => None,
+        }
+    }
+}
+
+/// The address, or `other` (the `host` tag).
 impl std::fmt::Display for HostKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HostKey::Addr(ip) => write!(f, "{ip}"),
+            HostKey::Addr { ip, .. } => write!(f, "{ip}"),
             HostKey::Other => f.write_str("other"),
         }
     }
@@ -171,6 +204,8 @@ pub(crate) struct HostEntry {
 struct HostTable {
     max_hosts: usize,
     ttl_ns: u64,
+    /// Keys carry the flows' network namespace ([`Limits::hosts_by_netns`]).
+    by_netns: bool,
     index: FastMap<HostKey, u32>,
     entries: Vec<HostEntry>,
     /// Free slots of `entries` (`key: None`), reused last freed first.
@@ -182,10 +217,11 @@ struct HostTable {
 }
 
 impl HostTable {
-    fn new(max_hosts: usize, ttl_ns: u64) -> HostTable {
+    fn new(max_hosts: usize, ttl_ns: u64, by_netns: bool) -> HostTable {
         HostTable {
             max_hosts,
             ttl_ns,
+            by_netns,
             index: FastMap::default(),
             entries: Vec::new(),
             free: Vec::new(),
@@ -199,8 +235,13 @@ impl HostTable {
         self.named >= self.max_hosts
     }
 
-    fn lookup(&self, ip: IpAddr) -> Option<u32> {
-        self.index.get(&HostKey::Addr(ip)).copied()
+    /// The key of a local address's series.
+    #[inline]
+    fn key(&self, ip: IpAddr, netns: u32) -> HostKey {
+        HostKey::Addr {
+            ip,
+            netns: self.by_netns.then_some(netns),
+        }
     }
 
     /// A new series in a free slot (or a new one).
@@ -222,7 +263,7 @@ impl HostTable {
         };
         self.index.insert(key, slot);
         match key {
-            HostKey::Addr(_) => self.named += 1,
+            HostKey::Addr { .. } => self.named += 1,
             HostKey::Other => self.other = Some(slot),
         }
         slot
@@ -236,17 +277,19 @@ impl HostTable {
         }
     }
 
-    /// The slot of a local address's series, made while there is room, else `other`'s. The
-    /// caller takes a reference on it for its flow (`entries[slot].flows += 1`).
+    /// The slot of a local address's series (in network namespace `netns`), made while there
+    /// is room, else `other`'s. The caller takes a reference on it for its flow
+    /// (`entries[slot].flows += 1`).
     #[inline]
-    fn assign(&mut self, ip: IpAddr) -> u32 {
-        if let Some(slot) = self.lookup(ip) {
+    fn assign(&mut self, ip: IpAddr, netns: u32) -> u32 {
+        let key = self.key(ip, netns);
+        if let Some(&slot) = self.index.get(&key) {
             return slot;
         }
         if self.full() {
             return self.other_slot();
         }
-        self.push(HostKey::Addr(ip))
+        self.push(key)
     }
 
     /// A flow leaves the slot (it ended or moved to another address).
@@ -270,7 +313,7 @@ impl HostTable {
             {
                 self.index.remove(&key);
                 match key {
-                    HostKey::Addr(_) => self.named -= 1,
+                    HostKey::Addr { .. } => self.named -= 1,
                     HostKey::Other => self.other = None,
                 }
                 *entry = HostEntry::default();
@@ -354,6 +397,9 @@ pub struct Limits {
     pub host_ttl_ns: u64,
     /// A UDP flow idle this long (ns) ends.
     pub udp_idle_timeout_ns: u64,
+    /// A host series is an address in one network namespace (see [`HostKey`]); `false`: an
+    /// address of every namespace (ntopng_compat, whose tags cannot name the namespace).
+    pub hosts_by_netns: bool,
 }
 
 /// The flow table and the cumulative counters.
@@ -464,7 +510,7 @@ impl Store {
             return None;
         }
         let local = sock.local();
-        let host = self.hosts.assign(local.ip());
+        let host = self.hosts.assign(local.ip(), sock.netns);
         let entry = &mut self.hosts.entries[host as usize];
         entry.flows += 1;
         let mut flow = Flow {
@@ -534,7 +580,7 @@ impl Store {
             let local = sock.local();
             if local.ip() != flow.local.ip() {
                 // The flow moves to its new address's host (made while there is room).
-                let host = self.hosts.assign(local.ip());
+                let host = self.hosts.assign(local.ip(), flow.netns);
                 if host != flow.host {
                     self.hosts.release(flow.host);
                     self.hosts.entries[host as usize].flows += 1;
@@ -607,7 +653,7 @@ impl FlowTable {
             store: Store {
                 limits,
                 flows: Vec::new(),
-                hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns),
+                hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns, limits.hosts_by_netns),
                 cgroups: FastMap::default(),
                 touched: FastSet::default(),
                 generation: 0,
@@ -648,6 +694,12 @@ impl FlowTable {
     /// The slot of `HostKey::Other` among `host_entries`, when it exists.
     pub(crate) fn other_host_slot(&self) -> Option<usize> {
         self.store.hosts.other.map(|s| s as usize)
+    }
+
+    /// The key of the series a flow counts in when it is not folded into `other`: its local
+    /// address, in its network namespace when the table keys hosts by namespace.
+    pub fn host_key(&self, flow: &Flow) -> HostKey {
+        self.store.hosts.key(flow.local.ip(), flow.netns)
     }
 
     /// Adds a flow that was already established when flowlens started (found by the start-up
@@ -845,7 +897,7 @@ impl FlowTable {
             refs[flow.host_slot()] += 1;
             let key = hosts.entries[flow.host_slot()].key;
             assert!(
-                key == Some(HostKey::Addr(flow.local.ip())) || key == Some(HostKey::Other),
+                key == Some(self.host_key(flow)) || key == Some(HostKey::Other),
                 "{flow:?} carries {key:?}"
             );
         }
@@ -888,7 +940,7 @@ pub(crate) mod tests {
             first_ns: 1,
             last_ns: 1,
             cgroup_id: 7,
-            netns: 4026531840,
+            netns: NETNS,
             pid: 0,
             srtt_us: 0,
             rttvar_us: 0,
@@ -915,11 +967,15 @@ pub(crate) mod tests {
             max_hosts: 10,
             host_ttl_ns: 300_000_000_000,
             udp_idle_timeout_ns: 60_000_000_000,
+            hosts_by_netns: true,
         }
     }
 
+    /// The network namespace of [`sock`]'s sockets.
+    pub(crate) const NETNS: u32 = 4026531840;
+
     fn totals(t: &FlowTable, ip: &str) -> HostTotals {
-        t.hosts()[&HostKey::Addr(ip.parse().unwrap())].clone()
+        t.hosts()[&HostKey::addr(ip.parse().unwrap(), NETNS)].clone()
     }
 
     #[test]
@@ -1065,6 +1121,63 @@ pub(crate) mod tests {
         assert_eq!(t.hosts()[&HostKey::Other].total_client, 2);
     }
 
+    #[test]
+    fn an_address_in_two_network_namespaces_is_two_hosts_or_one_on_purpose() {
+        // 127.0.0.1, a link-local address and 10.9.0.1 in two namespaces each.
+        for by_netns in [true, false] {
+            let mut t = FlowTable::new(Limits {
+                hosts_by_netns: by_netns,
+                ..limits()
+            });
+            let mut cookie = 0;
+            let mut socks = Vec::new();
+            for ip in ["127.0.0.1", "169.254.1.1", "10.9.0.1"] {
+                for (netns, sent) in [(NETNS, 5), (NETNS + 1, 7)] {
+                    let local = format!("{ip}:40000");
+                    let mut s = sock(records::ROLE_CLIENT, 6, &local, "192.0.2.1:80");
+                    (s.netns, s.bytes_sent) = (netns, sent);
+                    cookie += 1;
+                    socks.push((cookie, s));
+                }
+            }
+            t.refresh(socks.iter().map(|(c, s)| (*c, s)), 10);
+            t.assert_hosts_consistent();
+            for (c, s) in &socks {
+                t.apply(Update::Close, *c, s);
+            }
+            let hosts = t.hosts();
+            for ip in ["127.0.0.1", "169.254.1.1", "10.9.0.1"] {
+                let ip: IpAddr = ip.parse().unwrap();
+                if by_netns {
+                    for (netns, sent) in [(NETNS, 5), (NETNS + 1, 7)] {
+                        let h = &hosts[&HostKey::addr(ip, netns)];
+                        assert_eq!((h.total_client, h.bytes_sent), (1, sent), "{ip} {netns}");
+                    }
+                } else {
+                    let h = &hosts[&HostKey::Addr { ip, netns: None }];
+                    assert_eq!((h.total_client, h.bytes_sent), (2, 12), "{ip}");
+                }
+            }
+            assert_eq!(hosts.len(), if by_netns { 6 } else { 3 });
+        }
+    }
+
+    #[test]
+    fn a_udp_socket_moves_to_its_address_in_its_own_namespace() {
+        let mut t = FlowTable::new(limits());
+        let mut s = sock(records::ROLE_CLIENT, 17, "0.0.0.0:5000", "0.0.0.0:0");
+        s.netns = NETNS + 3;
+        t.apply(Update::Open, 1, &s);
+        let connected = sock(records::ROLE_CLIENT, 17, "127.0.0.1:5000", "127.0.0.1:53");
+        s.saddr = connected.saddr;
+        (s.dport, s.daddr) = (connected.dport, connected.daddr);
+        t.refresh([(1, &s)], 10);
+        t.assert_hosts_consistent();
+        let loopback = HostKey::addr("127.0.0.1".parse().unwrap(), NETNS + 3);
+        let flow = t.flows().next().unwrap();
+        assert_eq!(t.host_entries()[flow.host_slot()].key, Some(loopback));
+    }
+
     const SEC: u64 = 1_000_000_000;
 
     /// A TCP client flow from `10.x.y.z:40000` for address number `n`.
@@ -1079,7 +1192,7 @@ pub(crate) mod tests {
     }
 
     fn addr(n: u32) -> HostKey {
-        HostKey::Addr(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | n)))
+        HostKey::addr(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | n)), NETNS)
     }
 
     fn ttl_limits(max_hosts: usize, ttl_secs: u64) -> Limits {
@@ -1131,7 +1244,7 @@ pub(crate) mod tests {
         assert_eq!(t.len(), 1);
         assert!(t
             .hosts()
-            .contains_key(&HostKey::Addr("10.0.0.9".parse().unwrap())));
+            .contains_key(&HostKey::addr("10.0.0.9".parse().unwrap(), NETNS)));
         assert_eq!(t.refresh([(3, &udp)], 61 * SEC + 2), vec![3]);
         t.refresh([], 62 * SEC + 3);
         assert!(t.hosts().is_empty());

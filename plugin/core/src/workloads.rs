@@ -424,6 +424,7 @@ mod tests {
             max_hosts: 10,
             host_ttl_ns: 300_000_000_000,
             udp_idle_timeout_ns: 1,
+            hosts_by_netns: true,
         })
     }
 

@@ -112,6 +112,7 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
         max_hosts: 1024,
         host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
+        hosts_by_netns: true,
     })));
     let collector = EbpfCollector::start(
         CollectorOptions {

@@ -131,7 +131,8 @@ fn agent(args: &[String]) -> Result<()> {
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let mut flowlens = flowlens::plugin::Flowlens::new(config);
+    let node = config.node().map_err(anyhow::Error::msg)?;
+    let mut flowlens = flowlens::plugin::Flowlens::new(config, node);
     let mut out = Vec::with_capacity(1 << 20);
     let mut stdout = std::io::stdout().lock();
     let mut next = Instant::now();

@@ -96,6 +96,7 @@ fn limits(flows: usize) -> Limits {
         max_hosts: 1_024,
         host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
+        hosts_by_netns: true,
     }
 }
 
@@ -216,6 +217,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     }
     let shape = Shape {
         ifid: "0".into(),
+        node: "bench-node".into(),
         precision: Precision::Ns,
         ntopng_compat: false,
     };

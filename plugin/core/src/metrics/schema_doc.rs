@@ -310,11 +310,17 @@ pub(super) fn every_series() -> Snapshot {
             num_flows: 12,
             new_flows: 40,
             hosts: BTreeMap::from([
-                (HostKey::Addr([10, 93, 0, 1].into()), host(1)),
+                (HostKey::addr([10, 93, 0, 1].into(), 4026532301), host(1)),
                 (
-                    HostKey::Addr(Ipv6Addr::new(0xfd00, 0x85, 0, 0, 0, 0, 0, 1).into()),
+                    HostKey::addr(
+                        Ipv6Addr::new(0xfd00, 0x85, 0, 0, 0, 0, 0, 1).into(),
+                        4026532301,
+                    ),
                     host(2),
                 ),
+                // Loopback in two network namespaces: two series.
+                (HostKey::addr([127, 0, 0, 1].into(), 4026531833), host(4)),
+                (HostKey::addr([127, 0, 0, 1].into(), 4026532301), host(5)),
                 (HostKey::Other, host(3)),
             ]),
             hosts_folded: 2,
@@ -404,9 +410,40 @@ fn without_ebpf() -> Snapshot {
     }
 }
 
+/// `snapshot` as the plugin's table makes it in `ntopng_compat` mode, when `compat`: hosts
+/// keyed by address alone, an address's namespaces summed into one series.
+pub(super) fn as_table_makes_it(snapshot: &Snapshot, compat: bool) -> Snapshot {
+    let mut snapshot = snapshot.clone();
+    if let (true, Some(flows)) = (compat, &mut snapshot.flows) {
+        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
+        for (key, v) in std::mem::take(&mut flows.hosts) {
+            let key = match key {
+                HostKey::Addr { ip, .. } => HostKey::Addr { ip, netns: None },
+                HostKey::Other => HostKey::Other,
+            };
+            let h = hosts.entry(key).or_default();
+            h.bytes_sent += v.bytes_sent;
+            h.bytes_rcvd += v.bytes_rcvd;
+            h.active_client += v.active_client;
+            h.active_server += v.active_server;
+            h.total_client += v.total_client;
+            h.total_server += v.total_server;
+            for (protocol, (sent, rcvd)) in v.ndpi {
+                let e = h.ndpi.entry(protocol).or_default();
+                e.0 += sent;
+                e.1 += rcvd;
+            }
+        }
+        flows.hosts = hosts;
+    }
+    snapshot
+}
+
 fn lines(snapshot: &Snapshot, mode: Mode) -> String {
+    let snapshot = &as_table_makes_it(snapshot, mode == Mode::Compat);
     let shape = Shape {
         ifid: "0".into(),
+        node: "node-1".into(),
         precision: Precision::Ns,
         ntopng_compat: mode == Mode::Compat,
     };
