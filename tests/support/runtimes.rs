@@ -491,7 +491,7 @@ impl RealRuntimes {
     /// A container's cgroup2 directory (under /sys/fs/cgroup/unified in hybrid mode), found
     /// among the cgroups this harness made.
     pub fn cgroup_dir(&self, container_id: &str) -> Option<PathBuf> {
-        let unified = unified_root();
+        let unified = crate::cgroup2_root();
         let trees: Vec<String> = self
             .undo
             .lock()
@@ -1038,14 +1038,6 @@ fn stop_child(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn unified_root() -> PathBuf {
-    cgroup_mounts()
-        .into_iter()
-        .find(|(_, fstype)| fstype == "cgroup2")
-        .map(|(p, _)| p)
-        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup/unified"))
 }
 
 /// (mount point, fstype) of every cgroup and cgroup2 mount.

@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 /// `FL_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
-/// `enum fl_event_kind`: a TCP socket became established, or a UDP socket moved its first datagram.
+/// `enum fl_event_kind`: a UDP socket moved its first datagram (a TCP flow's start is no record:
+/// userspace finds it in the `socks` map, or learns of it from its close).
 pub const EV_OPEN: u32 = 1;
 /// `FL_EV_CLOSE`: a TCP socket reached CLOSE; the record carries its final counters.
 pub const EV_CLOSE: u32 = 2;

@@ -509,8 +509,11 @@ pub fn kernel_btf() -> Result<Btf, CollectorError> {
 /// connection costs userspace between gathers is then its slot in the table, not its records
 /// (up to two of 152 bytes per TCP connection, 60 MB at 20k connections/s and a 10 s interval).
 ///
-/// Lock order: ring, then table, then pending. The reader only ever tries the table lock, so a
-/// gather (which holds the table, then takes the ring) never waits on a reader that waits on it.
+/// Locks: a gather holds the table, then takes the ring, then `pending`; the reader holds the
+/// ring, then only tries the table (it never waits for it), then takes `pending`. The one wait
+/// with another lock held in opposite orders would be table-then-ring against ring-then-table,
+/// and the reader's side of it is a `try_lock`: no deadlock. `pending` is taken last by both and
+/// held for no other lock.
 struct EventQueue {
     ring: Mutex<RingBuf<MapData>>,
     table: Arc<Mutex<FlowTable>>,

@@ -261,10 +261,7 @@ fn profile(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use flowlens_tests::is_root;
 
 fn pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
