@@ -1,0 +1,663 @@
+//! The flow table: one entry per socket, fed by kernel events and map snapshots, and the
+//! cumulative counters that closed flows fold into. Pure: no I/O, no aya; tested with plain values.
+//!
+//! Counters never go backwards while a series lives: a flow's bytes are counted from the active
+//! table while it lives, and folded into its host's cumulative totals when it closes or expires,
+//! in the same gather. A host without active flows for `host_ttl_ns` loses its series and its
+//! totals (a counter that restarts from 0 if the address comes back: InfluxQL's
+//! `non_negative_derivative` skips the drop).
+//!
+//! Layout (for speed, the table sees millions of events a second): flows live in a dense `Vec`
+//! (iteration is a linear sweep) with an id (`flow_id`) -> slot index beside it; each flow carries its
+//! host's slot (counted by the slot, so a slot is freed only when no flow carries it, and reused
+//! from a free list) and its protocol, so aggregation indexes arrays instead of hashing; a refresh
+//! stamps the flows it sees with a generation instead of counting misses in a separate pass.
+
+mod hosts;
+
+pub(crate) use hosts::HostEntry;
+use hosts::HostTable;
+pub use hosts::{HostKey, HostTotals, Hosts};
+
+use crate::hash::{FastMap, FastSet};
+use crate::ndpi::{self, Protocol};
+use crate::records::{self, FlSock, COMM_LEN};
+use std::{
+    collections::hash_map::Entry,
+    net::{IpAddr, SocketAddr},
+};
+
+/// Who initiated the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The local socket connected (TCP) or sent first (UDP).
+    Client,
+    /// The local socket accepted (TCP) or received first on a bound port (UDP).
+    Server,
+}
+
+/// Transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// One active flow (one local socket).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    /// The kernel's key of the socket: its cookie (unique for the kernel's lifetime), or, on
+    /// kernels that cannot read cookies from tracing programs (before 5.12), its address when
+    /// it had no cookie (reused by later sockets).
+    pub cookie: u64,
+    /// The table's key: `cookie` told apart by the entry's creation time (see [`flow_id`]).
+    pub(crate) id: u64,
+    /// Transport.
+    pub proto: Proto,
+    /// Client or server.
+    pub role: Role,
+    /// Local endpoint.
+    pub local: SocketAddr,
+    /// Remote endpoint.
+    pub remote: SocketAddr,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// cgroup2 id of the socket.
+    pub cgroup_id: u64,
+    /// Owning process (0: not known yet).
+    pub pid: u32,
+    /// Owning command, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// Payload bytes sent since flowlens started.
+    pub bytes_sent: u64,
+    /// Payload bytes received since flowlens started.
+    pub bytes_rcvd: u64,
+    /// Smoothed RTT in µs (0: no sample).
+    pub srtt_us: u32,
+    /// RTT variance in µs.
+    pub rttvar_us: u32,
+    /// Retransmitted segments.
+    pub retrans: u32,
+    /// Monotonic ns of the last activity.
+    pub last_ns: u64,
+    /// The refresh generation of the last snapshot or event that named this flow.
+    seen: u32,
+    /// Its host's slot in the host table (a named host's or `other`'s): the slot lives while
+    /// the flow does. Kept in step with `local`.
+    host: u32,
+    /// Its application protocol; kept in step with the ports and `comm`.
+    protocol: Protocol,
+}
+
+impl Flow {
+    /// The command name as text.
+    pub fn comm_str(&self) -> String {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+
+    /// The port of the server side of this flow.
+    pub fn server_port(&self) -> u16 {
+        match self.role {
+            Role::Client => self.remote.port(),
+            Role::Server => self.local.port(),
+        }
+    }
+
+    /// Its application protocol (as `ndpi::infer`, computed when the flow's ports or command
+    /// change rather than at every look).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Its host's slot among [`FlowTable::host_entries`] (`other`'s when it was folded).
+    pub(crate) fn host_slot(&self) -> usize {
+        self.host as usize
+    }
+
+    fn classify(&mut self) {
+        self.protocol = ndpi::classify(self.proto, self.server_port(), &self.comm);
+    }
+}
+
+/// Limits of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most flows held at once.
+    pub max_flows: usize,
+    /// Most hosts with their own series at once; the rest fold into `other`.
+    pub max_hosts: usize,
+    /// A host without active flows for this long (ns, at refreshes) loses its series.
+    pub host_ttl_ns: u64,
+    /// A UDP flow idle this long (ns) ends.
+    pub udp_idle_timeout_ns: u64,
+    /// A host series is an address in one network namespace (see [`HostKey`]); `false`: an
+    /// address of every namespace (ntopng_compat, whose tags cannot name the namespace).
+    pub hosts_by_netns: bool,
+}
+
+/// The flow table and the cumulative counters.
+#[derive(Debug)]
+pub struct FlowTable {
+    /// Cookie -> slot in `store.flows`.
+    index: FastMap<u64, u32>,
+    store: Store,
+    /// Flows opened since start (the `iface:new_flows` counter).
+    pub new_flows: u64,
+    /// Flows the table had no room for.
+    pub flows_evicted: u64,
+    /// Connections that failed (SYN_SENT -> CLOSE).
+    pub connect_failed: u64,
+}
+
+/// The table's key for a socket: its kernel key mixed with the time its kernel entry was made.
+/// A socket address names a later socket once the first is freed, possibly between a gather's
+/// read of the ring and its read of the map; the creation time tells the two apart (a cookie is
+/// never reused, so it changes nothing there).
+pub(crate) fn flow_id(cookie: u64, sock: &FlSock) -> u64 {
+    cookie ^ sock.first_ns.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Everything of the table but the cookie index (borrowed apart from it, so one index lookup
+/// serves both the "known" and the "insert" case).
+#[derive(Debug)]
+struct Store {
+    limits: Limits,
+    /// The active flows, dense.
+    flows: Vec<Flow>,
+    hosts: HostTable,
+    /// Cumulative counters per socket cgroup, for container series.
+    cgroups: FastMap<u64, CgroupTotals>,
+    /// Cgroups whose counters moved since the last `take_touched_cgroups`.
+    touched: FastSet<u64>,
+    /// Refreshes so far (wrapping): a flow `seen` n generations ago missed n snapshots.
+    generation: u32,
+}
+
+/// Cumulative counters of one cgroup: flows started in it, and what its ended flows moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupTotals {
+    /// Bytes sent by ended flows.
+    pub bytes_sent: u64,
+    /// Bytes received by ended flows.
+    pub bytes_rcvd: u64,
+    /// Retransmitted segments of ended flows.
+    pub retrans: u64,
+    /// Flows started as client since flowlens did (active and ended).
+    pub new_client: u64,
+    /// Flows started as server since flowlens did.
+    pub new_server: u64,
+}
+
+/// What the kernel reported about a socket, with the kind of report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// A UDP flow's first datagram (TCP flows start in the `socks` map, without a record).
+    Open,
+    /// The TCP flow closed; the record holds its final counters.
+    Close,
+    /// The connect failed.
+    ConnectFailed,
+}
+
+fn proto_of(sock: &FlSock) -> Option<Proto> {
+    match sock.protocol {
+        records::IPPROTO_TCP => Some(Proto::Tcp),
+        records::IPPROTO_UDP => Some(Proto::Udp),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// The role of a socket. The kernel writes it for every socket it enters (TCP: connect or
+    /// accept; UDP: the first datagram's direction), and the start-up scan for the sockets it
+    /// finds (from the listening ports of each socket's namespace, see seed.rs). An entry without
+    /// one (`ROLE_UNKNOWN`, written by another program into the map) is guessed from its local
+    /// port: ephemeral (>= 32768) makes it a client, a low one a server.
+    fn infer_role(&self, sock: &FlSock) -> Role {
+        match sock.role {
+            records::ROLE_CLIENT => return Role::Client,
+            records::ROLE_SERVER => return Role::Server,
+            _ => {}
+        }
+        if sock.sport >= 32768 {
+            Role::Client
+        } else {
+            Role::Server
+        }
+    }
+
+    /// Appends a flow seen for the first time and returns its slot (the caller indexes it), or
+    /// None when refused. `is_new`: it started after flowlens did.
+    fn insert(
+        &mut self,
+        cookie: u64,
+        sock: &FlSock,
+        role: Role,
+        is_new: bool,
+        new_flows: &mut u64,
+        flows_evicted: &mut u64,
+    ) -> Option<u32> {
+        let proto = proto_of(sock)?;
+        if self.flows.len() >= self.limits.max_flows {
+            *flows_evicted += 1;
+            return None;
+        }
+        let local = sock.local();
+        let host = self.hosts.assign(local.ip(), sock.netns);
+        let entry = &mut self.hosts.entries[host as usize];
+        entry.flows += 1;
+        let mut flow = Flow {
+            cookie,
+            id: flow_id(cookie, sock),
+            proto,
+            role,
+            local,
+            remote: sock.remote(),
+            netns: sock.netns,
+            cgroup_id: sock.cgroup_id,
+            pid: sock.pid,
+            comm: sock.comm,
+            bytes_sent: sock.bytes_sent,
+            bytes_rcvd: sock.bytes_rcvd,
+            srtt_us: sock.srtt_us,
+            rttvar_us: sock.rttvar_us,
+            retrans: sock.retrans,
+            last_ns: sock.last_ns,
+            seen: self.generation,
+            host,
+            protocol: Protocol::Unknown,
+        };
+        flow.classify();
+        match role {
+            Role::Client => entry.totals.total_client += 1,
+            Role::Server => entry.totals.total_server += 1,
+        }
+        if is_new {
+            *new_flows += 1;
+            self.touched.insert(flow.cgroup_id);
+            let cg = self.cgroups.entry(flow.cgroup_id).or_default();
+            match role {
+                Role::Client => cg.new_client += 1,
+                Role::Server => cg.new_server += 1,
+            }
+        }
+        let slot = self.flows.len() as u32;
+        self.flows.push(flow);
+        Some(slot)
+    }
+
+    /// Applies the kernel's latest values to a known flow.
+    #[inline]
+    fn update(&mut self, slot: u32, sock: &FlSock) {
+        let flow = &mut self.flows[slot as usize];
+        // Counters only move forward, whatever order snapshots arrive in.
+        flow.bytes_sent = flow.bytes_sent.max(sock.bytes_sent);
+        flow.bytes_rcvd = flow.bytes_rcvd.max(sock.bytes_rcvd);
+        flow.retrans = flow.retrans.max(sock.retrans);
+        if sock.last_ns >= flow.last_ns {
+            flow.last_ns = sock.last_ns;
+            if sock.srtt_us > 0 {
+                flow.srtt_us = sock.srtt_us;
+                flow.rttvar_us = sock.rttvar_us;
+            }
+        }
+        flow.seen = self.generation;
+        let mut changed = false;
+        if flow.pid == 0 && sock.pid != 0 {
+            flow.pid = sock.pid;
+            flow.comm = sock.comm;
+            changed = true;
+        }
+        // Addresses of a UDP socket become known when it connects; a TCP socket's are fixed.
+        if flow.local.port() == 0 || flow.local.ip().is_unspecified() {
+            let local = sock.local();
+            if local.ip() != flow.local.ip() {
+                // The flow moves to its new address's host (made while there is room).
+                let host = self.hosts.assign(local.ip(), flow.netns);
+                if host != flow.host {
+                    self.hosts.release(flow.host);
+                    self.hosts.entries[host as usize].flows += 1;
+                    flow.host = host;
+                }
+            }
+            changed |= local != flow.local;
+            flow.local = local;
+        }
+        if flow.remote.port() == 0 {
+            let remote = sock.remote();
+            changed |= remote != flow.remote;
+            flow.remote = remote;
+        }
+        if changed {
+            flow.classify();
+        }
+    }
+
+    /// Takes a flow out of the table (the last one moves into its slot: `index` follows) and
+    /// folds its counters into its host's and cgroup's totals (the host's slot stays until it
+    /// expires, at a refresh).
+    fn end(&mut self, index: &mut FastMap<u64, u32>, slot: u32) {
+        let flow = self.flows.swap_remove(slot as usize);
+        if let Some(moved) = self.flows.get(slot as usize) {
+            *index.get_mut(&moved.id).expect("indexed") = slot;
+        }
+        let totals = &mut self.hosts.release(flow.host).totals;
+        totals.bytes_sent += flow.bytes_sent;
+        totals.bytes_rcvd += flow.bytes_rcvd;
+        totals
+            .ndpi
+            .add(flow.protocol, flow.bytes_sent, flow.bytes_rcvd);
+        self.touched.insert(flow.cgroup_id);
+        let cg = self.cgroups.entry(flow.cgroup_id).or_default();
+        cg.bytes_sent += flow.bytes_sent;
+        cg.bytes_rcvd += flow.bytes_rcvd;
+        cg.retrans += u64::from(flow.retrans);
+    }
+}
+
+// `prefetch` asks for a flow's second cache line too.
+const _: () = assert!(std::mem::size_of::<Flow>() > 64);
+
+/// Asks the CPU to start loading `flow`'s first two cache lines (a hint: no fault, no effect on
+/// results).
+#[inline]
+#[allow(unsafe_code)] // the intrinsic is an `unsafe fn`; there is no safe prefetch in std
+fn prefetch(flow: &Flow) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = (flow as *const Flow).cast::<i8>();
+        // SAFETY: a prefetch never faults; SSE is part of x86_64's baseline. The second line
+        // is within the same allocation (`Flow` spans more than 64 bytes).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(at);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = flow;
+}
+
+impl FlowTable {
+    /// An empty table.
+    pub fn new(limits: Limits) -> FlowTable {
+        FlowTable {
+            index: FastMap::default(),
+            store: Store {
+                limits,
+                flows: Vec::new(),
+                hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns, limits.hosts_by_netns),
+                cgroups: FastMap::default(),
+                touched: FastSet::default(),
+                generation: 0,
+            },
+            new_flows: 0,
+            flows_evicted: 0,
+            connect_failed: 0,
+        }
+    }
+
+    /// The active flows.
+    pub fn flows(&self) -> std::slice::Iter<'_, Flow> {
+        self.store.flows.iter()
+    }
+
+    /// Number of active flows.
+    pub fn len(&self) -> usize {
+        self.store.flows.len()
+    }
+
+    /// Whether there is no active flow.
+    pub fn is_empty(&self) -> bool {
+        self.store.flows.is_empty()
+    }
+
+    /// The cumulative totals per host.
+    pub fn hosts(&self) -> Hosts<'_> {
+        Hosts {
+            table: &self.store.hosts,
+        }
+    }
+
+    /// The host slots (`Flow::host_slot`), for aggregation; free slots have no key.
+    pub(crate) fn host_entries(&self) -> &[HostEntry] {
+        &self.store.hosts.entries
+    }
+
+    /// The slot of `HostKey::Other` among `host_entries`, when it exists.
+    pub(crate) fn other_host_slot(&self) -> Option<usize> {
+        self.store.hosts.other.map(|s| s as usize)
+    }
+
+    /// The key of the series a flow counts in when it is not folded into `other`: its local
+    /// address, in its network namespace when the table keys hosts by namespace.
+    pub fn host_key(&self, flow: &Flow) -> HostKey {
+        self.store.hosts.key(flow.local.ip(), flow.netns)
+    }
+
+    /// Adds a flow that was already established when flowlens started (found by the start-up
+    /// scan): counted as active and in the totals, not as new.
+    pub fn seed(&mut self, cookie: u64, sock: &FlSock, role: Role) {
+        if let Entry::Vacant(v) = self.index.entry(flow_id(cookie, sock)) {
+            let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
+            if let Some(slot) = self.store.insert(cookie, sock, role, false, new, evicted) {
+                v.insert(slot);
+            }
+        }
+    }
+
+    /// The cumulative counters of a cgroup (zero when it has none).
+    pub fn cgroup_totals(&self, cgroup_id: u64) -> CgroupTotals {
+        self.store
+            .cgroups
+            .get(&cgroup_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Keeps the cumulative counters of the cgroups `keep` says are still wanted (those of
+    /// containers that still have series); the rest are dropped, so the map stays bounded.
+    pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
+        self.store.cgroups.retain(|id, _| keep(*id));
+    }
+
+    /// The cgroups whose cumulative counters moved since the last call (flows that started or
+    /// ended, however short they were).
+    pub fn take_touched_cgroups(&mut self) -> std::collections::HashSet<u64> {
+        std::mem::take(&mut self.store.touched)
+            .into_iter()
+            .collect()
+    }
+
+    fn end(&mut self, id: u64) {
+        if let Some(slot) = self.index.remove(&id) {
+            self.store.end(&mut self.index, slot);
+        }
+    }
+
+    /// Applies one kernel event.
+    pub fn apply(&mut self, update: Update, cookie: u64, sock: &FlSock) {
+        let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
+        match update {
+            Update::Open => match self.index.entry(flow_id(cookie, sock)) {
+                Entry::Occupied(e) => self.store.update(*e.get(), sock),
+                Entry::Vacant(v) => {
+                    let role = self.store.infer_role(sock);
+                    if let Some(slot) = self.store.insert(cookie, sock, role, true, new, evicted) {
+                        v.insert(slot);
+                    }
+                }
+            },
+            Update::Close => {
+                let slot = match self.index.entry(flow_id(cookie, sock)) {
+                    Entry::Occupied(e) => {
+                        let slot = e.remove();
+                        self.store.update(slot, sock);
+                        slot
+                    }
+                    Entry::Vacant(_) => {
+                        // Opened and closed between two looks (or its open was lost): count it.
+                        let role = self.store.infer_role(sock);
+                        let is_new = sock.role != records::ROLE_UNKNOWN;
+                        match self.store.insert(cookie, sock, role, is_new, new, evicted) {
+                            Some(slot) => slot,
+                            None => return,
+                        }
+                    }
+                };
+                self.store.end(&mut self.index, slot);
+            }
+            Update::ConnectFailed => self.connect_failed += 1,
+        }
+    }
+
+    /// Applies one ring-buffer record; a record of an unknown kind is ignored.
+    pub fn apply_event(&mut self, event: &records::FlEvent) {
+        let update = match event.kind {
+            records::EV_OPEN => Update::Open,
+            records::EV_CLOSE => Update::Close,
+            records::EV_CONNECT_FAILED => Update::ConnectFailed,
+            _ => return,
+        };
+        self.apply(update, event.cookie, &event.sock);
+    }
+
+    /// Applies a snapshot of the kernel's `socks` map: every live socket with its counters.
+    /// Flows missing from two consecutive snapshots ended without a close event reaching us (lost)
+    /// and are folded; UDP flows idle longer than the timeout end. First, hosts without active
+    /// flows since `host_ttl_ns` before `now_ns` lose their series. Returns the cookies to delete
+    /// from the kernel map (expired UDP flows). `now_ns`: the kernel's clock (CLOCK_MONOTONIC).
+    pub fn refresh<'a>(
+        &mut self,
+        snapshot: impl IntoIterator<Item = (u64, &'a FlSock)>,
+        now_ns: u64,
+    ) -> Vec<u64> {
+        // Hosts inactive for longer than the TTL free their slots for this snapshot's new ones.
+        self.store.hosts.expire(now_ns);
+        // Every flow not named by this snapshot has now missed one more.
+        self.store.generation = self.store.generation.wrapping_add(1);
+        let generation = self.store.generation;
+        // Distinct flows of the table named by this snapshot: when all are, none is missing.
+        let mut seen = 0usize;
+        let mut expired = Vec::new();
+        // In chunks: first every entry's slot (independent lookups, whose cache misses the CPU
+        // overlaps) with a prefetch of its flow, then the updates. The snapshot comes in the
+        // kernel's hash order, unrelated to the table's: one entry at a time, each flow was a
+        // cache miss waited for in turn.
+        const CHUNK: usize = 16;
+        const NONE: u32 = u32::MAX;
+        let mut chunk: Vec<(u64, &FlSock, u32)> = Vec::with_capacity(CHUNK);
+        let mut entries = snapshot.into_iter();
+        loop {
+            chunk.clear();
+            chunk.extend(entries.by_ref().take(CHUNK).map(|(cookie, sock)| {
+                let slot = self
+                    .index
+                    .get(&flow_id(cookie, sock))
+                    .copied()
+                    .unwrap_or(NONE);
+                if let Some(flow) = self.store.flows.get(slot as usize) {
+                    prefetch(flow);
+                }
+                (cookie, sock, slot)
+            }));
+            if chunk.is_empty() {
+                break;
+            }
+            for &(cookie, sock, slot) in &chunk {
+                // A cookie met twice in one chunk was inserted by its first meeting.
+                let slot = match slot {
+                    NONE => self
+                        .index
+                        .get(&flow_id(cookie, sock))
+                        .copied()
+                        .unwrap_or(NONE),
+                    slot => slot,
+                };
+                if slot != NONE {
+                    seen += usize::from(self.store.flows[slot as usize].seen != generation);
+                    self.store.update(slot, sock);
+                } else {
+                    let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
+                    let role = self.store.infer_role(sock);
+                    // ROLE_UNKNOWN: a TCP socket established before flowlens started.
+                    // Otherwise it started since the last gather (its close, if any, is still
+                    // on its way): same outcome as that record.
+                    let is_new = sock.role != records::ROLE_UNKNOWN;
+                    if let Some(slot) = self.store.insert(cookie, sock, role, is_new, new, evicted)
+                    {
+                        self.index.insert(flow_id(cookie, sock), slot);
+                        seen += 1;
+                    }
+                }
+                if sock.protocol == records::IPPROTO_UDP
+                    && now_ns.saturating_sub(sock.last_ns) > self.store.limits.udp_idle_timeout_ns
+                {
+                    expired.push((cookie, flow_id(cookie, sock)));
+                }
+            }
+        }
+        let mut gone: Vec<u64> = Vec::new();
+        if seen < self.store.flows.len() {
+            gone.extend(
+                self.store
+                    .flows
+                    .iter()
+                    .filter(|f| {
+                        let missing = generation.wrapping_sub(f.seen);
+                        missing >= 2 || (f.proto == Proto::Udp && missing >= 1)
+                    })
+                    .map(|f| f.id),
+            );
+        }
+        for id in gone.into_iter().chain(expired.iter().map(|&(_, id)| id)) {
+            self.end(id);
+        }
+        self.store.hosts.mark_active(now_ns);
+        expired.into_iter().map(|(cookie, _)| cookie).collect()
+    }
+}
+
+#[cfg(test)]
+impl FlowTable {
+    /// Checks the host table against the flows: each slot counts the flows that carry it, a
+    /// flow's slot names its own address or `other`, the index, the free list and the counts
+    /// agree, and at most `max_hosts` named hosts are alive.
+    pub(crate) fn assert_hosts_consistent(&self) {
+        let hosts = &self.store.hosts;
+        let mut refs = vec![0u32; hosts.entries.len()];
+        for flow in self.flows() {
+            refs[flow.host_slot()] += 1;
+            let key = hosts.entries[flow.host_slot()].key;
+            assert!(
+                key == Some(self.host_key(flow)) || key == Some(HostKey::Other),
+                "{flow:?} carries {key:?}"
+            );
+        }
+        let mut named = 0;
+        for (slot, entry) in hosts.entries.iter().enumerate() {
+            assert_eq!(entry.flows, refs[slot], "slot {slot}");
+            match entry.key {
+                Some(key) => {
+                    assert_eq!(hosts.index.get(&key), Some(&(slot as u32)));
+                    named += usize::from(key != HostKey::Other);
+                }
+                None => assert!(hosts.free.contains(&(slot as u32)), "slot {slot} leaked"),
+            }
+        }
+        assert_eq!(hosts.index.len() + hosts.free.len(), hosts.entries.len());
+        assert_eq!(hosts.named, named);
+        assert!(named <= hosts.max_hosts);
+        assert_eq!(
+            hosts.other,
+            hosts.index.get(&HostKey::Other).copied(),
+            "other's slot"
+        );
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
