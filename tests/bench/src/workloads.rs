@@ -104,9 +104,6 @@ pub struct Net {
     veth: NetnsPair,
 }
 
-/// Name of the loopback namespace.
-const LO_NS: &str = "flbench-lo";
-
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -136,20 +133,20 @@ fn tune(ns: &str) -> Result<()> {
 }
 
 impl Net {
-    /// Creates the loopback namespace and the veth pair.
+    /// Creates the loopback namespace and the veth pair, named after this process (two runs at
+    /// once, a soak and a profile say, each keep their own).
     pub fn new() -> Result<Net> {
-        let _ = Command::new("ip").args(["netns", "del", LO_NS]).output();
-        ip(&["netns", "add", LO_NS])?;
-        ip(&["-n", LO_NS, "link", "set", "lo", "up"])?;
-        tune(LO_NS)?;
-        let veth = NetnsPair::new("flbench", 213);
+        let pid = std::process::id();
+        let lo = format!("flbench-lo-{pid}");
+        let _ = Command::new("ip").args(["netns", "del", &lo]).output();
+        ip(&["netns", "add", &lo])?;
+        ip(&["-n", &lo, "link", "set", "lo", "up"])?;
+        tune(&lo)?;
+        let veth = NetnsPair::new(&format!("flb{pid}"), 213);
         for ns in &veth.ns {
             tune(ns)?;
         }
-        Ok(Net {
-            lo: LO_NS.to_string(),
-            veth,
-        })
+        Ok(Net { lo, veth })
     }
 
     /// (server namespace, client namespace, server address) of a path.

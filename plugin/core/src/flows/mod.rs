@@ -22,10 +22,7 @@ pub use hosts::{HostKey, HostTotals, Hosts};
 use crate::hash::{FastMap, FastSet};
 use crate::ndpi::{self, Protocol};
 use crate::records::{self, FlSock, COMM_LEN};
-use std::{
-    collections::hash_map::Entry,
-    net::{IpAddr, SocketAddr},
-};
+use std::{collections::hash_map::Entry, net::SocketAddr};
 
 /// Who initiated the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 //! Unit tests of the flow table, with plain values.
 
 use super::*;
+use std::net::IpAddr;
 
 pub(crate) fn sock(role: u8, proto: u8, local: &str, remote: &str) -> FlSock {
     let local: SocketAddr = local.parse().unwrap();
