@@ -383,3 +383,20 @@ pub fn lines_of<'a>(text: &'a str, measurement: &str) -> Vec<&'a str> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_package_list_is_read_from_tests_packages_sh() {
+        let packages = crate::runtimes::packages();
+        for needed in [
+            "containerd",
+            "runc",
+            "docker.io",
+            "python3-grpcio",
+            "influxdb",
+        ] {
+            assert!(packages.contains(&needed), "{needed} in {packages:?}");
+        }
+    }
+}

@@ -12,6 +12,12 @@
 //! run killed before its teardown is cleaned up by the next [`RealRuntimes::start`] from
 //! `BASE/undo`. Only one instance runs at a time on a machine (an abstract-socket lock).
 
+mod config;
+mod undo;
+
+use config::*;
+use undo::*;
+
 use std::{
     collections::BTreeSet,
     fs,
@@ -35,19 +41,17 @@ pub const CNI_BRIDGE: &str = "flcni0";
 /// The pods' subnet (host-local IPAM); the bridge holds `.1`, the host routes it.
 pub const POD_SUBNET: &str = "10.88.213.0/24";
 
-/// Debian packages the harness needs; installed by [`RealRuntimes::start`] when missing.
-pub const PACKAGES: &[&str] = &[
-    "containerd",
-    "runc",
-    "docker.io",
-    "containernetworking-plugins",
-    "busybox-static",
-    "python3",
-    "python3-grpcio",
-    "python3-protobuf",
-    "protobuf-compiler",
-    "iproute2",
-];
+/// Debian packages the tests need (tests/packages.sh, `TEST_PACKAGES`: one list for .ci/run,
+/// tests/run and this harness); installed by [`RealRuntimes::start`] when missing.
+pub fn packages() -> Vec<&'static str> {
+    let script = include_str!("../../packages.sh");
+    let list = script
+        .split_once("TEST_PACKAGES=(")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .expect("tests/packages.sh defines TEST_PACKAGES=(...)")
+        .0;
+    list.split_whitespace().collect()
+}
 
 const LOCK_NAME: &[u8] = b"flowlens-test-real-runtimes";
 const CNI_BIN: &str = "/usr/lib/cni";
@@ -129,61 +133,6 @@ pub struct Teardown {
     pub leftovers: Vec<String>,
 }
 
-/// One thing to undo; stored one per line in `BASE/undo` as `<kind> <value>`.
-#[derive(Clone, Debug, PartialEq)]
-enum Undo {
-    /// A daemon's PID (killed only if its command line names [`BASE`]).
-    Daemon(u32),
-    /// A cgroup directory (relative path) with everything below it, in every hierarchy.
-    CgroupTree(String),
-    /// A shared cgroup directory (absolute path, one hierarchy) such as `kubepods`, removed
-    /// only if empty: other tests may have cgroups below it.
-    CgroupDir(String),
-    /// A network namespace name under /var/run/netns.
-    Netns(String),
-    /// A network interface in the host namespace.
-    Link(String),
-    /// A file or directory tree (removed recursively).
-    Path(PathBuf),
-    /// A shared directory (e.g. /var/log/pods), removed only if empty: others may use it too.
-    EmptyDir(PathBuf),
-    /// A sysctl under /proc/sys and the value to restore.
-    Sysctl(String, String),
-}
-
-impl Undo {
-    fn line(&self) -> String {
-        match self {
-            Undo::Daemon(p) => format!("daemon {p}"),
-            Undo::CgroupTree(p) => format!("cgroup-tree {p}"),
-            Undo::CgroupDir(p) => format!("cgroup-dir {p}"),
-            Undo::Netns(n) => format!("netns {n}"),
-            Undo::Link(n) => format!("link {n}"),
-            Undo::Path(p) => format!("path {}", p.display()),
-            Undo::EmptyDir(p) => format!("empty-dir {}", p.display()),
-            Undo::Sysctl(k, v) => format!("sysctl {k} {v}"),
-        }
-    }
-
-    fn parse(line: &str) -> Option<Undo> {
-        let (kind, rest) = line.split_once(' ')?;
-        Some(match kind {
-            "daemon" => Undo::Daemon(rest.parse().ok()?),
-            "cgroup-tree" => Undo::CgroupTree(rest.to_string()),
-            "cgroup-dir" => Undo::CgroupDir(rest.to_string()),
-            "netns" => Undo::Netns(rest.to_string()),
-            "link" => Undo::Link(rest.to_string()),
-            "path" => Undo::Path(PathBuf::from(rest)),
-            "empty-dir" => Undo::EmptyDir(PathBuf::from(rest)),
-            "sysctl" => {
-                let (k, v) = rest.split_once(' ')?;
-                Undo::Sysctl(k.to_string(), v.to_string())
-            }
-            _ => return None,
-        })
-    }
-}
-
 /// containerd (CRI) and dockerd, started for a test binary. Drop tears everything down.
 pub struct RealRuntimes {
     base: PathBuf,
@@ -198,7 +147,7 @@ pub struct RealRuntimes {
 }
 
 impl RealRuntimes {
-    /// Installs missing Debian packages ([`PACKAGES`]), cleans up after a previous run that was
+    /// Installs missing Debian packages ([`packages`]), cleans up after a previous run that was
     /// killed, then starts containerd (CRI plugin, CNI bridge, the local busybox image as sandbox
     /// image) and dockerd on top of it, and imports the image into both. Needs root: call
     /// `require_root` first. Panics (after tearing down what it started) when anything fails.
@@ -888,9 +837,8 @@ fn take_lock() -> UnixListener {
 }
 
 fn ensure_packages() {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
+    let missing: Vec<&str> = packages()
+        .into_iter()
         .filter(|p| {
             let out = Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
@@ -914,87 +862,6 @@ fn ensure_packages() {
         let _ = Command::new("apt-get").args(["update", "-q"]).output();
         ok_stdout("apt-get install", install());
     }
-}
-
-fn containerd_config(b: &Path) -> String {
-    let b = b.display();
-    format!(
-        r#"# containerd for the flowlens runtimes test harness (tests/support/runtimes.rs)
-version = 2
-root = "{b}/containerd/root"
-state = "{b}/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-
-[grpc]
-  address = "{b}/containerd.sock"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{b}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{IMAGE}"
-  # The CRI gives sandboxes oom_score_adj -998; without CAP_SYS_RESOURCE runc cannot set it.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        # No systemd as PID 1: the cgroupfs driver (/kubepods/<qos>/pod<uid>/<id>).
-        SystemdCgroup = false
-        Root = "{b}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN}"
-    conf_dir = "{b}/cni/net.d"
-"#
-    )
-}
-
-fn cni_config(b: &Path) -> String {
-    format!(
-        r#"{{
-  "cniVersion": "1.0.0",
-  "name": "flowlens-test",
-  "plugins": [
-    {{
-      "type": "bridge",
-      "bridge": "{CNI_BRIDGE}",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {{
-        "type": "host-local",
-        "ranges": [[{{"subnet": "{POD_SUBNET}"}}]],
-        "routes": [{{"dst": "0.0.0.0/0"}}],
-        "dataDir": "{}/cni/ipam"
-      }}
-    }}
-  ]
-}}
-"#,
-        b.display()
-    )
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn ok_stdout(what: &str, out: Output) -> String {
@@ -1038,241 +905,4 @@ fn stop_child(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// (mount point, fstype) of every cgroup and cgroup2 mount.
-fn cgroup_mounts() -> Vec<(PathBuf, String)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fstype = right.split_whitespace().next().unwrap_or_default();
-        if fstype == "cgroup" || fstype == "cgroup2" {
-            if let Some(mp) = left.split_whitespace().nth(4) {
-                out.push((PathBuf::from(unescape_mount(mp)), fstype.to_string()));
-            }
-        }
-    }
-    out
-}
-
-fn mounts_under(base: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|m| PathBuf::from(unescape_mount(m)))
-        .filter(|m| m.starts_with(base))
-        .collect()
-}
-
-fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
-fn netns_names() -> BTreeSet<String> {
-    fs::read_dir("/var/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn cmdline(pid: u32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// PIDs of processes whose command line names `base` (daemons, shims).
-fn processes_using(base: &Path) -> Vec<u32> {
-    let base = base.to_string_lossy();
-    let me = std::process::id();
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|&p| p != me && cmdline(p).contains(base.as_ref()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Every directory of a cgroup tree (relative path) in every hierarchy, deepest first.
-fn cgroup_tree_dirs(rel: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        if let Ok(entries) = fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    walk(&e.path(), out);
-                }
-            }
-        }
-        out.push(dir.to_path_buf());
-    }
-    let mut out = Vec::new();
-    for (root, _) in cgroup_mounts() {
-        let dir = root.join(rel);
-        if dir.is_dir() {
-            walk(&dir, &mut out);
-        }
-    }
-    out
-}
-
-fn kill_pid(pid: u32) {
-    // SAFETY: kill(2); the PID was found in a cgroup or command line this harness created.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-/// Undoes the list (newest first), best effort, never panics.
-fn undo_all(base: &Path, undo: &[Undo]) {
-    // Daemons of a killed earlier run (only if they still name our base dir).
-    for u in undo {
-        if let Undo::Daemon(pid) = u {
-            if cmdline(*pid).contains(&*base.to_string_lossy()) {
-                kill_pid(*pid);
-            }
-        }
-    }
-    // Shims and anything else still naming our directories, then container processes.
-    for _ in 0..3 {
-        let mut pids = processes_using(base);
-        for u in undo {
-            if let Undo::CgroupTree(rel) = u {
-                for dir in cgroup_tree_dirs(rel) {
-                    if let Ok(t) = fs::read_to_string(dir.join("cgroup.procs")) {
-                        pids.extend(t.lines().filter_map(|l| l.parse::<u32>().ok()));
-                    }
-                }
-            }
-        }
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            kill_pid(pid);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    // Mounts under the base dir (rootfs overlays, shm, Docker's netns and data-root), deepest
-    // first.
-    let mut mounts = mounts_under(base);
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    for m in mounts {
-        if let Ok(c) = std::ffi::CString::new(m.to_string_lossy().as_bytes()) {
-            // SAFETY: umount2 with a valid C string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-    for u in undo.iter().rev() {
-        match u {
-            Undo::Daemon(_) => {}
-            Undo::CgroupTree(rel) => {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    let dirs = cgroup_tree_dirs(rel);
-                    for d in &dirs {
-                        let _ = fs::remove_dir(d);
-                    }
-                    if cgroup_tree_dirs(rel).is_empty() || Instant::now() > deadline {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            Undo::CgroupDir(dir) => {
-                // Fails harmlessly while someone else still has cgroups below.
-                let _ = fs::remove_dir(dir);
-            }
-            Undo::Netns(name) => {
-                if Path::new("/var/run/netns").join(name).exists() {
-                    let _ = Command::new("ip").args(["netns", "del", name]).output();
-                }
-            }
-            Undo::Link(name) => {
-                if Path::new("/sys/class/net").join(name).exists() {
-                    let _ = Command::new("ip").args(["link", "del", name]).output();
-                }
-            }
-            Undo::Path(p) => {
-                if p.starts_with(base) && p != base {
-                    continue; // goes with the base dir, last
-                }
-                match fs::symlink_metadata(p) {
-                    Ok(m) if m.is_dir() => {
-                        let _ = fs::remove_dir_all(p);
-                    }
-                    Ok(_) => {
-                        let _ = fs::remove_file(p);
-                    }
-                    Err(_) => {}
-                }
-            }
-            Undo::EmptyDir(p) => {
-                let _ = fs::remove_dir(p);
-            }
-            Undo::Sysctl(key, value) => {
-                let _ = fs::write(Path::new("/proc/sys").join(key), value);
-            }
-        }
-    }
-    let _ = fs::remove_dir_all(base);
-}
-
-/// What of the undo list is still there, plus processes and mounts naming the base dir.
-fn leftovers(base: &Path, undo: &[Undo]) -> Vec<String> {
-    let mut left = Vec::new();
-    for pid in processes_using(base) {
-        left.push(format!("process {pid}: {}", cmdline(pid)));
-    }
-    for m in mounts_under(base) {
-        left.push(format!("mount {}", m.display()));
-    }
-    for u in undo {
-        match u {
-            Undo::Daemon(pid) => {
-                if Path::new(&format!("/proc/{pid}")).exists()
-                    && cmdline(*pid).contains(&*base.to_string_lossy())
-                {
-                    left.push(format!("daemon {pid}"));
-                }
-            }
-            Undo::CgroupTree(rel) => {
-                for d in cgroup_tree_dirs(rel) {
-                    left.push(format!("cgroup {}", d.display()));
-                }
-            }
-            // May legitimately stay while others use them.
-            Undo::CgroupDir(_) | Undo::EmptyDir(_) => {}
-            Undo::Netns(n) => {
-                if Path::new("/var/run/netns").join(n).exists() {
-                    left.push(format!("netns {n}"));
-                }
-            }
-            Undo::Link(n) => {
-                if Path::new("/sys/class/net").join(n).exists() {
-                    left.push(format!("link {n}"));
-                }
-            }
-            Undo::Path(p) => {
-                if fs::symlink_metadata(p).is_ok() {
-                    left.push(format!("path {}", p.display()));
-                }
-            }
-            Undo::Sysctl(k, v) => {
-                let now = fs::read_to_string(Path::new("/proc/sys").join(k)).unwrap_or_default();
-                if now.trim() != v {
-                    left.push(format!("sysctl {k} = {} (was {v})", now.trim()));
-                }
-            }
-        }
-    }
-    left
 }
