@@ -783,6 +783,12 @@ impl FlowTable {
             .collect()
     }
 
+    /// Marks cgroups as touched again, for the next `take_touched_cgroups` (cgroups a gather
+    /// could not resolve yet).
+    pub fn touch_cgroups(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.store.touched.extend(ids);
+    }
+
     /// Number of cgroups with cumulative counters.
     pub fn cgroups_len(&self) -> usize {
         self.store.cgroups.len()
