@@ -405,9 +405,10 @@ fn sigkill_during_a_gather_50_times_leaks_no_bpf_object_and_the_restart_works() 
     assert_eq!(bpffs_entries(), pinned, "bpffs entries changed");
     // No `fl_` program without a process: other flowlens processes (other tests on this
     // machine) hold theirs; one that just exited may take a moment to be freed.
+    let held = programs_held_by_processes();
     let orphans: BTreeSet<(Kind, u32)> = flowlens_program_ids()
         .into_iter()
-        .filter(|id| !programs_held_by_processes().contains(id))
+        .filter(|id| !held.contains(id))
         .map(|id| (Kind::Prog, id))
         .collect();
     let left = still_loaded(&orphans);
