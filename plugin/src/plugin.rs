@@ -327,8 +327,13 @@ impl Flowlens {
             &pod_counts,
             monotonic_ns(),
         );
-        let keep: FastSet<u64> = self.tracker.cgroups().collect();
+        // Cgroups met between two walks of the cgroup tree: resolved at the next gather, with
+        // their counters kept until then.
+        let deferred = self.resolver.take_deferred();
+        let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
+        keep.extend(deferred.iter().copied());
         table.retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));
+        table.touch_cgroups(deferred);
         self.resolver.prune(&wanted);
         values
     }

@@ -8,7 +8,9 @@
 //!
 //! * Namespaces are enumerated by the inode of `/proc/<pid>/ns/net` (every numeric `/proc`
 //!   entry), plus the bind-mounted files in `/run/netns/` (`ip netns add`) and
-//!   `/var/run/docker/netns/`. They are deduplicated by inode, one path is kept per inode, and
+//!   `/var/run/docker/netns/`. They are deduplicated by inode, up to four paths are kept per
+//!   inode (tried in order: a process may exit between the listing and the open; a namespace
+//!   whose kept paths are all gone by then is taken for gone and skipped without a word), and
 //!   the caller's own namespace always comes first.
 //! * Each namespace is read in a short-lived dedicated thread: `setns(CLONE_NEWNET)` only changes
 //!   the calling thread, so the caller's namespace never changes. The own namespace is read
@@ -508,12 +510,17 @@ fn role_of(local: SocketAddr, listeners: &Listeners) -> SeedRole {
 // ---------------------------------------------------------------------------------------------
 // Namespace enumeration.
 
-/// A namespace to read: `path` is `None` for the caller's own namespace (read without setns).
+/// A namespace to read, and the paths that name it (`/proc/<pid>/ns/net` of its processes, its
+/// bind mounts), tried in order: a process may exit between the listing and the open. No path
+/// for the caller's own namespace (read without setns).
 #[derive(Debug, Clone)]
 struct NsTarget {
     inode: u32,
-    path: Option<PathBuf>,
+    paths: Vec<PathBuf>,
 }
+
+/// At most this many paths are kept per namespace.
+const MAX_PATHS_PER_NAMESPACE: usize = 4;
 
 /// Inode of the calling thread's network namespace and the nsfs device.
 fn own_netns() -> io::Result<(u32, u64)> {
@@ -527,13 +534,14 @@ fn own_netns() -> io::Result<(u32, u64)> {
 fn enumerate_namespaces() -> (Vec<NsTarget>, Vec<String>) {
     let mut errors = Vec::new();
     let mut targets = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // Inode -> its index in `targets` (None: the own namespace, read without a path).
+    let mut seen: HashMap<u32, Option<usize>> = HashMap::new();
     let nsfs_dev = match own_netns() {
         Ok((ino, dev)) => {
-            seen.insert(ino);
+            seen.insert(ino, None);
             targets.push(NsTarget {
                 inode: ino,
-                path: None,
+                paths: Vec::new(),
             });
             Some(dev)
         }
@@ -543,7 +551,7 @@ fn enumerate_namespaces() -> (Vec<NsTarget>, Vec<String>) {
             ));
             targets.push(NsTarget {
                 inode: 0,
-                path: None,
+                paths: Vec::new(),
             });
             None
         }
@@ -569,11 +577,18 @@ fn enumerate_namespaces() -> (Vec<NsTarget>, Vec<String>) {
         let Ok(ino) = u32::try_from(md.ino()) else {
             return;
         };
-        if seen.insert(ino) {
-            targets.push(NsTarget {
-                inode: ino,
-                path: Some(path),
-            });
+        match seen.get(&ino) {
+            None => {
+                seen.insert(ino, Some(targets.len()));
+                targets.push(NsTarget {
+                    inode: ino,
+                    paths: vec![path],
+                });
+            }
+            Some(Some(i)) if targets[*i].paths.len() < MAX_PATHS_PER_NAMESPACE => {
+                targets[*i].paths.push(path);
+            }
+            Some(_) => {}
         }
     };
 
@@ -670,13 +685,15 @@ fn read_all(targets: &[NsTarget], max_sockets: usize) -> Vec<NsOutcome> {
 }
 
 fn describe(t: &NsTarget) -> String {
-    match &t.path {
+    match t.paths.first() {
         Some(p) => format!("netns {} ({})", t.inode, p.display()),
         None => format!("netns {} (own)", t.inode),
     }
 }
 
-/// Moves the calling thread into the namespace at `path` and checks that it arrived.
+/// Moves the calling thread into the namespace at `path` and checks that it arrived. A path
+/// that no longer names that namespace (its process exited, its bind mount went or was
+/// replaced) is `NotFound`.
 fn enter_netns(path: &Path, inode: u32) -> io::Result<()> {
     let file = File::open(path)?;
     // SAFETY: plain syscall on a valid fd; it only changes the calling (dedicated) thread.
@@ -688,9 +705,10 @@ fn enter_netns(path: &Path, inode: u32) -> io::Result<()> {
     }
     let now = own_netns()?.0;
     if now != inode {
-        return Err(io::Error::other(format!(
-            "setns landed in netns {now}, the namespace was replaced"
-        )));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("setns landed in netns {now}, the namespace was replaced"),
+        ));
     }
     Ok(())
 }
@@ -698,11 +716,26 @@ fn enter_netns(path: &Path, inode: u32) -> io::Result<()> {
 /// Body of a namespace thread. Must run on a thread that exits afterwards.
 fn read_namespace(target: &NsTarget, max_sockets: usize) -> NsOutcome {
     let mut out = NsOutcome::default();
-    if let Some(path) = &target.path {
-        if let Err(e) = enter_netns(path, target.inode) {
-            out.errors.push(format!("{}: {e}", describe(target)));
-            return out;
+    let mut entered = target.paths.is_empty();
+    let mut failure = None;
+    for path in &target.paths {
+        match enter_netns(path, target.inode) {
+            Ok(()) => {
+                entered = true;
+                break;
+            }
+            // Gone since the listing: the next path may still name it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => failure = failure.or(Some(e)),
         }
+    }
+    if !entered {
+        // Every path gone means the namespace's processes exited, and its sockets with them:
+        // nothing to read, nothing to report.
+        if let Some(e) = failure {
+            out.errors.push(format!("{}: {e}", describe(target)));
+        }
+        return out;
     }
     let mut diag = match DiagConn::open() {
         Ok(d) => d,
@@ -1418,5 +1451,41 @@ mod tests {
                 assert!(text.contains(&needle), "{needle} not in ss output:\n{text}");
             }
         }
+    }
+    #[test]
+    fn a_namespace_is_read_through_a_path_that_still_names_it_and_skipped_when_none_does() {
+        if !root_or_skip("a_namespace_is_read_through_a_path_that_still_names_it") {
+            return;
+        }
+        let ns = NetnsGuard::new();
+        let inode = u32::try_from(std::fs::metadata(ns.path()).unwrap().ino()).unwrap();
+        let path = ns.path();
+        let pair = thread::spawn(move || {
+            let f = File::open(&path).unwrap();
+            // SAFETY: valid fd; only this thread moves.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            connect_pair("127.0.0.1:0", "127.0.0.1").unwrap()
+        })
+        .join()
+        .unwrap();
+        // A process that exited, and a path that names another namespace now (ours).
+        let gone = PathBuf::from(format!("/run/netns/{}-gone", ns.name));
+        let replaced = PathBuf::from("/proc/self/ns/net");
+        let read = |paths: Vec<PathBuf>| {
+            let target = NsTarget { inode, paths };
+            thread::spawn(move || read_namespace(&target, 100))
+                .join()
+                .unwrap()
+        };
+        let out = read(vec![gone.clone(), replaced.clone()]);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert!(out.sockets.is_empty(), "{:?}", out.sockets);
+        let out = read(vec![gone, replaced, ns.path()]);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let report = SeedReport {
+            sockets: out.sockets,
+            ..SeedReport::default()
+        };
+        check_pair(&report, inode, &pair);
     }
 }

@@ -7,7 +7,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
     process::{Child, ChildStdin, ChildStdout, Stdio},
-    sync::mpsc,
+    sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -31,12 +31,16 @@ pub fn batches(stdout: ChildStdout) -> mpsc::Receiver<(Instant, String)> {
     rx
 }
 
+/// Most stderr lines a [`Session`] keeps (the first ones).
+const MAX_LOG_LINES: usize = 10_000;
+
 /// The real binary in Telegraf mode: one gather per newline.
 pub struct Session {
     /// The flowlens process.
     pub child: Child,
     stdin: Option<ChildStdin>,
     batches: mpsc::Receiver<(Instant, String)>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Session {
@@ -53,9 +57,15 @@ impl Session {
             .unwrap();
         let rx = batches(child.stdout.take().unwrap());
         let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("flowlens: {line}");
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() < MAX_LOG_LINES {
+                    kept.push(line);
+                }
             }
         });
         let stdin = child.stdin.take();
@@ -63,6 +73,7 @@ impl Session {
             child,
             stdin,
             batches: rx,
+            log,
         };
         let first = session.gather();
         if in_ci() {
@@ -80,16 +91,28 @@ impl Session {
 
     /// One gather: a newline in, one batch out (checked to be valid line protocol).
     pub fn gather(&mut self) -> String {
+        self.ask();
+        let batch = self.next_batch(Duration::from_secs(20)).expect("a batch");
+        flowlens_core::lineproto::validate(&batch).unwrap();
+        batch
+    }
+
+    /// Asks for a gather (a newline) without waiting for it.
+    pub fn ask(&mut self) {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
-        let batch = self
-            .batches
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a batch")
-            .1;
-        flowlens_core::lineproto::validate(&batch).unwrap();
-        batch
+    }
+
+    /// The next batch of stdout (at EOF, what is left, possibly a partial batch), or `None`
+    /// when nothing came within `timeout` or stdout is closed with nothing left.
+    pub fn next_batch(&self, timeout: Duration) -> Option<String> {
+        self.batches.recv_timeout(timeout).ok().map(|(_, b)| b)
+    }
+
+    /// The stderr lines so far (the first 10 000).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Closes stdin and waits for exit 0.

@@ -317,7 +317,7 @@ pub(crate) struct CgroupIndex {
 /// Walks the cgroup2 tree under `root`: every directory, at most `max_depth` below the root and
 /// `max_dirs` in all, never following symbolic links nor crossing into another mount. On cgroup2
 /// a directory's inode number is its cgroup id (the id `bpf_get_current_cgroup_id()` and the
-/// socket's cgroup report).
+/// socket's cgroup report). An error when the root is not a directory or cannot be read.
 pub(crate) fn walk_cgroup2(root: &Path, limits: WalkLimits) -> io::Result<CgroupIndex> {
     let meta = std::fs::metadata(root)?;
     if !meta.is_dir() {
@@ -334,9 +334,12 @@ pub(crate) fn walk_cgroup2(root: &Path, limits: WalkLimits) -> io::Result<Cgroup
         if depth >= limits.max_depth {
             continue;
         }
-        // Cgroups come and go while we walk: an unreadable or vanished directory is skipped.
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+        // Cgroups come and go while we walk: an unreadable or vanished directory is skipped,
+        // unless it is the root itself.
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if depth == 0 => return Err(e),
+            Err(_) => continue,
         };
         for entry in entries.flatten() {
             // lstat: a symlink is not a directory here, and a mount point shows its own st_dev.

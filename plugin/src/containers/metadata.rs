@@ -480,12 +480,10 @@ pub(crate) fn is_containerd_namespace(s: &str) -> bool {
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
-/// The namespace directories under the containerd task root (at most `max`).
-pub(crate) fn containerd_namespaces(root: &Path, max: usize) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = rd
+/// The namespace directories under the containerd task root (at most `max`); an error when
+/// the root cannot be listed.
+pub(crate) fn containerd_namespaces(root: &Path, max: usize) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(root)?
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .filter(|n| is_containerd_namespace(n))
@@ -493,7 +491,7 @@ pub(crate) fn containerd_namespaces(root: &Path, max: usize) -> Vec<String> {
         .collect();
     // k8s.io first: most containers on a Kubernetes node are there.
     names.sort_by_key(|n| (n != "k8s.io", n.clone()));
-    names
+    Ok(names)
 }
 
 #[cfg(test)]

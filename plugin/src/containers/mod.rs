@@ -22,7 +22,7 @@ pub use metadata::MAX_FILE_BYTES;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,7 @@ impl MetadataRoots {
     /// Every root as a subdirectory of `base` (`cgroup`, `containerd`, `crio`, `docker`,
     /// `containers-logs`, `proc`): for tests that stand in for a node.
     #[cfg(test)]
-    pub fn under(base: &std::path::Path) -> Self {
+    pub fn under(base: &Path) -> Self {
         MetadataRoots {
             cgroup2: base.join("cgroup"),
             containerd: base.join("containerd"),
@@ -241,6 +241,19 @@ pub struct Resolver {
     warned: HashSet<PathBuf>,
     warnings: u64,
     walk_warned: bool,
+    /// Ids asked for while a walk was not due, that nothing else could resolve: the caller asks
+    /// again at its next gather ([`Resolver::take_deferred`]).
+    deferred: Vec<u64>,
+}
+
+/// What the cgroup2 index says of an id.
+enum Lookup {
+    /// Its path below the cgroup2 root.
+    Path(String),
+    /// Not in the tree when it was last walked (a v1-only host, or a cgroup already gone).
+    Missing,
+    /// Not in the index, and the next walk is not due yet.
+    NotYet,
 }
 
 impl Resolver {
@@ -265,6 +278,7 @@ impl Resolver {
             warned: HashSet::new(),
             warnings: 0,
             walk_warned: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -276,13 +290,15 @@ impl Resolver {
     }
 
     /// The container of a socket, from its cgroup2 id (and, where there is no cgroup2 path —
-    /// pure cgroup v1 hosts — from `/proc/<pid>/cgroup`). `None` for host processes.
+    /// pure cgroup v1 hosts — from `/proc/<pid>/cgroup`). `None` for host processes, and for a
+    /// new id met while the tree was walked less than the rescan interval ago: then the id is
+    /// kept for [`Resolver::take_deferred`], to be asked for again at the next gather.
     pub fn resolve(&mut self, cgroup_id: u64, pid: u32) -> Option<Arc<ContainerInfo>> {
         let now = Instant::now();
         let entry = match self.by_cgroup.get(&cgroup_id) {
             Some(e) => e.clone(),
             None => match self.cgroup_path(cgroup_id, now) {
-                Some(path) => {
+                Lookup::Path(path) => {
                     let e = match parse_detailed(&path) {
                         Some(p) => {
                             // A new cgroup: read the container's names afresh.
@@ -296,7 +312,16 @@ impl Resolver {
                     e
                 }
                 // Not in the cgroup2 tree: a v1-only host, or a cgroup already gone.
-                None => CgroupEntry::Root,
+                Lookup::Missing => CgroupEntry::Root,
+                // Not known yet: /proc/<pid>/cgroup may tell (a live socket's process), else
+                // the next gather's walk will.
+                Lookup::NotYet => {
+                    let found = self.resolve_pid(cgroup_id, pid, now);
+                    if found.is_none() {
+                        self.deferred.push(cgroup_id);
+                    }
+                    return found;
+                }
             },
         };
         match entry {
@@ -371,8 +396,8 @@ impl Resolver {
             + self.log_links.len()
     }
 
-    /// Malformed or hostile metadata files skipped so far (each path is logged once; the count
-    /// goes up on every skip).
+    /// Malformed or hostile metadata files, and metadata directories that cannot be listed,
+    /// skipped so far (each path is logged once; the count goes up on every skip).
     pub fn warnings(&self) -> u64 {
         self.warnings
     }
@@ -380,31 +405,50 @@ impl Resolver {
     fn warn(&mut self, err: &metadata::MetadataError) {
         self.warnings += 1;
         if self.warned.len() < MAX_WARNED_PATHS && self.warned.insert(err.path().to_path_buf()) {
-            tracing::warn!(path = %err.path().display(), "container metadata file skipped: {err}");
+            tracing::warn!(path = %err.path().display(), "container metadata skipped: {err}");
+        }
+    }
+
+    /// Takes the ids [`Resolver::resolve`] could not resolve yet because the tree's next walk
+    /// was not due: ask for them again at the next gather (a short-lived socket's cgroup would
+    /// otherwise never be resolved).
+    pub fn take_deferred(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// A metadata directory that cannot be listed: silent when it does not exist (a runtime
+    /// this node does not run), else warned about like a file.
+    fn warn_unlisted(&mut self, dir: &Path, source: std::io::Error) {
+        let err = metadata::MetadataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if !err.is_absent() {
+            self.warn(&err);
         }
     }
 
     /// The path of a cgroup id: from the index, walking the tree again (rate-limited) when the
     /// id is new.
-    fn cgroup_path(&mut self, cgroup_id: u64, now: Instant) -> Option<String> {
+    fn cgroup_path(&mut self, cgroup_id: u64, now: Instant) -> Lookup {
         if let Some(p) = self.index.get(&cgroup_id) {
-            return Some(p.clone());
+            return Lookup::Path(p.clone());
         }
         if self.missing.contains(&cgroup_id) {
-            return None;
+            return Lookup::Missing;
         }
         let due = self
             .last_scan
             .is_none_or(|t| now.saturating_duration_since(t) >= self.rescan_interval);
         if !due {
-            return None;
+            return Lookup::NotYet;
         }
         self.rescan(now);
         match self.index.get(&cgroup_id) {
-            Some(p) => Some(p.clone()),
+            Some(p) => Lookup::Path(p.clone()),
             None => {
                 self.missing.insert(cgroup_id, ());
-                None
+                Lookup::Missing
             }
         }
     }
@@ -538,7 +582,14 @@ impl Resolver {
 
         // 1. containerd task bundles, in whichever namespace holds the id.
         let containerd = self.roots.containerd.clone();
-        for ns in containerd_namespaces(&containerd, MAX_CONTAINERD_NAMESPACES) {
+        let namespaces = match containerd_namespaces(&containerd, MAX_CONTAINERD_NAMESPACES) {
+            Ok(names) => names,
+            Err(source) => {
+                self.warn_unlisted(&containerd, source);
+                Vec::new()
+            }
+        };
+        for ns in namespaces {
             match read_beneath(&containerd, &[&ns, id, "config.json"], MAX_FILE_BYTES) {
                 Ok(bytes) => {
                     let path = containerd.join(&ns).join(id).join("config.json");
@@ -587,8 +638,14 @@ impl Resolver {
                     .is_none_or(|t| now.saturating_duration_since(t) >= self.rescan_interval);
                 if stale {
                     self.log_links_at = Some(now);
-                    self.log_links =
-                        scan_log_links(&self.roots.kubelet_logs, MAX_LOG_LINKS).unwrap_or_default();
+                    let dir = self.roots.kubelet_logs.clone();
+                    self.log_links = match scan_log_links(&dir, MAX_LOG_LINKS) {
+                        Ok(links) => links,
+                        Err(source) => {
+                            self.warn_unlisted(&dir, source);
+                            HashMap::new()
+                        }
+                    };
                 }
             }
             if let Some(p) = self.log_links.get(id) {
@@ -961,6 +1018,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn roots_that_cannot_be_listed_are_warned_about_missing_ones_are_not() {
+        let tmp = TempDir::new("roots");
+        let base = tmp.path();
+        let ids: Vec<String> = (200..202).map(hex64).collect();
+        for id in &ids {
+            std::fs::create_dir_all(base.join("cgroup/docker").join(id)).unwrap();
+        }
+        // containerd's root a symbolic link loop, the kubelet's a regular file; CRI-O's and
+        // Docker's missing (runtimes this node does not run: nothing to say).
+        std::os::unix::fs::symlink(base.join("containerd"), base.join("containerd")).unwrap();
+        std::fs::write(base.join("containers-logs"), b"").unwrap();
+        let mut r = resolver(base);
+        for id in &ids {
+            let i = r
+                .resolve(ino(&base.join("cgroup/docker").join(id)), 0)
+                .unwrap();
+            assert_eq!((&i.id, &i.name), (id, &None));
+        }
+        // Each root is logged once, counted at each container (the kubelet's directory is
+        // listed again: this resolver's interval is zero).
+        let mut warned: Vec<_> = r.warned.iter().cloned().collect();
+        warned.sort();
+        assert_eq!(
+            warned,
+            vec![base.join("containerd"), base.join("containers-logs")]
+        );
+        assert_eq!(r.warnings(), 2 * ids.len() as u64);
+    }
+
+    #[test]
     fn thousand_containers_come_and_go() {
         let tmp = TempDir::new("churn");
         let base = tmp.path();
@@ -1043,15 +1130,20 @@ pub(crate) mod tests {
         assert_eq!(r.resolve(123_456_789, 0), None);
         let first = r.last_scan.unwrap();
         assert!(r.missing.contains(&123_456_789));
-        // A new directory appears, but the interval has not passed: no walk.
+        assert_eq!(r.take_deferred(), Vec::<u64>::new(), "walked for: missing");
+        // A new directory appears, but the interval has not passed: no walk, and the id is
+        // deferred to the next gather (asked for once more, it is deferred again).
         let c = hex64(77);
         let dir = base.join("cgroup/docker").join(&c);
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(r.resolve(ino(&dir), 0), None);
         assert_eq!(r.last_scan.unwrap(), first);
+        assert_eq!(r.take_deferred(), vec![ino(&dir)]);
+        assert_eq!(r.take_deferred(), Vec::<u64>::new());
         // Once it has, the walk finds it.
         r.rescan_interval = Duration::ZERO;
         assert_eq!(r.resolve(ino(&dir), 0).unwrap().id, c);
+        assert_eq!(r.take_deferred(), Vec::<u64>::new());
         // The id the last walk could not find is not walked for again.
         let before = r.last_scan.unwrap();
         assert_eq!(r.resolve(123_456_789, 0), None);

@@ -469,6 +469,12 @@ impl FlowTable {
             .collect()
     }
 
+    /// Marks cgroups as touched again, for the next `take_touched_cgroups` (cgroups a gather
+    /// could not resolve yet).
+    pub fn touch_cgroups(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.store.touched.extend(ids);
+    }
+
     fn end(&mut self, id: u64) {
         if let Some(slot) = self.index.remove(&id) {
             self.store.end(&mut self.index, slot);
