@@ -153,6 +153,26 @@ pub fn value(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) 
     }
 }
 
+/// The integer field summed over every line of `measurement` whose tags include all of `tags`
+/// (an address's `host:` series of every network namespace, say); 0 when there is none.
+pub fn sum(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> i64 {
+    parse_lines(text)
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p.measurement == measurement
+                && tags
+                    .iter()
+                    .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
+        })
+        .map(|p| match p.fields.iter().find(|(k, _)| k == field) {
+            Some((_, FieldValue::Int(v))) => *v,
+            None => 0,
+            other => panic!("{measurement} {field}: {other:?}"),
+        })
+        .sum()
+}
+
 /// Runs `f` on a thread that entered the network namespace `ns` (sockets it creates stay there).
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
