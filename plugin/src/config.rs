@@ -84,6 +84,8 @@ settings! {
         /// with `signal = "none"`). In `telegraf` mode the agent decides, one gather per newline.
         interval_secs: u64 = 10,
         /// The `ifid` tag written on every line (ntopng: the id of the monitored interface).
+        /// Commas, spaces, `=` and quotes are escaped; a backslash at the end or before one of
+        /// those or another backslash is refused (line protocol cannot carry it unchanged).
         ifid: String = "0".to_string(),
         /// Timestamp precision of the output: "ns", "us", "ms" or "s". Telegraf and Vector read
         /// nanoseconds; set the same precision on `influx write` or the /write URL.
@@ -229,9 +231,15 @@ impl Config {
                 g.interval_secs
             ));
         }
-        if g.ifid.is_empty() || g.ifid.len() > 64 || g.ifid.chars().any(char::is_control) {
+        if g.ifid.is_empty()
+            || g.ifid.len() > 64
+            || g.ifid.chars().any(char::is_control)
+            || !crate::lineproto::reads_back_unchanged(&g.ifid)
+        {
             return Err(format!(
-                "ifid = {:?} must be 1 to 64 characters without control characters",
+                "ifid = {:?} must be 1 to 64 characters without control characters, and without \
+                 a backslash at the end or before a backslash, comma, space, `=` or `\"` (line \
+                 protocol cannot carry it unchanged)",
                 g.ifid
             ));
         }
@@ -349,6 +357,8 @@ mod tests {
             ),
             ("precision = \"m\"\n", "unknown variant `m`", "(line 1)"),
             ("ifid = \"\"\n", "ifid = \"\" must be", ""),
+            ("ifid = 'eth0\\'\n", "ifid = \"eth0\\\\\" must be", ""),
+            ("ifid = 'a\\,b'\n", "ifid = \"a\\\\,b\" must be", ""),
             (
                 "ring_buffer_bytes = 5000\n",
                 "ring_buffer_bytes = 5000 must be",

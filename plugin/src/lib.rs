@@ -4,11 +4,14 @@
 //! [`iface`] (interface counters), [`collector`] (eBPF programs via aya), [`records`] (the kernel
 //! records' Rust mirrors), [`flows`] (the flow table), [`ndpi`] (protocol inference),
 //! [`metrics`] (values to ntopng-schema lines), [`plugin`] (the collector behind the ABI).
+//! With the `fuzzing` feature, `fuzz` holds the entry points of the fuzz targets (tests/fuzz).
 
 pub mod collector;
 pub mod config;
 pub mod containers;
 pub mod flows;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod iface;
 pub mod lineproto;
 mod logging;
