@@ -255,7 +255,8 @@ pub fn lineproto(data: &[u8]) {
     drop(enc);
     assert_eq!(by_builder, buf, "builder");
 
-    let (set_tags, more) = point.tags.split_at(split);
+    // Fewer tags than asked for when keys repeated.
+    let (set_tags, more) = point.tags.split_at(split.min(point.tags.len()));
     let mut set = TagSet::default();
     set.set(&[("stale", "tag")]);
     let pairs: Vec<(&str, &str)> = set_tags
