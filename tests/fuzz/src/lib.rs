@@ -165,10 +165,7 @@ pub fn lineproto(data: &[u8]) {
         tags.push((k, v));
     }
     let mut fields = Vec::new();
-    loop {
-        let (Some(k), Some(v)) = (chunks.next(), chunks.next()) else {
-            break;
-        };
+    while let (Some(k), Some(v)) = (chunks.next(), chunks.next()) {
         let (ty, rest) = v.split_first().map_or((0, &[][..]), |(t, r)| (*t, r));
         let value = match ty % 5 {
             0 => FieldValue::Int(le_u64(rest) as i64),
@@ -594,7 +591,7 @@ fn push_nlmsg(out: &mut Vec<u8>, ty: u16, seq: u32, payload: &[u8]) {
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     out.extend_from_slice(payload);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -748,7 +745,7 @@ pub fn sock_diag(data: &[u8]) {
                     msg.extend_from_slice(&((4 + len) as u16).to_ne_bytes());
                     msg.extend_from_slice(&(ty | flag_bits).to_ne_bytes());
                     msg.extend_from_slice(&data);
-                    while msg.len() % 4 != 0 {
+                    while !msg.len().is_multiple_of(4) {
                         msg.push(0);
                     }
                     let u32_at = |o: usize| {
