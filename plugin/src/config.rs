@@ -84,6 +84,8 @@ settings! {
         /// with `signal = "none"`). In `telegraf` mode the agent decides, one gather per newline.
         interval_secs: u64 = 10,
         /// The `ifid` tag written on every line (ntopng: the id of the monitored interface).
+        /// Commas, spaces, `=` and quotes are escaped; a backslash at the end or before one of
+        /// those or another backslash is refused (line protocol cannot carry it unchanged).
         ifid: String = "0".to_string(),
         /// The node's name, the `node` tag of every line (with `ntopng_compat`, of
         /// `flowlens:internal` only): it keeps apart the series of several machines writing
@@ -272,7 +274,17 @@ impl Config {
                 }
                 message = format!("{message} (line {line_no})");
             }
-            err(message)
+            // One line of plain text: the key is copied from the file, which may hold any
+            // character (a lone `\r` among them), so control characters are written escaped.
+            let mut plain = String::with_capacity(message.len());
+            for c in message.chars() {
+                if c.is_control() {
+                    plain.extend(c.escape_default());
+                } else {
+                    plain.push(c);
+                }
+            }
+            err(plain)
         })?;
         let config = Config { general };
         config.validate().map_err(err)?;
@@ -288,9 +300,15 @@ impl Config {
                 g.interval_secs
             ));
         }
-        if g.ifid.is_empty() || g.ifid.len() > 64 || g.ifid.chars().any(char::is_control) {
+        if g.ifid.is_empty()
+            || g.ifid.len() > 64
+            || g.ifid.chars().any(char::is_control)
+            || !flowlens_core::lineproto::reads_back_unchanged(&g.ifid)
+        {
             return Err(format!(
-                "ifid = {:?} must be 1 to 64 characters without control characters",
+                "ifid = {:?} must be 1 to 64 characters without control characters, and without \
+                 a backslash at the end or before a backslash, comma, space, `=` or `\"` (line \
+                 protocol cannot carry it unchanged)",
                 g.ifid
             ));
         }
@@ -457,6 +475,8 @@ mod tests {
             ),
             ("precision = \"m\"\n", "unknown variant `m`", "(line 1)"),
             ("ifid = \"\"\n", "ifid = \"\" must be", ""),
+            ("ifid = 'eth0\\'\n", "ifid = \"eth0\\\\\" must be", ""),
+            ("ifid = 'a\\,b'\n", "ifid = \"a\\\\,b\" must be", ""),
             (
                 "node = \"a\\tb\"\n",
                 "node = \"a\\tb\" must not hold control",
@@ -476,6 +496,8 @@ mod tests {
             ("max_flows = 0\n", "max_flows = 0 is out of range", ""),
             ("rtt_source = \"x\"\n", "unknown variant `x`", "(line 1)"),
             ("hook_kinds = []\n", "hook_kinds = [] leaves no way", ""),
+            // Found by the config fuzz target: a key holding a lone `\r`, named in the message.
+            ("x\ry = '''\n", "key `x\\ry`", "(line 1)"),
             (
                 "hook_kinds = [\"lsm\"]\n",
                 "unknown variant `lsm`",
@@ -486,7 +508,7 @@ mod tests {
             let msg = Config::from_toml(text, "f.toml").unwrap_err().to_string();
             assert!(msg.contains(want), "{msg:?} lacks {want:?}");
             assert!(msg.contains(line), "{msg:?} lacks {line:?}");
-            assert!(!msg.contains('\n'), "{msg:?} is not one line");
+            assert!(!msg.contains(['\n', '\r']), "{msg:?} is not one line");
         }
         let long = format!("node = \"{}\"\n", "a".repeat(254));
         let msg = Config::from_toml(&long, "f.toml").unwrap_err().to_string();

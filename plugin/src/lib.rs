@@ -6,11 +6,14 @@
 //! iterator), [`seed`] (the start-up scan of established connections, sock_diag), `containers`
 //! (cgroup paths and the runtimes' files to container names), `iface` (interface counters from
 //! sysfs), `privileges` (capabilities dropped after start-up), `logging` (to the shim's log
-//! callback), [`plugin`] (the collector behind the ABI).
+//! callback), [`plugin`] (the collector behind the ABI). With the `fuzzing` feature, `fuzz` holds
+//! the entry points of the fuzz targets (tests/fuzz): never in the product.
 
 pub mod collector;
 pub mod config;
 mod containers;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod iface;
 mod logging;
 pub mod plugin;

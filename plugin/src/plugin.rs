@@ -369,7 +369,8 @@ impl Flowlens {
             series_dropped: values.hosts_folded + workloads.series_dropped,
             containers_tracked: self.tracker.len() as u64,
             metadata_cache_entries: self.resolver.cache_len() as u64,
-            metadata_files_skipped: self.resolver.warnings(),
+            metadata_skipped: self.resolver.warnings(),
+            names_dropped: self.resolver.names_dropped(),
             probes_attached: ebpf.probes().iter().filter(|p| p.ok).count() as u64,
             probes_failed: ebpf.probes().iter().filter(|p| !p.ok).count() as u64,
             ..metrics::Internal::default()

@@ -195,7 +195,7 @@ const RECV_TIMEOUT_SECS: libc::time_t = 5;
 
 /// Why a netlink reply could not be used.
 #[derive(Debug, thiserror::Error)]
-enum NlError {
+pub(crate) enum NlError {
     #[error("truncated {what}: need {need} bytes, have {have}")]
     Truncated {
         what: &'static str,
@@ -220,7 +220,7 @@ enum NlError {
 
 /// What one datagram said about the dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Progress {
+pub(crate) enum Progress {
     /// More datagrams follow.
     More,
     /// `NLMSG_DONE` seen.
@@ -229,25 +229,25 @@ enum Progress {
 
 /// The `struct tcp_info` fields we use; `None` when the attribute is too short for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct TcpInfoLite {
-    rtt_us: Option<u32>,
-    rttvar_us: Option<u32>,
-    bytes_acked: Option<u64>,
-    bytes_received: Option<u64>,
-    total_retrans: Option<u32>,
+pub(crate) struct TcpInfoLite {
+    pub(crate) rtt_us: Option<u32>,
+    pub(crate) rttvar_us: Option<u32>,
+    pub(crate) bytes_acked: Option<u64>,
+    pub(crate) bytes_received: Option<u64>,
+    pub(crate) total_retrans: Option<u32>,
 }
 
 /// One parsed `inet_diag_msg` with the attributes we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct DiagSocket {
-    state: u8,
-    local: SocketAddr,
-    remote: SocketAddr,
-    cookie: u64,
-    inode: u32,
-    tcp_info: Option<TcpInfoLite>,
-    cgroup_id: Option<u64>,
-    v6only: Option<bool>,
+pub(crate) struct DiagSocket {
+    pub(crate) state: u8,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) cookie: u64,
+    pub(crate) inode: u32,
+    pub(crate) tcp_info: Option<TcpInfoLite>,
+    pub(crate) cgroup_id: Option<u64>,
+    pub(crate) v6only: Option<bool>,
 }
 
 fn rd_u16_ne(b: &[u8], off: usize) -> Option<u16> {
@@ -290,7 +290,7 @@ fn align4(len: usize) -> usize {
 /// Parses one datagram of a dump reply, calling `sink` for every socket of request `seq`.
 ///
 /// Messages with another sequence number (stale replies of an aborted earlier dump) are skipped.
-fn parse_datagram(
+pub(crate) fn parse_datagram(
     buf: &[u8],
     seq: u32,
     sink: &mut dyn FnMut(DiagSocket),

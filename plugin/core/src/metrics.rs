@@ -58,8 +58,10 @@ pub struct Internal {
     pub containers_tracked: u64,
     /// Entries in the container metadata caches (cgroup paths, container names).
     pub metadata_cache_entries: u64,
-    /// Runtime metadata files skipped since start (malformed, hostile, too large, unreadable).
-    pub metadata_files_skipped: u64,
+    /// Container metadata files skipped (malformed, not UTF-8, too large, symbolic links...).
+    pub metadata_skipped: u64,
+    /// Container, pod and namespace names left out: line protocol cannot carry them unchanged.
+    pub names_dropped: u64,
 }
 
 /// Per-host values of one gather: gauges from the active flows, counters from everything.
@@ -267,10 +269,8 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
                 p!("metadata_cache_entries"),
                 counter(internal.metadata_cache_entries),
             )
-            .field_i64(
-                p!("metadata_files_skipped"),
-                counter(internal.metadata_files_skipped),
-            );
+            .field_i64(p!("metadata_skipped"), counter(internal.metadata_skipped))
+            .field_i64(p!("names_dropped"), counter(internal.names_dropped));
     }
     line.field_i64(p!("series_dropped"), counter(internal.series_dropped))
         .field_i64(p!("probes_attached"), counter(internal.probes_attached))

@@ -227,6 +227,8 @@ pub(crate) struct Partial {
     pub(crate) is_sandbox: Option<bool>,
     /// The runtime that wrote this file (decides when the cgroup path alone cannot).
     pub(crate) runtime: Option<Runtime>,
+    /// Names this file gave that cannot be tags, left out (see [`clean`]).
+    pub(crate) dropped: u64,
 }
 
 impl Partial {
@@ -254,12 +256,20 @@ impl Partial {
     }
 }
 
-/// A value fit to be a tag: non-empty, at most 253 bytes, no control characters (a newline
-/// cannot be escaped in line protocol).
-fn clean(v: Option<&String>) -> Option<String> {
-    let v = v?;
-    (!v.is_empty() && v.len() <= MAX_VALUE_BYTES && !v.chars().any(char::is_control))
-        .then(|| v.clone())
+/// A name fit to be a tag, else `None`: non-empty, at most 253 bytes, no control characters
+/// (a newline or NUL cannot be carried in line protocol), and read back unchanged by every
+/// reader of line protocol (no backslash before a separator, another backslash or the end; see
+/// [`flowlens_core::lineproto::reads_back_unchanged`]). A non-empty name left out counts in `dropped`:
+/// written, it would be written changed.
+fn clean(v: Option<&String>, dropped: &mut u64) -> Option<String> {
+    let v = v.filter(|v| !v.is_empty())?;
+    let fit = v.len() <= MAX_VALUE_BYTES
+        && !v.chars().any(char::is_control)
+        && flowlens_core::lineproto::reads_back_unchanged(v);
+    if !fit {
+        *dropped += 1;
+    }
+    fit.then(|| v.clone())
 }
 
 fn clean_uid(v: Option<&String>) -> Option<String> {
@@ -340,10 +350,11 @@ pub(crate) fn parse_containerd_bundle(
 ) -> Result<Partial, MetadataError> {
     let spec: OciSpec = from_json_object(bytes, path)?;
     let a = spec.annotations.unwrap_or_default();
+    let mut dropped = 0;
     Ok(Partial {
-        name: clean(a.get(cri::CONTAINER_NAME)),
-        pod: clean(a.get(cri::SANDBOX_NAME)),
-        namespace: clean(a.get(cri::SANDBOX_NAMESPACE)),
+        name: clean(a.get(cri::CONTAINER_NAME), &mut dropped),
+        pod: clean(a.get(cri::SANDBOX_NAME), &mut dropped),
+        namespace: clean(a.get(cri::SANDBOX_NAMESPACE), &mut dropped),
         pod_uid: clean_uid(a.get(cri::SANDBOX_UID)),
         sandbox_id: clean_id(a.get(cri::SANDBOX_ID)),
         is_sandbox: sandbox_type(a.get(cri::CONTAINER_TYPE), "sandbox", "container"),
@@ -352,6 +363,7 @@ pub(crate) fn parse_containerd_bundle(
         } else {
             Runtime::Containerd
         }),
+        dropped,
     })
 }
 
@@ -360,10 +372,11 @@ pub(crate) fn parse_crio_config(bytes: &[u8], path: &Path) -> Result<Partial, Me
     let spec: OciSpec = from_json_object(bytes, path)?;
     let a = spec.annotations.unwrap_or_default();
     let podman = a.get(crio::CONTAINER_MANAGER).map(String::as_str) == Some("libpod");
+    let mut dropped = 0;
     Ok(Partial {
-        name: clean(a.get(kube::CONTAINER_NAME)),
-        pod: clean(a.get(kube::POD_NAME)),
-        namespace: clean(a.get(kube::POD_NAMESPACE)),
+        name: clean(a.get(kube::CONTAINER_NAME), &mut dropped),
+        pod: clean(a.get(kube::POD_NAME), &mut dropped),
+        namespace: clean(a.get(kube::POD_NAMESPACE), &mut dropped),
         pod_uid: clean_uid(a.get(kube::POD_UID)),
         sandbox_id: clean_id(a.get(crio::SANDBOX_ID)),
         is_sandbox: sandbox_type(a.get(crio::CONTAINER_TYPE), "sandbox", "container"),
@@ -372,6 +385,7 @@ pub(crate) fn parse_crio_config(bytes: &[u8], path: &Path) -> Result<Partial, Me
         } else {
             Runtime::CriO
         }),
+        dropped,
     })
 }
 
@@ -406,18 +420,21 @@ pub(crate) fn parse_docker_config(
         });
     }
     let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
-    let k8s_name = clean(labels.get(kube::CONTAINER_NAME));
+    let mut dropped = 0;
+    let k8s_name = clean(labels.get(kube::CONTAINER_NAME), &mut dropped);
     let is_sandbox = sandbox_type(labels.get(kube::DOCKER_TYPE), "podsandbox", "container")
         .or_else(|| k8s_name.as_deref().map(|n| n == kube::POD_INFRA_NAME));
     let docker_name = c.name.map(|n| n.trim_start_matches('/').to_string());
+    let name = k8s_name.or_else(|| clean(docker_name.as_ref(), &mut dropped));
     Ok(Partial {
-        name: k8s_name.or_else(|| clean(docker_name.as_ref())),
-        pod: clean(labels.get(kube::POD_NAME)),
-        namespace: clean(labels.get(kube::POD_NAMESPACE)),
+        name,
+        pod: clean(labels.get(kube::POD_NAME), &mut dropped),
+        namespace: clean(labels.get(kube::POD_NAMESPACE), &mut dropped),
         pod_uid: clean_uid(labels.get(kube::POD_UID)),
         sandbox_id: clean_id(labels.get(kube::DOCKER_SANDBOX_ID)),
         is_sandbox,
         runtime: Some(Runtime::Docker),
+        dropped,
     })
 }
 
@@ -525,6 +542,7 @@ mod tests {
                 sandbox_id: Some(SANDBOX.into()),
                 is_sandbox: Some(true),
                 runtime: Some(Runtime::Containerd),
+                dropped: 0,
             }
         );
     }
@@ -547,6 +565,7 @@ mod tests {
                 sandbox_id: Some(SANDBOX.into()),
                 is_sandbox: Some(false),
                 runtime: Some(Runtime::Containerd),
+                dropped: 0,
             }
         );
     }
@@ -583,6 +602,7 @@ mod tests {
                 sandbox_id: Some(SANDBOX.into()),
                 is_sandbox: Some(false),
                 runtime: Some(Runtime::CriO),
+                dropped: 0,
             }
         );
         let got =
@@ -626,6 +646,7 @@ mod tests {
                 sandbox_id: Some(SANDBOX.into()),
                 is_sandbox: Some(false),
                 runtime: Some(Runtime::Docker),
+                dropped: 0,
             }
         );
     }
@@ -691,6 +712,53 @@ mod tests {
         assert_eq!(got.pod_uid, None);
         assert_eq!(got.sandbox_id, None);
         assert_eq!(got.namespace, None);
+        // A name too long and one with a newline; the empty namespace is no name to drop.
+        assert_eq!(got.dropped, 2);
+    }
+
+    #[test]
+    fn names_are_kept_only_when_read_back_unchanged() {
+        // (value as JSON, kept): escaped separators and quotes are carried; NUL, newlines and
+        // backslashes that line protocol cannot carry are not (issue 11's hostile names).
+        let cases = [
+            (r#""web 1""#, true),
+            (r#""a,b""#, true),
+            (r#""k=v""#, true),
+            (r#""say \"hi\"""#, true),
+            (r#""c:\\dir""#, true),
+            (r#""é ✓""#, true),
+            (r#""a\\\\b""#, false),
+            (r#""end\\""#, false),
+            (r#""a\\,b""#, false),
+            (r#""line\nbreak""#, false),
+            (r#""nul\u0000x""#, false),
+            (r#""c1\u0085""#, false),
+        ];
+        for (value, kept) in cases {
+            let json = format!(
+                r#"{{"annotations":{{"io.kubernetes.cri.container-name":{value},"io.kubernetes.cri.sandbox-name":{value},"io.kubernetes.cri.sandbox-namespace":{value}}}}}"#
+            );
+            let got = parse_containerd_bundle(json.as_bytes(), "k8s.io", p()).unwrap();
+            let want: Option<String> = kept.then(|| serde_json::from_str(value).unwrap());
+            assert_eq!(
+                (&got.name, &got.pod, &got.namespace),
+                (&want, &want, &want),
+                "{value}"
+            );
+            assert_eq!(got.dropped, if kept { 0 } else { 3 }, "{value}");
+            let labels = format!(
+                r#"{{"Name":"/x","Config":{{"Labels":{{"io.kubernetes.pod.name":{value},"io.kubernetes.pod.namespace":{value}}}}}}}"#
+            );
+            let got = parse_docker_config(labels.as_bytes(), CTR, p()).unwrap();
+            assert_eq!((&got.pod, &got.namespace), (&want, &want), "{value}");
+            assert_eq!(got.dropped, if kept { 0 } else { 2 }, "{value}");
+        }
+        // Invalid UTF-8 in a file makes it not JSON: the file is skipped, and counted as such.
+        assert!(parse_crio_config(
+            b"{\"annotations\":{\"io.kubernetes.pod.name\":\"a\xff\"}}",
+            p()
+        )
+        .is_err());
     }
 
     #[test]

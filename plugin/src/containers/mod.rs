@@ -10,11 +10,13 @@
 //!
 //! Invariants: no path is built from text that was not validated first (container ids are 64
 //! lowercase hex digits, pids are numbers, containerd namespaces match containerd's identifier
-//! rule); a malformed or hostile file is skipped with one warning per path, never a panic; values
-//! that cannot be tags (control characters, over 253 bytes) are dropped.
+//! rule); a malformed or hostile file is skipped with one warning per path, never a panic
+//! ([`Resolver::warnings`] counts the skips); names that cannot be tags (control characters,
+//! backslashes line protocol cannot carry, over 253 bytes) are dropped and counted
+//! ([`Resolver::names_dropped`]).
 
-mod cgroup;
-mod metadata;
+pub(crate) mod cgroup;
+pub(crate) mod metadata;
 
 pub use cgroup::{is_container_id, parse_cgroup_path};
 pub use flowlens_core::container::{ContainerInfo, QosClass, Runtime};
@@ -240,6 +242,7 @@ pub struct Resolver {
     log_links_at: Option<Instant>,
     warned: HashSet<PathBuf>,
     warnings: u64,
+    names_dropped: u64,
     walk_warned: bool,
     /// Ids asked for while a walk was not due, that nothing else could resolve: the caller asks
     /// again at its next gather ([`Resolver::take_deferred`]).
@@ -277,6 +280,7 @@ impl Resolver {
             log_links_at: None,
             warned: HashSet::new(),
             warnings: 0,
+            names_dropped: 0,
             walk_warned: false,
             deferred: Vec::new(),
         }
@@ -400,6 +404,30 @@ impl Resolver {
     /// skipped so far (each path is logged once; the count goes up on every skip).
     pub fn warnings(&self) -> u64 {
         self.warnings
+    }
+
+    /// Container, pod and namespace names left out so far because line protocol cannot carry
+    /// them unchanged (control characters such as NUL or a newline, backslashes it cannot
+    /// escape, over 253 bytes): counted at every read of the file that has them, logged once
+    /// per file.
+    pub fn names_dropped(&self) -> u64 {
+        self.names_dropped
+    }
+
+    /// Takes what a metadata file at `path` said, counting the names it had to leave out.
+    fn names_from(&mut self, acc: &mut Partial, p: Partial, path: &Path) {
+        if p.dropped > 0 {
+            self.names_dropped += p.dropped;
+            if self.warned.len() < MAX_WARNED_PATHS && self.warned.insert(path.to_path_buf()) {
+                tracing::warn!(
+                    path = %path.display(),
+                    "container metadata names left out: {} cannot be written as tags unchanged \
+                     (control characters, backslashes, over 253 bytes)",
+                    p.dropped
+                );
+            }
+        }
+        acc.fill_gaps(p);
     }
 
     fn warn(&mut self, err: &metadata::MetadataError) {
@@ -594,7 +622,7 @@ impl Resolver {
                 Ok(bytes) => {
                     let path = containerd.join(&ns).join(id).join("config.json");
                     match parse_containerd_bundle(&bytes, &ns, &path) {
-                        Ok(p) => acc.fill_gaps(p),
+                        Ok(p) => self.names_from(&mut acc, p, &path),
                         Err(e) => self.warn(&e),
                     }
                     break;
@@ -608,8 +636,9 @@ impl Resolver {
         let crio = self.roots.crio.clone();
         match read_beneath(&crio, &[id, "userdata", "config.json"], MAX_FILE_BYTES) {
             Ok(bytes) => {
-                match parse_crio_config(&bytes, &crio.join(id).join("userdata/config.json")) {
-                    Ok(p) => acc.fill_gaps(p),
+                let path = crio.join(id).join("userdata/config.json");
+                match parse_crio_config(&bytes, &path) {
+                    Ok(p) => self.names_from(&mut acc, p, &path),
                     Err(e) => self.warn(&e),
                 }
             }
@@ -621,8 +650,9 @@ impl Resolver {
         let docker = self.roots.docker.clone();
         match read_beneath(&docker, &[id, "config.v2.json"], MAX_FILE_BYTES) {
             Ok(bytes) => {
-                match parse_docker_config(&bytes, id, &docker.join(id).join("config.v2.json")) {
-                    Ok(p) => acc.fill_gaps(p),
+                let path = docker.join(id).join("config.v2.json");
+                match parse_docker_config(&bytes, id, &path) {
+                    Ok(p) => self.names_from(&mut acc, p, &path),
                     Err(e) => self.warn(&e),
                 }
             }
@@ -1004,6 +1034,45 @@ pub(crate) mod tests {
         }
         assert_eq!(r.warnings(), 2 * ids.len() as u64);
         assert_eq!(r.warned.len(), ids.len());
+    }
+
+    #[test]
+    fn hostile_names_are_dropped_and_counted() {
+        let tmp = TempDir::new("hostile-n");
+        let base = tmp.path();
+        let ids: Vec<String> = (200..203).map(hex64).collect();
+        for id in &ids {
+            std::fs::create_dir_all(base.join("cgroup/docker").join(id)).unwrap();
+            std::fs::create_dir_all(base.join("docker").join(id)).unwrap();
+        }
+        let f = |i: usize| base.join("docker").join(&ids[i]).join("config.v2.json");
+        // A name line protocol cannot carry (`\\`), a pod name with NUL, a fine namespace.
+        std::fs::write(
+            f(0),
+            br#"{"Name":"/a\\\\b","Config":{"Labels":{"io.kubernetes.pod.name":"p\u0000","io.kubernetes.pod.namespace":"n s"}}}"#,
+        )
+        .unwrap();
+        // Names with separators and quotes are kept: the encoder escapes them.
+        std::fs::write(f(1), br#"{"Name":"/web 1,k=\"v\""}"#).unwrap();
+        // Invalid UTF-8: not JSON, the file is skipped.
+        std::fs::write(f(2), b"{\"Name\":\"/a\xff\"}").unwrap();
+        let mut r = resolver(base);
+        let info = |r: &mut Resolver, i: usize, sub: &str| {
+            let dir = base.join("cgroup/docker").join(&ids[i]).join(sub);
+            std::fs::create_dir_all(&dir).unwrap();
+            r.resolve(ino(&dir), 0).unwrap()
+        };
+        let a = info(&mut r, 0, "");
+        assert_eq!((a.name.as_deref(), a.pod.as_deref()), (None, None));
+        assert_eq!(a.namespace.as_deref(), Some("n s"));
+        assert_eq!(info(&mut r, 1, "").name.as_deref(), Some(r#"web 1,k="v""#));
+        assert_eq!(info(&mut r, 2, "").name, None);
+        assert_eq!((r.names_dropped(), r.warnings()), (2, 1));
+        // Read again: counted again, logged once per file.
+        info(&mut r, 0, "init");
+        info(&mut r, 2, "init");
+        assert_eq!((r.names_dropped(), r.warnings()), (4, 2));
+        assert_eq!(r.warned.len(), 2);
     }
 
     #[test]

@@ -586,6 +586,15 @@ fn sanitized(s: &[u8], i: usize, ctx: u8) -> u8 {
     }
 }
 
+/// Whether every reader reads `s`, written as a tag key, tag value or field key, back unchanged:
+/// it has no character the encoder replaces by a space (control characters, and backslashes
+/// that end the text or precede `\`, `,`, a space, `=`, `"` or a control character; see the
+/// module docs). Escaped commas, spaces and `=` are read back as they were.
+pub fn reads_back_unchanged(s: &str) -> bool {
+    let b = s.as_bytes();
+    (0..b.len()).all(|i| sanitized(b, i, KEY) == b[i])
+}
+
 /// A measurement name or field key that needs no escaping anywhere, checked at compile time
 /// (`Plain::new` in a `const`): written with one copy instead of a scan. Most names an agent
 /// writes are constants; scanning them took a quarter of the encoder's instructions.
@@ -1020,6 +1029,35 @@ mod tests {
             got,
             "m\\x\\=\\ ,k\\ =a\\ \\b,q\\ \\==\\ \",z=c:\\dir\\file f\\ \\,=1i 1700000000123456789\n"
         );
+    }
+
+    #[test]
+    fn reads_back_unchanged_is_what_the_encoder_keeps() {
+        for (s, want) in [
+            ("web-0", true),
+            ("a b,c=d\"e", true),
+            (r"c:\dir\file", true),
+            (r"\x", true),
+            ("", true),
+            ("a\nb", false),
+            ("nul\0", false),
+            ("tab\t", false),
+            ("del\u{7f}", false),
+            (r"end\", false),
+            (r"a\\b", false),
+            (r"a\,b", false),
+            (r"a\ b", false),
+            (r"a\=b", false),
+            (r#"a\"b"#, false),
+        ] {
+            assert_eq!(reads_back_unchanged(s), want, "{s:?}");
+            // What the encoder writes as a tag value reads back as `s` exactly when it says so.
+            if !s.is_empty() {
+                let line = one(|e| e.line("m").tag("t", s).field_i64("f", 1).finish());
+                let back = &crate::lineproto::parse_lines(&line).unwrap()[0].tags[0].1;
+                assert_eq!(back == s, want, "{s:?}: {line:?}");
+            }
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //!
 //! A line whose measurement is empty or starts with `#` (a comment to every parser) is not
 //! written, nor are tags with an empty key or value and fields with an empty key.
+//! [`reads_back_unchanged`] tells whether a name is carried as it is; the container and pod
+//! names read from the node are dropped (and counted) when it is not.
 
 #![forbid(unsafe_code)]
 
@@ -36,7 +38,7 @@ mod encode;
 #[cfg(any(test, feature = "parser"))]
 mod parse;
 
-pub use encode::{Encoder, LineBuilder, Name, Plain, TagSet, MAX_TAGS};
+pub use encode::{reads_back_unchanged, Encoder, LineBuilder, Name, Plain, TagSet, MAX_TAGS};
 #[cfg(any(test, feature = "parser"))]
 pub use parse::{parse_lines, validate, FieldValue, ParseError, Point};
 

@@ -392,7 +392,8 @@ pub(super) fn every_series() -> Snapshot {
             probes_failed: 0,
             containers_tracked: 4,
             metadata_cache_entries: 8,
-            metadata_files_skipped: 1,
+            metadata_skipped: 1,
+            names_dropped: 2,
         },
     }
 }
