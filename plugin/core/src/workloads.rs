@@ -584,7 +584,7 @@ mod tests {
         let resolved = HashMap::from([(11, info('a', "a", "p1"))]);
         let mut w = WorkloadTracker::new(2, 10);
         let sec = 1_000_000_000;
-        let mut step = |t: &mut FlowTable, w: &mut WorkloadTracker, now| {
+        let step = |t: &mut FlowTable, w: &mut WorkloadTracker, now| {
             let touched = t.take_touched_cgroups();
             let v = gather(w, t, &resolved, &touched, &HashMap::new(), now);
             (
