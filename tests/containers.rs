@@ -80,6 +80,27 @@ impl StandIn {
     }
 }
 
+impl StandIn {
+    /// A process in network namespace `netns` and the test's own cgroup (not a container).
+    fn start_outside(netns: &str) -> StandIn {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/workload.py");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns, "python3", "-u"])
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        StandIn {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+}
+
 impl Drop for StandIn {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -816,5 +837,220 @@ fn metadata_caches_shrink_back_after_a_thousand_containers_come_and_go() {
         "caches shrink back: {cache} vs {cache0} before:\n{internal}"
     );
     drop(a);
+    s.finish();
+}
+
+/// Adds `tc netem` delay to the egress of `dev` in network namespace `netns`; Err(why) when the
+/// kernel has no netem (`sch_netem`).
+fn netem_delay(netns: &str, dev: &str, delay: &str) -> Result<(), String> {
+    let out = Command::new("tc")
+        .args([
+            "-n", netns, "qdisc", "add", "dev", dev, "root", "netem", "delay", delay,
+        ])
+        .output()
+        .map_err(|e| format!("tc: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The RTT bucket counters of a line: `<role>_<bound>` -> count, in bucket order, with each
+/// bucket's (lower, upper) bound in ms (`inf` as f64::INFINITY).
+fn rtt_buckets(
+    text: &str,
+    measurement: &str,
+    tags: &[(&str, &str)],
+    role: &str,
+) -> Vec<(f64, f64, i64)> {
+    let bounds = [
+        "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "25", "50", "100", "250", "500",
+        "1000", "inf",
+    ];
+    let mut lower = 0.0;
+    bounds
+        .iter()
+        .map(|b| {
+            let upper = if *b == "inf" {
+                f64::INFINITY
+            } else {
+                b.parse().unwrap()
+            };
+            let n = num(text, measurement, tags, &format!("{role}_{b}"));
+            assert!(n >= 0, "{measurement} {tags:?} has no {role}_{b}:\n{text}");
+            let bucket = (lower, upper, n);
+            lower = upper;
+            bucket
+        })
+        .collect()
+}
+
+/// Samples of `buckets` in buckets within [lo, hi] ms.
+fn samples_within(buckets: &[(f64, f64, i64)], lo: f64, hi: f64) -> i64 {
+    buckets
+        .iter()
+        .filter(|(l, u, _)| *l >= lo && *u <= hi)
+        .map(|b| b.2)
+        .sum()
+}
+
+#[test]
+fn rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem() {
+    let Some(_serial) =
+        container_test("rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem")
+    else {
+        return;
+    };
+    // Container a (pod P1) talks to c (pod P2) over a link netem delays by 1 ms, and to a host
+    // process in a third namespace over one delayed by 20 ms, in both roles.
+    let pods = Pods::new("flk9");
+    let far = "flk9-p3";
+    let _ = Command::new("ip").args(["netns", "del", far]).output();
+    sh("ip", &["netns", "add", far]);
+    struct DelNetns(&'static str);
+    impl Drop for DelNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", self.0]).output();
+        }
+    }
+    let _far_ns = DelNetns(far);
+    sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            "flk94",
+            "netns",
+            &pods.netns[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "flk95",
+            "netns",
+            far,
+        ],
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            &pods.netns[0],
+            "addr",
+            "add",
+            "10.95.0.1/24",
+            "dev",
+            "flk94",
+        ],
+    );
+    sh(
+        "ip",
+        &["-n", far, "addr", "add", "10.95.0.2/24", "dev", "flk95"],
+    );
+    sh("ip", &["-n", &pods.netns[0], "link", "set", "flk94", "up"]);
+    sh("ip", &["-n", far, "link", "set", "flk95", "up"]);
+    sh("ip", &["-n", far, "link", "set", "lo", "up"]);
+    // The delay is on each peer's egress: every round trip with it crosses it once.
+    if let Err(why) = netem_delay(&pods.netns[1], "flk92", "1ms") {
+        // tests/kernels/run sets FLOWLENS_REQUIRE_NETEM in guests whose kernel ships it.
+        assert!(
+            std::env::var_os("FLOWLENS_REQUIRE_NETEM").is_none(),
+            "netem is required here: {why}"
+        );
+        eprintln!(
+            "skipping rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem: \
+             tc netem is not available in this kernel ({why}); the kernel matrix runs it"
+        );
+        return;
+    }
+    netem_delay(far, "flk95", "20ms").unwrap();
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let mut a = pods.start("a");
+    a.cmd("listen 8081");
+    let mut c = pods.start("c");
+    c.cmd("listen 8080");
+    let mut peer = StandIn::start_outside(far);
+    peer.cmd("listen 8080");
+    // a: 3 client flows to the near peer, 1 to the far one; 1 server flow from the near peer,
+    // 2 from the far one. The RTT samples are the handshakes' (no data is sent).
+    a.cmd("connect 10.93.0.2 8080 3");
+    a.cmd("connect 10.95.0.2 8080 1");
+    c.cmd("connect 10.93.0.1 8081 1");
+    peer.cmd("connect 10.95.0.1 8081 2");
+    // The far peer's last ACK reaches a 20 ms after its connect returned.
+    std::thread::sleep(Duration::from_millis(500));
+    let a_id = pods.short("a");
+    let tags: &[(&str, &str)] = &[("container", &a_id)];
+    let pod_tags: &[(&str, &str)] = &[("pod", pods.names[0])];
+    let t1 = s.gather();
+    assert_eq!(
+        num(&t1, "container:num_flows", tags, "as_client"),
+        4,
+        "{t1}"
+    );
+    assert_eq!(
+        num(&t1, "container:num_flows", tags, "as_server"),
+        3,
+        "{t1}"
+    );
+    let t2 = s.gather();
+    eprintln!("{}", lines_of(&t2, "container:rtt_buckets").join("\n"));
+    eprintln!("{}", lines_of(&t2, "container:rtt_quantiles").join("\n"));
+    for (t, gathers) in [(&t1, 1), (&t2, 2)] {
+        for (m, tags) in [
+            ("container:rtt_buckets", tags),
+            ("pod:rtt_buckets", pod_tags),
+        ] {
+            // Every flow counts once per gather, none below netem's 1 ms (nothing in a bucket
+            // under 0.5 ms), and the far flows' samples are at least 20 ms, in buckets from 10
+            // ms up. How far above its delay a sample lands depends on the machine (a handshake
+            // under QEMU's emulation took up to 80 ms more): no upper bound is asserted.
+            let client = rtt_buckets(t, m, tags, "client");
+            let total = |b: &[(f64, f64, i64)]| b.iter().map(|b| b.2).sum::<i64>();
+            assert_eq!(total(&client), 4 * gathers, "{m} {client:?}");
+            assert_eq!(samples_within(&client, 0.5, f64::INFINITY), 4 * gathers);
+            assert!(
+                samples_within(&client, 10.0, f64::INFINITY) >= gathers,
+                "{m} {client:?}"
+            );
+            let server = rtt_buckets(t, m, tags, "server");
+            assert_eq!(total(&server), 3 * gathers, "{m} {server:?}");
+            assert_eq!(samples_within(&server, 0.5, f64::INFINITY), 3 * gathers);
+            assert!(
+                samples_within(&server, 10.0, f64::INFINITY) >= 2 * gathers,
+                "{m} {server:?}"
+            );
+        }
+    }
+    // This interval's quantiles: the client's p90 and p99 are the top sample's bucket (a far
+    // flow's at least), and so is the server's median (2 of its 3 samples are far ones); the
+    // client's median is at least a near flow's.
+    for (m, tags) in [
+        ("container:rtt_quantiles", tags),
+        ("pod:rtt_quantiles", pod_tags),
+    ] {
+        let q = |f: &str| field(&t2, m, tags, f).unwrap_or_else(|| panic!("{m} {f}:\n{t2}"));
+        let p50 = q("client_p50");
+        assert!(p50 > 0.5, "{m} client_p50 {p50}");
+        for f in [
+            "client_p90",
+            "client_p99",
+            "server_p50",
+            "server_p90",
+            "server_p99",
+        ] {
+            assert!(q(f) >= 10.0, "{m} {f} {}", q(f));
+        }
+    }
+    // c: only near flows (1 client, 3 server), each counted once per gather.
+    let c_id = pods.short("c");
+    let c_tags: &[(&str, &str)] = &[("container", &c_id)];
+    let client = rtt_buckets(&t2, "container:rtt_buckets", c_tags, "client");
+    assert_eq!(samples_within(&client, 0.5, f64::INFINITY), 2, "{client:?}");
+    let server = rtt_buckets(&t2, "container:rtt_buckets", c_tags, "server");
+    assert_eq!(samples_within(&server, 0.5, f64::INFINITY), 6, "{server:?}");
+    drop((a, c, peer));
     s.finish();
 }

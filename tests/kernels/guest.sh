@@ -6,7 +6,8 @@
 #                                 arguments select or skip tests (--test-threads=1 is added).
 # Environment: FLOWLENS_TESTS_SRC, the tests/ directory the binaries were compiled from
 # (CARGO_MANIFEST_DIR, which containers.rs reads its helper script from): it is made to point
-# at /qk/tests, which holds the helper files.
+# at /qk/tests, which holds the helper files. FLOWLENS_REQUIRE_NETEM is set when sch_netem is
+# loaded (containers.rs then fails rather than skips its netem test).
 # Exit status: 0 when every binary passed, else 1.
 set -u
 # init's limit is 1024 open files; the thousand-connection tests need more (as on the host).
@@ -14,6 +15,10 @@ ulimit -n 65536
 if [[ -n ${FLOWLENS_TESTS_SRC:-} ]]; then
 	mkdir -p "$(dirname "$FLOWLENS_TESTS_SRC")"
 	ln -sfn /qk/tests "$FLOWLENS_TESTS_SRC"
+fi
+# The kernel ships netem (qemu.sh loaded sch_netem): the RTT test must run here, not skip.
+if [[ -d /sys/module/sch_netem ]]; then
+	export FLOWLENS_REQUIRE_NETEM=1
 fi
 echo "== kernel $(uname -r)"
 echo "== modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"

@@ -5,7 +5,7 @@
 //! Code map: [`records`] (the kernel's records, mirrored from ebpf/flowlens.h), [`flows`] (the
 //! flow table and the per-host and per-cgroup totals), [`ndpi`] (protocol inference), [`hash`]
 //! (the tables' hasher), [`container`] and [`iface`] (what the plugin reads, as values),
-//! [`workloads`] (containers and pods with series), [`metrics`] (values to ntopng-schema lines),
+//! [`workloads`] (containers and pods with series), [`rtt`] (RTT buckets and quantiles), [`metrics`] (values to ntopng-schema lines),
 //! [`lineproto`] (the encoder; the strict parser with the `parser` feature).
 //!
 //! Unsafe code is denied here and forbidden in every module but two, which say why:
@@ -20,4 +20,5 @@ pub mod lineproto;
 pub mod metrics;
 pub mod ndpi;
 pub mod records;
+pub mod rtt;
 pub mod workloads;

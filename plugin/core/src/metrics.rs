@@ -8,6 +8,7 @@ use crate::hash::FastSet;
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
 use crate::ndpi::ProtocolTotals;
+use crate::rtt;
 use crate::workloads::{WorkloadStats, WorkloadValues};
 use std::collections::BTreeMap;
 
@@ -329,6 +330,91 @@ fn encode_workload(
     enc.line_tagged(names.tcp_retransmissions, tags)
         .field_i64(p!("packets"), counter(stats.retrans))
         .finish();
+    encode_rtt_distribution(enc, subject, tags, &stats.rtt);
+}
+
+/// The bucket fields of `<subject>:rtt_buckets`, per role, in bucket order: each named by its
+/// bucket's upper bound in ms (`rtt::BOUNDS_US`), the last `inf`.
+const RTT_BUCKET_FIELDS: [[Plain; rtt::BUCKETS]; 2] = [
+    [
+        p!("client_0.05"),
+        p!("client_0.1"),
+        p!("client_0.25"),
+        p!("client_0.5"),
+        p!("client_1"),
+        p!("client_2.5"),
+        p!("client_5"),
+        p!("client_10"),
+        p!("client_25"),
+        p!("client_50"),
+        p!("client_100"),
+        p!("client_250"),
+        p!("client_500"),
+        p!("client_1000"),
+        p!("client_inf"),
+    ],
+    [
+        p!("server_0.05"),
+        p!("server_0.1"),
+        p!("server_0.25"),
+        p!("server_0.5"),
+        p!("server_1"),
+        p!("server_2.5"),
+        p!("server_5"),
+        p!("server_10"),
+        p!("server_25"),
+        p!("server_50"),
+        p!("server_100"),
+        p!("server_250"),
+        p!("server_500"),
+        p!("server_1000"),
+        p!("server_inf"),
+    ],
+];
+
+/// The fields of `<subject>:rtt_quantiles`, per role, in `rtt::QUANTILES`' order.
+const RTT_QUANTILE_FIELDS: [[Plain; 3]; 2] = [
+    [p!("client_p50"), p!("client_p90"), p!("client_p99")],
+    [p!("server_p50"), p!("server_p90"), p!("server_p99")],
+];
+
+/// Writes a container's or pod's RTT distribution (not with `ntopng_compat`): its bucket
+/// counters, per role once the role has had a sample, and this interval's quantiles, per role
+/// when the interval has a sample. A line without a field is not written.
+fn encode_rtt_distribution(
+    enc: &mut Encoder<'_>,
+    subject: Subject,
+    tags: &TagSet,
+    rtt: &rtt::RttDistribution,
+) {
+    let (buckets, quantiles) = match subject {
+        Subject::Container => (p!("container:rtt_buckets"), p!("container:rtt_quantiles")),
+        Subject::Pod => (p!("pod:rtt_buckets"), p!("pod:rtt_quantiles")),
+    };
+    let roles = [
+        (&rtt.cumulative.client, &rtt.interval.client),
+        (&rtt.cumulative.server, &rtt.interval.server),
+    ];
+    if roles.iter().any(|(c, _)| c.total() > 0) {
+        let mut line = enc.line_tagged(buckets, tags);
+        for ((cumulative, _), keys) in roles.iter().zip(&RTT_BUCKET_FIELDS) {
+            if cumulative.total() > 0 {
+                for (key, n) in keys.iter().zip(cumulative.0) {
+                    line = line.field_i64(*key, counter(n));
+                }
+            }
+        }
+        line.finish();
+    }
+    if roles.iter().any(|(_, i)| i.total() > 0) {
+        let mut line = enc.line_tagged(quantiles, tags);
+        for ((_, interval), keys) in roles.iter().zip(&RTT_QUANTILE_FIELDS) {
+            for (key, q) in keys.iter().zip(rtt::QUANTILES) {
+                line = maybe_ms(line, *key, interval.quantile_ms(q));
+            }
+        }
+        line.finish();
+    }
 }
 
 /// The measurement names of a subject.
@@ -947,6 +1033,91 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rtt_bucket_fields_are_named_by_their_upper_bounds_in_ms() {
+        for (role, keys) in ["client", "server"].iter().zip(&RTT_BUCKET_FIELDS) {
+            for (i, key) in keys.iter().enumerate() {
+                let bound = match rtt::BOUNDS_US.get(i) {
+                    Some(us) => format!("{}", f64::from(*us) / 1e3),
+                    None => "inf".into(),
+                };
+                assert_eq!(key.as_str(), format!("{role}_{bound}"));
+            }
+        }
+        for (role, keys) in ["client", "server"].iter().zip(&RTT_QUANTILE_FIELDS) {
+            for (key, q) in keys.iter().zip(rtt::QUANTILES) {
+                assert_eq!(key.as_str(), format!("{role}_p{}", (q * 100.0).round()));
+            }
+        }
+    }
+
+    #[test]
+    fn rtt_distributions_are_written_per_role_once_it_has_samples_and_never_in_compat() {
+        use crate::rtt::{Buckets, RttBuckets, RttDistribution};
+        let mut client = Buckets::default();
+        for us in [1_050, 1_100, 1_200, 20_100] {
+            client.record(us);
+        }
+        let stats = WorkloadStats {
+            rtt: RttDistribution {
+                cumulative: RttBuckets {
+                    client,
+                    server: Buckets::default(),
+                },
+                interval: RttBuckets {
+                    client,
+                    server: Buckets::default(),
+                },
+            },
+            ..WorkloadStats::default()
+        };
+        let idle = WorkloadStats::default();
+        let snapshot = |stats: &WorkloadStats| Snapshot {
+            flows: Some(FlowValues::default()),
+            workloads: Some(WorkloadValues {
+                containers: vec![crate::workloads::ContainerSeries {
+                    info: None,
+                    stats: stats.clone(),
+                }],
+                ..WorkloadValues::default()
+            }),
+            ..snapshot()
+        };
+        let mut out = Vec::new();
+        encode(&snapshot(&stats), &shape(false), 5, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "\ncontainer:rtt_buckets,container=other,ifid=0,node=node-1 client_0.05=0i,\
+                 client_0.1=0i,client_0.25=0i,client_0.5=0i,client_1=0i,client_2.5=3i,client_5=0i,\
+                 client_10=0i,client_25=1i,client_50=0i,client_100=0i,client_250=0i,\
+                 client_500=0i,client_1000=0i,client_inf=0i 5\n\
+                 container:rtt_quantiles,container=other,ifid=0,node=node-1 client_p50=2,\
+                 client_p90=19,client_p99=24.4 5\n"
+            ),
+            "{text}"
+        );
+        // The interval without a sample: the counters stay, the quantiles are left out.
+        let quiet = WorkloadStats {
+            rtt: RttDistribution {
+                interval: RttBuckets::default(),
+                ..stats.rtt
+            },
+            ..stats.clone()
+        };
+        for (stats, compat, buckets, quantiles) in [
+            (&quiet, false, true, false),
+            (&idle, false, false, false),
+            (&stats, true, false, false),
+        ] {
+            let mut out = Vec::new();
+            encode(&snapshot(stats), &shape(compat), 5, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.contains(":rtt_buckets,"), buckets, "{text}");
+            assert_eq!(text.contains(":rtt_quantiles,"), quantiles, "{text}");
         }
     }
 

@@ -7,6 +7,7 @@
 use crate::container::ContainerInfo;
 use crate::flows::{FlowTable, Proto, Role};
 use crate::hash::FastMap;
+use crate::rtt::{RttBuckets, RttDistribution};
 use std::{
     collections::{HashMap, HashSet},
     hash::BuildHasher,
@@ -68,10 +69,14 @@ pub struct WorkloadStats {
     pub new_server: u64,
     /// TCP retransmissions (counter).
     pub retrans: u64,
+    /// The srtt distribution of its TCP flows, per role (see [`RttDistribution`]). In
+    /// [`CgroupActive`], only `interval`: the active flows' samples of this gather.
+    pub rtt: RttDistribution,
 }
 
 impl WorkloadStats {
     fn add(&mut self, other: &WorkloadStats) {
+        self.rtt.add(&other.rtt);
         self.client.add(&other.client);
         self.server.add(&other.server);
         self.bytes_sent += other.bytes_sent;
@@ -121,6 +126,11 @@ struct Tracked {
     info: Arc<ContainerInfo>,
     cgroups: Vec<u64>,
     last_active_ns: u64,
+    /// Its RTT samples since its series started (the `rtt_buckets` counters).
+    rtt_cumulative: RttBuckets,
+    /// Its cgroups' ended flows' samples (`CgroupTotals::rtt_closed`) at the last gather: the
+    /// next gather's interval takes the ones beyond.
+    rtt_closed_seen: RttBuckets,
 }
 
 /// Which containers have series, across gathers.
@@ -196,6 +206,8 @@ impl WorkloadTracker {
                         info: info.clone(),
                         cgroups: Vec::new(),
                         last_active_ns: now_ns,
+                        rtt_cumulative: RttBuckets::default(),
+                        rtt_closed_seen: RttBuckets::default(),
                     }),
             };
             tracked.last_active_ns = now_ns;
@@ -210,9 +222,10 @@ impl WorkloadTracker {
         // Every tracked container: active values plus its cgroups' cumulative counters.
         let mut all: Vec<(Arc<ContainerInfo>, WorkloadStats, u64)> = self
             .tracked
-            .values()
+            .values_mut()
             .map(|t| {
                 let mut stats = WorkloadStats::default();
+                let mut rtt_closed = RttBuckets::default();
                 for cg in &t.cgroups {
                     if let Some(a) = active.get(cg) {
                         stats.add(&a.stats);
@@ -223,7 +236,9 @@ impl WorkloadTracker {
                     stats.retrans += totals.retrans;
                     stats.new_client += totals.new_client;
                     stats.new_server += totals.new_server;
+                    rtt_closed.add(&totals.rtt_closed);
                 }
+                rtt_interval(t, &mut stats, rtt_closed);
                 (t.info.clone(), stats, t.last_active_ns)
             })
             .collect();
@@ -316,6 +331,17 @@ impl WorkloadTracker {
     }
 }
 
+/// Completes a container's RTT distribution: this interval's samples are its active flows' (in
+/// `stats` already) and its flows that ended since the last gather (`rtt_closed`, its cgroups'
+/// cumulative samples of ended flows, beyond those seen then); they add to its counters.
+fn rtt_interval(t: &mut Tracked, stats: &mut WorkloadStats, rtt_closed: RttBuckets) {
+    let rtt = &mut stats.rtt;
+    rtt.interval.add(&rtt_closed.since(&t.rtt_closed_seen));
+    t.rtt_closed_seen = rtt_closed;
+    t.rtt_cumulative.add(&rtt.interval);
+    rtt.cumulative = t.rtt_cumulative;
+}
+
 /// The first 8 bytes of `s` as a big-endian word (zero-padded): comparing two of these orders
 /// strings as their bytes do, up to the 8th byte; equal words need the full comparison.
 fn head8(s: &str) -> u64 {
@@ -359,6 +385,11 @@ pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
             role.rtt_samples += 1;
             role.srtt_sum_us += u64::from(flow.srtt_us);
             role.rttvar_sum_us += u64::from(flow.rttvar_us);
+            let buckets = &mut stats.rtt.interval;
+            match flow.role {
+                Role::Client => buckets.client.record(flow.srtt_us),
+                Role::Server => buckets.server.record(flow.srtt_us),
+            }
         }
         stats.bytes_sent += flow.bytes_sent;
         stats.bytes_rcvd += flow.bytes_rcvd;
@@ -518,6 +549,96 @@ mod tests {
             v.containers.is_empty() && w.is_empty(),
             "gone after the TTL"
         );
+    }
+
+    #[test]
+    fn rtt_buckets_count_each_flow_once_per_interval_and_accumulate_across_gathers() {
+        use crate::rtt::{bucket_of, Buckets};
+        let of = |samples: &[u32]| {
+            let mut b = Buckets::default();
+            for &us in samples {
+                b.record(us);
+            }
+            b
+        };
+        let close = |t: &mut FlowTable, cookie: u64, role: u8, srtt: u32| {
+            let mut s = sock(
+                role,
+                6,
+                &format!("10.0.0.1:{}", 40000 + cookie),
+                "10.0.0.2:80",
+            );
+            s.cgroup_id = 11;
+            s.srtt_us = srtt;
+            t.apply(Update::Close, cookie, &s);
+        };
+        let mut t = table();
+        // A UDP flow has no RTT: never counted.
+        let mut udp = sock(ROLE_CLIENT, 17, "10.0.0.1:5353", "10.0.0.2:53");
+        udp.cgroup_id = 11;
+        t.apply(Update::Open, 99, &udp);
+        open(&mut t, 1, 11, ROLE_CLIENT, 1_000, 100);
+        open(&mut t, 2, 11, ROLE_CLIENT, 20_000, 100);
+        open(&mut t, 3, 11, ROLE_SERVER, 300, 10);
+        open(&mut t, 5, 11, ROLE_SERVER, 0, 0); // no sample yet: not counted
+        let resolved = HashMap::from([(11, info('a', "a", "p1"))]);
+        let mut w = WorkloadTracker::new(2, 10);
+        let sec = 1_000_000_000;
+        let step = |t: &mut FlowTable, w: &mut WorkloadTracker, now| {
+            let touched = t.take_touched_cgroups();
+            let v = gather(w, t, &resolved, &touched, &HashMap::new(), now);
+            (
+                v.containers.first().map(|c| c.stats.rtt),
+                v.pods.first().map(|p| p.stats.rtt),
+            )
+        };
+        let (rtt, pod) = step(&mut t, &mut w, sec);
+        let rtt = rtt.unwrap();
+        assert_eq!(rtt.interval.client, of(&[1_000, 20_000]));
+        assert_eq!(rtt.interval.server, of(&[300]));
+        assert_eq!(rtt.cumulative, rtt.interval);
+        assert_eq!(pod, Some(rtt), "the pod of one container: the same");
+        // Between two gathers: flow 2 ends at 30 ms, flow 4 opens and ends at 2 ms.
+        close(&mut t, 2, ROLE_CLIENT, 30_000);
+        open(&mut t, 4, 11, ROLE_CLIENT, 1_500, 100);
+        close(&mut t, 4, ROLE_CLIENT, 2_000);
+        let rtt = step(&mut t, &mut w, 2 * sec).0.unwrap();
+        assert_eq!(rtt.interval.client, of(&[1_000, 30_000, 2_000]));
+        assert_eq!(rtt.interval.server, of(&[300]));
+        assert_eq!(
+            rtt.cumulative.client,
+            of(&[1_000, 20_000, 1_000, 30_000, 2_000])
+        );
+        assert_eq!(rtt.cumulative.server.total(), 2);
+        // Nothing happened: the live flows count once more, the ended ones not again.
+        let rtt = step(&mut t, &mut w, 2 * sec).0.unwrap();
+        assert_eq!(rtt.interval.client, of(&[1_000]));
+        assert_eq!(rtt.cumulative.client.total(), 6);
+        assert_eq!(rtt.cumulative.client.0[bucket_of(1_000)], 3);
+        // Every flow ends: their final values count once, then the interval is empty.
+        close(&mut t, 1, ROLE_CLIENT, 1_000);
+        close(&mut t, 3, ROLE_SERVER, 400);
+        close(&mut t, 5, ROLE_SERVER, 0);
+        t.refresh(std::iter::empty(), 3 * sec); // the UDP flow ends: missing from the map
+        assert!(t.is_empty());
+        let rtt = step(&mut t, &mut w, 3 * sec).0.unwrap();
+        assert_eq!(rtt.interval.client, of(&[1_000]));
+        assert_eq!(rtt.interval.server, of(&[400]));
+        let rtt = step(&mut t, &mut w, 4 * sec).0.unwrap();
+        assert_eq!(rtt.interval, Default::default());
+        assert_eq!(rtt.interval.client.quantile_ms(0.5), None);
+        assert_eq!(
+            (rtt.cumulative.client.total(), rtt.cumulative.server.total()),
+            (7, 4),
+            "counters stay"
+        );
+        // After the TTL the series ends; when the container comes back its counters restart.
+        assert_eq!(step(&mut t, &mut w, 6 * sec).0, None);
+        t.retain_cgroups(|_| false);
+        open(&mut t, 6, 11, ROLE_CLIENT, 5_000, 100);
+        let rtt = step(&mut t, &mut w, 7 * sec).0.unwrap();
+        assert_eq!(rtt.cumulative.client, of(&[5_000]));
+        assert_eq!(rtt.cumulative.server.total(), 0);
     }
 
     #[test]

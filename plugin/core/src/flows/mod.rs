@@ -22,6 +22,7 @@ pub use hosts::{HostKey, HostTotals, Hosts};
 use crate::hash::{FastMap, FastSet};
 use crate::ndpi::{self, Protocol};
 use crate::records::{self, FlSock, COMM_LEN};
+use crate::rtt::RttBuckets;
 use std::{collections::hash_map::Entry, net::SocketAddr};
 
 /// Who initiated the flow.
@@ -186,6 +187,8 @@ pub struct CgroupTotals {
     pub new_client: u64,
     /// Flows started as server since flowlens did.
     pub new_server: u64,
+    /// The final srtt of its ended TCP flows that had an RTT sample, per role.
+    pub rtt_closed: RttBuckets,
 }
 
 /// What the kernel reported about a socket, with the kind of report.
@@ -352,6 +355,12 @@ impl Store {
         cg.bytes_sent += flow.bytes_sent;
         cg.bytes_rcvd += flow.bytes_rcvd;
         cg.retrans += u64::from(flow.retrans);
+        if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
+            match flow.role {
+                Role::Client => cg.rtt_closed.client.record(flow.srtt_us),
+                Role::Server => cg.rtt_closed.server.record(flow.srtt_us),
+            }
+        }
     }
 }
 

@@ -252,6 +252,22 @@ fn stats(n: u64) -> WorkloadStats {
         new_client: 4 * n,
         new_server: n,
         retrans: n,
+        rtt: rtt_distribution(n),
+    }
+}
+
+/// RTT samples in both roles: `n` at 26 µs and one at 20 ms as client, `n` at 3 ms as server;
+/// this interval's are the same.
+fn rtt_distribution(n: u64) -> crate::rtt::RttDistribution {
+    let mut b = crate::rtt::RttBuckets::default();
+    for _ in 0..n {
+        b.client.record(26);
+        b.server.record(3_000);
+    }
+    b.client.record(20_000);
+    crate::rtt::RttDistribution {
+        cumulative: b,
+        interval: b,
     }
 }
 
@@ -276,10 +292,23 @@ fn one_rtt_role(n: u64, client: bool) -> WorkloadStats {
         rttvar_sum_us: 0,
     };
     let s = stats(n);
+    let mut rtt = s.rtt;
     if client {
-        WorkloadStats { server: none, ..s }
+        rtt.cumulative.server = Default::default();
+        rtt.interval.server = Default::default();
+        WorkloadStats {
+            server: none,
+            rtt,
+            ..s
+        }
     } else {
-        WorkloadStats { client: none, ..s }
+        rtt.cumulative.client = Default::default();
+        rtt.interval.client = Default::default();
+        WorkloadStats {
+            client: none,
+            rtt,
+            ..s
+        }
     }
 }
 
