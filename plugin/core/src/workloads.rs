@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use crate::container::ContainerInfo;
-use crate::flows::{FlowTable, Proto, Role};
+use crate::flows::{Failures, FlowTable, Proto, Role};
 use crate::hash::FastMap;
 use std::{
     collections::{HashMap, HashSet},
@@ -68,6 +68,8 @@ pub struct WorkloadStats {
     pub new_server: u64,
     /// TCP retransmissions (counter).
     pub retrans: u64,
+    /// TCP connections that failed, by reason and role (counters).
+    pub failures: Failures,
 }
 
 impl WorkloadStats {
@@ -79,6 +81,7 @@ impl WorkloadStats {
         self.new_client += other.new_client;
         self.new_server += other.new_server;
         self.retrans += other.retrans;
+        self.failures.add(&other.failures);
     }
 }
 
@@ -223,6 +226,7 @@ impl WorkloadTracker {
                     stats.retrans += totals.retrans;
                     stats.new_client += totals.new_client;
                     stats.new_server += totals.new_server;
+                    stats.failures.add(&totals.failures);
                 }
                 (t.info.clone(), stats, t.last_active_ns)
             })
