@@ -270,7 +270,8 @@ static __always_inline long sock_insert(__u64 *key, const struct fl_sock *v, __u
 	return err;
 }
 
-static __always_inline void emit(__u64 key, __u32 kind, const struct fl_sock *v, __u64 now)
+static __always_inline void emit(__u64 key, __u32 kind, const struct fl_sock *v, __u64 now,
+				 __u32 err)
 {
 	struct fl_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -281,7 +282,7 @@ static __always_inline void emit(__u64 key, __u32 kind, const struct fl_sock *v,
 	e->cookie = key;
 	e->ts_ns = now;
 	e->kind = kind;
-	e->_pad = 0;
+	e->err = err;
 	__builtin_memcpy(&e->sock, v, sizeof(e->sock));
 	/*
 	 * Waking the reader for every record costs a context switch per event under connection
@@ -337,6 +338,7 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 	struct fl_sock fresh;
 	struct fl_sock *v;
 	__u64 key, now;
+	__u32 err;
 
 	if (!sock_wanted(sk, IPPROTO_TCP))
 		return 0;
@@ -354,6 +356,7 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		key = sock_key(sk);
 		sock_fill(&fresh, sk, FL_ROLE_CLIENT, true, bpf_ktime_get_ns());
 		fresh.base_acked = 1; /* the SYN, once the SYN-ACK acknowledges it */
+		fresh.flags = FL_SOCK_PENDING; /* not a flow until established */
 		sock_insert(&key, &fresh, BPF_ANY);
 		return 0;
 	}
@@ -375,6 +378,7 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 				 * after CLOSE -> SYN_SENT. Counters and RTT are read at the gather
 				 * or the close. */
 				v->sport = sk->__sk_common.skc_num;
+				v->flags = 0;
 				return 0;
 			}
 		}
@@ -395,17 +399,22 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 		return 0;
 	now = bpf_ktime_get_ns();
 	v->last_ns = now;
+	/* Why it ended: every path of the kernel that fails a connection (tcp_reset: an RST,
+	 * tcp_write_err: retries exhausted, an ICMP error in SYN_SENT) sets sk_err before
+	 * tcp_done() moves the socket to CLOSE; the application reads (and clears) it later. A
+	 * close of our own (even one that sends an RST) sets none before CLOSE. */
+	err = sk->sk_err;
 	if (oldstate == TCP_SYN_SENT) {
 		/* the source port is picked after CLOSE -> SYN_SENT, and skc_num is already
 		 * released when CLOSE is traced: inet_sport survives */
 		if (!v->sport)
 			v->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-		emit(key, FL_EV_CONNECT_FAILED, v, now);
+		emit(key, FL_EV_CONNECT_FAILED, v, now, err);
 	} else {
 		fill_tcp(v, sk,
 			 oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 ||
 				 oldstate == TCP_CLOSING || oldstate == TCP_LAST_ACK);
-		emit(key, FL_EV_CLOSE, v, now);
+		emit(key, FL_EV_CLOSE, v, now, err);
 	}
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
@@ -430,7 +439,8 @@ int BPF_PROG(fl_destroy, struct sock *sk)
 	now = bpf_ktime_get_ns();
 	v->last_ns = now;
 	fill_tcp(v, sk, BPF_CORE_READ_BITFIELD(sk, sk_shutdown) & SEND_SHUTDOWN);
-	emit(key, FL_EV_CLOSE, v, now);
+	/* sk_err as the application left it: it may have read (and cleared) it since */
+	emit(key, FL_EV_CLOSE, v, now, sk->sk_err);
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
@@ -483,7 +493,7 @@ static __always_inline void udp_first(__u64 key, struct fl_sock *fresh, int ret,
 		fresh->bytes_rcvd = ret;
 	err = sock_insert(&key, fresh, BPF_NOEXIST);
 	if (!err) {
-		emit(key, FL_EV_OPEN, fresh, now);
+		emit(key, FL_EV_OPEN, fresh, now, 0);
 		return;
 	}
 	v = err == -EEXIST ? bpf_map_lookup_elem(&socks, &key) : NULL;

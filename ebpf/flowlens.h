@@ -15,10 +15,13 @@
 
 /* OPEN: a UDP socket's first datagram (a TCP flow's start is not a record: userspace finds it in
  * "socks", or learns of it from its CLOSE). CLOSE: a TCP flow's end, with its final counters.
- * CONNECT_FAILED: SYN_SENT -> CLOSE. */
+ * CONNECT_FAILED: SYN_SENT -> CLOSE. Both TCP ends carry the socket's sk_err (fl_event.err). */
 enum fl_event_kind { FL_EV_OPEN = 1, FL_EV_CLOSE = 2, FL_EV_CONNECT_FAILED = 3 };
 
 enum fl_role { FL_ROLE_UNKNOWN = 0, FL_ROLE_CLIENT = 1, FL_ROLE_SERVER = 2 };
+
+/* fl_sock.flags */
+#define FL_SOCK_PENDING 1 /* a connect() not answered yet (SYN_SENT): not a flow until established */
 
 /* indexes in the per-CPU array map "stats" (__u64 values) */
 enum fl_stat {
@@ -50,7 +53,7 @@ struct fl_sock {            /* value of hash map "socks", key: the socket's iden
     __u8 family;            /* AF_INET or AF_INET6 (of the socket) */
     __u8 protocol;          /* IPPROTO_TCP or IPPROTO_UDP */
     __u8 role;              /* enum fl_role */
-    __u8 _pad;
+    __u8 flags;             /* FL_SOCK_* */
     char comm[FL_COMM_LEN]; /* only taken in process context, with pid */
     __u32 base_retrans;     /* TCP: total_retrans when tracking began (start-up scan), else 0 */
     __u64 sk;               /* TCP: kernel address of the socket, as fl_refresh last found it
@@ -63,7 +66,8 @@ struct fl_event {           /* ring buffer "events" record */
     __u64 cookie;
     __u64 ts_ns;
     __u32 kind;             /* enum fl_event_kind */
-    __u32 _pad;
+    __u32 err;              /* TCP ends: sk->sk_err when the socket reached CLOSE (ECONNREFUSED,
+                             * ETIMEDOUT, ECONNRESET, ...; 0: no error), else 0 */
     struct fl_sock sock;    /* snapshot at the event (final counters for CLOSE) */
 };                          /* 168 bytes */
 
@@ -77,6 +81,8 @@ _Static_assert(__builtin_offsetof(struct fl_sock, comm) == 100, "fl_sock.comm of
 _Static_assert(__builtin_offsetof(struct fl_sock, base_retrans) == 116, "fl_sock.base_retrans offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, sk) == 120, "fl_sock.sk offset");
 _Static_assert(__builtin_offsetof(struct fl_sock, base_rcvd) == 136, "fl_sock.base_rcvd offset");
+_Static_assert(__builtin_offsetof(struct fl_sock, flags) == 99, "fl_sock.flags offset");
+_Static_assert(__builtin_offsetof(struct fl_event, err) == 20, "fl_event.err offset");
 _Static_assert(__builtin_offsetof(struct fl_event, sock) == 24, "fl_event.sock offset");
 
 #endif /* FLOWLENS_H */

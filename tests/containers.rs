@@ -1054,3 +1054,144 @@ fn rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem() {
     drop((a, c, peer));
     s.finish();
 }
+
+/// Runs a shell command inside network namespace `ns`.
+fn in_ns(ns: &str, script: &str) {
+    sh("ip", &["netns", "exec", ns, "sh", "-c", script]);
+}
+
+/// Gathers until `done` holds for a batch (a kernel timer must fire first); the last batch.
+fn gather_until(s: &mut Session, done: impl Fn(&str) -> bool) -> String {
+    for _ in 0..60 {
+        let t = s.gather();
+        if done(&t) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the awaited value never came");
+}
+
+#[test]
+fn connection_failures_count_per_container_and_pod_by_reason_and_role() {
+    let Some(_serial) =
+        container_test("connection_failures_count_per_container_and_pod_by_reason_and_role")
+    else {
+        return;
+    };
+    let pods = Pods::new("flkf");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let (p1, p2) = (&pods.netns[0], &pods.netns[1]);
+    // P1's SYNs give up after one retry (about 3 s); P2's established flows after one
+    // retransmission. 10.97.0.0/24 is routed through P2, which does not forward: its SYNs
+    // vanish unanswered (no ICMP from a host that is no router).
+    in_ns(p1, "echo 1 > /proc/sys/net/ipv4/tcp_syn_retries");
+    in_ns(p2, "echo 1 > /proc/sys/net/ipv4/tcp_retries2");
+    in_ns(p2, "echo 0 > /proc/sys/net/ipv4/ip_forward");
+    sh(
+        "ip",
+        &["-n", p1, "route", "add", "10.97.0.0/24", "via", "10.93.0.2"],
+    );
+    let mut c = pods.start("c");
+    c.cmd("listen 8080");
+    let mut a = pods.start("a");
+    let mut b = pods.start("b");
+    let ctr = |name: &str| [("container", pods.short(name))];
+    let tags = |name: &str| ctr(name).map(|(k, v)| (k, v));
+    let get = |t: &str, m: &str, name: &str, f: &str| {
+        let tags = tags(name);
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        num(t, m, &tags, f)
+    };
+
+    // a: two connects to a closed port, refused.
+    a.cmd("refused 10.93.0.2 9 2");
+    // a: a connect left pending is no flow: neither active nor new.
+    a.cmd("pending 10.97.0.1 80");
+    // (a cgroup met for the first time may be named at the next gather)
+    let t = gather_until(&mut s, |t| {
+        get(t, "container:tcp_failures", "a", "refused_as_client") > 0
+    });
+    assert_eq!(get(&t, "container:num_flows", "a", "as_client"), 0, "{t}");
+    assert_eq!(get(&t, "container:new_flows", "a", "as_client"), 0, "{t}");
+    assert_eq!(
+        get(&t, "container:tcp_failures", "a", "refused_as_client"),
+        2,
+        "{t}"
+    );
+    // ... until its SYN retries run out.
+    assert_eq!(a.cmd("await"), "110"); // ETIMEDOUT
+                                       // a: a connect its process gives up on, and one to a neighbour that never answers ARP
+                                       // (the kernel's own ICMP host unreachable).
+    a.cmd("abort 10.97.0.1 80");
+    // (ARP gives up after about 3 s: the SYNs must outlast it)
+    in_ns(p1, "echo 6 > /proc/sys/net/ipv4/tcp_syn_retries");
+    assert_eq!(a.cmd("failing 10.93.0.77 80"), "113"); // EHOSTUNREACH
+
+    // c resets b's connection: b's failure (as client), not c's own choice.
+    b.cmd("connect 10.93.0.2 8080 1");
+    b.cmd("pingpong");
+    c.cmd("reset_served");
+    b.cmd("close");
+    // a resets its connection to c: c's failure (as server).
+    a.cmd("connect 10.93.0.2 8080 1");
+    a.cmd("pingpong");
+    a.cmd("reset");
+    // b connects again, then P1 goes dark: c's data to b is never acknowledged.
+    b.cmd("connect 10.93.0.2 8080 1");
+    b.cmd("pingpong");
+    sh("ip", &["-n", p1, "link", "set", "flkf1", "down"]);
+    c.cmd("poke_served");
+    let t = gather_until(&mut s, |t| {
+        get(t, "container:tcp_failures", "c", "timed_out_as_server") > 0
+    });
+    eprintln!("{t}");
+
+    let fields = [
+        "refused_as_client",
+        "timed_out_as_client",
+        "timed_out_as_server",
+        "unreachable_as_client",
+        "aborted_as_client",
+        "reset_as_client",
+        "reset_as_server",
+    ];
+    let expect = |name: &str, want: [i64; 7]| {
+        for (f, w) in fields.iter().zip(want) {
+            assert_eq!(
+                get(&t, "container:tcp_failures", name, f),
+                w,
+                "{name} {f}: {t}"
+            );
+        }
+    };
+    expect("a", [2, 1, 0, 1, 1, 0, 0]);
+    expect("b", [0, 0, 0, 0, 0, 1, 0]);
+    expect("c", [0, 0, 1, 0, 0, 0, 1]);
+    let pod = |name: &str, f: &str| {
+        num(
+            &t,
+            "pod:tcp_failures",
+            &[("pod", name), ("namespace", "shop")],
+            f,
+        )
+    };
+    let (web, db) = (pods.names[0], pods.names[1]);
+    for (f, (w1, w2)) in fields
+        .iter()
+        .zip([(2, 0), (1, 0), (0, 1), (1, 0), (1, 0), (1, 0), (0, 1)])
+    {
+        assert_eq!((pod(web, f), pod(db, f)), (w1, w2), "pods {f}: {t}");
+    }
+    // Failed connects were never flows: a started one, b two, c accepted three.
+    assert_eq!(get(&t, "container:new_flows", "a", "as_client"), 1, "{t}");
+    assert_eq!(get(&t, "container:new_flows", "b", "as_client"), 2, "{t}");
+    assert_eq!(get(&t, "container:new_flows", "c", "as_server"), 3, "{t}");
+    // connects_failed is host-wide (other processes may fail connects too).
+    assert!(
+        num(&t, "flowlens:internal", &[], "connects_failed") >= 5,
+        "{t}"
+    );
+    s.finish();
+}

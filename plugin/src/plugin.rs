@@ -114,7 +114,7 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
             family: if found.local.is_ipv4() { 2 } else { 10 },
             protocol: records::IPPROTO_TCP,
             role: raw_role,
-            _pad: 0,
+            flags: 0,
             comm: [0; records::COMM_LEN],
             // Counted from now: the socket's counters as the scan saw them are the base.
             base_retrans: found.total_retrans,

@@ -6,7 +6,17 @@
 #   info               JSON list of [local, remote, tcpi_rtt_us, tcpi_rttvar_us] of client sockets
 #   close              close every client connection
 #   churn N IP PORT    N times: connect, send 1 byte, read 1 byte, close
+#   refused IP PORT N  N connects that must fail with ECONNREFUSED
+#   failing IP PORT    one blocking connect that must fail; answers its errno
+#   pending IP PORT    start one non-blocking connect and keep it pending
+#   await              wait for the pending connect to end; answers its errno (0: connected)
+#   abort IP PORT      start a non-blocking connect and close it at once
+#   reset              close every client connection with an RST (SO_LINGER 0)
+#   reset_served       close every accepted connection with an RST
+#   poke_served        send 1 byte on every accepted connection (errors ignored)
+import errno
 import json
+import select
 import socket
 import struct
 import sys
@@ -15,6 +25,20 @@ import time
 
 clients = []
 served = []
+pending = []
+
+
+def linger0(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def start_connect(ip, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    rc = sock.connect_ex((ip, port))
+    assert rc == errno.EINPROGRESS, rc
+    return sock
 
 
 def echo(conn):
@@ -25,7 +49,8 @@ def echo(conn):
             return
         if not data:
             # The peer closed: close our side too, as a real server does.
-            served.remove(conn)
+            if conn in served:  # not reset_served's already
+                served.remove(conn)
             conn.close()
             return
         time.sleep(0.003)
@@ -87,6 +112,47 @@ for line in sys.stdin:
             c.sendall(b"x")
             c.recv(1)
             c.close()
+        print("ok", flush=True)
+    elif cmd == "refused":
+        for _ in range(int(words[3])):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            rc = sock.connect_ex((words[1], int(words[2])))
+            sock.close()
+            assert rc == errno.ECONNREFUSED, rc
+        print("ok", flush=True)
+    elif cmd == "failing":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        rc = sock.connect_ex((words[1], int(words[2])))
+        sock.close()
+        print("ok %d" % rc, flush=True)
+    elif cmd == "pending":
+        pending.append(start_connect(words[1], int(words[2])))
+        print("ok", flush=True)
+    elif cmd == "await":
+        sock = pending.pop()
+        select.select([], [sock], [], 60)
+        rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        sock.close()
+        print("ok %d" % rc, flush=True)
+    elif cmd == "abort":
+        start_connect(words[1], int(words[2])).close()
+        print("ok", flush=True)
+    elif cmd == "reset":
+        for c in clients:
+            linger0(c)
+        clients.clear()
+        print("ok", flush=True)
+    elif cmd == "reset_served":
+        for c in list(served):
+            served.remove(c)
+            linger0(c)
+        print("ok", flush=True)
+    elif cmd == "poke_served":
+        for c in served:
+            try:
+                c.send(b"y")
+            except OSError:
+                pass
         print("ok", flush=True)
     else:
         print("error unknown command " + cmd, flush=True)

@@ -331,6 +331,7 @@ fn encode_workload(
         .field_i64(p!("packets"), counter(stats.retrans))
         .finish();
     encode_rtt_distribution(enc, subject, tags, &stats.rtt);
+    encode_failures(enc, subject, tags, stats);
 }
 
 /// The bucket fields of `<subject>:rtt_buckets`, per role, in bucket order: each named by its
@@ -415,6 +416,28 @@ fn encode_rtt_distribution(
         }
         line.finish();
     }
+}
+
+/// `container:tcp_failures` / `pod:tcp_failures`: failed TCP connections by reason and role
+/// (an extension, so never with `ntopng_compat`).
+fn encode_failures(enc: &mut Encoder<'_>, subject: Subject, tags: &TagSet, stats: &WorkloadStats) {
+    let name = match subject {
+        Subject::Container => p!("container:tcp_failures"),
+        Subject::Pod => p!("pod:tcp_failures"),
+    };
+    let f = &stats.failures;
+    enc.line_tagged(name, tags)
+        .field_i64(p!("refused_as_client"), counter(f.refused_as_client))
+        .field_i64(p!("timed_out_as_client"), counter(f.timed_out_as_client))
+        .field_i64(p!("timed_out_as_server"), counter(f.timed_out_as_server))
+        .field_i64(
+            p!("unreachable_as_client"),
+            counter(f.unreachable_as_client),
+        )
+        .field_i64(p!("aborted_as_client"), counter(f.aborted_as_client))
+        .field_i64(p!("reset_as_client"), counter(f.reset_as_client))
+        .field_i64(p!("reset_as_server"), counter(f.reset_as_server))
+        .finish();
 }
 
 /// The measurement names of a subject.

@@ -13,6 +13,9 @@ pub const EV_CLOSE: u32 = 2;
 /// `FL_EV_CONNECT_FAILED`: SYN_SENT -> CLOSE.
 pub const EV_CONNECT_FAILED: u32 = 3;
 
+/// `FL_SOCK_PENDING` in `FlSock::flags`: a connect not answered yet (SYN_SENT), not a flow.
+pub const SOCK_PENDING: u8 = 1;
+
 /// `enum fl_role`.
 pub const ROLE_UNKNOWN: u8 = 0;
 /// `FL_ROLE_CLIENT`.
@@ -73,8 +76,8 @@ pub struct FlSock {
     pub protocol: u8,
     /// `enum fl_role`.
     pub role: u8,
-    /// Padding.
-    pub _pad: u8,
+    /// `FL_SOCK_*` bits (`SOCK_PENDING`).
+    pub flags: u8,
     /// Command name, NUL-padded.
     pub comm: [u8; COMM_LEN],
     /// TCP: `total_retrans` when tracking began (the start-up scan), else 0.
@@ -97,8 +100,9 @@ pub struct FlEvent {
     pub ts_ns: u64,
     /// `enum fl_event_kind`.
     pub kind: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// TCP ends: the socket's `sk_err` when it reached CLOSE (`ECONNREFUSED`, `ETIMEDOUT`,
+    /// `ECONNRESET`, ...; 0: none); 0 in other records.
+    pub err: u32,
     /// Snapshot of the socket's state at the event.
     pub sock: FlSock,
 }
@@ -113,6 +117,8 @@ const _: () = assert!(std::mem::offset_of!(FlSock, comm) == 100);
 const _: () = assert!(std::mem::offset_of!(FlSock, base_retrans) == 116);
 const _: () = assert!(std::mem::offset_of!(FlSock, sk) == 120);
 const _: () = assert!(std::mem::offset_of!(FlSock, base_rcvd) == 136);
+const _: () = assert!(std::mem::offset_of!(FlSock, flags) == 99);
+const _: () = assert!(std::mem::offset_of!(FlEvent, err) == 20);
 const _: () = assert!(std::mem::offset_of!(FlEvent, sock) == 24);
 
 /// An address as stored by the kernel side: IPv4 comes back as `Ipv4Addr`.
@@ -207,6 +213,7 @@ mod tests {
         assert_eq!(value("FL_EV_OPEN"), u64::from(EV_OPEN));
         assert_eq!(value("FL_EV_CLOSE"), u64::from(EV_CLOSE));
         assert_eq!(value("FL_EV_CONNECT_FAILED"), u64::from(EV_CONNECT_FAILED));
+        assert_eq!(value("FL_SOCK_PENDING"), u64::from(SOCK_PENDING));
         assert_eq!(value("FL_ROLE_UNKNOWN"), u64::from(ROLE_UNKNOWN));
         assert_eq!(value("FL_ROLE_CLIENT"), u64::from(ROLE_CLIENT));
         assert_eq!(value("FL_ROLE_SERVER"), u64::from(ROLE_SERVER));

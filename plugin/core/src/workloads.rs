@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use crate::container::ContainerInfo;
-use crate::flows::{FlowTable, Proto, Role};
+use crate::flows::{Failures, FlowTable, Proto, Role};
 use crate::hash::FastMap;
 use crate::rtt::{RttBuckets, RttDistribution};
 use std::{
@@ -72,6 +72,8 @@ pub struct WorkloadStats {
     /// The srtt distribution of its TCP flows, per role (see [`RttDistribution`]). In
     /// [`CgroupActive`], only `interval`: the active flows' samples of this gather.
     pub rtt: RttDistribution,
+    /// TCP connections that failed, by reason and role (counters).
+    pub failures: Failures,
 }
 
 impl WorkloadStats {
@@ -84,6 +86,7 @@ impl WorkloadStats {
         self.new_client += other.new_client;
         self.new_server += other.new_server;
         self.retrans += other.retrans;
+        self.failures.add(&other.failures);
     }
 }
 
@@ -237,6 +240,7 @@ impl WorkloadTracker {
                     stats.new_client += totals.new_client;
                     stats.new_server += totals.new_server;
                     rtt_closed.add(&totals.rtt_closed);
+                    stats.failures.add(&totals.failures);
                 }
                 rtt_interval(t, &mut stats, rtt_closed);
                 (t.info.clone(), stats, t.last_active_ns)

@@ -80,7 +80,7 @@ pub fn synthetic_sock(i: u64) -> FlSock {
         } else {
             records::ROLE_SERVER
         },
-        _pad: 0,
+        flags: 0,
         comm,
         base_retrans: 0,
         sk: 0,

@@ -189,6 +189,74 @@ pub struct CgroupTotals {
     pub new_server: u64,
     /// The final srtt of its ended TCP flows that had an RTT sample, per role.
     pub rtt_closed: RttBuckets,
+    /// TCP connections that failed, by reason and role.
+    pub failures: Failures,
+}
+
+/// TCP connections that failed, by reason and role (cumulative). The connect failures
+/// (`refused`, `timed_out` and `unreachable` as client, `aborted`) sum to the connects that
+/// failed (`FlowTable::connect_failed`, host-wide).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// Connects answered by an RST (`ECONNREFUSED`): nothing listened on the port.
+    pub refused_as_client: u64,
+    /// Connects whose SYN retries ran out (`ETIMEDOUT`), and established client flows whose
+    /// retransmissions or keepalives ran out.
+    pub timed_out_as_client: u64,
+    /// Established server flows whose retransmissions or keepalives ran out.
+    pub timed_out_as_server: u64,
+    /// Connects failed by an ICMP error (`EHOSTUNREACH`, `ENETUNREACH`, ...).
+    pub unreachable_as_client: u64,
+    /// Connects closed by their own process before an answer (its own connect timeout).
+    pub aborted_as_client: u64,
+    /// Established client flows reset by the peer (an RST received: `ECONNRESET`, `EPIPE`).
+    pub reset_as_client: u64,
+    /// Established server flows reset by the peer.
+    pub reset_as_server: u64,
+}
+
+impl Failures {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Failures) {
+        self.refused_as_client += other.refused_as_client;
+        self.timed_out_as_client += other.timed_out_as_client;
+        self.timed_out_as_server += other.timed_out_as_server;
+        self.unreachable_as_client += other.unreachable_as_client;
+        self.aborted_as_client += other.aborted_as_client;
+        self.reset_as_client += other.reset_as_client;
+        self.reset_as_server += other.reset_as_server;
+    }
+
+    /// Counts the end of a TCP socket: a failed connect (`connect`), or an established flow's
+    /// close, with the `sk_err` the kernel set before it reached CLOSE (see [`records::FlEvent`]).
+    /// A close without error, or with one that is not a failure of the connection, counts
+    /// nothing.
+    pub fn count(&mut self, connect: bool, err: u32, role: Role) {
+        const EPIPE: u32 = 32;
+        const ENETUNREACH: u32 = 101;
+        const ECONNRESET: u32 = 104;
+        const ETIMEDOUT: u32 = 110;
+        const ECONNREFUSED: u32 = 111;
+        const EHOSTUNREACH: u32 = 113;
+        let field = match (connect, err, role) {
+            (true, ECONNREFUSED, _) => &mut self.refused_as_client,
+            (true, ETIMEDOUT, _) => &mut self.timed_out_as_client,
+            // No error before CLOSE: the process closed (or shut) the socket itself.
+            (true, 0, _) => &mut self.aborted_as_client,
+            (true, _, _) => &mut self.unreachable_as_client,
+            (false, ECONNRESET | EPIPE, Role::Client) => &mut self.reset_as_client,
+            (false, ECONNRESET | EPIPE, Role::Server) => &mut self.reset_as_server,
+            // Retransmissions ran out: ETIMEDOUT, or the ICMP error met meanwhile.
+            (false, ETIMEDOUT | EHOSTUNREACH | ENETUNREACH, Role::Client) => {
+                &mut self.timed_out_as_client
+            }
+            (false, ETIMEDOUT | EHOSTUNREACH | ENETUNREACH, Role::Server) => {
+                &mut self.timed_out_as_server
+            }
+            (false, _, _) => return,
+        };
+        *field += 1;
+    }
 }
 
 /// What the kernel reported about a socket, with the kind of report.
@@ -526,14 +594,30 @@ impl FlowTable {
         }
     }
 
-    /// Applies one ring-buffer record; a record of an unknown kind is ignored.
+    /// Applies one ring-buffer record; a record of an unknown kind is ignored. A TCP end counts
+    /// in its cgroup's [`Failures`] by its `err`. The close of a connect still pending (caught
+    /// by `fl_destroy` when the state change was missed) is a failed connect.
     pub fn apply_event(&mut self, event: &records::FlEvent) {
+        let pending = event.sock.flags & records::SOCK_PENDING != 0;
         let update = match event.kind {
             records::EV_OPEN => Update::Open,
-            records::EV_CLOSE => Update::Close,
-            records::EV_CONNECT_FAILED => Update::ConnectFailed,
+            records::EV_CLOSE if !pending => Update::Close,
+            records::EV_CLOSE | records::EV_CONNECT_FAILED => Update::ConnectFailed,
             _ => return,
         };
+        // A close without error counts nothing: no lookup on the common path.
+        if update == Update::ConnectFailed || (update == Update::Close && event.err != 0) {
+            let role = self.store.infer_role(&event.sock);
+            let cgroup_id = event.sock.cgroup_id;
+            let totals = self.store.cgroups.entry(cgroup_id).or_default();
+            let before = totals.failures;
+            totals
+                .failures
+                .count(update == Update::ConnectFailed, event.err, role);
+            if totals.failures != before {
+                self.store.touched.insert(cgroup_id);
+            }
+        }
         self.apply(update, event.cookie, &event.sock);
     }
 
@@ -562,7 +646,11 @@ impl FlowTable {
         const CHUNK: usize = 16;
         const NONE: u32 = u32::MAX;
         let mut chunk: Vec<(u64, &FlSock, u32)> = Vec::with_capacity(CHUNK);
-        let mut entries = snapshot.into_iter();
+        // A connect not answered yet is no flow: it becomes one when established (the kernel
+        // clears its SOCK_PENDING), and only counts as a failed connect if it fails.
+        let mut entries = snapshot
+            .into_iter()
+            .filter(|(_, sock)| sock.flags & records::SOCK_PENDING == 0);
         loop {
             chunk.clear();
             chunk.extend(entries.by_ref().take(CHUNK).map(|(cookie, sock)| {

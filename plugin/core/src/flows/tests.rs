@@ -28,7 +28,7 @@ pub(crate) fn sock(role: u8, proto: u8, local: &str, remote: &str) -> FlSock {
         family: if local.is_ipv4() { 2 } else { 10 },
         protocol: proto,
         role,
-        _pad: 0,
+        flags: 0,
         comm: [0; COMM_LEN],
         base_retrans: 0,
         sk: 0,
@@ -491,4 +491,88 @@ fn the_table_is_bounded() {
         t.apply(Update::Open, i, &s);
     }
     assert_eq!((t.len(), t.flows_evicted), (2, 1));
+}
+
+fn event(kind: u32, err: u32, sock: FlSock) -> records::FlEvent {
+    records::FlEvent {
+        cookie: 9,
+        ts_ns: 1,
+        kind,
+        err,
+        sock,
+    }
+}
+
+#[test]
+fn a_pending_connect_is_no_flow_until_established_and_a_failed_one_never_is() {
+    let mut t = FlowTable::new(limits());
+    let mut s = sock(records::ROLE_CLIENT, 6, "10.0.0.1:40000", "10.0.0.2:80");
+    s.flags = records::SOCK_PENDING;
+    t.refresh([(9, &s)], 10);
+    t.refresh([(9, &s)], 11);
+    assert_eq!((t.len(), t.new_flows), (0, 0));
+    // Established: a new flow from the next snapshot on.
+    s.flags = 0;
+    t.refresh([(9, &s)], 12);
+    assert_eq!((t.len(), t.new_flows), (1, 1));
+
+    // Another one fails while pending: a failed connect, never a flow.
+    let mut t = FlowTable::new(limits());
+    let mut s = sock(records::ROLE_CLIENT, 6, "10.0.0.1:40001", "10.0.0.2:80");
+    s.flags = records::SOCK_PENDING;
+    t.refresh([(9, &s)], 10);
+    t.apply_event(&event(records::EV_CONNECT_FAILED, 110, s));
+    t.refresh(std::iter::empty(), 11);
+    assert_eq!((t.len(), t.new_flows, t.connect_failed), (0, 0, 1));
+    assert_eq!(t.cgroup_totals(7).failures.timed_out_as_client, 1);
+    assert_eq!(t.cgroup_totals(7).new_client, 0);
+    // A pending connect caught at its destruction (its state change missed) is the same.
+    t.apply_event(&event(records::EV_CLOSE, 0, s));
+    assert_eq!((t.len(), t.new_flows, t.connect_failed), (0, 0, 2));
+    assert_eq!(t.cgroup_totals(7).failures.aborted_as_client, 1);
+}
+
+#[test]
+fn tcp_ends_count_as_failures_by_their_error_and_role() {
+    let mut t = FlowTable::new(limits());
+    let client = sock(records::ROLE_CLIENT, 6, "10.0.0.1:40000", "10.0.0.2:80");
+    let server = sock(records::ROLE_SERVER, 6, "10.0.0.2:80", "10.0.0.1:40000");
+    let connect = |err| event(records::EV_CONNECT_FAILED, err, client);
+    let close = |err, s| event(records::EV_CLOSE, err, s);
+    for e in [
+        connect(111),       // ECONNREFUSED
+        connect(111),       // ECONNREFUSED
+        connect(110),       // ETIMEDOUT
+        connect(113),       // EHOSTUNREACH
+        connect(0),         // closed by its process
+        close(104, client), // ECONNRESET
+        close(32, client),  // EPIPE: reset after the peer's FIN
+        close(104, server), // ECONNRESET
+        close(110, server), // ETIMEDOUT
+        close(0, server),   // a plain close
+        close(0, client),   // a plain close (ours, even with an RST sent)
+        close(22, client),  // EINVAL: no failure of the connection
+    ] {
+        t.take_touched_cgroups();
+        t.apply_event(&e);
+        // Every failure makes its cgroup's series move, even without a flow.
+        let moved = t.take_touched_cgroups().contains(&7);
+        assert!(moved || e.kind == records::EV_CLOSE, "{e:?}");
+    }
+    assert_eq!(
+        t.cgroup_totals(7).failures,
+        Failures {
+            refused_as_client: 2,
+            timed_out_as_client: 1,
+            timed_out_as_server: 1,
+            unreachable_as_client: 1,
+            aborted_as_client: 1,
+            reset_as_client: 2,
+            reset_as_server: 1,
+        }
+    );
+    assert_eq!(t.connect_failed, 5);
+    // The established ones were flows (new, then ended); the failed connects were not.
+    assert_eq!(t.cgroup_totals(7).new_client, 4);
+    assert_eq!(t.cgroup_totals(7).new_server, 3);
 }

@@ -13,6 +13,7 @@
 
 use super::*;
 use crate::container::{ContainerInfo, QosClass, Runtime};
+use crate::flows::Failures;
 use crate::lineproto::{parse_lines, FieldValue};
 use crate::workloads::{ContainerSeries, PodSeries, RoleStats, WorkloadStats};
 use std::{collections::BTreeSet, net::Ipv6Addr, sync::Arc};
@@ -253,6 +254,15 @@ fn stats(n: u64) -> WorkloadStats {
         new_server: n,
         retrans: n,
         rtt: rtt_distribution(n),
+        failures: Failures {
+            refused_as_client: 2 * n,
+            timed_out_as_client: n,
+            timed_out_as_server: 0,
+            unreachable_as_client: n,
+            aborted_as_client: 0,
+            reset_as_client: n,
+            reset_as_server: 3 * n,
+        },
     }
 }
 
