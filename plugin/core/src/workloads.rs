@@ -7,7 +7,7 @@
 use crate::container::ContainerInfo;
 use crate::flows::{Failures, FlowTable, Proto, Role};
 use crate::hash::FastMap;
-use crate::rtt::{RttBuckets, RttDistribution};
+use crate::rtt::{RttBuckets, RttSlot};
 use std::{
     collections::{HashMap, HashSet},
     hash::BuildHasher,
@@ -71,7 +71,7 @@ pub struct WorkloadStats {
     pub retrans: u64,
     /// The srtt distribution of its TCP flows, per role (see [`RttDistribution`]). In
     /// [`CgroupActive`], only `interval`: the active flows' samples of this gather.
-    pub rtt: RttDistribution,
+    pub rtt: RttSlot,
     /// TCP connections that failed, by reason and role (counters).
     pub failures: Failures,
 }
@@ -339,8 +339,14 @@ impl WorkloadTracker {
 /// `stats` already) and its flows that ended since the last gather (`rtt_closed`, its cgroups'
 /// cumulative samples of ended flows, beyond those seen then); they add to its counters.
 fn rtt_interval(t: &mut Tracked, stats: &mut WorkloadStats, rtt_closed: RttBuckets) {
-    let rtt = &mut stats.rtt;
-    rtt.interval.add(&rtt_closed.since(&t.rtt_closed_seen));
+    let ended = rtt_closed.since(&t.rtt_closed_seen);
+    let none = RttBuckets::default();
+    if stats.rtt.as_ref().is_none() && ended == none && t.rtt_cumulative == none {
+        // Never a sample: nothing to write, nothing allocated.
+        return;
+    }
+    let rtt = stats.rtt.get_mut();
+    rtt.interval.add(&ended);
     t.rtt_closed_seen = rtt_closed;
     t.rtt_cumulative.add(&rtt.interval);
     rtt.cumulative = t.rtt_cumulative;
@@ -389,7 +395,7 @@ pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
             role.rtt_samples += 1;
             role.srtt_sum_us += u64::from(flow.srtt_us);
             role.rttvar_sum_us += u64::from(flow.rttvar_us);
-            let buckets = &mut stats.rtt.interval;
+            let buckets = &mut stats.rtt.get_mut().interval;
             match flow.role {
                 Role::Client => buckets.client.record(flow.srtt_us),
                 Role::Server => buckets.server.record(flow.srtt_us),
@@ -592,8 +598,8 @@ mod tests {
             let touched = t.take_touched_cgroups();
             let v = gather(w, t, &resolved, &touched, &HashMap::new(), now);
             (
-                v.containers.first().map(|c| c.stats.rtt),
-                v.pods.first().map(|p| p.stats.rtt),
+                v.containers.first().map(|c| c.stats.rtt.get()),
+                v.pods.first().map(|p| p.stats.rtt.get()),
             )
         };
         let (rtt, pod) = step(&mut t, &mut w, sec);

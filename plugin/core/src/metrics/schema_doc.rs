@@ -253,7 +253,7 @@ fn stats(n: u64) -> WorkloadStats {
         new_client: 4 * n,
         new_server: n,
         retrans: n,
-        rtt: rtt_distribution(n),
+        rtt: rtt_distribution(n).into(),
         failures: Failures {
             refused_as_client: 2 * n,
             timed_out_as_client: n,
@@ -266,8 +266,9 @@ fn stats(n: u64) -> WorkloadStats {
     }
 }
 
-/// RTT samples in both roles: `n` at 26 µs and one at 20 ms as client, `n` at 3 ms as server;
-/// this interval's are the same.
+/// RTT samples in both roles: `n` at 26 µs and one at 20 ms as client, `n` at 3 ms as server,
+/// and one in every bucket of each role (a bucket without a sample is not written: every field
+/// must be, once); this interval's are the same.
 fn rtt_distribution(n: u64) -> crate::rtt::RttDistribution {
     let mut b = crate::rtt::RttBuckets::default();
     for _ in 0..n {
@@ -275,6 +276,12 @@ fn rtt_distribution(n: u64) -> crate::rtt::RttDistribution {
         b.server.record(3_000);
     }
     b.client.record(20_000);
+    for bound in crate::rtt::BOUNDS_US {
+        b.client.record(bound);
+        b.server.record(bound);
+    }
+    b.client.record(u32::MAX);
+    b.server.record(u32::MAX);
     crate::rtt::RttDistribution {
         cumulative: b,
         interval: b,
@@ -302,13 +309,13 @@ fn one_rtt_role(n: u64, client: bool) -> WorkloadStats {
         rttvar_sum_us: 0,
     };
     let s = stats(n);
-    let mut rtt = s.rtt;
+    let mut rtt = s.rtt.get();
     if client {
         rtt.cumulative.server = Default::default();
         rtt.interval.server = Default::default();
         WorkloadStats {
             server: none,
-            rtt,
+            rtt: rtt.into(),
             ..s
         }
     } else {
@@ -316,7 +323,7 @@ fn one_rtt_role(n: u64, client: bool) -> WorkloadStats {
         rtt.interval.client = Default::default();
         WorkloadStats {
             client: none,
-            rtt,
+            rtt: rtt.into(),
             ..s
         }
     }
