@@ -35,10 +35,14 @@
 #![forbid(unsafe_code)]
 
 mod encode;
+mod escape;
+mod number;
 #[cfg(any(test, feature = "parser"))]
 mod parse;
+mod sort;
 
-pub use encode::{reads_back_unchanged, Encoder, LineBuilder, Name, Plain, TagSet, MAX_TAGS};
+pub use encode::{Encoder, LineBuilder, TagSet, MAX_TAGS};
+pub use escape::{reads_back_unchanged, Name, Plain};
 #[cfg(any(test, feature = "parser"))]
 pub use parse::{parse_lines, validate, FieldValue, ParseError, Point};
 
