@@ -1,0 +1,339 @@
+//! The sock_diag protocol: kernel ABI constants, the request, and the pure parser of the
+//! replies (validates every length; never panics on malformed input)
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Kernel ABI constants (linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h, linux/tcp.h).
+
+pub(super) const NETLINK_SOCK_DIAG: libc::c_int = 4;
+pub(super) const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+pub(super) const NLMSG_HDRLEN: usize = 16;
+pub(super) const NLMSG_NOOP: u16 = 1;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_DONE: u16 = 3;
+pub(super) const NLMSG_OVERRUN: u16 = 4;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
+
+/// `sizeof(struct inet_diag_req_v2)`.
+pub(super) const INET_DIAG_REQ_V2_LEN: usize = 56;
+/// `sizeof(struct inet_diag_msg)`; attributes follow at `NLMSG_ALIGN(72) == 72`.
+pub(super) const INET_DIAG_MSG_LEN: usize = 72;
+pub(super) const RTA_HDRLEN: usize = 4;
+/// `NLA_TYPE_MASK`: strips `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`.
+pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
+
+pub(super) const INET_DIAG_INFO: u16 = 2;
+pub(super) const INET_DIAG_SKV6ONLY: u16 = 11;
+pub(super) const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// Offsets in `struct tcp_info` (checked with `offsetof` against `/usr/include/linux/tcp.h`).
+pub(super) const TCPI_RTT_OFF: usize = 68;
+pub(super) const TCPI_RTTVAR_OFF: usize = 72;
+pub(super) const TCPI_TOTAL_RETRANS_OFF: usize = 100;
+pub(super) const TCPI_BYTES_ACKED_OFF: usize = 120;
+pub(super) const TCPI_BYTES_RECEIVED_OFF: usize = 128;
+
+pub(super) const TCP_ESTABLISHED: u32 = 1;
+pub(super) const TCP_SYN_RECV: u32 = 3;
+pub(super) const TCP_FIN_WAIT1: u32 = 4;
+pub(super) const TCP_FIN_WAIT2: u32 = 5;
+pub(super) const TCP_CLOSE_WAIT: u32 = 8;
+pub(super) const TCP_LISTEN: u32 = 10;
+
+/// `idiag_states` of the established-like sockets (SYN_RECV ones are request sockets: no
+/// `tcp_info`, no inode, no cgroup id; their cookie carries over to the accepted socket).
+pub(super) const ESTABLISHED_STATES: u32 = 1 << TCP_ESTABLISHED
+    | 1 << TCP_SYN_RECV
+    | 1 << TCP_FIN_WAIT1
+    | 1 << TCP_FIN_WAIT2
+    | 1 << TCP_CLOSE_WAIT;
+pub(super) const LISTEN_STATES: u32 = 1 << TCP_LISTEN;
+
+/// Concurrent namespace threads.
+pub(super) const MAX_PARALLEL: usize = 4;
+/// Receive buffer; the kernel's dump datagrams are at most 32 KiB.
+pub(super) const RECV_BUF_LEN: usize = 64 * 1024;
+/// Receive timeout so that a stuck dump cannot hang start-up.
+pub(super) const RECV_TIMEOUT_SECS: libc::time_t = 5;
+
+// ---------------------------------------------------------------------------------------------
+// Netlink message parsing (pure, unit-tested on hand-built buffers).
+
+/// Why a netlink reply could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NlError {
+    #[error("truncated {what}: need {need} bytes, have {have}")]
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+    #[error("bad attribute length {len} ({avail} bytes left)")]
+    BadAttr { len: usize, avail: usize },
+    #[error("kernel returned error: {}", io::Error::from_raw_os_error(*.errno))]
+    Kernel { errno: i32 },
+    #[error("dump ended with error: {}", io::Error::from_raw_os_error(*.errno))]
+    DumpFailed { errno: i32 },
+    #[error("netlink overrun")]
+    Overrun,
+    #[error("unknown address family {0}")]
+    UnknownFamily(u8),
+    #[error("datagram of {size} bytes does not fit the receive buffer")]
+    DatagramTooLarge { size: usize },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What one datagram said about the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// More datagrams follow.
+    More,
+    /// `NLMSG_DONE` seen.
+    Done,
+}
+
+/// The `struct tcp_info` fields we use; `None` when the attribute is too short for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TcpInfoLite {
+    pub(crate) rtt_us: Option<u32>,
+    pub(crate) rttvar_us: Option<u32>,
+    pub(crate) bytes_acked: Option<u64>,
+    pub(crate) bytes_received: Option<u64>,
+    pub(crate) total_retrans: Option<u32>,
+}
+
+/// One parsed `inet_diag_msg` with the attributes we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DiagSocket {
+    pub(crate) state: u8,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) cookie: u64,
+    pub(crate) inode: u32,
+    pub(crate) tcp_info: Option<TcpInfoLite>,
+    pub(crate) cgroup_id: Option<u64>,
+    pub(crate) v6only: Option<bool>,
+}
+
+pub(super) fn rd_u16_ne(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..off.checked_add(2)?)?
+        .try_into()
+        .ok()
+        .map(u16::from_ne_bytes)
+}
+
+pub(super) fn rd_u16_be(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..off.checked_add(2)?)?
+        .try_into()
+        .ok()
+        .map(u16::from_be_bytes)
+}
+
+pub(super) fn rd_u32_ne(b: &[u8], off: usize) -> Option<u32> {
+    b.get(off..off.checked_add(4)?)?
+        .try_into()
+        .ok()
+        .map(u32::from_ne_bytes)
+}
+
+pub(super) fn rd_u64_ne(b: &[u8], off: usize) -> Option<u64> {
+    b.get(off..off.checked_add(8)?)?
+        .try_into()
+        .ok()
+        .map(u64::from_ne_bytes)
+}
+
+pub(super) fn rd_i32_ne(b: &[u8], off: usize) -> Option<i32> {
+    rd_u32_ne(b, off).map(|v| v as i32)
+}
+
+/// `NLMSG_ALIGN` / `RTA_ALIGN`, saturating.
+pub(super) fn align4(len: usize) -> usize {
+    len.saturating_add(3) & !3
+}
+
+/// Parses one datagram of a dump reply, calling `sink` for every socket of request `seq`.
+///
+/// Messages with another sequence number (stale replies of an aborted earlier dump) are skipped.
+pub(crate) fn parse_datagram(
+    buf: &[u8],
+    seq: u32,
+    sink: &mut dyn FnMut(DiagSocket),
+) -> Result<Progress, NlError> {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let truncated = |need| NlError::Truncated {
+            what: "netlink message",
+            need,
+            have: rest.len(),
+        };
+        let (Some(len), Some(ty), Some(msg_seq)) =
+            (rd_u32_ne(rest, 0), rd_u16_ne(rest, 4), rd_u32_ne(rest, 8))
+        else {
+            return Err(truncated(NLMSG_HDRLEN));
+        };
+        let len = len as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(truncated(len.max(NLMSG_HDRLEN)));
+        }
+        let payload = &rest[NLMSG_HDRLEN..len];
+        rest = &rest[align4(len).min(rest.len())..];
+        if msg_seq != seq {
+            continue;
+        }
+        match ty {
+            NLMSG_NOOP => {}
+            NLMSG_ERROR => {
+                let errno = rd_i32_ne(payload, 0).ok_or(NlError::Truncated {
+                    what: "NLMSG_ERROR",
+                    need: 4,
+                    have: payload.len(),
+                })?;
+                if errno != 0 {
+                    return Err(NlError::Kernel {
+                        errno: errno.saturating_neg(),
+                    });
+                }
+                // errno 0 is an acknowledgement; a dump still ends with NLMSG_DONE.
+            }
+            NLMSG_DONE => {
+                // The payload is an int: negative when the dump failed part-way.
+                return match rd_i32_ne(payload, 0) {
+                    Some(v) if v < 0 => Err(NlError::DumpFailed {
+                        errno: v.saturating_neg(),
+                    }),
+                    _ => Ok(Progress::Done),
+                };
+            }
+            NLMSG_OVERRUN => return Err(NlError::Overrun),
+            SOCK_DIAG_BY_FAMILY => sink(parse_diag_msg(payload)?),
+            _ => {}
+        }
+    }
+    Ok(Progress::More)
+}
+
+/// Converts an IPv4-mapped IPv6 address to IPv4 (and only those: `::1` stays IPv6).
+pub(super) fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub(super) fn sock_addr(ip: IpAddr, port: u16, ifindex: u32) -> SocketAddr {
+    match unmap(ip) {
+        IpAddr::V4(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+        IpAddr::V6(v6) => {
+            let link_local = v6.segments()[0] & 0xffc0 == 0xfe80;
+            let scope = if link_local { ifindex } else { 0 };
+            SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope))
+        }
+    }
+}
+
+/// Parses the payload of a `SOCK_DIAG_BY_FAMILY` message: `inet_diag_msg` plus attributes.
+pub(super) fn parse_diag_msg(p: &[u8]) -> Result<DiagSocket, NlError> {
+    if p.len() < INET_DIAG_MSG_LEN {
+        return Err(NlError::Truncated {
+            what: "inet_diag_msg",
+            need: INET_DIAG_MSG_LEN,
+            have: p.len(),
+        });
+    }
+    // Offsets of struct inet_diag_msg; the length check above makes every read succeed.
+    let family = p[0];
+    let state = p[1];
+    let sport = rd_u16_be(p, 4).unwrap_or(0);
+    let dport = rd_u16_be(p, 6).unwrap_or(0);
+    let addr = |off: usize| -> Result<IpAddr, NlError> {
+        match i32::from(family) {
+            libc::AF_INET => {
+                let b: [u8; 4] = p[off..off + 4].try_into().unwrap_or([0; 4]);
+                Ok(IpAddr::V4(Ipv4Addr::from(b)))
+            }
+            libc::AF_INET6 => {
+                let b: [u8; 16] = p[off..off + 16].try_into().unwrap_or([0; 16]);
+                Ok(IpAddr::V6(Ipv6Addr::from(b)))
+            }
+            _ => Err(NlError::UnknownFamily(family)),
+        }
+    };
+    let src = addr(8)?;
+    let dst = addr(24)?;
+    let ifindex = rd_u32_ne(p, 40).unwrap_or(0);
+    let cookie_lo = rd_u32_ne(p, 44).unwrap_or(0);
+    let cookie_hi = rd_u32_ne(p, 48).unwrap_or(0);
+    let inode = rd_u32_ne(p, 68).unwrap_or(0);
+
+    let mut sock = DiagSocket {
+        state,
+        local: sock_addr(src, sport, ifindex),
+        remote: sock_addr(dst, dport, ifindex),
+        cookie: u64::from(cookie_lo) | u64::from(cookie_hi) << 32,
+        inode,
+        tcp_info: None,
+        cgroup_id: None,
+        v6only: None,
+    };
+
+    let mut rest = &p[align4(INET_DIAG_MSG_LEN).min(p.len())..];
+    // Fewer than RTA_HDRLEN trailing bytes can only be padding.
+    while rest.len() >= RTA_HDRLEN {
+        let len = usize::from(rd_u16_ne(rest, 0).unwrap_or(0));
+        let ty = rd_u16_ne(rest, 2).unwrap_or(0) & NLA_TYPE_MASK;
+        if len < RTA_HDRLEN || len > rest.len() {
+            return Err(NlError::BadAttr {
+                len,
+                avail: rest.len(),
+            });
+        }
+        let data = &rest[RTA_HDRLEN..len];
+        match ty {
+            INET_DIAG_INFO => sock.tcp_info = Some(parse_tcp_info(data)),
+            INET_DIAG_SKV6ONLY => sock.v6only = data.first().map(|&b| b != 0),
+            INET_DIAG_CGROUP_ID => sock.cgroup_id = rd_u64_ne(data, 0),
+            _ => {}
+        }
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    Ok(sock)
+}
+
+/// Reads the fields we use from a `struct tcp_info` of any kernel version (shorter on old ones).
+pub(super) fn parse_tcp_info(data: &[u8]) -> TcpInfoLite {
+    TcpInfoLite {
+        rtt_us: rd_u32_ne(data, TCPI_RTT_OFF),
+        rttvar_us: rd_u32_ne(data, TCPI_RTTVAR_OFF),
+        bytes_acked: rd_u64_ne(data, TCPI_BYTES_ACKED_OFF),
+        bytes_received: rd_u64_ne(data, TCPI_BYTES_RECEIVED_OFF),
+        total_retrans: rd_u32_ne(data, TCPI_TOTAL_RETRANS_OFF),
+    }
+}
+
+/// Builds a `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets.
+pub(super) fn build_request(
+    seq: u32,
+    family: u8,
+    states: u32,
+    ext: u8,
+) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    let mut m = [0u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
+    let total = (NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN) as u32;
+    m[0..4].copy_from_slice(&total.to_ne_bytes());
+    m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nlmsg_pid 0: the kernel assigns the port id.
+    let r = &mut m[NLMSG_HDRLEN..];
+    r[0] = family;
+    r[1] = libc::IPPROTO_TCP as u8;
+    r[2] = ext;
+    r[4..8].copy_from_slice(&states.to_ne_bytes());
+    // The socket id (ports, addresses, interface, cookie) stays zero: it is ignored by dumps.
+    m
+}
