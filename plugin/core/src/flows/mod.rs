@@ -281,7 +281,7 @@ fn proto_of(sock: &FlSock) -> Option<Proto> {
 impl Store {
     /// The role of a socket. The kernel writes it for every socket it enters (TCP: connect or
     /// accept; UDP: the first datagram's direction), and the start-up scan for the sockets it
-    /// finds (from the listening ports of each socket's namespace, see seed.rs). An entry without
+    /// finds (from the listening ports of each socket's namespace, see the plugin's seed/role.rs). An entry without
     /// one (`ROLE_UNKNOWN`, written by another program into the map) is guessed from its local
     /// port: ephemeral (>= 32768) makes it a client, a low one a server.
     fn infer_role(&self, sock: &FlSock) -> Role {

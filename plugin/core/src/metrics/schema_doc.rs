@@ -520,7 +520,7 @@ fn the_doc_lists_exactly_what_is_written() {
     }
     assert!(
         problems.is_empty(),
-        "docs/metrics.md and plugin/src/metrics.rs differ:\n  {}",
+        "docs/metrics.md and plugin/core/src/metrics.rs differ:\n  {}",
         problems.join("\n  ")
     );
 
