@@ -35,7 +35,8 @@ def main(src, dst):
         for label, values in series:
             ax.plot(minutes, values, label=label, linewidth=1)
         ax.set_ylabel(title)
-        ax.set_ylim(bottom=0)
+        top = max(max(values) for _, values in series)
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1)
         ax.grid(True, alpha=0.3)
         if len(series) > 1:
             ax.legend(loc="upper left", fontsize="small")
