@@ -95,8 +95,7 @@ pub struct DiagSocket {
     pub cookie: u64,
     /// `idiag_inode`.
     pub inode: u32,
-    /// `INET_DIAG_INFO`: (rtt, rttvar, bytes_acked, bytes_received, total_retrans), each `None`
-    /// when the attribute is too short for it.
+    /// `INET_DIAG_INFO`, when the socket had one.
     pub tcp_info: Option<TcpInfo>,
     /// `INET_DIAG_CGROUP_ID`.
     pub cgroup_id: Option<u64>,
@@ -104,7 +103,7 @@ pub struct DiagSocket {
     pub v6only: Option<bool>,
 }
 
-/// The `struct tcp_info` fields read.
+/// The `struct tcp_info` fields read, each `None` when the attribute is too short for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpInfo {
     /// `tcpi_rtt`.
