@@ -748,17 +748,9 @@ fn an_address_in_two_network_namespaces_is_two_series_or_one_in_ntopng_compat() 
 /// The float field of the line of `measurement` whose tags include all of `tags` (ntopng_compat
 /// writes counts as floats); 0 when there is no such line.
 fn float(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> f64 {
-    let points = parse_lines(text).unwrap();
-    let Some(point) = points.iter().find(|p| {
-        p.measurement == measurement
-            && tags
-                .iter()
-                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
-    }) else {
-        return 0.0;
-    };
-    match point.fields.iter().find(|(k, _)| k == field) {
-        Some((_, flowlens_core::lineproto::FieldValue::Float(v))) => *v,
+    match field_of(text, measurement, tags, field) {
+        None => 0.0,
+        Some(flowlens_core::lineproto::FieldValue::Float(v)) => v,
         other => panic!("{measurement} {field}: {other:?}"),
     }
 }

@@ -2,7 +2,7 @@
 //! (network namespaces, cgroup2 directories) that stand in for containers.
 
 use crate::{flowlens, in_ci, TempDir};
-use flowlens_core::lineproto::{parse_lines, FieldValue};
+use flowlens_core::lineproto::{parse_lines, FieldValue, Point};
 use std::{
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
@@ -130,25 +130,36 @@ impl Drop for Session {
     }
 }
 
+/// Whether `point` is a line of `measurement` whose tags include all of `tags`.
+pub fn matches(point: &Point, measurement: &str, tags: &[(&str, &str)]) -> bool {
+    point.measurement == measurement
+        && tags
+            .iter()
+            .all(|(k, v)| point.tags.iter().any(|(pk, pv)| pk == k && pv == v))
+}
+
+/// The field `field` of the first line of `measurement` whose tags include all of `tags`; None
+/// when there is no such line (a panic when the line lacks the field).
+pub fn field_of(
+    text: &str,
+    measurement: &str,
+    tags: &[(&str, &str)],
+    field: &str,
+) -> Option<FieldValue> {
+    let points = parse_lines(text).unwrap();
+    let point = points.iter().find(|p| matches(p, measurement, tags))?;
+    match point.fields.iter().find(|(k, _)| k == field) {
+        Some((_, v)) => Some(v.clone()),
+        None => panic!("{measurement} has no {field}"),
+    }
+}
+
 /// The integer field of the line of `measurement` whose tags include all of `tags`; 0 when
 /// there is no such line.
 pub fn value(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> i64 {
-    let points = parse_lines(text).unwrap();
-    let Some(point) = points.iter().find(|p| {
-        p.measurement == measurement
-            && tags
-                .iter()
-                .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
-    }) else {
-        return 0;
-    };
-    match point
-        .fields
-        .iter()
-        .find(|(k, _)| k == field)
-        .map(|(_, v)| v)
-    {
-        Some(FieldValue::Int(v)) => *v,
+    match field_of(text, measurement, tags, field) {
+        None => 0,
+        Some(FieldValue::Int(v)) => v,
         other => panic!("{measurement} {field}: {other:?}"),
     }
 }
@@ -159,12 +170,7 @@ pub fn sum(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) ->
     parse_lines(text)
         .unwrap()
         .iter()
-        .filter(|p| {
-            p.measurement == measurement
-                && tags
-                    .iter()
-                    .all(|(k, v)| p.tags.iter().any(|(pk, pv)| pk == k && pv == v))
-        })
+        .filter(|p| matches(p, measurement, tags))
         .map(|p| match p.fields.iter().find(|(k, _)| k == field) {
             Some((_, FieldValue::Int(v))) => *v,
             None => 0,
