@@ -10,7 +10,7 @@ use flowlens::config::Config;
 use flowlens::fuzz::{self, DiagSocket, Names, TcpInfo};
 use flowlens::fuzz::{is_container_id, is_pod_uid};
 use flowlens_core::lineproto::{
-    parse_lines, validate, Encoder, FieldValue, Point, Precision, TagSet,
+    parse_lines, read_by_vector, validate, Encoder, FieldValue, Point, Precision, TagSet,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -75,45 +75,6 @@ fn readable(s: &str, key: bool) -> String {
 /// Debug text: equal iff equal with floats compared bit for bit.
 fn exact(p: &Point) -> String {
     format!("{p:?}")
-}
-
-/// The point as `influxdb-line-protocol` 2 (Vector's parser) reads `text`.
-fn read_by_vector(text: &str) -> Result<Point, String> {
-    use influxdb_line_protocol::FieldValue as V;
-    let mut lines = influxdb_line_protocol::parse_lines(text);
-    let line = lines
-        .next()
-        .ok_or("no line")?
-        .map_err(|e| format!("rejected: {e}"))?;
-    if lines.next().is_some() {
-        return Err("more than one line".into());
-    }
-    let fields = line
-        .field_set
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                V::I64(v) => FieldValue::Int(*v),
-                V::F64(v) => FieldValue::Float(*v),
-                V::Boolean(v) => FieldValue::Bool(*v),
-                V::String(v) => FieldValue::Str(v.to_string()),
-                V::U64(v) => return Err(format!("unsigned value {v}")),
-            };
-            Ok((k.to_string(), v))
-        })
-        .collect::<Result<_, String>>()?;
-    Ok(Point {
-        measurement: line.series.measurement.to_string(),
-        tags: line
-            .series
-            .tag_set
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        fields,
-        timestamp: line.timestamp,
-    })
 }
 
 /// Checks that `text` is one line that our parser and Vector's both read as `want`.

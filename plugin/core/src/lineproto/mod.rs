@@ -44,7 +44,7 @@ mod sort;
 pub use encode::{Encoder, LineBuilder, TagSet, MAX_TAGS};
 pub use escape::{reads_back_unchanged, Name, Plain};
 #[cfg(any(test, feature = "parser"))]
-pub use parse::{parse_lines, validate, FieldValue, ParseError, Point};
+pub use parse::{parse_lines, read_by_vector, validate, FieldValue, ParseError, Point};
 
 use serde::{Deserialize, Serialize};
 

@@ -452,6 +452,46 @@ fn timestamp(i: &str) -> PResult<'_, i64> {
     }
 }
 
+/// The point as `influxdb-line-protocol` 2 (the parser Vector uses) reads `text`, one line:
+/// the second reader the tests and the fuzz targets check the encoder against.
+pub fn read_by_vector(text: &str) -> Result<Point, String> {
+    use influxdb_line_protocol::FieldValue as V;
+    let mut lines = influxdb_line_protocol::parse_lines(text);
+    let line = lines
+        .next()
+        .ok_or("no line")?
+        .map_err(|e| format!("rejected: {e}"))?;
+    if lines.next().is_some() {
+        return Err("more than one line".into());
+    }
+    let fields = line
+        .field_set
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                V::I64(v) => FieldValue::Int(*v),
+                V::F64(v) => FieldValue::Float(*v),
+                V::Boolean(v) => FieldValue::Bool(*v),
+                V::String(v) => FieldValue::Str(v.to_string()),
+                V::U64(v) => return Err(format!("unsigned value {v}")),
+            };
+            Ok((k.to_string(), v))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Point {
+        measurement: line.series.measurement.to_string(),
+        tags: line
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        fields,
+        timestamp: line.timestamp,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
