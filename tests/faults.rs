@@ -669,27 +669,23 @@ struct Holder {
 
 impl Holder {
     fn start(cgroup: &Cgroup, local: Ipv4Addr, remote: SocketAddrV4) -> Holder {
-        let mut child = Command::new("sh")
-            .args([
-                "-c",
-                "echo $$ > \"$0/cgroup.procs\" && exec python3 -c \"$1\" \"$2\" \"$3\" \"$4\"",
-            ])
-            .arg(&cgroup.0)
-            .args([
-                HOLDER,
-                &local.to_string(),
-                &remote.ip().to_string(),
-                &remote.port().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ok", "the holder in {}", cgroup.0.display());
+        let mut child = spawn_ready(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "echo $$ > \"$0/cgroup.procs\" && exec python3 -c \"$1\" \"$2\" \"$3\" \"$4\"",
+                ])
+                .arg(&cgroup.0)
+                .args([
+                    HOLDER,
+                    &local.to_string(),
+                    &remote.ip().to_string(),
+                    &remote.port().to_string(),
+                ])
+                .stdin(Stdio::piped()),
+            "ok",
+            &format!("the holder in {}", cgroup.0.display()),
+        );
         let stdin = child.stdin.take();
         Holder { child, stdin }
     }

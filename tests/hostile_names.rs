@@ -10,7 +10,6 @@ use flowlens_dashboards::{Influx, Series};
 use flowlens_tests::{session::*, standins::hex_id, *};
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -136,26 +135,21 @@ fn hostile_tag_values_are_accepted_and_read_back_as_written() {
 
 /// A process in `cgroup` holding a TCP connection to `port` on loopback until it is killed.
 fn hold_connection(cgroup: &Path, port: u16) -> Child {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(
-            r#"echo $$ > "$0/cgroup.procs" && exec python3 -u -c 'import socket, sys
+    spawn_ready(
+        Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"echo $$ > "$0/cgroup.procs" && exec python3 -u -c 'import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 print("ready", flush=True)
 sys.stdin.read()' "$1""#,
-        )
-        .arg(cgroup)
-        .arg(port.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    child
+            )
+            .arg(cgroup)
+            .arg(port.to_string())
+            .stdin(Stdio::piped()),
+        "ready",
+        "the connection holder",
+    )
 }
 
 /// One stand-in container: its names as raw JSON string bytes (so NUL and invalid UTF-8 can be

@@ -55,6 +55,19 @@ pub fn flowlens(args: &[&str]) -> Command {
     cmd
 }
 
+/// Spawns `cmd` with its stdout piped and waits for its first line, which must be `expect` (the
+/// helper processes of the tests say they are ready this way); `what` names it in the failure.
+pub fn spawn_ready(cmd: &mut Command, expect: &str, what: &str) -> Child {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), expect, "{what} did not start");
+    child
+}
+
 /// Runs flowlens to completion with stdin from /dev/null.
 pub fn run_flowlens(args: &[&str]) -> Output {
     flowlens(args)

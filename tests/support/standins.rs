@@ -5,7 +5,6 @@
 
 use crate::{cgroup2_root, NetnsPair};
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
@@ -111,7 +110,8 @@ impl StandIns {
         let dir = self.cgroup(&cgroup);
         // The shell moves itself into the container's cgroup, then becomes the workload: every
         // socket it opens belongs to the container.
-        let mut child = Command::new("sh")
+        let child = crate::spawn_ready(
+            Command::new("sh")
             .arg("-c")
             .arg(
                 r#"echo $$ > "$0/cgroup.procs" && n=$1 && p=$2 && shift 2 && exec ip netns exec "$n" python3 -u -c "$p" "$@""#,
@@ -121,16 +121,11 @@ impl StandIns {
             .arg(program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+            .stderr(Stdio::inherit()),
+            "ready",
+            &format!("container {name}"),
+        );
         self.children.push(child);
-        assert_eq!(line.trim(), "ready", "container {name} did not start");
         id
     }
 
