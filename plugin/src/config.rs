@@ -136,6 +136,12 @@ settings! {
         /// first); the rest fold into `container=other` (and `pod=other`), counted in
         /// `flowlens:internal,series_dropped`.
         max_containers: u32 = 1_000,
+        /// Most peers (destinations of its client flows, local ports of its server flows)
+        /// written as their own `container:peers` series per container: the busiest new peers
+        /// take the free places at each gather, a peer keeps its series until it has been idle
+        /// for `series_ttl_secs`, the rest fold into `peer=other` (counted in
+        /// `flowlens:internal,series_dropped`). 0: no peer series.
+        max_peers_per_container: u32 = 32,
         /// A host's or container's series is written with zero active flows (and its cumulative
         /// counters) for this many seconds after its last flow ended, so charts drop to zero
         /// before the series stops. Then it stops and its counters are dropped: if the address
@@ -338,6 +344,12 @@ impl Config {
         }
         if g.max_containers == 0 {
             return Err("max_containers = 0 is out of range: use at least 1".to_string());
+        }
+        if g.max_peers_per_container > 10_000 {
+            return Err(format!(
+                "max_peers_per_container = {} is out of range: use 0 to 10000",
+                g.max_peers_per_container
+            ));
         }
         for (key, value) in [
             ("cgroup2_root", &g.cgroup2_root),

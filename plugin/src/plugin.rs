@@ -15,7 +15,7 @@ use flowlens_abi::{
     LogLevel, PluginError, ShimSettings,
 };
 use flowlens_core::{
-    flows::{FlowTable, Limits, Role},
+    flows::{FlowTable, Limits, Role, Scope},
     hash::{FastMap, FastSet},
     metrics, records,
     workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
@@ -231,6 +231,11 @@ impl Flowlens {
             udp_idle_timeout_ns: g.udp_idle_timeout_secs.saturating_mul(1_000_000_000),
             // ntopng's tags have no place for the namespace: one series per address there.
             hosts_by_netns: !g.ntopng_compat,
+            max_peers: if g.ntopng_compat {
+                0
+            } else {
+                g.max_peers_per_container as usize
+            },
         })));
         let (ebpf, ebpf_disabled) = if g.ebpf {
             let options = CollectorOptions {
@@ -319,17 +324,26 @@ impl Flowlens {
                 }
             }
         }
-        let values = self.tracker.update(
-            table,
-            active,
-            &resolved,
-            &touched,
-            &pod_counts,
-            monotonic_ns(),
-        );
+        let now_ns = monotonic_ns();
+        let mut values =
+            self.tracker
+                .update(table, active, &resolved, &touched, &pod_counts, now_ns);
         // Cgroups met between two walks of the cgroup tree: resolved at the next gather, with
         // their counters kept until then.
         let deferred = self.resolver.take_deferred();
+        table.assign_peers(
+            |cgroup_id| match resolved.get(&cgroup_id) {
+                Some(info) if !info.is_sandbox => Scope::Series,
+                Some(_) => Scope::NoSeries,
+                None if deferred.contains(&cgroup_id) => Scope::NotYet,
+                None => Scope::NoSeries,
+            },
+            |_, _, _| None,
+            now_ns,
+        );
+        let peers = table.peer_values();
+        values.peers = workloads::peer_series(table, peers, &resolved, &values.containers);
+        values.series_dropped += table.take_peers_folded();
         let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
         keep.extend(deferred.iter().copied());
         table.retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));

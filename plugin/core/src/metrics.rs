@@ -3,14 +3,16 @@
 //! Pure: no I/O.
 #![forbid(unsafe_code)]
 
+use crate::container::ContainerInfo;
 use crate::flows::{FlowTable, HostKey, HostTotals, Role};
+use crate::flows::{Proto, Role as FlowRole};
 use crate::hash::FastSet;
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
 use crate::ndpi::ProtocolTotals;
 use crate::rtt;
-use crate::workloads::{WorkloadStats, WorkloadValues};
-use std::collections::BTreeMap;
+use crate::workloads::{PeerSeries, WorkloadStats, WorkloadValues};
+use std::{collections::BTreeMap, sync::Arc};
 
 /// A measurement name or field key checked at compile time to need no escaping.
 macro_rules! p {
@@ -529,6 +531,84 @@ fn encode_workloads(enc: &mut Encoder<'_>, values: &WorkloadValues, shape: &Shap
         let count = Some(pod.num_containers);
         encode_workload(enc, shape, Subject::Pod, &tags, &pod.stats, count);
     }
+    if ext {
+        encode_peers(enc, &values.peers, shape);
+    }
+}
+
+/// An optional name as a tag value (empty: the tag is left out).
+fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+/// The short id of an optional container, as a tag value.
+fn short(v: &Option<Arc<ContainerInfo>>) -> &str {
+    v.as_ref().map_or("", |i| i.short_id.as_str())
+}
+
+/// The pod of an optional container, as a tag value.
+fn pod_of(v: &Option<Arc<ContainerInfo>>) -> &str {
+    v.as_ref().and_then(|i| i.pod.as_deref()).unwrap_or("")
+}
+
+/// `container:peers`: one line per container and peer (an extension: never with
+/// `ntopng_compat`, where the table keeps no peers).
+fn encode_peers(enc: &mut Encoder<'_>, peers: &[PeerSeries], shape: &Shape) {
+    let ifid = shape.ifid.as_str();
+    let mut tags = TagSet::default();
+    let (mut peer, mut backend) = (String::new(), String::new());
+    for series in peers {
+        let info = &series.container;
+        peer.clear();
+        backend.clear();
+        let (role, proto) = match &series.key {
+            Some(key) => {
+                peer.push_str(&key.endpoint());
+                if let Some(b) = key.backend {
+                    backend.push_str(&b.to_string());
+                }
+                let role = match key.role {
+                    FlowRole::Client => "client",
+                    FlowRole::Server => "server",
+                };
+                let proto = match key.proto {
+                    Proto::Tcp => "tcp",
+                    Proto::Udp => "udp",
+                };
+                (role, proto)
+            }
+            None => {
+                peer.push_str("other");
+                ("", "")
+            }
+        };
+        // In key order (the encoder's fast path).
+        tags.set(&[
+            ("backend", &backend),
+            ("backend_container", short(&series.backend)),
+            ("backend_pod", pod_of(&series.backend)),
+            ("container", info.short_id.as_str()),
+            ("container_name", text(&info.name)),
+            ("ifid", ifid),
+            ("namespace", text(&info.namespace)),
+            ("node", &shape.node),
+            ("peer", &peer),
+            ("peer_container", short(&series.peer)),
+            ("peer_pod", pod_of(&series.peer)),
+            ("pod", text(&info.pod)),
+            ("proto", proto),
+            ("role", role),
+        ]);
+        let t = &series.totals;
+        let line = enc
+            .line_tagged(p!("container:peers"), &tags)
+            .field_i64(p!("active"), counter(series.active))
+            .field_i64(p!("connections"), counter(t.connections))
+            .field_i64(p!("bytes_sent"), counter(t.bytes_sent))
+            .field_i64(p!("bytes_rcvd"), counter(t.bytes_rcvd))
+            .field_i64(p!("failures"), counter(t.failures));
+        maybe_ms(line, p!("rtt"), series.rtt_ms()).finish();
+    }
 }
 
 fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
@@ -864,6 +944,7 @@ mod tests {
             host_ttl_ns: 20,
             udp_idle_timeout_ns: 50,
             hosts_by_netns: by_netns,
+            max_peers: 4,
         });
         let (mut saw_other, mut saw_expiry) = (false, false);
         let mut live: HashMap<u64, FlSock> = HashMap::new();

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use crate::container::ContainerInfo;
-use crate::flows::{Failures, FlowTable, Proto, Role};
+use crate::flows::{Failures, FlowTable, PeerKey, PeerTotals, PeerValue, Proto, Role};
 use crate::hash::FastMap;
 use crate::rtt::{RttBuckets, RttSlot};
 use std::{
@@ -119,8 +119,122 @@ pub struct WorkloadValues {
     pub containers: Vec<ContainerSeries>,
     /// Sorted by (namespace, name); `other` last.
     pub pods: Vec<PodSeries>,
+    /// The named containers' peers: by container id, then peer; each container's `other` last.
+    pub peers: Vec<PeerSeries>,
     /// Series folded into `other` in this gather.
     pub series_dropped: u64,
+}
+
+/// One `container:peers` series: whom a container's flows talk to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSeries {
+    /// The container.
+    pub container: Arc<ContainerInfo>,
+    /// The peer; None for the container's `other`.
+    pub key: Option<PeerKey>,
+    /// The container serving the peer's endpoint, when it is on this node (client flows).
+    pub peer: Option<Arc<ContainerInfo>>,
+    /// The container serving the DNAT backend, when it is on this node.
+    pub backend: Option<Arc<ContainerInfo>>,
+    /// Active flows (gauge).
+    pub active: u64,
+    /// Connections, bytes and failures (counters).
+    pub totals: PeerTotals,
+    /// Sum of this interval's RTT samples (srtt, µs).
+    pub rtt_sum_us: u64,
+    /// Number of this interval's RTT samples.
+    pub rtt_samples: u64,
+}
+
+impl PeerSeries {
+    /// Mean srtt of the interval's samples, in ms to the µs, or None without a sample.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        mean_ms(self.rtt_sum_us, self.rtt_samples)
+    }
+}
+
+/// The peer series of the containers written under their own name (`containers`), from the
+/// table's peer values: a container's cgroups summed, and each client peer (and DNAT backend)
+/// named by the container serving its endpoint on this node, when exactly one does.
+pub fn peer_series<S: BuildHasher>(
+    table: &FlowTable,
+    values: Vec<PeerValue>,
+    resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
+    containers: &[ContainerSeries],
+) -> Vec<PeerSeries> {
+    let named: HashSet<&str> = containers
+        .iter()
+        .filter_map(|c| Some(c.info.as_ref()?.id.as_str()))
+        .collect();
+    // Local endpoints served by containers: a server flow's local address and port (an
+    // endpoint two containers serve, in two namespaces, names neither).
+    let mut servers: FastMap<std::net::SocketAddr, Option<&Arc<ContainerInfo>>> =
+        FastMap::default();
+    for flow in table.flows() {
+        if flow.role != Role::Server || flow.local.ip().is_unspecified() {
+            continue;
+        }
+        let Some(info) = resolved.get(&flow.cgroup_id).filter(|i| !i.is_sandbox) else {
+            continue;
+        };
+        servers
+            .entry(flow.local)
+            .and_modify(|known| {
+                if known.is_some_and(|k| k.id != info.id) {
+                    *known = None;
+                }
+            })
+            .or_insert(Some(info));
+    }
+    let serving = |endpoint: Option<std::net::SocketAddr>| {
+        endpoint.and_then(|e| servers.get(&e).copied().flatten().cloned())
+    };
+    let mut series: Vec<PeerSeries> = values
+        .into_iter()
+        .filter_map(|v| {
+            let container = resolved
+                .get(&v.cgroup_id)
+                .filter(|i| named.contains(i.id.as_str()))?;
+            let (peer, backend) = match v.key {
+                Some(key) => (
+                    key.remote
+                        .and_then(|ip| serving(Some(std::net::SocketAddr::new(ip, key.port)))),
+                    serving(key.backend),
+                ),
+                None => (None, None),
+            };
+            Some(PeerSeries {
+                container: container.clone(),
+                key: v.key,
+                peer,
+                backend,
+                active: v.active,
+                totals: v.totals,
+                rtt_sum_us: v.rtt_sum_us,
+                rtt_samples: v.rtt_samples,
+            })
+        })
+        .collect();
+    // By container, then peer (`other`, None, sorts first: moved last); then a container's
+    // cgroups' series of one peer summed.
+    series.sort_unstable_by(|a, b| {
+        a.container
+            .id
+            .cmp(&b.container.id)
+            .then(a.key.is_none().cmp(&b.key.is_none()))
+            .then(a.key.cmp(&b.key))
+    });
+    series.dedup_by(|next, kept| {
+        if next.container.id != kept.container.id || next.key != kept.key {
+            return false;
+        }
+        kept.active += next.active;
+        kept.totals.add(&next.totals);
+        kept.rtt_sum_us += next.rtt_sum_us;
+        kept.rtt_samples += next.rtt_samples;
+        true
+    });
+    series
 }
 
 /// A container that has, or recently had, flows.
@@ -411,7 +525,7 @@ pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
 mod tests {
     use super::*;
     use crate::container::Runtime;
-    use crate::flows::{tests::sock, Limits, Update};
+    use crate::flows::{tests::sock, Limits, Scope, Update};
     use crate::records::{ROLE_CLIENT, ROLE_SERVER};
 
     fn info(id_char: char, name: &str, pod: &str) -> Arc<ContainerInfo> {
@@ -466,6 +580,7 @@ mod tests {
             host_ttl_ns: 300_000_000_000,
             udp_idle_timeout_ns: 1,
             hosts_by_netns: true,
+            max_peers: 4,
         })
     }
 
@@ -673,5 +788,65 @@ mod tests {
         assert_eq!(names, [Some("a".into()), Some("c".into()), None]);
         assert_eq!(v.containers[2].stats.client.flows, 1);
         assert_eq!(v.series_dropped, 1);
+    }
+
+    #[test]
+    fn peers_are_named_by_the_one_container_serving_them_and_summed_per_container() {
+        let mut t = table();
+        // Cgroup 1 (container a, two cgroups: 1 and 4) calls 10.0.0.9:80, served by container
+        // b (cgroup 2), and 127.0.0.1:80, served by b and by c (cgroup 3) in their own
+        // namespaces: that one names neither.
+        let flow =
+            |t: &mut FlowTable, cookie: u64, cg: u64, role: u8, local: &str, remote: &str| {
+                let mut s = sock(role, 6, local, remote);
+                s.cgroup_id = cg;
+                s.bytes_sent = 10;
+                t.apply(Update::Open, cookie, &s);
+            };
+        flow(&mut t, 1, 1, ROLE_CLIENT, "10.0.0.1:40001", "10.0.0.9:80");
+        flow(&mut t, 2, 4, ROLE_CLIENT, "10.0.0.1:40002", "10.0.0.9:80");
+        flow(&mut t, 3, 1, ROLE_CLIENT, "127.0.0.1:40003", "127.0.0.1:80");
+        flow(&mut t, 4, 2, ROLE_SERVER, "10.0.0.9:80", "10.0.0.1:40001");
+        flow(&mut t, 5, 2, ROLE_SERVER, "127.0.0.1:80", "127.0.0.1:40009");
+        flow(&mut t, 6, 3, ROLE_SERVER, "127.0.0.1:80", "127.0.0.1:40003");
+        let (a, b, c) = (
+            info('a', "a", "web"),
+            info('b', "b", "db"),
+            info('c', "c", "cache"),
+        );
+        let resolved: HashMap<u64, Arc<ContainerInfo>> = HashMap::from([
+            (1, a.clone()),
+            (4, a.clone()),
+            (2, b.clone()),
+            (3, c.clone()),
+        ]);
+        let mut w = WorkloadTracker::new(300, 100);
+        let values = gather(&mut w, &t, &resolved, &HashSet::new(), &HashMap::new(), 1);
+        t.assign_peers(|_| Scope::Series, |_, _, _| None, 1);
+        let v = t.peer_values();
+        let peers = peer_series(&t, v, &resolved, &values.containers);
+        let of_a: Vec<(String, u64, u64, Option<&str>)> = peers
+            .iter()
+            .filter(|p| p.container.id == a.id)
+            .map(|p| {
+                let key = p.key.unwrap();
+                let peer = p.peer.as_ref().map(|i| i.short_id.as_str());
+                (key.endpoint(), p.active, p.totals.bytes_sent, peer)
+            })
+            .collect();
+        assert_eq!(
+            of_a,
+            [
+                ("10.0.0.9:80".to_string(), 2, 20, Some(b.short_id.as_str())),
+                ("127.0.0.1:80".to_string(), 1, 10, None),
+            ]
+        );
+        // Only containers written under their own name get peers.
+        let named = &values.containers[..1];
+        let v = t.peer_values();
+        let peers = peer_series(&t, v, &resolved, named);
+        assert!(peers
+            .iter()
+            .all(|p| p.container.id == named[0].info.as_ref().unwrap().id));
     }
 }

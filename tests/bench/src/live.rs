@@ -113,6 +113,7 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
         host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
+        max_peers: 32,
     })));
     let collector = EbpfCollector::start(
         CollectorOptions {

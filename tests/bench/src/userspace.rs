@@ -97,6 +97,7 @@ fn limits(flows: usize) -> Limits {
         host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
+        max_peers: 32,
     }
 }
 

@@ -14,10 +14,13 @@
 //! stamps the flows it sees with a generation instead of counting misses in a separate pass.
 
 mod hosts;
+mod peers;
 
 pub(crate) use hosts::HostEntry;
 use hosts::HostTable;
 pub use hosts::{HostKey, HostTotals, Hosts};
+use peers::PeerTable;
+pub use peers::{PeerKey, PeerTotals, PeerValue, Scope};
 
 use crate::hash::{FastMap, FastSet};
 use crate::ndpi::{self, Protocol};
@@ -26,7 +29,7 @@ use crate::rtt::RttBuckets;
 use std::{collections::hash_map::Entry, net::SocketAddr};
 
 /// Who initiated the flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// The local socket connected (TCP) or sent first (UDP).
     Client,
@@ -35,7 +38,7 @@ pub enum Role {
 }
 
 /// Transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     /// TCP.
     Tcp,
@@ -87,6 +90,8 @@ pub struct Flow {
     host: u32,
     /// Its application protocol; kept in step with the ports and `comm`.
     protocol: Protocol,
+    /// Its peer series' slot (see `peers.rs`; `UNASSIGNED` until a gather gives it one).
+    peer: u32,
 }
 
 impl Flow {
@@ -134,6 +139,9 @@ pub struct Limits {
     /// A host series is an address in one network namespace (see [`HostKey`]); `false`: an
     /// address of every namespace (ntopng_compat, whose tags cannot name the namespace).
     pub hosts_by_netns: bool,
+    /// Most peer series per cgroup (`max_peers_per_container`); the rest fold into its
+    /// `other`. 0: no peer series.
+    pub max_peers: usize,
 }
 
 /// The flow table and the cumulative counters.
@@ -166,6 +174,8 @@ struct Store {
     /// The active flows, dense.
     flows: Vec<Flow>,
     hosts: HostTable,
+    /// Peer series and the flows that ended before a gather gave them one.
+    peers: PeerTable,
     /// Cumulative counters per socket cgroup, for container series.
     cgroups: FastMap<u64, CgroupTotals>,
     /// Cgroups whose counters moved since the last `take_touched_cgroups`.
@@ -337,6 +347,11 @@ impl Store {
             seen: self.generation,
             host,
             protocol: Protocol::Unknown,
+            peer: if self.limits.max_peers == 0 {
+                peers::NO_SERIES
+            } else {
+                peers::UNASSIGNED
+            },
         };
         flow.classify();
         match role {
@@ -407,8 +422,10 @@ impl Store {
     /// Takes a flow out of the table (the last one moves into its slot: `index` follows) and
     /// folds its counters into its host's and cgroup's totals (the host's slot stays until it
     /// expires, at a refresh).
-    fn end(&mut self, index: &mut FastMap<u64, u32>, slot: u32) {
+    /// `failed`: the flow ended with an error that counts as a failure (see [`Failures`]).
+    fn end(&mut self, index: &mut FastMap<u64, u32>, slot: u32, failed: bool) {
         let flow = self.flows.swap_remove(slot as usize);
+        self.peers.end(&flow, true, failed);
         if let Some(moved) = self.flows.get(slot as usize) {
             *index.get_mut(&moved.id).expect("indexed") = slot;
         }
@@ -464,6 +481,8 @@ impl FlowTable {
                 limits,
                 flows: Vec::new(),
                 hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns, limits.hosts_by_netns),
+                // Ended flows wait for a gather: at most as many as the table holds.
+                peers: PeerTable::new(limits.max_peers, limits.max_flows, limits.host_ttl_ns),
                 cgroups: FastMap::default(),
                 touched: FastSet::default(),
                 generation: 0,
@@ -554,12 +573,49 @@ impl FlowTable {
 
     fn end(&mut self, id: u64) {
         if let Some(slot) = self.index.remove(&id) {
-            self.store.end(&mut self.index, slot);
+            self.store.end(&mut self.index, slot, false);
         }
+    }
+
+    /// Gives every flow without a peer series its slot, and folds the flows that ended since
+    /// the last gather into theirs (see `peers.rs`); ends the peer series idle for longer than
+    /// the TTL. `scope` says which cgroups have series; `backend` names the endpoint that
+    /// answered a client flow whose destination DNAT rewrote. `now_ns`: a monotonic clock.
+    pub fn assign_peers(
+        &mut self,
+        scope: impl Fn(u64) -> Scope,
+        backend: impl FnMut(Proto, SocketAddr, SocketAddr) -> Option<SocketAddr>,
+        now_ns: u64,
+    ) {
+        let store = &mut self.store;
+        store.peers.assign(&mut store.flows, scope, backend, now_ns);
+    }
+
+    /// The peer series with this gather's values (after [`assign_peers`](Self::assign_peers));
+    /// their interval's RTT samples start over.
+    pub fn peer_values(&mut self) -> Vec<PeerValue> {
+        let store = &mut self.store;
+        store.peers.values(&store.flows)
+    }
+
+    /// Peers (and flows, when the queue of ended flows was full) folded into a cgroup's
+    /// `other` since the last call.
+    pub fn take_peers_folded(&mut self) -> u64 {
+        self.store.peers.take_folded()
+    }
+
+    /// Live peer series.
+    pub fn peers_len(&self) -> usize {
+        self.store.peers.len()
     }
 
     /// Applies one kernel event.
     pub fn apply(&mut self, update: Update, cookie: u64, sock: &FlSock) {
+        self.apply_ended(update, cookie, sock, false);
+    }
+
+    /// [`apply`](Self::apply), with whether a TCP end was a failure (its peer series counts it).
+    fn apply_ended(&mut self, update: Update, cookie: u64, sock: &FlSock, failed: bool) {
         let (new, evicted) = (&mut self.new_flows, &mut self.flows_evicted);
         match update {
             Update::Open => match self.index.entry(flow_id(cookie, sock)) {
@@ -588,9 +644,17 @@ impl FlowTable {
                         }
                     }
                 };
-                self.store.end(&mut self.index, slot);
+                self.store.end(&mut self.index, slot, failed);
             }
-            Update::ConnectFailed => self.connect_failed += 1,
+            Update::ConnectFailed => {
+                self.connect_failed += 1;
+                if self.store.limits.max_peers > 0 {
+                    let role = self.store.infer_role(sock);
+                    if let Some(proto) = proto_of(sock) {
+                        self.store.peers.failed_connect(sock, role, proto);
+                    }
+                }
+            }
         }
     }
 
@@ -606,6 +670,7 @@ impl FlowTable {
             _ => return,
         };
         // A close without error counts nothing: no lookup on the common path.
+        let mut failed = false;
         if update == Update::ConnectFailed || (update == Update::Close && event.err != 0) {
             let role = self.store.infer_role(&event.sock);
             let cgroup_id = event.sock.cgroup_id;
@@ -616,9 +681,10 @@ impl FlowTable {
                 .count(update == Update::ConnectFailed, event.err, role);
             if totals.failures != before {
                 self.store.touched.insert(cgroup_id);
+                failed = true;
             }
         }
-        self.apply(update, event.cookie, &event.sock);
+        self.apply_ended(update, event.cookie, &event.sock, failed);
     }
 
     /// Applies a snapshot of the kernel's `socks` map: every live socket with its counters.

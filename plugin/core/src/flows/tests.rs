@@ -44,6 +44,7 @@ fn limits() -> Limits {
         host_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
+        max_peers: 4,
     }
 }
 

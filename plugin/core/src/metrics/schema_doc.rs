@@ -13,9 +13,9 @@
 
 use super::*;
 use crate::container::{ContainerInfo, QosClass, Runtime};
-use crate::flows::Failures;
+use crate::flows::{Failures, PeerKey, PeerTotals, Proto, Role};
 use crate::lineproto::{parse_lines, FieldValue};
-use crate::workloads::{ContainerSeries, PodSeries, RoleStats, WorkloadStats};
+use crate::workloads::{ContainerSeries, PeerSeries, PodSeries, RoleStats, WorkloadStats};
 use std::{collections::BTreeSet, net::Ipv6Addr, sync::Arc};
 
 const DOC: &str = include_str!("../../../../docs/metrics.md");
@@ -424,6 +424,105 @@ pub(super) fn every_series() -> Snapshot {
                     stats: stats(5),
                 },
             ],
+            peers: vec![
+                // A Service call: the virtual IP, the backend that answered, both on this node.
+                PeerSeries {
+                    container: container('a', Some("a"), web).expect("a container"),
+                    key: Some(PeerKey {
+                        role: Role::Client,
+                        proto: Proto::Tcp,
+                        remote: Some([10, 96, 0, 10].into()),
+                        port: 80,
+                        backend: Some(([10, 244, 0, 7], 8080).into()),
+                    }),
+                    peer: None,
+                    backend: container('c', Some("c"), Some("db-0")),
+                    active: 1,
+                    totals: PeerTotals {
+                        connections: 12,
+                        bytes_sent: 4200,
+                        bytes_rcvd: 91_000,
+                        failures: 0,
+                    },
+                    rtt_sum_us: 2_468,
+                    rtt_samples: 2,
+                },
+                // A peer on this node, called directly, over UDP (no RTT).
+                PeerSeries {
+                    container: container('a', Some("a"), web).expect("a container"),
+                    key: Some(PeerKey {
+                        role: Role::Client,
+                        proto: Proto::Udp,
+                        remote: Some([10, 244, 0, 9].into()),
+                        port: 53,
+                        backend: None,
+                    }),
+                    peer: container('d', Some("redis"), Some("dns-0")),
+                    backend: None,
+                    active: 0,
+                    totals: PeerTotals {
+                        connections: 30,
+                        bytes_sent: 900,
+                        bytes_rcvd: 2100,
+                        failures: 0,
+                    },
+                    rtt_sum_us: 0,
+                    rtt_samples: 0,
+                },
+                // A server port, IPv6 clients of another node (no name), some failures.
+                PeerSeries {
+                    container: container('c', Some("c"), Some("db-0")).expect("a container"),
+                    key: Some(PeerKey {
+                        role: Role::Server,
+                        proto: Proto::Tcp,
+                        remote: None,
+                        port: 5432,
+                        backend: None,
+                    }),
+                    peer: None,
+                    backend: None,
+                    active: 3,
+                    totals: PeerTotals {
+                        connections: 40,
+                        bytes_sent: 1_000_000,
+                        bytes_rcvd: 20_000,
+                        failures: 2,
+                    },
+                    rtt_sum_us: 750,
+                    rtt_samples: 3,
+                },
+                PeerSeries {
+                    container: container('c', Some("c"), Some("db-0")).expect("a container"),
+                    key: Some(PeerKey {
+                        role: Role::Client,
+                        proto: Proto::Tcp,
+                        remote: Some(Ipv6Addr::new(0xfd00, 0x85, 0, 0, 0, 0, 0, 2).into()),
+                        port: 443,
+                        backend: None,
+                    }),
+                    peer: None,
+                    backend: None,
+                    active: 0,
+                    totals: PeerTotals::default(),
+                    rtt_sum_us: 0,
+                    rtt_samples: 0,
+                },
+                PeerSeries {
+                    container: container('c', Some("c"), Some("db-0")).expect("a container"),
+                    key: None,
+                    peer: None,
+                    backend: None,
+                    active: 0,
+                    totals: PeerTotals {
+                        connections: 9000,
+                        bytes_sent: 90_000,
+                        bytes_rcvd: 90_000,
+                        failures: 1,
+                    },
+                    rtt_sum_us: 0,
+                    rtt_samples: 0,
+                },
+            ],
             series_dropped: 1,
         }),
         internal: Internal {
@@ -532,6 +631,8 @@ fn the_doc_lists_exactly_what_is_written() {
         names.extend(keys.keys().cloned());
     }
     names.insert("other".into()); // a tag value, the folds'
+                                  // Tag values of `container:peers` (role and proto), which its rows document.
+    names.extend(["client", "server", "tcp", "udp"].map(String::from));
     let code = SOURCE.split("#[cfg(test)]\nmod tests").next().unwrap();
     assert!(
         code.len() < SOURCE.len(),

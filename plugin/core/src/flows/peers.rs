@@ -1,0 +1,727 @@
+//! Peer series: whom each cgroup's flows talk to (`container:peers`), at most
+//! `max_peers_per_container` named peers per cgroup plus its `other`, each living
+//! `series_ttl_secs` after its last flow. Flows carry their peer's slot as they carry their
+//! host's (so ending a flow folds it with an array index, no hashing); a flow gets its slot at
+//! the first gather that sees it, when the peers new in the interval are ranked by bytes and the
+//! busiest take the free places. Flows that end before any gather saw them (and failed
+//! connects) wait for it in a bounded queue.
+#![forbid(unsafe_code)]
+
+use super::{Flow, Proto, Role};
+use crate::hash::FastMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// `Flow::peer` of a flow no gather has looked at yet.
+pub(crate) const UNASSIGNED: u32 = u32::MAX;
+/// `Flow::peer` of a flow whose cgroup has no series (a host process, a pod's sandbox).
+pub(crate) const NO_SERIES: u32 = u32::MAX - 1;
+
+/// Whom a flow talks to: the key of a peer series within its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    /// The flow's role.
+    pub role: Role,
+    /// Its transport.
+    pub proto: Proto,
+    /// A client's remote address; None for a server (every client of a local port is one peer).
+    pub remote: Option<IpAddr>,
+    /// The server's port: the remote port of a client, the local port of a server.
+    pub port: u16,
+    /// A client flow whose destination DNAT rewrote (a Service's virtual IP): the endpoint that
+    /// answered.
+    pub backend: Option<SocketAddr>,
+}
+
+impl PeerKey {
+    /// The key of a flow of `role` between `local` and `remote`.
+    pub fn of(
+        role: Role,
+        proto: Proto,
+        local: SocketAddr,
+        remote: SocketAddr,
+        backend: Option<SocketAddr>,
+    ) -> PeerKey {
+        match role {
+            Role::Client => PeerKey {
+                role,
+                proto,
+                remote: Some(remote.ip()),
+                port: remote.port(),
+                backend,
+            },
+            Role::Server => PeerKey {
+                role,
+                proto,
+                remote: None,
+                port: local.port(),
+                backend: None,
+            },
+        }
+    }
+
+    /// The endpoint as written in the `peer` tag: `10.0.0.1:443`, `[fd00::1]:443`, or `*:8080`
+    /// for a server port (any client).
+    pub fn endpoint(&self) -> String {
+        match self.remote {
+            Some(ip) => SocketAddr::new(ip, self.port).to_string(),
+            None => format!("*:{}", self.port),
+        }
+    }
+}
+
+/// Cumulative counters of one peer series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTotals {
+    /// Flows counted in the series (established before flowlens started or after).
+    pub connections: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_rcvd: u64,
+    /// TCP connections that failed (every reason of `Failures`).
+    pub failures: u64,
+}
+
+impl PeerTotals {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &PeerTotals) {
+        self.connections += other.connections;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_rcvd += other.bytes_rcvd;
+        self.failures += other.failures;
+    }
+}
+
+/// One peer series of one gather.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerValue {
+    /// The cgroup whose flows these are.
+    pub cgroup_id: u64,
+    /// The peer; None for the cgroup's `other`.
+    pub key: Option<PeerKey>,
+    /// Its active flows now (gauge).
+    pub active: u64,
+    /// Counters: its ended flows' and its active flows' values.
+    pub totals: PeerTotals,
+    /// Sum of the RTT samples (srtt, µs) of this interval: its active TCP flows' and those
+    /// that ended since the last gather.
+    pub rtt_sum_us: u64,
+    /// Number of those samples.
+    pub rtt_samples: u64,
+}
+
+/// What a gather knows of a cgroup, for its flows' peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A container with series: its flows get peer slots.
+    Series,
+    /// No series (a host process, a sandbox): its flows never get one.
+    NoSeries,
+    /// Not resolved yet (met between two walks of the cgroup tree): asked again next gather.
+    NotYet,
+}
+
+/// A peer series: (cgroup, peer), the peer None for the cgroup's `other`.
+type SeriesId = (u64, Option<PeerKey>);
+
+/// A peer slot.
+#[derive(Debug, Clone, Default)]
+struct PeerEntry {
+    /// Its series; None: free.
+    id: Option<SeriesId>,
+    /// Active flows carrying this slot.
+    flows: u32,
+    /// Counters of its ended flows.
+    totals: PeerTotals,
+    /// RTT samples of the flows that ended since the last gather (sum in µs, count).
+    ended_rtt: (u64, u64),
+    /// The last gather at which it had a flow, or one ended into it.
+    last_active_ns: u64,
+    /// A flow ended into it since the last gather.
+    touched: bool,
+}
+
+/// A flow that ended before a gather gave it a slot, or a failed connect.
+#[derive(Debug, Clone)]
+struct Ended {
+    cgroup_id: u64,
+    role: Role,
+    proto: Proto,
+    local: SocketAddr,
+    remote: SocketAddr,
+    totals: PeerTotals,
+    srtt_us: u32,
+    /// Gathers that found its cgroup `Scope::NotYet`.
+    deferred: u8,
+}
+
+/// Ended flows whose cgroup is still not resolved after this many gathers are left out.
+const MAX_DEFERRALS: u8 = 2;
+
+/// The peer slots and the queue of flows ended before a gather.
+#[derive(Debug)]
+pub(crate) struct PeerTable {
+    entries: Vec<PeerEntry>,
+    index: FastMap<SeriesId, u32>,
+    free: Vec<u32>,
+    /// Named (not `other`) slots per cgroup.
+    named: FastMap<u64, u32>,
+    ended: Vec<Ended>,
+    max_per_cgroup: u32,
+    max_ended: usize,
+    ttl_ns: u64,
+    /// Flows and peers folded into an `other` since the last `take_folded`.
+    folded: u64,
+}
+
+impl PeerTable {
+    pub(crate) fn new(max_per_cgroup: usize, max_ended: usize, ttl_ns: u64) -> PeerTable {
+        PeerTable {
+            entries: Vec::new(),
+            index: FastMap::default(),
+            free: Vec::new(),
+            named: FastMap::default(),
+            ended: Vec::new(),
+            max_per_cgroup: u32::try_from(max_per_cgroup).unwrap_or(u32::MAX),
+            max_ended,
+            ttl_ns,
+            folded: 0,
+        }
+    }
+
+    /// The slot of `id`, made when missing.
+    fn slot(&mut self, id: SeriesId, now_ns: u64) -> u32 {
+        if let Some(&slot) = self.index.get(&id) {
+            return slot;
+        }
+        let entry = PeerEntry {
+            id: Some(id),
+            last_active_ns: now_ns,
+            ..PeerEntry::default()
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        if id.1.is_some() {
+            *self.named.entry(id.0).or_default() += 1;
+        }
+        self.index.insert(id, slot);
+        slot
+    }
+
+    /// Folds an ended flow (or a failed connect: `connection` false) into its slot, or queues
+    /// it for the next gather (the queue full: into its cgroup's `other`, counted as folded).
+    pub(crate) fn end(&mut self, flow: &Flow, connection: bool, failed: bool) {
+        let totals = PeerTotals {
+            // A flow with a slot was counted when it got it.
+            connections: u64::from(connection && flow.peer == UNASSIGNED),
+            bytes_sent: flow.bytes_sent,
+            bytes_rcvd: flow.bytes_rcvd,
+            failures: u64::from(failed),
+        };
+        let srtt_us = if flow.proto == Proto::Tcp {
+            flow.srtt_us
+        } else {
+            0
+        };
+        match flow.peer {
+            NO_SERIES => {}
+            UNASSIGNED => self.queue(Ended {
+                cgroup_id: flow.cgroup_id,
+                role: flow.role,
+                proto: flow.proto,
+                local: flow.local,
+                remote: flow.remote,
+                totals,
+                srtt_us,
+                deferred: 0,
+            }),
+            slot => {
+                let entry = &mut self.entries[slot as usize];
+                entry.flows -= 1;
+                entry.fold(&totals, srtt_us, true);
+            }
+        }
+    }
+
+    /// Queues a failed connect (no flow: it never was one) for its peer's failures.
+    pub(crate) fn failed_connect(
+        &mut self,
+        sock: &crate::records::FlSock,
+        role: Role,
+        proto: Proto,
+    ) {
+        self.queue(Ended {
+            cgroup_id: sock.cgroup_id,
+            role,
+            proto,
+            local: sock.local(),
+            remote: sock.remote(),
+            totals: PeerTotals {
+                failures: 1,
+                ..PeerTotals::default()
+            },
+            srtt_us: 0,
+            deferred: 0,
+        });
+    }
+
+    /// Queues an ended flow for the next gather; the queue full, folds it into its cgroup's
+    /// `other` (counted as folded).
+    fn queue(&mut self, ended: Ended) {
+        if self.ended.len() < self.max_ended {
+            self.ended.push(ended);
+        } else {
+            self.folded += 1;
+            // Touched: alive until the next gather dates it.
+            let slot = self.slot((ended.cgroup_id, None), 0);
+            self.entries[slot as usize].fold(&ended.totals, ended.srtt_us, true);
+        }
+    }
+
+    /// Gives a slot to every flow without one and to every queued ended flow whose cgroup has
+    /// series (`scope`), after ending the series idle for longer than the TTL. New peers of a
+    /// cgroup take its free places busiest first (bytes, then connections, then the key); the
+    /// rest fold into its `other`. `backend` names the endpoint behind a client flow's
+    /// destination when DNAT rewrote it.
+    pub(crate) fn assign(
+        &mut self,
+        flows: &mut [Flow],
+        scope: impl Fn(u64) -> Scope,
+        mut backend: impl FnMut(Proto, SocketAddr, SocketAddr) -> Option<SocketAddr>,
+        now_ns: u64,
+    ) {
+        /// Where a candidate's values are: an active flow's slot in the table, or the queue's.
+        #[derive(Clone, Copy)]
+        enum Source {
+            Active(usize),
+            Ended(usize),
+        }
+        self.expire(now_ns);
+        let mut keyed: Vec<(SeriesId, Source)> = Vec::new();
+        for (i, flow) in flows.iter_mut().enumerate() {
+            if flow.peer != UNASSIGNED {
+                continue;
+            }
+            match scope(flow.cgroup_id) {
+                Scope::Series => {}
+                Scope::NoSeries => {
+                    flow.peer = NO_SERIES;
+                    continue;
+                }
+                Scope::NotYet => continue,
+            }
+            let dnat = match flow.role {
+                Role::Client => backend(flow.proto, flow.local, flow.remote),
+                Role::Server => None,
+            };
+            let key = PeerKey::of(flow.role, flow.proto, flow.local, flow.remote, dnat);
+            keyed.push(((flow.cgroup_id, Some(key)), Source::Active(i)));
+        }
+        let mut kept: Vec<Ended> = Vec::new();
+        for (i, ended) in self.ended.iter_mut().enumerate() {
+            match scope(ended.cgroup_id) {
+                Scope::Series => {}
+                Scope::NoSeries => continue,
+                Scope::NotYet => {
+                    ended.deferred += 1;
+                    if ended.deferred < MAX_DEFERRALS {
+                        kept.push(ended.clone());
+                    }
+                    continue;
+                }
+            }
+            let dnat = match ended.role {
+                Role::Client => backend(ended.proto, ended.local, ended.remote),
+                Role::Server => None,
+            };
+            let key = PeerKey::of(ended.role, ended.proto, ended.local, ended.remote, dnat);
+            keyed.push(((ended.cgroup_id, Some(key)), Source::Ended(i)));
+        }
+        // New peers: their interval's bytes and connections, then ranked per cgroup.
+        let mut new: FastMap<SeriesId, (u64, u64)> = FastMap::default();
+        for (id, source) in &keyed {
+            if self.index.contains_key(id) {
+                continue;
+            }
+            let (bytes, connections) = match *source {
+                Source::Active(i) => (flows[i].bytes_sent + flows[i].bytes_rcvd, 1),
+                Source::Ended(i) => {
+                    let t = &self.ended[i].totals;
+                    (t.bytes_sent + t.bytes_rcvd, t.connections)
+                }
+            };
+            let v = new.entry(*id).or_default();
+            v.0 += bytes;
+            v.1 += connections;
+        }
+        let mut ranked: Vec<(SeriesId, (u64, u64))> = new.into_iter().collect();
+        ranked.sort_unstable_by(|a, b| {
+            (a.0 .0)
+                .cmp(&b.0 .0)
+                .then(b.1 .0.cmp(&a.1 .0))
+                .then(b.1 .1.cmp(&a.1 .1))
+                .then(a.0 .1.cmp(&b.0 .1))
+        });
+        // The slot each new peer goes to: its own while its cgroup has room, else `other`'s.
+        let mut decided: FastMap<SeriesId, u32> = FastMap::default();
+        for (id, _) in ranked {
+            let named = self.named.get(&id.0).copied().unwrap_or(0);
+            let slot = if named < self.max_per_cgroup {
+                self.slot(id, now_ns)
+            } else {
+                self.folded += 1;
+                self.slot((id.0, None), now_ns)
+            };
+            decided.insert(id, slot);
+        }
+        for (id, source) in keyed {
+            let slot = match self.index.get(&id) {
+                Some(&slot) => slot,
+                None => decided[&id],
+            };
+            let entry = &mut self.entries[slot as usize];
+            entry.last_active_ns = now_ns;
+            match source {
+                Source::Active(i) => {
+                    flows[i].peer = slot;
+                    entry.flows += 1;
+                    entry.totals.connections += 1;
+                }
+                Source::Ended(i) => {
+                    let ended = &self.ended[i];
+                    entry.fold(&ended.totals, ended.srtt_us, false);
+                }
+            }
+        }
+        self.ended = kept;
+    }
+
+    /// Dates the series that had flows since the last gather, and ends those idle for longer
+    /// than the TTL (their places are free for this gather's new peers).
+    fn expire(&mut self, now_ns: u64) {
+        let ttl = self.ttl_ns;
+        for (slot, entry) in self.entries.iter_mut().enumerate() {
+            let Some(id) = entry.id else { continue };
+            if entry.flows > 0 || std::mem::take(&mut entry.touched) {
+                entry.last_active_ns = now_ns;
+            } else if now_ns.saturating_sub(entry.last_active_ns) > ttl {
+                self.index.remove(&id);
+                if id.1.is_some() {
+                    if let Some(n) = self.named.get_mut(&id.0) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.named.remove(&id.0);
+                        }
+                    }
+                }
+                *entry = PeerEntry::default();
+                self.free.push(slot as u32);
+            }
+        }
+    }
+
+    /// Every live series with this gather's values (`flows`: the table's active flows); the
+    /// interval's RTT samples start over.
+    pub(crate) fn values(&mut self, flows: &[Flow]) -> Vec<PeerValue> {
+        let mut values: Vec<Option<PeerValue>> = self
+            .entries
+            .iter_mut()
+            .map(|entry| {
+                let (cgroup_id, key) = entry.id?;
+                let (rtt_sum_us, rtt_samples) = std::mem::take(&mut entry.ended_rtt);
+                Some(PeerValue {
+                    cgroup_id,
+                    key,
+                    active: 0,
+                    totals: entry.totals,
+                    rtt_sum_us,
+                    rtt_samples,
+                })
+            })
+            .collect();
+        for flow in flows {
+            let Some(Some(v)) = values.get_mut(flow.peer as usize) else {
+                continue;
+            };
+            v.active += 1;
+            v.totals.bytes_sent += flow.bytes_sent;
+            v.totals.bytes_rcvd += flow.bytes_rcvd;
+            if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
+                v.rtt_sum_us += u64::from(flow.srtt_us);
+                v.rtt_samples += 1;
+            }
+        }
+        values.into_iter().flatten().collect()
+    }
+
+    /// Flows and peers folded into an `other` since the last call.
+    pub(crate) fn take_folded(&mut self) -> u64 {
+        std::mem::take(&mut self.folded)
+    }
+
+    /// Live series.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+impl PeerEntry {
+    /// Adds an ended flow's values; `touched`: between gathers (the next one dates it).
+    fn fold(&mut self, totals: &PeerTotals, srtt_us: u32, touched: bool) {
+        self.touched |= touched;
+        self.totals.add(totals);
+        if srtt_us > 0 {
+            self.ended_rtt.0 += u64::from(srtt_us);
+            self.ended_rtt.1 += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::tests::sock;
+    use crate::flows::{FlowTable, Limits, Update};
+    use crate::records::{self, FlEvent, FlSock};
+
+    const TCP: u8 = 6;
+
+    fn table(max_peers: usize, max_flows: usize) -> FlowTable {
+        FlowTable::new(Limits {
+            max_flows,
+            max_hosts: 10,
+            host_ttl_ns: 300,
+            udp_idle_timeout_ns: 60_000_000_000,
+            hosts_by_netns: true,
+            max_peers,
+        })
+    }
+
+    /// A client socket of cgroup 7 to `remote`, having moved `bytes` each way.
+    fn client(remote: &str, local_port: u16, bytes: u64) -> FlSock {
+        let mut s = sock(
+            records::ROLE_CLIENT,
+            TCP,
+            &format!("10.0.0.1:{local_port}"),
+            remote,
+        );
+        s.bytes_sent = bytes;
+        s.bytes_rcvd = bytes;
+        s.srtt_us = 1000;
+        s
+    }
+
+    fn gather(t: &mut FlowTable, now: u64) -> Vec<PeerValue> {
+        t.assign_peers(|_| Scope::Series, |_, _, _| None, now);
+        let mut v = t.peer_values();
+        v.sort_by_key(|v| (v.key.is_none(), v.key));
+        v
+    }
+
+    fn endpoint(v: &PeerValue) -> String {
+        v.key.map_or("other".into(), |k| k.endpoint())
+    }
+
+    #[test]
+    fn the_busiest_new_peers_take_the_places_and_the_rest_fold_into_other() {
+        let mut t = table(4, 100);
+        // Ten peers, peer i moving i KB: the four busiest (6..=9) get series.
+        for i in 0..10u64 {
+            let s = client(&format!("10.1.0.{i}:80"), 40000 + i as u16, i * 1000);
+            t.apply(Update::Close, 100 + i, &s);
+        }
+        let v = gather(&mut t, 10);
+        let names: Vec<String> = v.iter().map(endpoint).collect();
+        assert_eq!(
+            names,
+            [
+                "10.1.0.6:80",
+                "10.1.0.7:80",
+                "10.1.0.8:80",
+                "10.1.0.9:80",
+                "other"
+            ]
+        );
+        let other = v.last().unwrap();
+        assert_eq!(other.totals.connections, 6);
+        assert_eq!(other.totals.bytes_sent, 15_000); // 0 + 1 + ... + 5 KB
+        assert_eq!(t.take_peers_folded(), 6);
+        // Every flow counted once, in one series.
+        let all: u64 = v.iter().map(|v| v.totals.connections).sum();
+        assert_eq!(all, 10);
+        // A folded peer stays in `other` while the named ones keep their places.
+        t.apply(Update::Close, 200, &client("10.1.0.0:80", 41000, 50_000));
+        let v = gather(&mut t, 20);
+        assert_eq!(v.last().unwrap().totals.connections, 7);
+        assert_eq!(v.len(), 5);
+    }
+
+    #[test]
+    fn an_active_flow_stays_in_its_series_and_counters_only_grow() {
+        let mut t = table(2, 100);
+        let mut s = client("10.1.0.1:443", 40000, 100);
+        t.refresh([(1, &s)], 1);
+        let v = gather(&mut t, 1);
+        assert_eq!((v[0].active, v[0].totals.connections), (1, 1));
+        assert_eq!((v[0].totals.bytes_sent, v[0].rtt_samples), (100, 1));
+        s.bytes_sent = 300;
+        t.refresh([(1, &s)], 2);
+        let v = gather(&mut t, 2);
+        assert_eq!((v[0].active, v[0].totals.connections), (1, 1));
+        assert_eq!(v[0].totals.bytes_sent, 300);
+        // It ends: folded into its series in the same gather, nothing counted twice.
+        s.bytes_sent = 400;
+        t.apply(Update::Close, 1, &s);
+        let v = gather(&mut t, 3);
+        assert_eq!((v[0].active, v[0].totals.connections), (0, 1));
+        assert_eq!(v[0].totals.bytes_sent, 400);
+        assert_eq!(v[0].rtt_samples, 1);
+        // The interval's RTT samples start over at each gather.
+        let v = gather(&mut t, 4);
+        assert_eq!(v[0].rtt_samples, 0);
+    }
+
+    #[test]
+    fn an_idle_peer_ends_after_the_ttl_and_frees_its_place() {
+        let mut t = table(1, 100);
+        t.apply(Update::Close, 1, &client("10.1.0.1:80", 40000, 10));
+        assert_eq!(endpoint(&gather(&mut t, 1000)[0]), "10.1.0.1:80");
+        t.apply(Update::Close, 2, &client("10.1.0.2:80", 40001, 10));
+        let v = gather(&mut t, 1200);
+        assert_eq!(
+            v.iter().map(endpoint).collect::<Vec<_>>(),
+            ["10.1.0.1:80", "other"]
+        );
+        // 10.1.0.1 idle for more than the TTL (300): gone, and the next new peer takes its place.
+        t.apply(Update::Close, 3, &client("10.1.0.3:80", 40002, 10));
+        let v = gather(&mut t, 1400);
+        assert_eq!(
+            v.iter().map(endpoint).collect::<Vec<_>>(),
+            ["10.1.0.3:80", "other"]
+        );
+        assert_eq!(t.peers_len(), 2);
+        let v = gather(&mut t, 2000);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(t.peers_len(), 0);
+    }
+
+    #[test]
+    fn failed_connects_and_resets_count_as_the_peers_failures() {
+        let mut t = table(4, 100);
+        let refused = client("10.1.0.1:80", 40000, 0);
+        t.apply_event(&FlEvent {
+            cookie: 1,
+            ts_ns: 0,
+            kind: records::EV_CONNECT_FAILED,
+            err: 111,
+            sock: refused,
+        });
+        let reset = client("10.1.0.2:80", 40001, 10);
+        t.refresh([(2, &reset)], 1);
+        t.apply_event(&FlEvent {
+            cookie: 2,
+            ts_ns: 0,
+            kind: records::EV_CLOSE,
+            err: 104,
+            sock: reset,
+        });
+        let v = gather(&mut t, 1);
+        let by: Vec<(String, u64, u64)> = v
+            .iter()
+            .map(|v| (endpoint(v), v.totals.connections, v.totals.failures))
+            .collect();
+        assert_eq!(
+            by,
+            [("10.1.0.1:80".into(), 0, 1), ("10.1.0.2:80".into(), 1, 1)]
+        );
+    }
+
+    #[test]
+    fn cgroups_without_series_get_none_and_unresolved_ones_wait() {
+        let mut t = table(4, 100);
+        let mut host = client("10.1.0.1:80", 40000, 10);
+        host.cgroup_id = 1;
+        let mut later = client("10.1.0.2:80", 40001, 10);
+        later.cgroup_id = 2;
+        t.apply(Update::Close, 1, &host);
+        t.apply(Update::Close, 2, &later);
+        let scope = |resolved: bool| {
+            move |cg: u64| match (cg, resolved) {
+                (1, _) => Scope::NoSeries,
+                (_, false) => Scope::NotYet,
+                (_, true) => Scope::Series,
+            }
+        };
+        t.assign_peers(scope(false), |_, _, _| None, 1);
+        assert!(t.peer_values().is_empty());
+        t.assign_peers(scope(true), |_, _, _| None, 2);
+        let v = t.peer_values();
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].cgroup_id, endpoint(&v[0])), (2, "10.1.0.2:80".into()));
+    }
+
+    #[test]
+    fn a_full_queue_folds_ended_flows_into_other_and_counts_them() {
+        // Room for 3 ended flows between gathers.
+        let mut t = table(8, 3);
+        for i in 0..5u64 {
+            let s = client(&format!("10.1.0.{i}:80"), 40000 + i as u16, 10);
+            t.apply(Update::Close, i, &s);
+        }
+        let v = gather(&mut t, 1);
+        let named = v.iter().filter(|v| v.key.is_some()).count();
+        assert_eq!(named, 3);
+        assert_eq!(v.last().unwrap().totals.connections, 2);
+        assert_eq!(t.take_peers_folded(), 2);
+        let all: u64 = v.iter().map(|v| v.totals.connections).sum();
+        assert_eq!(all, 5);
+    }
+
+    #[test]
+    fn a_dnat_backend_is_part_of_the_peer() {
+        let mut t = table(4, 100);
+        // Three connections to a virtual IP; conntrack (the closure) knows which backend
+        // answered each, by its local port.
+        let backends = ["10.244.0.7:8080", "10.244.0.8:8080", "10.244.0.7:8080"];
+        for i in 0..3u16 {
+            let s = client("10.96.0.10:80", 40000 + i, 10);
+            t.apply(Update::Close, u64::from(i), &s);
+        }
+        t.assign_peers(
+            |_| Scope::Series,
+            |_, local, remote| {
+                assert_eq!(remote.to_string(), "10.96.0.10:80");
+                Some(backends[usize::from(local.port() - 40000)].parse().unwrap())
+            },
+            1,
+        );
+        let mut v: Vec<(String, String, u64)> = t
+            .peer_values()
+            .iter()
+            .map(|v| {
+                let k = v.key.unwrap();
+                (
+                    k.endpoint(),
+                    k.backend.unwrap().to_string(),
+                    v.totals.connections,
+                )
+            })
+            .collect();
+        v.sort();
+        assert_eq!(
+            v,
+            [
+                ("10.96.0.10:80".into(), "10.244.0.7:8080".into(), 2),
+                ("10.96.0.10:80".into(), "10.244.0.8:8080".into(), 1)
+            ]
+        );
+    }
+}
