@@ -1195,3 +1195,184 @@ fn connection_failures_count_per_container_and_pod_by_reason_and_role() {
     );
     s.finish();
 }
+
+/// The field `f` of container `id`'s `container:peers` line for `peer` (-1: no such line).
+fn peer_field(t: &str, id: &str, peer: &str, f: &str) -> i64 {
+    num(
+        t,
+        "container:peers",
+        &[("container", id), ("peer", peer)],
+        f,
+    )
+}
+
+/// The `container:peers` lines of container `id`.
+fn peer_lines(t: &str, id: &str) -> Vec<flowlens_core::lineproto::Point> {
+    parse_lines(t)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.measurement == "container:peers")
+        .filter(|p| p.tags.iter().any(|(k, v)| k == "container" && v == id))
+        .collect()
+}
+
+/// Sum of field `f` over `lines`.
+fn sum_field(lines: &[flowlens_core::lineproto::Point], f: &str) -> i64 {
+    lines
+        .iter()
+        .filter_map(|p| match p.fields.iter().find(|(k, _)| k == f)?.1 {
+            FieldValue::Int(v) => Some(v),
+            _ => None,
+        })
+        .sum()
+}
+
+#[test]
+fn peers_count_connections_bytes_and_failures_per_destination_and_name_local_ones() {
+    let Some(_serial) = container_test(
+        "peers_count_connections_bytes_and_failures_per_destination_and_name_local_ones",
+    ) else {
+        return;
+    };
+    let pods = Pods::new("flkp");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let (a, b, c) = (pods.short("a"), pods.short("b"), pods.short("c"));
+    let mut sc = pods.start("c");
+    sc.cmd("listen 8080");
+    let mut sa = pods.start("a");
+    // a: 3 connections kept open, one round trip each; 5 more that come and go; 2 refused.
+    sa.cmd("connect 10.93.0.2 8080 3");
+    sa.cmd("pingpong");
+    sa.cmd("churn 5 10.93.0.2 8080");
+    sa.cmd("refused 10.93.0.2 9 2");
+    // b: one connection, two round trips.
+    let mut sb = pods.start("b");
+    sb.cmd("connect 10.93.0.2 8080 1");
+    sb.cmd("pingpong 2");
+    // Each round trip and each churned connection moves 1 byte each way.
+    let fields = [
+        "active",
+        "connections",
+        "bytes_sent",
+        "bytes_rcvd",
+        "failures",
+    ];
+    let want: [(&str, &str, [i64; 5]); 4] = [
+        (&a, "10.93.0.2:8080", [3, 8, 8, 8, 0]),
+        (&a, "10.93.0.2:9", [0, 0, 0, 0, 2]),
+        (&b, "10.93.0.2:8080", [1, 1, 2, 2, 0]),
+        (&c, "*:8080", [4, 9, 10, 10, 0]),
+    ];
+    let settled = |t: &str| {
+        want.iter().all(|(id, peer, w)| {
+            fields
+                .iter()
+                .zip(w)
+                .all(|(f, w)| peer_field(t, id, peer, f) == *w)
+        })
+    };
+    // The last churned connections' server sides close a moment after their clients: their
+    // final counters come with their close.
+    let mut t = s.gather();
+    for _ in 0..20 {
+        if settled(&t) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        t = s.gather();
+    }
+    eprintln!("{t}");
+    for (id, peer, w) in want {
+        for (f, w) in fields.iter().zip(w) {
+            assert_eq!(peer_field(&t, id, peer, f), w, "{id} {peer} {f}:\n{t}");
+        }
+    }
+    // Exactly those series: no `other`.
+    assert_eq!(peer_lines(&t, &a).len(), 2, "{t}");
+    assert_eq!(peer_lines(&t, &b).len(), 1, "{t}");
+    assert_eq!(peer_lines(&t, &c).len(), 1, "{t}");
+    // The destination served by c on this node is named, with its pod; the closed port is not.
+    let tags = |peer: &str| {
+        peer_lines(&t, &a)
+            .into_iter()
+            .find(|p| p.tags.iter().any(|(k, v)| k == "peer" && v == peer))
+            .unwrap()
+            .tags
+    };
+    let to_c = tags("10.93.0.2:8080");
+    for (k, v) in [
+        ("peer_container", c.as_str()),
+        ("peer_pod", pods.names[1]),
+        ("role", "client"),
+        ("proto", "tcp"),
+        ("pod", pods.names[0]),
+    ] {
+        assert!(
+            to_c.iter().any(|(tk, tv)| tk == k && tv == v),
+            "{k}={v}: {to_c:?}"
+        );
+    }
+    assert!(!tags("10.93.0.2:9")
+        .iter()
+        .any(|(k, _)| k == "peer_container"));
+    // An RTT for the TCP flows of the interval.
+    assert!(field(
+        &t,
+        "container:peers",
+        &[("container", &a), ("peer", "10.93.0.2:8080")],
+        "rtt"
+    )
+    .is_some());
+    s.finish();
+}
+
+#[test]
+fn ten_thousand_destinations_stay_within_the_peer_budget_and_the_rest_is_counted_in_other() {
+    let Some(_serial) = container_test(
+        "ten_thousand_destinations_stay_within_the_peer_budget_and_the_rest_is_counted_in_other",
+    ) else {
+        return;
+    };
+    let pods = Pods::new("flkk");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let (a, b) = (pods.short("a"), pods.short("b"));
+    // b (same pod, same network namespace) serves 100 ports; a connects once to each port of
+    // 100 loopback addresses (127.0.0.0/8 is all local): 10,000 destinations.
+    let mut sb = pods.start("b");
+    sb.cmd("sink 20000 100");
+    let mut sa = pods.start("a");
+    sa.cmd("sweep 100 20000 100");
+    let mut dropped = 0;
+    let mut last = String::new();
+    for _ in 0..60 {
+        let t = s.gather();
+        dropped += num(&t, "flowlens:internal", &[], "series_dropped");
+        let (la, lb) = (peer_lines(&t, &a), peer_lines(&t, &b));
+        let done =
+            sum_field(&la, "connections") == 10_000 && sum_field(&lb, "connections") == 10_000;
+        last = t;
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let t = last;
+    let (la, lb) = (peer_lines(&t, &a), peer_lines(&t, &b));
+    // The default budget: 32 peers of their own, plus `other`.
+    assert_eq!(la.len(), 33, "{t}");
+    assert_eq!(lb.len(), 33, "{t}");
+    // Every connection and byte counted once, in a series of its own or in `other`.
+    for (lines, sent, rcvd) in [(&la, 10_000, 0), (&lb, 0, 10_000)] {
+        assert_eq!(sum_field(lines, "connections"), 10_000, "{t}");
+        assert_eq!(sum_field(lines, "bytes_sent"), sent, "{t}");
+        assert_eq!(sum_field(lines, "bytes_rcvd"), rcvd, "{t}");
+    }
+    let other = |id: &str| peer_field(&t, id, "other", "connections");
+    assert_eq!(other(&a), 10_000 - 32, "{t}");
+    assert_eq!(other(&b), 100 * (100 - 32), "{t}");
+    // Each destination folded is counted: a's 9,968 and b's 68 server ports.
+    assert_eq!(dropped, (10_000 - 32) + (100 - 32), "{t}");
+    s.finish();
+}

@@ -14,6 +14,9 @@
 #   reset              close every client connection with an RST (SO_LINGER 0)
 #   reset_served       close every accepted connection with an RST
 #   poke_served        send 1 byte on every accepted connection (errors ignored)
+#   sink PORT0 N       on each of ports PORT0..PORT0+N-1: accept, read to the end, close
+#   sweep NADDR PORT0 N  to each of 127.1.0.1..127.1.0.NADDR on each of ports PORT0..PORT0+N-1,
+#                      one connection: send 1 byte, close
 import errno
 import json
 import select
@@ -65,6 +68,14 @@ def serve(listener):
         conn, _ = listener.accept()
         served.append(conn)
         threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+
+def sink(listener):
+    while True:
+        conn, _ = listener.accept()
+        while conn.recv(4096):
+            pass
+        conn.close()
 
 
 def tcp_info(sock):
@@ -153,6 +164,21 @@ for line in sys.stdin:
                 c.send(b"y")
             except OSError:
                 pass
+        print("ok", flush=True)
+    elif cmd == "sink":
+        for port in range(int(words[1]), int(words[1]) + int(words[2])):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("0.0.0.0", port))
+            listener.listen(128)
+            threading.Thread(target=sink, args=(listener,), daemon=True).start()
+        print("ok", flush=True)
+    elif cmd == "sweep":
+        for addr in range(1, int(words[1]) + 1):
+            for port in range(int(words[2]), int(words[2]) + int(words[3])):
+                c = socket.create_connection(("127.1.0.%d" % addr, port))
+                c.sendall(b"x")
+                c.close()
         print("ok", flush=True)
     else:
         print("error unknown command " + cmd, flush=True)
