@@ -4,7 +4,7 @@
 use crate::stats::Spread;
 use flowlens_core::{
     container::{ContainerInfo, Runtime},
-    flows::{FlowTable, Limits, Update},
+    flows::{FlowTable, Limits, Scope, Update},
     hash::FastMap,
     lineproto::{Encoder, Precision},
     metrics::{self, FlowValues, Shape, Snapshot},
@@ -139,6 +139,9 @@ pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
             let expired = t.refresh(snapshot.iter().map(|(c, s)| (*c, s)), 2_000 + tick);
             t_refresh += start.elapsed().as_secs_f64();
             debug_assert!(expired.is_empty());
+            // The gather's peer assignment (timed in the gather rows, not here): the flows
+            // closed below carry their peer slot, as flows older than a gather do.
+            t.assign_peers(|_| Scope::Series, |_, _, _| None, 2_000 + tick);
             let start = Instant::now();
             for c in oldest..oldest + BATCH {
                 t.apply(Update::Close, c, sock(c));
@@ -235,7 +238,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let t_hosts = Instant::now();
         let touched = table.take_touched_cgroups();
         workloads::active_by_cgroup(&table, &mut active);
-        let workloads = tracker.update(
+        let mut workloads = tracker.update(
             &table,
             &active,
             &resolved,
@@ -243,6 +246,11 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             &HashMap::new(),
             rep as u64,
         );
+        // Peers as the plugin does them: assigned, valued, named.
+        table.assign_peers(|_| Scope::Series, |_, _, _| None, rep as u64);
+        let peers = table.peer_values();
+        workloads.peers = workloads::peer_series(&table, peers, &resolved, &workloads.containers);
+        workloads.series_dropped += table.take_peers_folded();
         let t2 = Instant::now();
         let snapshot = Snapshot {
             flows: Some(values),
