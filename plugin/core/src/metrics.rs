@@ -554,6 +554,7 @@ fn pod_of(v: &Option<Arc<ContainerInfo>>) -> &str {
 /// `container:peers`: one line per container and peer (an extension: never with
 /// `ntopng_compat`, where the table keeps no peers).
 fn encode_peers(enc: &mut Encoder<'_>, peers: &[PeerSeries], shape: &Shape) {
+    use std::fmt::Write as _;
     let ifid = shape.ifid.as_str();
     let mut tags = TagSet::default();
     let (mut peer, mut backend) = (String::new(), String::new());
@@ -563,9 +564,9 @@ fn encode_peers(enc: &mut Encoder<'_>, peers: &[PeerSeries], shape: &Shape) {
         backend.clear();
         let (role, proto) = match &series.key {
             Some(key) => {
-                peer.push_str(&key.endpoint());
+                key.write_endpoint(&mut peer);
                 if let Some(b) = key.backend {
-                    backend.push_str(&b.to_string());
+                    let _ = write!(backend, "{b}");
                 }
                 let role = match key.role {
                     FlowRole::Client => "client",
@@ -582,7 +583,7 @@ fn encode_peers(enc: &mut Encoder<'_>, peers: &[PeerSeries], shape: &Shape) {
                 ("", "")
             }
         };
-        // In key order (the encoder's fast path).
+        // In key order: the encoder's fast path, no sort.
         tags.set(&[
             ("backend", &backend),
             ("backend_container", short(&series.backend)),

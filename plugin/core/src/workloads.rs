@@ -119,7 +119,8 @@ pub struct WorkloadValues {
     pub containers: Vec<ContainerSeries>,
     /// Sorted by (namespace, name); `other` last.
     pub pods: Vec<PodSeries>,
-    /// The named containers' peers: by container id, then peer; each container's `other` last.
+    /// The named containers' peers, in `containers`' order, then by peer; each container's
+    /// `other` last.
     pub peers: Vec<PeerSeries>,
     /// Series folded into `other` in this gather.
     pub series_dropped: u64,
@@ -153,79 +154,99 @@ impl PeerSeries {
     }
 }
 
-/// The peer series of the containers written under their own name (`containers`), from the
-/// table's peer values: a container's cgroups summed, and each client peer (and DNAT backend)
-/// named by the container serving its endpoint on this node, when exactly one does.
+/// The peer series of the containers written under their own name (`containers`), in their
+/// order, from the table's peer values: a container's cgroups summed, and each client peer (and
+/// DNAT backend) named by the container serving its endpoint on this node, when exactly one
+/// does.
 pub fn peer_series<S: BuildHasher>(
     table: &FlowTable,
     values: Vec<PeerValue>,
     resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
     containers: &[ContainerSeries],
 ) -> Vec<PeerSeries> {
-    let named: HashSet<&str> = containers
+    // Containers by a small index (one string hash per cgroup here, none per series below):
+    // their info, and their rank among the named series (NONE: folded into `other`).
+    const NONE: u32 = u32::MAX;
+    let rank: HashMap<&str, u32> = containers
         .iter()
-        .filter_map(|c| Some(c.info.as_ref()?.id.as_str()))
+        .enumerate()
+        .filter_map(|(i, c)| Some((c.info.as_ref()?.id.as_str(), i as u32)))
         .collect();
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut infos: Vec<(&Arc<ContainerInfo>, u32)> = Vec::new();
+    let mut of_cgroup: FastMap<u64, u32> = FastMap::default();
+    for (cgroup_id, info) in resolved {
+        if info.is_sandbox {
+            continue;
+        }
+        let ix = *ids.entry(info.id.as_str()).or_insert_with(|| {
+            let r = rank.get(info.id.as_str()).copied().unwrap_or(NONE);
+            infos.push((info, r));
+            (infos.len() - 1) as u32
+        });
+        of_cgroup.insert(*cgroup_id, ix);
+    }
     // Local endpoints served by containers: a server flow's local address and port (an
     // endpoint two containers serve, in two namespaces, names neither).
-    let mut servers: FastMap<std::net::SocketAddr, Option<&Arc<ContainerInfo>>> =
-        FastMap::default();
+    let mut servers: FastMap<std::net::SocketAddr, u32> = FastMap::default();
     for flow in table.flows() {
         if flow.role != Role::Server || flow.local.ip().is_unspecified() {
             continue;
         }
-        let Some(info) = resolved.get(&flow.cgroup_id).filter(|i| !i.is_sandbox) else {
+        let Some(&ix) = of_cgroup.get(&flow.cgroup_id) else {
             continue;
         };
         servers
             .entry(flow.local)
             .and_modify(|known| {
-                if known.is_some_and(|k| k.id != info.id) {
-                    *known = None;
+                if *known != ix {
+                    *known = NONE;
                 }
             })
-            .or_insert(Some(info));
+            .or_insert(ix);
     }
     let serving = |endpoint: Option<std::net::SocketAddr>| {
-        endpoint.and_then(|e| servers.get(&e).copied().flatten().cloned())
+        let ix = *servers.get(&endpoint?)?;
+        infos.get(ix as usize).map(|(info, _)| Arc::clone(info))
     };
-    let mut series: Vec<PeerSeries> = values
+    let mut series: Vec<(u32, PeerSeries)> = values
         .into_iter()
         .filter_map(|v| {
-            let container = resolved
-                .get(&v.cgroup_id)
-                .filter(|i| named.contains(i.id.as_str()))?;
+            let (container, rank) = infos[*of_cgroup.get(&v.cgroup_id)? as usize];
+            if rank == NONE {
+                return None;
+            }
             let (peer, backend) = match v.key {
                 Some(key) => (
-                    key.remote
-                        .and_then(|ip| serving(Some(std::net::SocketAddr::new(ip, key.port)))),
+                    serving(key.remote.map(|ip| std::net::SocketAddr::new(ip, key.port))),
                     serving(key.backend),
                 ),
                 None => (None, None),
             };
-            Some(PeerSeries {
-                container: container.clone(),
-                key: v.key,
-                peer,
-                backend,
-                active: v.active,
-                totals: v.totals,
-                rtt_sum_us: v.rtt_sum_us,
-                rtt_samples: v.rtt_samples,
-            })
+            Some((
+                rank,
+                PeerSeries {
+                    container: Arc::clone(container),
+                    key: v.key,
+                    peer,
+                    backend,
+                    active: v.active,
+                    totals: v.totals,
+                    rtt_sum_us: v.rtt_sum_us,
+                    rtt_samples: v.rtt_samples,
+                },
+            ))
         })
         .collect();
-    // By container, then peer (`other`, None, sorts first: moved last); then a container's
-    // cgroups' series of one peer summed.
-    series.sort_unstable_by(|a, b| {
-        a.container
-            .id
-            .cmp(&b.container.id)
+    // In the containers' order, then by peer (`other`, None, sorts first: moved last); then a
+    // container's cgroups' series of one peer summed.
+    series.sort_unstable_by(|(ra, a), (rb, b)| {
+        ra.cmp(rb)
             .then(a.key.is_none().cmp(&b.key.is_none()))
             .then(a.key.cmp(&b.key))
     });
-    series.dedup_by(|next, kept| {
-        if next.container.id != kept.container.id || next.key != kept.key {
+    series.dedup_by(|(rn, next), (rk, kept)| {
+        if rn != rk || next.key != kept.key {
             return false;
         }
         kept.active += next.active;
@@ -234,7 +255,7 @@ pub fn peer_series<S: BuildHasher>(
         kept.rtt_samples += next.rtt_samples;
         true
     });
-    series
+    series.into_iter().map(|(_, s)| s).collect()
 }
 
 /// A container that has, or recently had, flows.

@@ -62,10 +62,18 @@ impl PeerKey {
     /// The endpoint as written in the `peer` tag: `10.0.0.1:443`, `[fd00::1]:443`, or `*:8080`
     /// for a server port (any client).
     pub fn endpoint(&self) -> String {
-        match self.remote {
-            Some(ip) => SocketAddr::new(ip, self.port).to_string(),
-            None => format!("*:{}", self.port),
-        }
+        let mut out = String::new();
+        self.write_endpoint(&mut out);
+        out
+    }
+
+    /// Appends [`endpoint`](Self::endpoint) to `out`.
+    pub fn write_endpoint(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = match self.remote {
+            Some(ip) => write!(out, "{}", SocketAddr::new(ip, self.port)),
+            None => write!(out, "*:{}", self.port),
+        };
     }
 }
 
