@@ -209,7 +209,7 @@ pub fn peer_series<S: BuildHasher>(
         let ix = *servers.get(&endpoint?)?;
         infos.get(ix as usize).map(|(info, _)| Arc::clone(info))
     };
-    let mut series: Vec<(u32, PeerSeries)> = values
+    let series: Vec<(u32, PeerSeries)> = values
         .into_iter()
         .filter_map(|v| {
             let (container, rank) = infos[*of_cgroup.get(&v.cgroup_id)? as usize];
@@ -238,24 +238,39 @@ pub fn peer_series<S: BuildHasher>(
             ))
         })
         .collect();
-    // In the containers' order, then by peer (`other`, None, sorts first: moved last); then a
+    // In the containers' order (one sort of plain words: the series themselves are large),
+    // then each container's few by peer (`other`, None, sorts first: moved last); then a
     // container's cgroups' series of one peer summed.
-    series.sort_unstable_by(|(ra, a), (rb, b)| {
-        ra.cmp(rb)
-            .then(a.key.is_none().cmp(&b.key.is_none()))
-            .then(a.key.cmp(&b.key))
-    });
-    series.dedup_by(|(rn, next), (rk, kept)| {
-        if rn != rk || next.key != kept.key {
-            return false;
+    let mut order: Vec<u64> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (rank, _))| u64::from(*rank) << 32 | i as u64)
+        .collect();
+    order.sort_unstable();
+    let by_peer = |i: &u64| {
+        let key = series[(*i & 0xffff_ffff) as usize].1.key;
+        (key.is_none(), key)
+    };
+    for run in order.chunk_by_mut(|a, b| a >> 32 == b >> 32) {
+        run.sort_unstable_by_key(by_peer);
+    }
+    let mut slots: Vec<Option<PeerSeries>> = series.into_iter().map(|(_, s)| Some(s)).collect();
+    let mut out: Vec<PeerSeries> = Vec::with_capacity(slots.len());
+    for i in order {
+        let next = slots[(i & 0xffff_ffff) as usize]
+            .take()
+            .expect("each series once");
+        match out.last_mut() {
+            Some(kept) if Arc::ptr_eq(&kept.container, &next.container) && kept.key == next.key => {
+                kept.active += next.active;
+                kept.totals.add(&next.totals);
+                kept.rtt_sum_us += next.rtt_sum_us;
+                kept.rtt_samples += next.rtt_samples;
+            }
+            _ => out.push(next),
         }
-        kept.active += next.active;
-        kept.totals.add(&next.totals);
-        kept.rtt_sum_us += next.rtt_sum_us;
-        kept.rtt_samples += next.rtt_samples;
-        true
-    });
-    series.into_iter().map(|(_, s)| s).collect()
+    }
+    out
 }
 
 /// A container that has, or recently had, flows.
