@@ -11,11 +11,13 @@
 
 pub mod collector;
 pub mod config;
+pub mod conntrack;
 mod containers;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod iface;
 mod logging;
+mod netlink;
 pub mod plugin;
 mod privileges;
 pub mod seed;
@@ -31,4 +33,21 @@ pub fn get_root_module() -> FlowlensModRef {
         default_config: plugin::default_config,
     }
     .leak_into_prefix()
+}
+
+/// For the unit tests that need root (network namespaces, netlink requests that need
+/// CAP_NET_ADMIN): true when they can run; otherwise skipped with the reason printed, and a
+/// failure under `CI=true`.
+#[cfg(test)]
+pub(crate) fn root_or_skip(test: &str) -> bool {
+    // SAFETY: trivial syscall.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root, and CI=true forbids skipping"
+    );
+    eprintln!("{test}: skipped, needs root");
+    false
 }
