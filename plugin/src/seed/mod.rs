@@ -51,7 +51,6 @@ use crate::netlink::{self, *};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -461,7 +460,7 @@ mod tests {
 
     fn so_cookie(fd: &impl AsRawFd) -> u64 {
         let mut v = 0u64;
-        let mut len = mem::size_of::<u64>() as libc::socklen_t;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
         // SAFETY: valid fd, pointer and length of a u64.
         let rc = unsafe {
             libc::getsockopt(
