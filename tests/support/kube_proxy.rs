@@ -83,13 +83,14 @@ pub fn available(test: &str) -> bool {
     if !crate::require_root(test) {
         return false;
     }
-    let nft = Command::new("nft").arg("--version").output();
-    if nft.is_ok_and(|o| o.status.success()) {
-        return true;
-    }
+    let why = match Command::new("nft").arg("--version").output() {
+        Ok(o) if o.status.success() => return true,
+        Ok(o) => format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr)),
+        Err(e) => e.to_string(),
+    };
     assert!(
         !crate::in_ci(),
-        "{test} needs nft (Debian's nftables, in tests/packages.sh), and CI must run it"
+        "{test} needs nft (Debian's nftables, in tests/packages.sh), and CI must run it: {why}"
     );
     eprintln!("SKIP {test}: needs nft (apt-get install nftables)");
     false
