@@ -18,6 +18,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,7 +50,7 @@ pub struct Service {
 /// A backend's server: a TCP listener and a UDP socket, and the threads that serve them.
 struct Server {
     tcp: TcpListener,
-    udp: UdpSocket,
+    stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -360,19 +362,23 @@ impl Server {
             }
         });
         let socket = udp.try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        // Ends when `Drop` sets `stop` (a shut down UDP socket's receive gives no address).
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let datagrams = std::thread::spawn(move || {
             let mut buf = [0u8; 64];
-            // Ends when `Drop` shuts the socket down (a receive then returns 0 bytes).
-            while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                if n == 0 {
-                    return;
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&[name], from);
                 }
-                let _ = socket.send_to(&[name], from);
             }
         });
         Server {
             tcp,
-            udp,
+            stop,
             threads: vec![accept, datagrams],
         }
     }
@@ -380,11 +386,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // shutdown() wakes a blocked accept() and recvfrom() (EINVAL, or 0 bytes).
-        for fd in [self.tcp.as_raw_fd(), self.udp.as_raw_fd()] {
-            // SAFETY: a valid socket fd owned by this struct.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
+        // shutdown() wakes a blocked accept() (EINVAL); the UDP thread sees `stop`.
+        // SAFETY: a valid socket fd owned by this struct.
+        unsafe { libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_RDWR) };
+        self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

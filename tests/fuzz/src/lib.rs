@@ -861,7 +861,11 @@ pub fn conntrack(data: &[u8]) {
     let mut want: Option<Result<Option<[SocketAddr; 4]>, ()>> = None;
     for _ in 0..usize::from(input.u8() % 6) {
         let kind = input.u8() % 6;
-        let seq = if input.u8().is_multiple_of(6) { SEQ + 1 } else { SEQ };
+        let seq = if input.u8().is_multiple_of(6) {
+            SEQ + 1
+        } else {
+            SEQ
+        };
         let ours = seq == SEQ && want.is_none();
         match kind {
             0 => push_nlmsg(&mut datagram, 1, seq, &[]),
