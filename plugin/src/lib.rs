@@ -3,7 +3,8 @@
 //! What is computed (flow table, workloads, metrics, encoder) is the pure `flowlens-core` crate;
 //! this crate reads the kernel and the node and drives it. Code map: [`config`] (the TOML
 //! contract), [`collector`] (eBPF programs via aya, the ring buffer reader, the live-socket
-//! iterator), [`seed`] (the start-up scan of established connections, sock_diag), `containers`
+//! iterator), [`seed`] (the start-up scan of established connections, sock_diag), [`conntrack`]
+//! (the backend behind a virtual IP, ctnetlink), `netlink` (the two's framing), `containers`
 //! (cgroup paths and the runtimes' files to container names), `iface` (interface counters from
 //! sysfs), `privileges` (capabilities dropped after start-up), `logging` (to the shim's log
 //! callback), [`plugin`] (the collector behind the ABI). With the `fuzzing` feature, `fuzz` holds
