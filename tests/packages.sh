@@ -3,18 +3,19 @@
 # them), tests/run and tests/kernels/run (which install their own list when a command is missing).
 
 # tests/run: compilers for the BPF object check, bpftool, a real InfluxDB 1.x server and shell,
-# iproute2 for namespaces and veth pairs, python3 for helper processes; real containerd (CRI) and
+# iproute2 for namespaces and veth pairs, nftables (nft) for kube-proxy's DNAT of a Service's
+# virtual IP (tests/support/kube_proxy.rs), python3 for helper processes; real containerd (CRI) and
 # Docker with runc, CNI plugins, busybox for the image, gRPC for the CRI client; python3-venv for
 # the Kubernetes manifest validator; dpkg-dev for cargo-deb.
-TEST_PACKAGES=(clang llvm libbpf-dev bpftool influxdb influxdb-client iproute2 procps python3
+TEST_PACKAGES=(clang llvm libbpf-dev bpftool influxdb influxdb-client iproute2 nftables procps python3
 	containerd runc docker.io containernetworking-plugins busybox-static
 	python3-grpcio python3-protobuf protobuf-compiler python3-venv dpkg-dev)
 
 # tests/kernels/run: QEMU, busybox and cpio for the initramfs, file and binutils (ELF checks,
-# objcopy), xz and zstd (compressed modules); ip, bpftool, python3, influxd and influx go into
-# the guests.
-KERNEL_PACKAGES=(qemu-system-x86 busybox-static cpio file xz-utils zstd binutils iproute2 bpftool
-	python3 influxdb influxdb-client)
+# objcopy), xz and zstd (compressed modules); ip, nft, bpftool, python3, influxd and influx go
+# into the guests.
+KERNEL_PACKAGES=(qemu-system-x86 busybox-static cpio file xz-utils zstd binutils iproute2 nftables
+	bpftool python3 influxdb influxdb-client)
 
 # install_missing WHO PACKAGES... -- COMMANDS...: installs PACKAGES when one of COMMANDS is
 # missing (as root with apt-get), else fails naming what to install.

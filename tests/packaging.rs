@@ -655,6 +655,7 @@ fn kubernetes_configmap_embeds_the_telegraf_snippet() {
         "- PERFMON",
         "- SYS_ADMIN",
         "- SYS_PTRACE",
+        "- NET_ADMIN",
         "secretKeyRef:",
         "name: flowlens-influxdb",
         "name: flowlens-telegraf",

@@ -1,5 +1,6 @@
-//! Least privilege: the capabilities flowlens keeps after start-up, exactly, and a non-root
-//! user holding only the capabilities README names runs it fully.
+//! Least privilege: the capabilities flowlens keeps after start-up, exactly (CAP_NET_ADMIN only
+//! while the DNAT backends are served), and a non-root user holding only the capabilities
+//! README names runs it fully; without CAP_NET_ADMIN, everything but the DNAT backends.
 
 use flowlens_tests::{session::*, *};
 use std::{
@@ -10,6 +11,8 @@ use std::{
 
 /// CAP_PERFMON (38) and CAP_BPF (39): what README says eBPF needs, and what flowlens keeps.
 const BPF_AND_PERFMON: u64 = (1 << 38) | (1 << 39);
+/// CAP_NET_ADMIN (12): what the DNAT backends' conntrack lookups need.
+const NET_ADMIN: u64 = 1 << 12;
 
 static EBPF: Mutex<()> = Mutex::new(());
 
@@ -27,12 +30,24 @@ fn caps(status: &str, field: &str) -> u64 {
 }
 
 #[test]
-fn after_start_up_only_bpf_and_perfmon_are_held_in_every_thread() {
-    let Some(_serial) = ebpf_test("after_start_up_only_bpf_and_perfmon_are_held_in_every_thread")
+fn after_start_up_only_bpf_perfmon_and_net_admin_are_held_in_every_thread() {
+    let Some(_serial) =
+        ebpf_test("after_start_up_only_bpf_perfmon_and_net_admin_are_held_in_every_thread")
     else {
         return;
     };
-    let mut child = flowlens(&["telegraf"])
+    // The DNAT backends on (the default; this kernel has conntrack), then off.
+    held_after_start_up(&[], BPF_AND_PERFMON | NET_ADMIN);
+    let dir = TempDir::new("privileges");
+    let config = dir.join("flowlens.toml");
+    std::fs::write(&config, "dnat_backends = false\n").unwrap();
+    held_after_start_up(&["--config", config.to_str().unwrap()], BPF_AND_PERFMON);
+}
+
+/// Runs `flowlens [args] telegraf` through a first gather, checks that every thread holds no
+/// more than `kept` and the main thread exactly that, and that gathers still work.
+fn held_after_start_up(args: &[&str], kept: u64) {
+    let mut child = flowlens(&[args, &["telegraf"]].concat())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -50,9 +65,9 @@ fn after_start_up_only_bpf_and_perfmon_are_held_in_every_thread() {
     assert!(line.contains("probes_failed=0i"), "{line}");
     let pid = child.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert_eq!(caps(&status, "CapEff"), BPF_AND_PERFMON, "{status}");
-    assert_eq!(caps(&status, "CapPrm"), BPF_AND_PERFMON, "{status}");
-    assert_eq!(caps(&status, "CapBnd"), BPF_AND_PERFMON, "{status}");
+    assert_eq!(caps(&status, "CapEff"), kept, "{status}");
+    assert_eq!(caps(&status, "CapPrm"), kept, "{status}");
+    assert_eq!(caps(&status, "CapBnd"), kept, "{status}");
     assert_eq!(caps(&status, "CapInh"), 0, "{status}");
     assert_eq!(caps(&status, "CapAmb"), 0, "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
@@ -64,8 +79,8 @@ fn after_start_up_only_bpf_and_perfmon_are_held_in_every_thread() {
             continue; // a thread that just ended
         };
         threads += 1;
-        assert_eq!(caps(&status, "CapEff") & !BPF_AND_PERFMON, 0, "{status}");
-        assert_eq!(caps(&status, "CapPrm") & !BPF_AND_PERFMON, 0, "{status}");
+        assert_eq!(caps(&status, "CapEff") & !kept, 0, "{status}");
+        assert_eq!(caps(&status, "CapPrm") & !kept, 0, "{status}");
     }
     assert!(threads >= 2, "the main thread and the event reader");
     // Gathers still work with what is left.
@@ -79,49 +94,28 @@ fn after_start_up_only_bpf_and_perfmon_are_held_in_every_thread() {
     assert!(child.wait().unwrap().success());
 }
 
-#[test]
-fn a_non_root_user_with_only_bpf_and_perfmon_runs_everything() {
-    let Some(_serial) = ebpf_test("a_non_root_user_with_only_bpf_and_perfmon_runs_everything")
-    else {
-        return;
-    };
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all,+bpf,+perfmon",
-                "--ambient-caps=-all,+bpf,+perfmon",
-                "--bounding-set=-all,+bpf,+perfmon",
-            ])
-            .arg(flowlens_bin())
-            .args(["--plugin", plugin_lib().to_str().unwrap()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("setpriv (util-linux) runs")
-    };
-    let doctor = as_nobody(&["doctor"]);
-    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
-    assert!(
-        doctor.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&doctor.stderr)
-    );
-    assert!(text.ends_with(" 0 failed\n"), "{text}");
-    let privileges = text.lines().find(|l| l.contains("privileges:")).unwrap();
-    assert!(privileges.starts_with("ok "), "{privileges}");
-    assert!(
-        privileges.contains("held at start-up: CAP_PERFMON, CAP_BPF;"),
-        "{privileges}"
-    );
-    assert!(
-        privileges.contains("missing: CAP_SYS_ADMIN"),
-        "{privileges}"
-    );
-    // And a gather with every probe attached.
-    let once = as_nobody(&["once"]);
+/// Runs flowlens as user nobody with the capabilities `caps` (setpriv's names: "bpf,perfmon").
+fn as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
+    let plus: String = caps.split(',').map(|c| format!(",+{c}")).collect();
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps=-all{plus}"),
+            &format!("--ambient-caps=-all{plus}"),
+            &format!("--bounding-set=-all{plus}"),
+        ])
+        .arg(flowlens_bin())
+        .args(["--plugin", plugin_lib().to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
+/// A gather with every probe attached.
+fn gathers_with_every_probe(once: &std::process::Output) {
     let out = String::from_utf8_lossy(&once.stdout).into_owned();
     assert!(once.status.success(), "{out}");
     assert_eq!(
@@ -133,4 +127,82 @@ fn a_non_root_user_with_only_bpf_and_perfmon_runs_everything() {
         value(&out, "flowlens:internal", &[], "probes_attached") >= 6,
         "{out}"
     );
+}
+
+#[test]
+fn a_non_root_user_with_only_bpf_perfmon_and_net_admin_runs_everything() {
+    let Some(_serial) =
+        ebpf_test("a_non_root_user_with_only_bpf_perfmon_and_net_admin_runs_everything")
+    else {
+        return;
+    };
+    let doctor = as_nobody("bpf,perfmon,net_admin", &["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        doctor.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+    assert!(text.ends_with(" 0 failed\n"), "{text}");
+    let privileges = text.lines().find(|l| l.contains("privileges:")).unwrap();
+    assert!(privileges.starts_with("ok "), "{privileges}");
+    assert!(
+        privileges.contains("held at start-up: CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF;"),
+        "{privileges}"
+    );
+    assert!(
+        privileges.contains("missing: CAP_SYS_ADMIN"),
+        "{privileges}"
+    );
+    assert!(
+        privileges.ends_with("kept after start-up: CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF"),
+        "{privileges}"
+    );
+    let dnat = text.lines().find(|l| l.contains("DNAT backends:")).unwrap();
+    assert!(
+        dnat.starts_with("ok      feature DNAT backends: served by ctnetlink: "),
+        "{dnat}"
+    );
+    gathers_with_every_probe(&as_nobody("bpf,perfmon,net_admin", &["once"]));
+}
+
+#[test]
+fn without_net_admin_only_the_dnat_backends_are_off() {
+    let Some(_serial) = ebpf_test("without_net_admin_only_the_dnat_backends_are_off") else {
+        return;
+    };
+    let doctor = as_nobody("bpf,perfmon", &["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&doctor.stderr).into_owned();
+    assert_eq!(doctor.status.code(), Some(1), "{text}{stderr}");
+    assert!(text.ends_with(" 1 failed\n"), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAILED")).collect();
+    assert_eq!(
+        failed,
+        [
+            "FAILED  feature DNAT backends: not served: the kernel refuses conntrack lookups \
+          without CAP_NET_ADMIN"
+        ],
+        "{text}"
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("DNAT")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "W! DNAT backends off (the backends behind virtual IPs): the kernel refuses conntrack \
+          lookups without CAP_NET_ADMIN"
+        ],
+        "{stderr}"
+    );
+    let privileges = text.lines().find(|l| l.contains("privileges:")).unwrap();
+    assert!(privileges.starts_with("ok "), "{privileges}");
+    assert!(
+        privileges.contains("CAP_NET_ADMIN (no DNAT backends (conntrack lookups))"),
+        "{privileges}"
+    );
+    assert!(
+        privileges.ends_with("kept after start-up: CAP_PERFMON, CAP_BPF"),
+        "{privileges}"
+    );
+    gathers_with_every_probe(&as_nobody("bpf,perfmon", &["once"]));
 }

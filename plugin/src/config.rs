@@ -105,6 +105,14 @@ settings! {
         log_level: LogLevelName = LogLevelName::Info,
         /// Load the eBPF flow collector. `false`: interface metrics only (no privileges needed).
         ebpf: bool = true,
+        /// For each new client connection, look up the endpoint it really reached when the
+        /// node's netfilter rewrote its destination: the backend behind a Kubernetes Service's
+        /// virtual IP under kube-proxy (iptables or nftables mode), read from the conntrack
+        /// table of flowlens's network namespace (the node's) through ctnetlink. Needs
+        /// CAP_NET_ADMIN, which flowlens then keeps after start-up (and only then); without it,
+        /// or without conntrack in the kernel, one warning and flowlens runs without.
+        /// `flowlens doctor` tells whether it is served.
+        dnat_backends: bool = true,
         /// Most flows (sockets) tracked at once, in the kernel map and in the flow table. Beyond
         /// it new sockets are not tracked and `flowlens:internal,flows_evicted` counts them.
         max_flows: u32 = 65_536,

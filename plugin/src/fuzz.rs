@@ -146,3 +146,13 @@ pub fn sock_diag(buf: &[u8], seq: u32) -> (Result<bool, String>, Vec<DiagSocket>
         got,
     )
 }
+
+/// One datagram of the reply to conntrack GET request `seq`: `Ok(None)` when it holds no
+/// message of that request, `Ok(Some(None))` for "no such entry", `Ok(Some(Some(tuples)))` for
+/// an entry (original source and destination, reply source and destination), `Err` with the
+/// reason.
+pub fn conntrack_reply(buf: &[u8], seq: u32) -> Result<Option<Option<[SocketAddr; 4]>>, String> {
+    crate::conntrack::parse_get_reply(buf, seq)
+        .map(|r| r.map(|e| e.map(|e| [e.orig.src, e.orig.dst, e.reply.src, e.reply.dst])))
+        .map_err(|e| e.to_string())
+}

@@ -3,7 +3,8 @@
 //! What is computed (flow table, workloads, metrics, encoder) is the pure `flowlens-core` crate;
 //! this crate reads the kernel and the node and drives it. Code map: [`config`] (the TOML
 //! contract), [`collector`] (eBPF programs via aya, the ring buffer reader, the live-socket
-//! iterator), [`seed`] (the start-up scan of established connections, sock_diag), `containers`
+//! iterator), [`seed`] (the start-up scan of established connections, sock_diag), [`conntrack`]
+//! (the backend behind a virtual IP, ctnetlink), `netlink` (the two's framing), `containers`
 //! (cgroup paths and the runtimes' files to container names), `iface` (interface counters from
 //! sysfs), `privileges` (capabilities dropped after start-up), `logging` (to the shim's log
 //! callback), [`plugin`] (the collector behind the ABI). With the `fuzzing` feature, `fuzz` holds
@@ -11,11 +12,13 @@
 
 pub mod collector;
 pub mod config;
+pub mod conntrack;
 mod containers;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod iface;
 mod logging;
+mod netlink;
 pub mod plugin;
 mod privileges;
 pub mod seed;
@@ -31,4 +34,21 @@ pub fn get_root_module() -> FlowlensModRef {
         default_config: plugin::default_config,
     }
     .leak_into_prefix()
+}
+
+/// For the unit tests that need root (network namespaces, netlink requests that need
+/// CAP_NET_ADMIN): true when they can run; otherwise skipped with the reason printed, and a
+/// failure under `CI=true`.
+#[cfg(test)]
+pub(crate) fn root_or_skip(test: &str) -> bool {
+    // SAFETY: trivial syscall.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root, and CI=true forbids skipping"
+    );
+    eprintln!("{test}: skipped, needs root");
+    false
 }

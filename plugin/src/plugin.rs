@@ -3,6 +3,7 @@
 use crate::{
     collector::{self, lock, CollectorOptions, EbpfCollector, ProbeStatus},
     config::{Config, HookKindName, LogLevelName, Node, RttSource},
+    conntrack::Conntrack,
     containers, iface, logging, privileges, seed,
 };
 use abi_stable::{
@@ -77,6 +78,11 @@ pub struct Flowlens {
     iface_warned: bool,
     /// The effective capabilities when the collector was created (`doctor`).
     caps_at_start: Option<u64>,
+    /// ctnetlink in flowlens's network namespace (the node's), for the backends behind virtual
+    /// IPs (`dnat_backends`); `None` when off.
+    conntrack: Option<Conntrack>,
+    /// Why `conntrack` is `None`, and whether that is a fault (`doctor`).
+    conntrack_off: Option<(String, bool)>,
 }
 
 /// Finds the TCP connections established before flowlens started, in every network namespace,
@@ -136,12 +142,16 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
 /// The capabilities kept after start-up (ARCHITECTURE.md, "Least privilege"): CAP_BPF, since
 /// before 6.5 a kernel with unprivileged BPF disabled (Debian's default) refuses every bpf()
 /// command without it, map reads and iterator runs included; CAP_PERFMON, for `doctor`'s
-/// hook-kind checks, which load programs after start-up.
+/// hook-kind checks, which load programs after start-up. CAP_NET_ADMIN is added only while the
+/// DNAT backends are served ([`Flowlens::kept_capabilities`]).
 const KEPT_CAPABILITIES: u64 =
     privileges::bit(privileges::CAP_BPF) | privileges::bit(privileges::CAP_PERFMON);
 
+/// The doctor check of the DNAT backends, named as the collector's features are.
+const DNAT_FEATURE: &str = "feature DNAT backends";
+
 /// What `doctor` says of a capability flowlens uses when it is missing at start-up.
-const CAPABILITY_USES: [(u32, &str); 4] = [
+const CAPABILITY_USES: [(u32, &str); 5] = [
     (
         privileges::CAP_BPF,
         "no eBPF programs or maps (interface metrics only)",
@@ -158,20 +168,46 @@ const CAPABILITY_USES: [(u32, &str); 4] = [
         privileges::CAP_SYS_PTRACE,
         "the start-up scan misses the network namespaces of other users' processes",
     ),
+    (
+        privileges::CAP_NET_ADMIN,
+        "no DNAT backends (conntrack lookups)",
+    ),
 ];
 
 /// Gives up every capability the gathers do not need, once the programs are attached, the maps
 /// open and the start-up scan done, and sets no_new_privs: the shim's process from then on
 /// (its later threads inherit it) parses files that pod owners control with no more than
-/// [`KEPT_CAPABILITIES`]. Only the plugin's ABI entry does this: a program that uses the library
-/// in-process keeps its privileges.
-fn drop_privileges() {
-    match privileges::keep_only(KEPT_CAPABILITIES) {
+/// `keep` ([`Flowlens::kept_capabilities`]). Only the plugin's ABI entry does this: a program
+/// that uses the library in-process keeps its privileges.
+fn drop_privileges(keep: u64) {
+    match privileges::keep_only(keep) {
         Ok(kept) => tracing::info!(
             "capabilities after start-up: {} (no_new_privs set)",
             privileges::names(kept)
         ),
         Err(e) => tracing::warn!("cannot drop capabilities after start-up: {e}"),
+    }
+}
+
+/// ctnetlink for the DNAT backends, when the config asks for them and there are connections
+/// to look up (an eBPF collector); else why not, and whether that is a fault: a kernel without
+/// ctnetlink has no conntrack DNAT to resolve, a missing capability is one.
+fn open_conntrack(wanted: bool, ebpf: bool) -> (Option<Conntrack>, Option<(String, bool)>) {
+    if !wanted {
+        let why = "off: disabled by the config (dnat_backends = false)";
+        return (None, Some((why.to_string(), false)));
+    }
+    if !ebpf {
+        let why = "off: no eBPF collector, no connections to look up";
+        return (None, Some((why.to_string(), false)));
+    }
+    match Conntrack::open() {
+        Ok(c) => (Some(c), None),
+        Err(e) => {
+            tracing::warn!("DNAT backends off (the backends behind virtual IPs): {e}");
+            let fault = e.kind() != std::io::ErrorKind::Unsupported;
+            (None, Some((format!("not served: {e}"), fault)))
+        }
     }
 }
 
@@ -277,6 +313,7 @@ impl Flowlens {
                 Some("disabled by the config (ebpf = false)".to_string()),
             )
         };
+        let (conntrack, conntrack_off) = open_conntrack(g.dnat_backends, ebpf.is_some());
         let resolver = containers::Resolver::new(metadata_roots(&config), g.max_flows as usize);
         let tracker = WorkloadTracker::new(g.series_ttl_secs, g.max_containers as usize);
         Flowlens {
@@ -292,6 +329,49 @@ impl Flowlens {
             active: ActiveByCgroup::default(),
             iface_warned: false,
             caps_at_start,
+            conntrack,
+            conntrack_off,
+        }
+    }
+
+    /// The capabilities the gathers need: [`KEPT_CAPABILITIES`], and CAP_NET_ADMIN while the
+    /// DNAT backends are served (the kernel checks it at every conntrack lookup).
+    pub fn kept_capabilities(&self) -> u64 {
+        let net_admin = privileges::bit(privileges::CAP_NET_ADMIN);
+        KEPT_CAPABILITIES
+            | if self.conntrack.is_some() {
+                net_admin
+            } else {
+                0
+            }
+    }
+
+    /// Whether the DNAT backends are served: ctnetlink answers a lookup now, in this thread,
+    /// with the capabilities it holds (after start-up: those the gathers have).
+    fn dnat_check(&self) -> DoctorCheck {
+        let (ok, detail) = match (&self.conntrack, &self.conntrack_off) {
+            (Some(running), _) => match Conntrack::open() {
+                Ok(_) => {
+                    let s = running.stats();
+                    (
+                        true,
+                        format!(
+                            "served by ctnetlink: the backend behind a virtual IP (kube-proxy's \
+                             DNAT) from each new client connection's conntrack entry ({} \
+                             lookups, {} rewritten, {} failed)",
+                            s.lookups, s.found_dnat, s.errors
+                        ),
+                    )
+                }
+                Err(e) => (false, format!("not served: {e}")),
+            },
+            (None, Some((why, fault))) => (!fault, why.clone()),
+            (None, None) => (false, "not served".to_string()),
+        };
+        DoctorCheck {
+            name: DNAT_FEATURE.into(),
+            ok,
+            detail: detail.into(),
         }
     }
 
@@ -534,6 +614,7 @@ impl Flowlens {
                 detail: why.clone().unwrap_or_default().into(),
             }),
         }
+        checks.push(self.dnat_check());
         if let Ok(btf) = &btf {
             checks.extend(collector::check_hook_kinds(btf).iter().map(to_check));
         }
@@ -598,7 +679,7 @@ pub fn create(
             ..host
         });
         let flowlens = Flowlens::new(config, node);
-        drop_privileges();
+        drop_privileges(flowlens.kept_capabilities());
         Ok(Collector_TO::from_value(flowlens, TD_Opaque))
     })
 }

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 
 /// Capability numbers (linux/capability.h) used here.
 pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_NET_ADMIN`.
+pub(crate) const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_SYS_PTRACE`.
 pub(crate) const CAP_SYS_PTRACE: u32 = 19;
 /// `CAP_PERFMON` (5.8+).
@@ -199,6 +201,7 @@ mod tests {
         assert_eq!(name(CAP_PERFMON), "CAP_PERFMON");
         assert_eq!(name(CAP_SYS_ADMIN), "CAP_SYS_ADMIN");
         assert_eq!(name(CAP_SYS_PTRACE), "CAP_SYS_PTRACE");
+        assert_eq!(name(CAP_NET_ADMIN), "CAP_NET_ADMIN");
         assert_eq!(name(0), "CAP_CHOWN");
         assert_eq!(name(63), "cap 63");
         assert_eq!(

@@ -107,6 +107,40 @@ diag += struct.pack("=III", 1, 0x1234, 0) + bytes(12) + struct.pack("=I", 99)
 diag += struct.pack("=HH", 12, 21) + struct.pack("=Q", 4242)
 put("sock_diag", "raw", nlmsg(20, 7, diag) + nlmsg(3, 7, struct.pack("=i", 0)))
 
+# conntrack: GET replies as the kernel writes them (raw), and structured ones (first byte 0x01:
+# message count, then each message's choices; an entry's tuples: family, omissions, addresses,
+# extra attributes, ports).
+def attr(ty, data):
+    a = struct.pack("=HH", 4 + len(data), ty) + data
+    return a + bytes((-len(a)) % 4)
+def nest(ty, *parts):
+    return attr(ty | 0x8000, b"".join(parts))
+def ct_tuple(src, dst, sport, dport):
+    v6 = len(src) == 16
+    return nest(1, attr(3 if v6 else 1, src), attr(4 if v6 else 2, dst)) + nest(2, attr(1, b"\x06"),
+        attr(2, struct.pack(">H", sport)), attr(3, struct.pack(">H", dport)))
+POD, VIP, BACKEND = bytes([10, 244, 1, 5]), bytes([10, 96, 0, 10]), bytes([10, 244, 2, 7])
+entry = bytes([2, 0, 0, 0]) + nest(1, ct_tuple(POD, VIP, 43210, 80)) + nest(2, ct_tuple(BACKEND, POD, 8080, 43210))
+entry += attr(3, struct.pack(">I", 0x18e)) + attr(7, struct.pack(">I", 120)) + nest(4, nest(1, attr(1, b"\x03")))
+entry += attr(8, struct.pack(">I", 0x10000000)) + attr(12, struct.pack(">I", 0x12345678)) + attr(11, struct.pack(">I", 1))
+put("conntrack", "raw-dnat", nlmsg(0x100, 7, entry))
+P6, V6, B6 = bytes.fromhex("fd000001000000000000000000000002"), bytes.fromhex("fd000096000000000000000000000010"), bytes.fromhex("fd000002000000000000000000000002")
+entry6 = bytes([10, 0, 0, 0]) + nest(1, ct_tuple(P6, V6, 40000, 80)) + nest(2, ct_tuple(B6, P6, 8080, 40000))
+put("conntrack", "raw-dnat6", nlmsg(0x100, 7, entry6))
+put("conntrack", "raw-enoent", nlmsg(2, 7, struct.pack("=i", -2) + bytes(16)))
+def s_tuple(v6, flags, src, dst, sport, dport, extra=()):
+    b = bytes([1 if v6 else 0, flags]) + src + (b"\x01" if v6 else b"") + dst + (b"\x01" if v6 else b"")
+    b += bytes([len(extra)]) + b"".join(bytes([ty, len(d)]) + d for ty, d in extra)
+    return b + struct.pack("<HH", sport, dport)
+def s_entry(orig, reply, family=0, order=0):
+    return bytes([3, 1]) + orig + reply + bytes([family, order])
+put("conntrack", "entry", b"\x01" + bytes([1]) + s_entry(s_tuple(False, 0, POD, VIP, 43210, 80),
+    s_tuple(False, 0, BACKEND, POD, 8080, 43210, [(1, b"xyz")])))
+put("conntrack", "entry6-reply-first", b"\x01" + bytes([2]) + bytes([0, 1]) + s_entry(s_tuple(True, 0, P6, V6, 1, 80),
+    s_tuple(True, 0, B6, P6, 8080, 1), 1, 0x11))
+put("conntrack", "error-then-entry", b"\x01" + bytes([3]) + bytes([1, 0, 1]) + bytes([1, 1, 0])
+    + s_entry(s_tuple(False, 0x84, POD, VIP, 1, 2), s_tuple(False, 0, BACKEND, POD, 3, 4)))
+
 # Configuration files.
 put("config", "default", (repo / "packaging/flowlens.toml").read_bytes())
 put("config", "small", b'interval_secs = 5\nifid = "eth0"\nprecision = "ms"\nhook_kinds = ["tp_btf", "kprobe"]\nrtt_source = "socket_io"\n')

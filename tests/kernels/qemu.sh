@@ -214,9 +214,13 @@ add_module() { # add_module NAME ROOT LIST: appends NAME's path to LIST, depende
     *.xz) xz -dc "$path" > "$tmp" ;; *.zst) zstd -qdc "$path" > "$tmp" ;;
     *.gz) gzip -dc "$path" > "$tmp" ;; *) cp "$path" "$tmp" ;;
   esac
-  for dep in $(busybox modinfo -F depends "$tmp" 2>/dev/null | tr ',' ' '); do
+  # The dependencies from the module's own .modinfo (busybox modinfo wants the host's
+  # modules.dep, which a host without modules lacks).
+  objcopy -O binary --only-section=.modinfo "$tmp" "$tmp.modinfo"
+  for dep in $(tr '\0' '\n' < "$tmp.modinfo" | sed -n 's/^depends=//p' | head -1 | tr ',' ' '); do
     add_module "$dep" "$root" "$list"
   done
+  rm -f "$tmp.modinfo"
   echo "/lib/modules/$KVER/$name.ko" >> "$list"
 }
 sq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }

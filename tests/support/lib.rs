@@ -2,6 +2,7 @@
 //! network namespaces with veth pairs, and the rule for tests that need root.
 
 pub mod dashboards;
+pub mod kube_proxy;
 pub mod runtimes;
 pub mod standins;
 
@@ -339,6 +340,54 @@ impl Drop for Influxd {
     }
 }
 
+/// A named network namespace (`ip netns add`), deleted on drop (a namespace lives on while
+/// sockets or processes still hold it).
+pub struct Netns {
+    /// Its name, under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates the namespace `name`, replacing a leftover of that name.
+    pub fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh("ip", &["netns", "add", name]);
+        sh("ip", &["-n", name, "link", "set", "lo", "up"]);
+        Netns {
+            name: name.to_string(),
+        }
+    }
+
+    /// Its file, /run/netns/<name>.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Joins namespace `a` (interface `if_a`, `cidr_a` such as "10.1.0.1/24") and `b` with a veth
+/// pair, both ends up.
+pub fn veth(a: &Netns, if_a: &str, cidr_a: &str, b: &Netns, if_b: &str, cidr_b: &str) {
+    sh(
+        "ip",
+        &[
+            "link", "add", if_a, "netns", &a.name, "type", "veth", "peer", "name", if_b, "netns",
+            &b.name,
+        ],
+    );
+    for (ns, ifname, cidr) in [(a, if_a, cidr_a), (b, if_b, cidr_b)] {
+        sh("ip", &["-n", &ns.name, "addr", "add", cidr, "dev", ifname]);
+        sh("ip", &["-n", &ns.name, "link", "set", ifname, "up"]);
+    }
+}
+
 /// Two network namespaces joined by a veth pair, deleted on drop:
 /// `<name>-a` holds `<name>a` with 10.<n>.0.1/24, `<name>-b` holds `<name>b` with 10.<n>.0.2/24.
 pub struct NetnsPair {
@@ -348,6 +397,7 @@ pub struct NetnsPair {
     pub ifs: [String; 2],
     /// IPv4 addresses (a, b).
     pub addrs: [String; 2],
+    _netns: [Netns; 2],
 }
 
 impl NetnsPair {
@@ -356,31 +406,20 @@ impl NetnsPair {
         let ns = [format!("{name}-a"), format!("{name}-b")];
         let ifs = [format!("{name}a"), format!("{name}b")];
         let addrs = [format!("10.{n}.0.1"), format!("10.{n}.0.2")];
-        for ns in &ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            sh("ip", &["netns", "add", ns]);
-        }
-        sh(
-            "ip",
-            &[
-                "link", "add", &ifs[0], "netns", &ns[0], "type", "veth", "peer", "name", &ifs[1],
-                "netns", &ns[1],
-            ],
+        let netns = [Netns::new(&ns[0]), Netns::new(&ns[1])];
+        veth(
+            &netns[0],
+            &ifs[0],
+            &format!("{}/24", addrs[0]),
+            &netns[1],
+            &ifs[1],
+            &format!("{}/24", addrs[1]),
         );
-        for i in 0..2 {
-            let cidr = format!("{}/24", addrs[i]);
-            sh("ip", &["-n", &ns[i], "addr", "add", &cidr, "dev", &ifs[i]]);
-            sh("ip", &["-n", &ns[i], "link", "set", &ifs[i], "up"]);
-            sh("ip", &["-n", &ns[i], "link", "set", "lo", "up"]);
-        }
-        NetnsPair { ns, ifs, addrs }
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        for ns in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        NetnsPair {
+            ns,
+            ifs,
+            addrs,
+            _netns: netns,
         }
     }
 }

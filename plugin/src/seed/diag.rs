@@ -4,26 +4,16 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
-// Kernel ABI constants (linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h, linux/tcp.h).
+// Kernel ABI constants (linux/sock_diag.h, linux/inet_diag.h, linux/tcp.h; netlink's are in
+// crate::netlink).
 
 pub(super) const NETLINK_SOCK_DIAG: libc::c_int = 4;
 pub(super) const SOCK_DIAG_BY_FAMILY: u16 = 20;
-
-pub(super) const NLMSG_HDRLEN: usize = 16;
-pub(super) const NLMSG_NOOP: u16 = 1;
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLMSG_DONE: u16 = 3;
-pub(super) const NLMSG_OVERRUN: u16 = 4;
-pub(super) const NLM_F_REQUEST: u16 = 0x1;
-pub(super) const NLM_F_DUMP: u16 = 0x300;
 
 /// `sizeof(struct inet_diag_req_v2)`.
 pub(super) const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// `sizeof(struct inet_diag_msg)`; attributes follow at `NLMSG_ALIGN(72) == 72`.
 pub(super) const INET_DIAG_MSG_LEN: usize = 72;
-pub(super) const RTA_HDRLEN: usize = 4;
-/// `NLA_TYPE_MASK`: strips `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`.
-pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
 
 pub(super) const INET_DIAG_INFO: u16 = 2;
 pub(super) const INET_DIAG_SKV6ONLY: u16 = 11;
@@ -57,35 +47,10 @@ pub(super) const MAX_PARALLEL: usize = 4;
 /// Receive buffer; the kernel's dump datagrams are at most 32 KiB.
 pub(super) const RECV_BUF_LEN: usize = 64 * 1024;
 /// Receive timeout so that a stuck dump cannot hang start-up.
-pub(super) const RECV_TIMEOUT_SECS: libc::time_t = 5;
+pub(super) const RECV_TIMEOUT_SECS: u64 = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Netlink message parsing (pure, unit-tested on hand-built buffers).
-
-/// Why a netlink reply could not be used.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NlError {
-    #[error("truncated {what}: need {need} bytes, have {have}")]
-    Truncated {
-        what: &'static str,
-        need: usize,
-        have: usize,
-    },
-    #[error("bad attribute length {len} ({avail} bytes left)")]
-    BadAttr { len: usize, avail: usize },
-    #[error("kernel returned error: {}", io::Error::from_raw_os_error(*.errno))]
-    Kernel { errno: i32 },
-    #[error("dump ended with error: {}", io::Error::from_raw_os_error(*.errno))]
-    DumpFailed { errno: i32 },
-    #[error("netlink overrun")]
-    Overrun,
-    #[error("unknown address family {0}")]
-    UnknownFamily(u8),
-    #[error("datagram of {size} bytes does not fit the receive buffer")]
-    DatagramTooLarge { size: usize },
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
 
 /// What one datagram said about the dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,43 +84,6 @@ pub(crate) struct DiagSocket {
     pub(crate) v6only: Option<bool>,
 }
 
-pub(super) fn rd_u16_ne(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off.checked_add(2)?)?
-        .try_into()
-        .ok()
-        .map(u16::from_ne_bytes)
-}
-
-pub(super) fn rd_u16_be(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off.checked_add(2)?)?
-        .try_into()
-        .ok()
-        .map(u16::from_be_bytes)
-}
-
-pub(super) fn rd_u32_ne(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off.checked_add(4)?)?
-        .try_into()
-        .ok()
-        .map(u32::from_ne_bytes)
-}
-
-pub(super) fn rd_u64_ne(b: &[u8], off: usize) -> Option<u64> {
-    b.get(off..off.checked_add(8)?)?
-        .try_into()
-        .ok()
-        .map(u64::from_ne_bytes)
-}
-
-pub(super) fn rd_i32_ne(b: &[u8], off: usize) -> Option<i32> {
-    rd_u32_ne(b, off).map(|v| v as i32)
-}
-
-/// `NLMSG_ALIGN` / `RTA_ALIGN`, saturating.
-pub(super) fn align4(len: usize) -> usize {
-    len.saturating_add(3) & !3
-}
-
 /// Parses one datagram of a dump reply, calling `sink` for every socket of request `seq`.
 ///
 /// Messages with another sequence number (stale replies of an aborted earlier dump) are skipped.
@@ -164,45 +92,23 @@ pub(crate) fn parse_datagram(
     seq: u32,
     sink: &mut dyn FnMut(DiagSocket),
 ) -> Result<Progress, NlError> {
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let truncated = |need| NlError::Truncated {
-            what: "netlink message",
-            need,
-            have: rest.len(),
-        };
-        let (Some(len), Some(ty), Some(msg_seq)) =
-            (rd_u32_ne(rest, 0), rd_u16_ne(rest, 4), rd_u32_ne(rest, 8))
-        else {
-            return Err(truncated(NLMSG_HDRLEN));
-        };
-        let len = len as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(truncated(len.max(NLMSG_HDRLEN)));
-        }
-        let payload = &rest[NLMSG_HDRLEN..len];
-        rest = &rest[align4(len).min(rest.len())..];
-        if msg_seq != seq {
+    for msg in messages(buf) {
+        let msg = msg?;
+        if msg.seq != seq {
             continue;
         }
-        match ty {
+        match msg.ty {
             NLMSG_NOOP => {}
             NLMSG_ERROR => {
-                let errno = rd_i32_ne(payload, 0).ok_or(NlError::Truncated {
-                    what: "NLMSG_ERROR",
-                    need: 4,
-                    have: payload.len(),
-                })?;
+                let errno = error_errno(msg.payload)?;
                 if errno != 0 {
-                    return Err(NlError::Kernel {
-                        errno: errno.saturating_neg(),
-                    });
+                    return Err(NlError::Kernel { errno });
                 }
                 // errno 0 is an acknowledgement; a dump still ends with NLMSG_DONE.
             }
             NLMSG_DONE => {
                 // The payload is an int: negative when the dump failed part-way.
-                return match rd_i32_ne(payload, 0) {
+                return match rd_i32_ne(msg.payload, 0) {
                     Some(v) if v < 0 => Err(NlError::DumpFailed {
                         errno: v.saturating_neg(),
                     }),
@@ -210,7 +116,7 @@ pub(crate) fn parse_datagram(
                 };
             }
             NLMSG_OVERRUN => return Err(NlError::Overrun),
-            SOCK_DIAG_BY_FAMILY => sink(parse_diag_msg(payload)?),
+            SOCK_DIAG_BY_FAMILY => sink(parse_diag_msg(msg.payload)?),
             _ => {}
         }
     }
@@ -281,25 +187,14 @@ pub(super) fn parse_diag_msg(p: &[u8]) -> Result<DiagSocket, NlError> {
         v6only: None,
     };
 
-    let mut rest = &p[align4(INET_DIAG_MSG_LEN).min(p.len())..];
-    // Fewer than RTA_HDRLEN trailing bytes can only be padding.
-    while rest.len() >= RTA_HDRLEN {
-        let len = usize::from(rd_u16_ne(rest, 0).unwrap_or(0));
-        let ty = rd_u16_ne(rest, 2).unwrap_or(0) & NLA_TYPE_MASK;
-        if len < RTA_HDRLEN || len > rest.len() {
-            return Err(NlError::BadAttr {
-                len,
-                avail: rest.len(),
-            });
-        }
-        let data = &rest[RTA_HDRLEN..len];
+    for attr in attributes(&p[align4(INET_DIAG_MSG_LEN).min(p.len())..]) {
+        let (ty, data) = attr?;
         match ty {
             INET_DIAG_INFO => sock.tcp_info = Some(parse_tcp_info(data)),
             INET_DIAG_SKV6ONLY => sock.v6only = data.first().map(|&b| b != 0),
             INET_DIAG_CGROUP_ID => sock.cgroup_id = rd_u64_ne(data, 0),
             _ => {}
         }
-        rest = &rest[align4(len).min(rest.len())..];
     }
     Ok(sock)
 }

@@ -46,12 +46,13 @@ use namespaces::*;
 use read::*;
 use role::*;
 
+use crate::netlink::{self, *};
+
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -459,7 +460,7 @@ mod tests {
 
     fn so_cookie(fd: &impl AsRawFd) -> u64 {
         let mut v = 0u64;
-        let mut len = mem::size_of::<u64>() as libc::socklen_t;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
         // SAFETY: valid fd, pointer and length of a u64.
         let rc = unsafe {
             libc::getsockopt(
@@ -474,19 +475,7 @@ mod tests {
         v
     }
 
-    /// Whether root tests can run; panics when CI=true demands them.
-    fn root_or_skip(test: &str) -> bool {
-        // SAFETY: trivial syscall.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: needs root, and CI=true forbids skipping"
-        );
-        eprintln!("{test}: skipped, needs root (setns, ip netns add)");
-        false
-    }
+    use crate::root_or_skip;
 
     /// A named network namespace, deleted on drop.
     struct NetnsGuard {

@@ -165,47 +165,19 @@ pub(super) fn read_namespace(target: &NsTarget, max_sockets: usize) -> NsOutcome
 
 /// A `NETLINK_SOCK_DIAG` socket of the namespace it was opened in.
 pub(super) struct DiagConn {
-    pub(super) fd: OwnedFd,
+    pub(super) socket: netlink::Socket,
     pub(super) seq: u32,
-    pub(super) buf: Vec<u8>,
 }
 
 impl DiagConn {
     pub(super) fn open() -> io::Result<Self> {
-        // SAFETY: plain syscall; the returned fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_SOCK_DIAG,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let tv = libc::timeval {
-            tv_sec: RECV_TIMEOUT_SECS,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd, pointer and length of a timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(DiagConn {
-            fd,
+            socket: netlink::Socket::open(
+                NETLINK_SOCK_DIAG,
+                std::time::Duration::from_secs(RECV_TIMEOUT_SECS),
+                RECV_BUF_LEN,
+            )?,
             seq: 0,
-            buf: vec![0; RECV_BUF_LEN],
         })
     }
 
@@ -218,61 +190,10 @@ impl DiagConn {
         sink: &mut dyn FnMut(DiagSocket),
     ) -> Result<(), NlError> {
         self.seq = self.seq.wrapping_add(1);
-        let req = build_request(self.seq, family, states, ext);
-        // SAFETY: zeroed sockaddr_nl is valid; nl_pid 0 addresses the kernel.
-        let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: valid fd, buffer and address for the given lengths.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&kernel as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        if sent as usize != req.len() {
-            return Err(io::Error::other("short send of the dump request").into());
-        }
+        self.socket
+            .send(&build_request(self.seq, family, states, ext))?;
         loop {
-            // SAFETY: zeroed sockaddr_nl is valid.
-            let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
-            let mut from_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-            // SAFETY: valid fd, buffer and address for the given lengths. MSG_TRUNC makes the
-            // return value the real datagram size, so truncation is detected.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC,
-                    (&mut from as *mut libc::sockaddr_nl).cast(),
-                    &mut from_len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.into());
-            }
-            let n = n as usize;
-            if n > self.buf.len() {
-                return Err(NlError::DatagramTooLarge { size: n });
-            }
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-            }
-            if from.nl_pid != 0 {
-                continue; // not from the kernel
-            }
-            if parse_datagram(&self.buf[..n], self.seq, sink)? == Progress::Done {
+            if parse_datagram(self.socket.recv()?, self.seq, sink)? == Progress::Done {
                 return Ok(());
             }
         }

@@ -11,17 +11,19 @@
 //! - `--rounds N`, `--secs S`: rounds and seconds per run of the cost-to-host section.
 //! - `--flat-secs S`: length of the churn run of the RSS-flatness row.
 //! - `--only LIST`: comma-separated sections to run: `host`, `progtime`, `userspace`, `live`,
-//!   `memory`.
+//!   `dnat`, `memory`.
 //! - `--out PATH`: where to write the table (default: BENCHMARKS.md at the repository root);
 //!   `--no-write`: print only.
 //!
 //! `flowlens-bench agent --max-flows N` is the flowlens child the suite starts: the library's
 //! collector (`flowlens::plugin::Flowlens`) gathering every second, its lines on stdout, until
 //! stdin closes. `flowlens-bench profile table | gather FLOWS | encoder` runs one userspace
-//! benchmark alone, to profile it (`perf record -g`, `valgrind --tool=callgrind`).
+//! benchmark alone, to profile it (`perf record -g`, `valgrind --tool=callgrind`);
+//! `flowlens-bench profile conntrack ENTRIES LOOKUPS` times conntrack lookups alone.
 //! `flowlens-bench soak [--secs 3600] [--every 10]` is the hour-long soak run (src/soak.rs), by
 //! hand, not part of the table: its summary and chart are in tests/bench/soak/.
 
+mod conntrack;
 mod floor;
 mod host;
 mod live;
@@ -60,7 +62,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: flowlens-bench [--quick] [--rounds N] [--secs S] [--flat-secs S] \
-         [--only host,progtime,userspace,live,memory] [--out PATH | --no-write]"
+         [--only host,progtime,userspace,live,dnat,memory] [--out PATH | --no-write]"
     );
     std::process::exit(2);
 }
@@ -77,6 +79,7 @@ fn parse(args: &[String]) -> Options {
             "progtime".into(),
             "userspace".into(),
             "live".into(),
+            "dnat".into(),
             "memory".into(),
         ],
         out: Some(
@@ -216,6 +219,21 @@ fn profile(args: &[String]) -> Result<()> {
             }
         }
         [what, n] if what == "hold-sockets" => live::hold(n.parse()?)?,
+        [what, entries, lookups] if what == "conntrack" => {
+            let c = conntrack::measure(entries.parse()?, lookups.parse()?, 11)?;
+            eprintln!(
+                "conntrack lookups against {} DNATed entries, batches of {}: hit {:.2} / {:.2} / \
+                 {:.2} us, miss {:.2} / {:.2} / {:.2} us (min / median / max of 11)",
+                c.entries,
+                c.lookups,
+                c.hit_us.min,
+                c.hit_us.median,
+                c.hit_us.max,
+                c.miss_us.min,
+                c.miss_us.median,
+                c.miss_us.max
+            );
+        }
         [what, sockets] if what == "sockets" => {
             let c = live::measure(sockets.parse()?, 11)?;
             eprintln!(
@@ -255,7 +273,7 @@ fn profile(args: &[String]) -> Result<()> {
         }
         _ => bail!(
             "usage: flowlens-bench profile table | gather FLOWS | encoder | sockets N \
-             | progtime|cpu churn|bulk|requests lo|veth"
+             | conntrack ENTRIES LOOKUPS | progtime|cpu churn|bulk|requests lo|veth"
         ),
     }
     Ok(())
@@ -656,6 +674,29 @@ fn live_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// Rows of section 2c: a conntrack lookup (the DNAT backends), hit and miss.
+fn dnat_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
+    let rounds = if opts.quick { 5 } else { 11 };
+    let c = conntrack::measure(10_000, 10_000, rounds)?;
+    for (case, s) in [
+        ("hit (an entry, DNATed)", &c.hit_us),
+        ("miss (no entry)", &c.miss_us),
+    ] {
+        rows.push(Row {
+            what: "2c DNAT backends: conntrack lookup (ctnetlink)".into(),
+            case: format!(
+                "{case}; {} entries, batches of {}",
+                human_flows(c.entries as u64),
+                human_flows(c.lookups as u64)
+            ),
+            result: format!("{:.2} us/lookup", s.median),
+            ratio: format!("{:.2} / {:.2} / {:.2} us (spread)", s.min, s.median, s.max),
+            ..Row::default()
+        });
+    }
+    Ok(())
+}
+
 /// Rows of section 3.
 fn memory_rows(opts: &Options, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
     let net = workloads::Net::new()?;
@@ -819,6 +860,19 @@ fn run(args: Vec<String>) -> Result<()> {
             });
         }
     }
+    if want("dnat") {
+        if is_root() {
+            if let Err(e) = dnat_rows(&opts, &mut rows) {
+                failed(&mut rows, "2c DNAT backends", e);
+            }
+        } else {
+            rows.push(Row {
+                what: "2c DNAT backends".into(),
+                status: "skipped: needs root (network namespaces, CAP_NET_ADMIN)".into(),
+                ..Row::default()
+            });
+        }
+    }
     if want("memory") {
         if is_root() {
             if let Err(e) = memory_rows(&opts, &mut rows, &mut notes) {
@@ -894,6 +948,12 @@ How to read it:
   program that reads the live sockets' counters (every open file of the host is visited; the
   program's own time from `BPF_ENABLE_STATS`), then the batched read of the map. Median of 11
   runs, spread min / median / max.
+- Section 2c is one conntrack lookup of the DNAT backends (`Conntrack::backend`: a ctnetlink
+  GET and its reply, with CAP_NET_ADMIN), from the node's namespace of kube-proxy's shape
+  (tests/support/kube_proxy.rs) whose table holds 10k DNATed UDP flows: a hit looks up one of
+  them (each must give the backend that answered it), a miss a flow that never was. Time per
+  lookup over a batch of 10k, median of 11 batches, spread min / median / max. flowlens makes
+  one per new client connection, in the gather thread.
 - Section 3 reads the flowlens child's VmRSS and the `memlock` of its BPF map fds; 100k flows are
   10k real loopback sockets plus 90k entries written into its `socks` map (adopted by its next
   gather as pre-existing connections). \"whole gather\" is the child's own `gather_duration_ms`,

@@ -12,7 +12,7 @@ use flowlens::fuzz::{is_container_id, is_pod_uid};
 use flowlens_core::lineproto::{
     parse_lines, read_by_vector, validate, Encoder, FieldValue, Point, Precision, TagSet,
 };
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// A fuzz target: panics on a broken property.
 pub type Target = fn(&[u8]);
@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("docker", docker),
     ("log_link", log_link),
     ("sock_diag", sock_diag),
+    ("conntrack", conntrack),
     ("config", config),
 ];
 
@@ -748,6 +749,190 @@ pub fn sock_diag(data: &[u8]) {
         Some(Ok(done)) => assert_eq!(res, Ok(done), "datagram {datagram:?}"),
         Some(Err(())) => assert!(res.is_err(), "datagram {datagram:?}: {res:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conntrack (ctnetlink GET replies).
+
+const CT_NEW: u16 = 1 << 8; // NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
+
+fn push_attr(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// One tuple described by the input: its attributes (`CTA_TUPLE_IP`, `CTA_TUPLE_PROTO`), and
+/// the addresses the parser must read, `None` when the input left something out or cut an
+/// address short.
+fn ct_tuple(input: &mut Bytes) -> (Vec<u8>, Option<(SocketAddr, SocketAddr)>) {
+    let v6 = input.u8() & 1 == 1;
+    let flags = input.u8();
+    let omit = |bit: u8| flags & (1 << bit) != 0 && flags & 0x80 != 0;
+    let mut ok = true;
+    let mut ips = Vec::new();
+    let mut addrs = [None, None];
+    for (i, ty) in [
+        (0usize, if v6 { 3u16 } else { 1 }),
+        (1, if v6 { 4 } else { 2 }),
+    ] {
+        let mut raw = input.take(if v6 { 16 } else { 4 });
+        if v6 && input.u8().is_multiple_of(4) {
+            raw[..12].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        }
+        if omit(i as u8) {
+            ok = false;
+            continue;
+        }
+        if omit(4 + i as u8) {
+            raw.pop(); // a short address
+            ok = false;
+        }
+        push_attr(&mut ips, ty, &raw);
+        addrs[i] = match raw.len() {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(&raw[..]).unwrap(),
+            ))),
+            16 => Some(IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(&raw[..]).unwrap(),
+            ))),
+            _ => None,
+        };
+    }
+    // Attributes the parser does not read, in the address nest and the protocol nest.
+    for _ in 0..usize::from(input.u8() % 3) {
+        let ty = 5 + u16::from(input.u8() % 8);
+        let len = usize::from(input.u8() % 20);
+        push_attr(&mut ips, ty, &input.take(len));
+    }
+    let (sport, dport) = (input.u16(), input.u16());
+    let mut proto = Vec::new();
+    push_attr(&mut proto, 1, &[6]);
+    if omit(2) {
+        ok = false;
+    } else {
+        push_attr(&mut proto, 2, &sport.to_be_bytes());
+    }
+    if omit(3) {
+        ok = false;
+    } else {
+        push_attr(&mut proto, 3, &dport.to_be_bytes());
+    }
+    let mut tuple = Vec::new();
+    if omit(6) {
+        ok = false;
+    } else {
+        push_attr(&mut tuple, 1 | 0x8000, &ips);
+    }
+    push_attr(&mut tuple, 2 | 0x8000, &proto);
+    let want = match (ok, addrs) {
+        (true, [Some(s), Some(d)]) => Some((
+            SocketAddr::new(s.to_canonical(), sport),
+            SocketAddr::new(d.to_canonical(), dport),
+        )),
+        _ => None,
+    };
+    (tuple, want)
+}
+
+/// A ctnetlink GET reply (conntrack lookups). Raw mode: any bytes, parsed as one datagram;
+/// properties: never a panic, addresses read back canonical (no IPv4-mapped IPv6). Structured
+/// mode (first byte 0x01): the input describes messages (entries whose tuples may lack any
+/// attribute or have a short address, with attributes the parser does not read; errors,
+/// acknowledgements, NOOPs, other types; messages of another request) that a builder written
+/// here turns into a datagram; the parser must say what the first message of the request
+/// that decides says: the entry's four addresses, "no entry" for ENOENT, an error for another
+/// errno or a malformed entry, nothing for a datagram without one.
+pub fn conntrack(data: &[u8]) {
+    let Some((1, rest)) = data.split_first() else {
+        if let Ok(Some(Some(addrs))) = fuzz::conntrack_reply(data, SEQ) {
+            for a in addrs {
+                assert_eq!(a.ip(), a.ip().to_canonical(), "{a}");
+            }
+        }
+        return;
+    };
+    let mut input = Bytes(rest);
+    let mut datagram = Vec::new();
+    // The outcome the parser must report: None while undecided.
+    let mut want: Option<Result<Option<[SocketAddr; 4]>, ()>> = None;
+    for _ in 0..usize::from(input.u8() % 6) {
+        let kind = input.u8() % 6;
+        let seq = if input.u8().is_multiple_of(6) {
+            SEQ + 1
+        } else {
+            SEQ
+        };
+        let ours = seq == SEQ && want.is_none();
+        match kind {
+            0 => push_nlmsg(&mut datagram, 1, seq, &[]),
+            1 => {
+                let errno = [0, libc_enoent(), 1, 22][usize::from(input.u8() % 4)];
+                let mut payload = (-errno).to_ne_bytes().to_vec();
+                payload.extend_from_slice(&[0; 16]);
+                push_nlmsg(&mut datagram, NLMSG_ERROR, seq, &payload);
+                if ours && errno != 0 {
+                    want = Some(if errno == libc_enoent() {
+                        Ok(None)
+                    } else {
+                        Err(())
+                    });
+                }
+            }
+            2 => push_nlmsg(
+                &mut datagram,
+                [CT_NEW + 2, 0x200, 16][usize::from(input.u8() % 3)],
+                seq,
+                &input.take(8),
+            ),
+            _ => {
+                let (orig, o) = ct_tuple(&mut input);
+                let (reply, r) = ct_tuple(&mut input);
+                let mut payload = vec![if input.u8() & 1 == 1 { 10 } else { 2 }, 0, 0, 0];
+                let order = input.u8();
+                for _ in 0..usize::from(order % 3) {
+                    let len = usize::from(input.u8() % 12);
+                    push_attr(
+                        &mut payload,
+                        3 + u16::from(input.u8() % 20),
+                        &input.take(len),
+                    );
+                }
+                let omit_reply = order & 0x40 != 0 && order & 0x80 != 0;
+                let tuples = if order & 0x10 != 0 {
+                    [(2u16, &reply, omit_reply), (1, &orig, false)]
+                } else {
+                    [(1, &orig, false), (2, &reply, omit_reply)]
+                };
+                for (ty, t, omitted) in tuples {
+                    if !omitted {
+                        push_attr(&mut payload, ty | 0x8000, t);
+                    }
+                }
+                push_nlmsg(&mut datagram, CT_NEW, seq, &payload);
+                if ours {
+                    want = Some(match (o, r, omit_reply) {
+                        (Some(o), Some(r), false) => Ok(Some([o.0, o.1, r.0, r.1])),
+                        _ => Err(()),
+                    });
+                }
+            }
+        }
+    }
+    let got = fuzz::conntrack_reply(&datagram, SEQ);
+    match want {
+        None => assert_eq!(got, Ok(None), "datagram {datagram:?}"),
+        Some(Ok(entry)) => assert_eq!(got, Ok(Some(entry)), "datagram {datagram:?}"),
+        Some(Err(())) => assert!(got.is_err(), "datagram {datagram:?}: {got:?}"),
+    }
+}
+
+/// ENOENT (Linux, every architecture).
+fn libc_enoent() -> i32 {
+    2
 }
 
 // ---------------------------------------------------------------------------------------------
