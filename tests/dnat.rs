@@ -113,3 +113,136 @@ fn conntrack_gives_the_backend_that_answered_each_connection_to_a_virtual_ip() {
     assert_eq!(in_pod.backend(Proto::Tcp, local, remote).unwrap(), None);
     drop(v4);
 }
+
+/// A stand-in container: a cgroup2 directory named as containerd's CRI names it, and a
+/// process in it (tests/support/workload.py) in the Service's pod namespace. Removed on drop.
+struct Client {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Client {
+    fn start(svc: &Service, id: &str) -> Client {
+        let slice = flowlens_tests::cgroup2_root().join("kubepods-fldp.slice");
+        let besteffort = slice.join("kubepods-fldp-besteffort.slice");
+        let pod = besteffort
+            .join("kubepods-fldp-besteffort-pod5e0c7a3a_3b1e_4f0a_9c7e_1f2d3c4b5a69.slice");
+        let cgroup = pod.join(format!("cri-containerd-{id}.scope"));
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("support/workload.py");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}/cgroup.procs' && exec ip netns exec {} python3 -u '{}'",
+                cgroup.display(),
+                svc.pod.name,
+                script.display()
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Client {
+            stdin: child.stdin.take().unwrap(),
+            stdout: std::io::BufReader::new(child.stdout.take().unwrap()),
+            child,
+            dirs: vec![cgroup, pod, besteffort, slice],
+        }
+    }
+
+    fn cmd(&mut self, line: &str) {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{line}").unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("ok"), "{line}: {answer:?}");
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered() {
+    use flowlens_core::lineproto::{parse_lines, FieldValue};
+    let test = "a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered";
+    if !kube_proxy::available(test) {
+        return;
+    }
+    let svc = Service::new("fldp", 151);
+    let id = format!("{:012x}{}", 0xd4a7_0000_0001_u64, "7c".repeat(26));
+    let empty = flowlens_tests::TempDir::new("dnat-empty");
+    let e = empty.0.display();
+    let config = format!(
+        "containerd_state_dir = \"{e}\"\nkubelet_log_dir = \"{e}\"\ncrio_storage_dir = \"{e}\"\n\
+         docker_containers_dir = \"{e}\"\n"
+    );
+    // flowlens runs in the node's namespace, as the DaemonSet does (hostNetwork): its
+    // conntrack lookups see the node's DNAT; its eBPF programs see every namespace.
+    let mut s = flowlens_tests::session::Session::start_as(&config, |args| {
+        let mut cmd = svc.node_command(flowlens_tests::flowlens_bin());
+        cmd.args(args);
+        cmd
+    });
+    let mut client = Client::start(&svc, &id);
+    let vip = svc.vip[0];
+    // 6 connections that come and go (connect, 1 byte each way, close), 2 kept open: `numgen
+    // inc` sends them to the backends in turn, 4 each.
+    client.cmd(&format!("churn 6 {} {}", vip.ip(), vip.port()));
+    client.cmd(&format!("connect {} {} 2", vip.ip(), vip.port()));
+    let short = &id[..12];
+    let peers = |t: &str| -> Vec<(String, i64, i64)> {
+        let mut v: Vec<(String, i64, i64)> = parse_lines(t)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.measurement == "container:peers")
+            .filter(|p| p.tags.iter().any(|(k, v)| k == "container" && v == short))
+            .map(|p| {
+                let tag = |key: &str| {
+                    p.tags
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map_or(String::new(), |(_, v)| v.clone())
+                };
+                let int = |key: &str| match p.fields.iter().find(|(k, _)| k == key) {
+                    Some((_, FieldValue::Int(v))) => *v,
+                    _ => -1,
+                };
+                assert_eq!(tag("peer"), vip.to_string(), "{t}");
+                (tag("backend"), int("connections"), int("active"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want = vec![
+        (svc.backends[0][0].to_string(), 4, 1),
+        (svc.backends[1][0].to_string(), 4, 1),
+    ];
+    let mut t = s.gather();
+    for _ in 0..40 {
+        if peers(&t) == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        t = s.gather();
+    }
+    eprintln!("{t}");
+    assert_eq!(peers(&t), want, "{t}");
+    drop(client);
+    s.finish();
+}

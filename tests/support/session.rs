@@ -46,10 +46,16 @@ pub struct Session {
 impl Session {
     /// Starts `flowlens --config <config> telegraf` and takes its first gather.
     pub fn start(config: &str) -> Session {
+        Session::start_as(config, |args| flowlens(args))
+    }
+
+    /// [`start`](Self::start), with the command `make` builds from flowlens's arguments (the
+    /// binary run in another network namespace, say).
+    pub fn start_as(config: &str, make: impl FnOnce(&[&str]) -> std::process::Command) -> Session {
         let dir = TempDir::new("collector");
         let path = dir.join("flowlens.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = flowlens(&["--config", path.to_str().unwrap(), "telegraf"])
+        let mut child = make(&["--config", path.to_str().unwrap(), "telegraf"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
