@@ -46,7 +46,7 @@ pub struct Session {
 impl Session {
     /// Starts `flowlens --config <config> telegraf` and takes its first gather.
     pub fn start(config: &str) -> Session {
-        Session::start_as(config, |args| flowlens(args))
+        Session::start_as(config, flowlens)
     }
 
     /// [`start`](Self::start), with the command `make` builds from flowlens's arguments (the
