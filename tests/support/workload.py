@@ -10,6 +10,9 @@
 #   failing IP PORT    one blocking connect that must fail; answers its errno
 #   pending IP PORT    start one non-blocking connect and keep it pending
 #   await              wait for the pending connect to end; answers its errno (0: connected)
+#   backlog PORT N     listen with backlog N and never accept
+#   flood IP PORT N    start N non-blocking connects and keep them pending
+#   await_all          wait for every pending connect to end; answers their errnos
 #   abort IP PORT      start a non-blocking connect and close it at once
 #   reset              close every client connection with an RST (SO_LINGER 0)
 #   reset_served       close every accepted connection with an RST
@@ -26,6 +29,7 @@ import time
 clients = []
 served = []
 pending = []
+unaccepted = []
 
 
 def linger0(sock):
@@ -134,6 +138,25 @@ for line in sys.stdin:
         rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         sock.close()
         print("ok %d" % rc, flush=True)
+    elif cmd == "backlog":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", int(words[1])))
+        listener.listen(int(words[2]))
+        unaccepted.append(listener)
+        print("ok", flush=True)
+    elif cmd == "flood":
+        for _ in range(int(words[3])):
+            pending.append(start_connect(words[1], int(words[2])))
+        print("ok", flush=True)
+    elif cmd == "await_all":
+        errs = []
+        for sock in pending:
+            select.select([], [sock], [], 60)
+            errs.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+            sock.close()
+        pending.clear()
+        print("ok " + " ".join(str(e) for e in errs), flush=True)
     elif cmd == "abort":
         start_connect(words[1], int(words[2])).close()
         print("ok", flush=True)
