@@ -15,7 +15,7 @@
 #   await_all          wait for every pending connect to end; answers their errnos
 #   abort IP PORT      start a non-blocking connect and close it at once
 #   reset              close every client connection with an RST (SO_LINGER 0)
-#   reset_served       close every accepted connection with an RST
+#   reset_served       close every accepted connection with an RST (sent before the answer)
 #   poke_served        send 1 byte on every accepted connection (errors ignored)
 import errno
 import json
@@ -28,6 +28,7 @@ import time
 
 clients = []
 served = []
+readers = {}  # accepted connection -> its echo thread, while it runs
 pending = []
 unaccepted = []
 
@@ -46,6 +47,13 @@ def start_connect(ip, port):
 
 
 def echo(conn):
+    try:
+        echo_until_closed(conn)
+    finally:
+        readers.pop(conn, None)
+
+
+def echo_until_closed(conn):
     while True:
         try:
             data = conn.recv(4096)
@@ -68,7 +76,8 @@ def serve(listener):
     while True:
         conn, _ = listener.accept()
         served.append(conn)
-        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+        readers[conn] = threading.Thread(target=echo, args=(conn,), daemon=True)
+        readers[conn].start()
 
 
 def tcp_info(sock):
@@ -168,7 +177,20 @@ for line in sys.stdin:
     elif cmd == "reset_served":
         for c in list(served):
             served.remove(c)
-            linger0(c)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Its echo thread is blocked in recv, which holds the file: a close here would
+            # release nothing until that recv returns, at the peer's FIN when the peer closes.
+            # The RST would then race our delayed ACK of that FIN, and come too late (to the
+            # peer's TIME_WAIT, no socket of its own any more) whenever the ACK went first.
+            # SHUT_RD wakes the reader without a packet; its close is the last one, with the RST.
+            try:
+                c.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already ended: its reader has returned
+            reader = readers.get(c)
+            if reader:
+                reader.join()
+            c.close()
         print("ok", flush=True)
     elif cmd == "poke_served":
         for c in served:
