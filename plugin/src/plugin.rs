@@ -81,9 +81,9 @@ pub struct Flowlens {
     listen: ListenDrops,
 }
 
-/// Runs the live-socket iterator and takes the listening sockets it found into `listen`,
-/// adding what each dropped since the last run to its cgroup in `table`. (Once at start-up,
-/// before any gather: the listeners then count from their values then.)
+/// Takes the listening sockets the live-socket iterator's last run found into `listen`, adding
+/// what each dropped since the run before to its cgroup in `table`. (The first run is at
+/// start-up, before any gather: the listeners it finds count from their values then.)
 fn count_listen_drops(ebpf: &mut EbpfCollector, listen: &mut ListenDrops, table: &mut FlowTable) {
     match ebpf.take_listeners() {
         Ok(Some(run)) => {
