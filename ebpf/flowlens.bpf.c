@@ -868,12 +868,97 @@ static __always_inline void take_owner(struct fl_sock *v, struct task_struct *ta
 }
 
 /*
+ * Listening TCP sockets, found by the gather's iterators, with the drops each has counted so
+ * far (sk_drops). A listener whose queues overflow drops connection attempts before any socket
+ * exists for them, and counts each in its own sk_drops (tcp_listendrop(), which also counts it
+ * in the namespace's TcpExtListenDrops). sk_drops also counts the segments the receive path
+ * discards for the listener: a handshake's last ACK dropped with the accept queue full counts
+ * there a second time, a SYN retransmitted for a handshake in progress once. Userspace empties
+ * the map as it reads it after each run, so that it holds one run's listeners; a listener
+ * without room is counted (FL_STAT_LISTEN_FULL).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct fl_listen_key);
+	__type(value, struct fl_listen);
+} listen_drops SEC(".maps");
+
+static __always_inline void listen_record(__u64 sk, __u64 ino, __u64 cgroup_id, __u32 netns,
+					  __u16 port, __u32 drops)
+{
+	struct fl_listen_key k = { .sk = sk, .ino = ino };
+	struct fl_listen v = {
+		.cgroup_id = cgroup_id,
+		.netns = netns,
+		.drops = drops,
+		.port = port,
+	};
+
+	/* BPF_ANY: processes that share a listener's file (a pre-forked server) each show it */
+	if (bpf_map_update_elem(&listen_drops, &k, &v, BPF_ANY))
+		stat_inc(FL_STAT_LISTEN_FULL);
+}
+
+/* A TCP socket's drop counter as sk_drops_read() sums it: 6.18 moved the counters of UDP and
+ * raw sockets to sk_drop_counters (two per-NUMA-node halves), which TCP sockets leave NULL;
+ * they still count in sk_drops, on every kernel. Both are read in case that changes. */
+static __always_inline __u32 sock_drops(const struct sock *sk)
+{
+	__u32 drops = BPF_CORE_READ(sk, sk_drops.counter);
+
+	if (bpf_core_field_exists(sk->sk_drop_counters)) {
+		struct numa_drop_counters *ndc = BPF_CORE_READ(sk, sk_drop_counters);
+
+		if (ndc)
+			drops += BPF_CORE_READ(ndc, drops0.counter) + BPF_CORE_READ(ndc, drops1.counter);
+	}
+	return drops;
+}
+
+/* The typed iterator's socket file that is not in "socks": a TCP listener's drops. Most such
+ * files are unix or UDP sockets: the first test reads struct socket, already in cache. (A
+ * listening socket is still SS_UNCONNECTED: listen() requires it and leaves it so.) */
+static __always_inline void listen_seen(struct file *file, struct socket *sock, struct sock *sk)
+{
+	if (sock->type != SOCK_STREAM || sock->state != SS_UNCONNECTED)
+		return;
+	if (sk->__sk_common.skc_state != TCP_LISTEN || !sock_wanted(sk, IPPROTO_TCP))
+		return;
+	listen_record(addr_of(sk), file->f_inode->i_ino, sock_cgroup_id(sk),
+		      sk->__sk_common.skc_net.net->ns.inum, sk->__sk_common.skc_num, sock_drops(sk));
+}
+
+/* The same for the probed iterator, whose `sk` is a plain number (every read a probe read);
+ * the caller read its state and local port already. */
+static __always_inline void listen_seen_probed(struct file *file, const struct sock *sk, __u16 port)
+{
+	__u64 cgroup_id;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if ((family != AF_INET && family != AF_INET6) ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
+		cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	} else {
+		struct sock_cgroup_data___old *data = (void *)&sk->sk_cgrp_data;
+		__u64 val = BPF_CORE_READ(data, val);
+
+		cgroup_id = (!val || (val & 1)) ? 1 : BPF_CORE_READ((struct cgroup *)val, kn, id);
+	}
+	listen_record(addr_of(sk), file->f_inode->i_ino, cgroup_id,
+		      BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), port, sock_drops(sk));
+}
+
+/*
  * The gather's look at live TCP sockets, in every network namespace at once: userspace runs
  * this iterator over every open file of every process before it reads "socks". A socket file
  * whose TCP socket is in "socks" gets its counters read from the socket and, when still
  * unknown, the process holding it (sockets found by the start-up scan, accepted sockets whose
  * listener predates flowlens). Sockets without a file (closed by their process, waiting for
- * the peer) keep what they had until their close record.
+ * the peer) keep what they had until their close record. A listening TCP socket's drops go to
+ * "listen_drops".
  * (An iterator over "socks" itself, iter/bpf_map_elem, would visit fewer objects, but some
  * kernels refuse map iterators while allowing this one.)
  */
@@ -905,7 +990,11 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 		key = addr_of(sk);
 		v = bpf_map_lookup_elem(&socks, &key);
 	}
-	if (!v || v->protocol != IPPROTO_TCP)
+	if (!v) {
+		listen_seen(file, sock, sk);
+		return 0;
+	}
+	if (v->protocol != IPPROTO_TCP)
 		return 0;
 	if (sk->__sk_common.skc_num != v->sport ||
 	    bpf_ntohs(sk->__sk_common.skc_dport) != v->dport) {
@@ -953,7 +1042,12 @@ int fl_refresh_probed(struct bpf_iter__task_file *ctx)
 		key = addr;
 		v = bpf_map_lookup_elem(&socks, &key);
 	}
-	if (!v || v->protocol != IPPROTO_TCP)
+	if (!v) {
+		if (t.state == TCP_LISTEN)
+			listen_seen_probed(file, sk, t.num);
+		return 0;
+	}
+	if (v->protocol != IPPROTO_TCP)
 		return 0;
 	if (t.num != v->sport || bpf_ntohs(t.dport_be) != v->dport) {
 		stat_inc(FL_STAT_STALE_SOCKS);

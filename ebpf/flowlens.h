@@ -29,6 +29,7 @@ enum fl_stat {
     FL_STAT_SOCKS_FULL = 1,
     FL_STAT_EVENTS_SENT = 2,
     FL_STAT_STALE_SOCKS = 3, /* entries whose socket address no longer held that socket (fl_refresh) */
+    FL_STAT_LISTEN_FULL = 4, /* listening sockets the iterator found no room for in "listen_drops" */
     FL_STAT_MAX = 8
 };
 
@@ -71,6 +72,24 @@ struct fl_event {           /* ring buffer "events" record */
     struct fl_sock sock;    /* snapshot at the event (final counters for CLOSE) */
 };                          /* 168 bytes */
 
+/* Key of hash map "listen_drops": a listening TCP socket, by its kernel address and its socket
+ * inode's number (each is reused by later sockets, but not both together). */
+struct fl_listen_key {
+    __u64 sk;
+    __u64 ino;
+};                          /* 16 bytes */
+
+/* Value of "listen_drops": what the gather's iterator read from a listening TCP socket. The map
+ * holds the listeners of one run: userspace empties it as it reads it. */
+struct fl_listen {
+    __u64 cgroup_id;        /* the socket's cgroup2 id (sk_cgrp_data) */
+    __u32 netns;            /* sk->__sk_common.skc_net.net->ns.inum */
+    __u32 drops;            /* sk_drops (a 32-bit counter that wraps): what tcp_listendrop()
+                             * counts, each also in its namespace's TcpExtListenDrops */
+    __u16 port;             /* local port, host byte order */
+    __u16 _pad[3];
+};                          /* 24 bytes */
+
 _Static_assert(sizeof(struct fl_sock) == 144, "struct fl_sock must be 144 bytes");
 _Static_assert(sizeof(struct fl_event) == 168, "struct fl_event must be 168 bytes");
 _Static_assert(__builtin_offsetof(struct fl_sock, netns) == 40, "fl_sock.netns offset");
@@ -84,5 +103,9 @@ _Static_assert(__builtin_offsetof(struct fl_sock, base_rcvd) == 136, "fl_sock.ba
 _Static_assert(__builtin_offsetof(struct fl_sock, flags) == 99, "fl_sock.flags offset");
 _Static_assert(__builtin_offsetof(struct fl_event, err) == 20, "fl_event.err offset");
 _Static_assert(__builtin_offsetof(struct fl_event, sock) == 24, "fl_event.sock offset");
+_Static_assert(sizeof(struct fl_listen_key) == 16, "struct fl_listen_key must be 16 bytes");
+_Static_assert(sizeof(struct fl_listen) == 24, "struct fl_listen must be 24 bytes");
+_Static_assert(__builtin_offsetof(struct fl_listen, drops) == 12, "fl_listen.drops offset");
+_Static_assert(__builtin_offsetof(struct fl_listen, port) == 16, "fl_listen.port offset");
 
 #endif /* FLOWLENS_H */

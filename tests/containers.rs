@@ -1376,3 +1376,132 @@ fn ten_thousand_destinations_stay_within_the_peer_budget_and_the_rest_is_counted
     assert_eq!(dropped, (10_000 - 32) + (100 - 32), "{t}");
     s.finish();
 }
+
+/// The kernel's `TcpExtListenDrops` of network namespace `ns` (/proc/net/netstat there).
+fn listen_drops(ns: &str) -> i64 {
+    let text = sh("ip", &["netns", "exec", ns, "cat", "/proc/net/netstat"]);
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenDrops")
+        .unwrap_or_else(|| panic!("no ListenDrops in {names}"));
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// Connections waiting in the accept queue of the TCP listener on `port` in namespace `ns`
+/// (the `rx_queue` of its /proc/net/tcp line).
+fn accept_queue(ns: &str, port: u16) -> u32 {
+    let text = sh("ip", &["netns", "exec", ns, "cat", "/proc/net/tcp"]);
+    let local = format!(":{port:04X}");
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // sl, local_address, rem_address, st (0A: LISTEN), tx_queue:rx_queue, ...
+        if cols[3] == "0A" && cols[1].ends_with(&local) {
+            return u32::from_str_radix(cols[4].split(':').nth(1).unwrap(), 16).unwrap();
+        }
+    }
+    panic!("no listener on port {port} in {ns}:\n{text}");
+}
+
+/// Fills the accept queue of a listener with backlog 1 (two connections) from `client`, and
+/// waits until the listener has both: its next SYN is dropped.
+fn fill_accept_queue(client: &mut StandIn, ns: &str, ip: &str, port: u16) {
+    client.cmd(&format!("connect {ip} {port} 2"));
+    for _ in 0..200 {
+        if accept_queue(ns, port) == 2 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the accept queue of {ip}:{port} never held 2 connections");
+}
+
+#[test]
+fn listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container() {
+    let Some(_serial) = container_test(
+        "listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container",
+    ) else {
+        return;
+    };
+    let pods = Pods::new("flkl");
+    let bundles = pods.write_containerd_bundles();
+    let (p1, p2) = (&pods.netns[0], &pods.netns[1]);
+    // A connect sends its SYN and one retransmission, then gives up (ETIMEDOUT): a listener
+    // whose accept queue is full drops both.
+    in_ns(p1, "echo 1 > /proc/sys/net/ipv4/tcp_syn_retries");
+    in_ns(p2, "echo 1 > /proc/sys/net/ipv4/tcp_syn_retries");
+    let mut a = pods.start("a");
+    let mut b = pods.start("b");
+    let mut c = pods.start("c");
+    // b (pod P1) listens with backlog 1 and never accepts, and drops c's connects before
+    // flowlens starts: those are not counted.
+    b.cmd("backlog 8091 1");
+    fill_accept_queue(&mut c, p1, "10.93.0.1", 8091);
+    let before_start = listen_drops(p1);
+    c.cmd("flood 10.93.0.1 8091 2");
+    assert_eq!(c.cmd("await_all"), "110 110"); // ETIMEDOUT
+    assert!(listen_drops(p1) > before_start);
+
+    let mut s = Session::start(&pods.config(Some(&bundles), None, ""));
+    let (p1_start, p2_start) = (listen_drops(p1), listen_drops(p2));
+    // c (pod P2) starts listening after flowlens: all its drops count. a fills its queue and
+    // floods it; c floods b again.
+    c.cmd("backlog 8090 1");
+    fill_accept_queue(&mut a, p2, "10.93.0.2", 8090);
+    a.cmd("flood 10.93.0.2 8090 3");
+    c.cmd("flood 10.93.0.1 8091 2");
+    assert_eq!(a.cmd("await_all"), "110 110 110");
+    assert_eq!(c.cmd("await_all"), "110 110");
+    // Nothing is in flight any more: the SYNs were dropped before their connects gave up.
+    let (d1, d2) = (listen_drops(p1) - p1_start, listen_drops(p2) - p2_start);
+    assert!(d1 > 0 && d2 > 0, "ListenDrops: P1 +{d1}, P2 +{d2}");
+    eprintln!("ListenDrops since flowlens started: P1 +{d1}, P2 +{d2}");
+
+    let get = |t: &str, m: &str, tags: &[(&str, &str)], f: &str| num(t, m, tags, f);
+    let ctr = |name: &str| pods.short(name);
+    // (a cgroup met for the first time may be named at the next gather)
+    let t = gather_until(&mut s, |t| {
+        ["a", "b", "c"].iter().all(|n| {
+            get(
+                t,
+                "container:tcp_failures",
+                &[("container", &ctr(n))],
+                "dropped_as_server",
+            ) >= 0
+        })
+    });
+    let dropped = |name: &str| {
+        get(
+            &t,
+            "container:tcp_failures",
+            &[("container", &ctr(name))],
+            "dropped_as_server",
+        )
+    };
+    // Each listener's drops since flowlens started, in its own container: exactly what its
+    // namespace counted (each namespace has that one listener); none in the clients'.
+    assert_eq!(dropped("b"), d1, "b: {t}");
+    assert_eq!(dropped("c"), d2, "c: {t}");
+    assert_eq!(dropped("a"), 0, "a: {t}");
+    let pod = |name: &str| {
+        get(
+            &t,
+            "pod:tcp_failures",
+            &[("pod", name), ("namespace", "shop")],
+            "dropped_as_server",
+        )
+    };
+    assert_eq!((pod(pods.names[0]), pod(pods.names[1])), (d1, d2), "{t}");
+    // The clients saw their connects time out.
+    let timed_out = |name: &str| {
+        get(
+            &t,
+            "container:tcp_failures",
+            &[("container", &ctr(name))],
+            "timed_out_as_client",
+        )
+    };
+    assert_eq!((timed_out("a"), timed_out("c")), (3, 2), "{t}");
+    s.finish();
+}

@@ -16,7 +16,7 @@ use flowlens_abi::{
     LogLevel, PluginError, ShimSettings,
 };
 use flowlens_core::{
-    flows::{FlowTable, Limits, Role, Scope},
+    flows::{FlowTable, Limits, ListenDrops, Role, Scope},
     hash::{FastMap, FastSet},
     metrics, records,
     workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues},
@@ -85,6 +85,23 @@ pub struct Flowlens {
     conntrack_off: Option<(String, bool)>,
     /// New client flows left without a conntrack lookup (`MAX_CONNTRACK_LOOKUPS` a gather).
     conntrack_skipped: u64,
+    /// Listening sockets' drop counts between gathers (`dropped_as_server`).
+    listen: ListenDrops,
+}
+
+/// Takes the listening sockets the live-socket iterator's last run found into `listen`, adding
+/// what each dropped since the run before to its cgroup in `table`. (The first run is at
+/// start-up, before any gather: the listeners it finds count from their values then.)
+fn count_listen_drops(ebpf: &mut EbpfCollector, listen: &mut ListenDrops, table: &mut FlowTable) {
+    match ebpf.take_listeners() {
+        Ok(Some(run)) => {
+            listen.update(run.listeners, run.complete, |cgroup_id, drops| {
+                table.add_listen_drops(cgroup_id, drops)
+            });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot read the listening sockets' drops: {e}"),
+    }
 }
 
 /// Finds the TCP connections established before flowlens started, in every network namespace,
@@ -279,6 +296,7 @@ impl Flowlens {
                 g.max_peers_per_container as usize
             },
         })));
+        let mut listen = ListenDrops::new();
         let (ebpf, ebpf_disabled) = if g.ebpf {
             let options = CollectorOptions {
                 max_flows: g.max_flows,
@@ -302,6 +320,10 @@ impl Flowlens {
                     let ok = c.probes().iter().filter(|p| p.ok).count();
                     let mut c = c;
                     adopt_established(&mut c, &mut lock(&table), g.max_flows as usize);
+                    match c.refresh_tcp() {
+                        Ok(()) => count_listen_drops(&mut c, &mut listen, &mut lock(&table)),
+                        Err(e) => tracing::warn!("cannot read the listening sockets: {e}"),
+                    }
                     tracing::info!(
                         "eBPF collector started: {ok} of {} probes attached",
                         c.probes().len()
@@ -338,6 +360,7 @@ impl Flowlens {
             conntrack,
             conntrack_off,
             conntrack_skipped: 0,
+            listen,
         }
     }
 
@@ -459,8 +482,9 @@ impl Flowlens {
         let mut table = lock(&table);
         let ebpf = self.ebpf.as_mut()?;
         ebpf.apply_events(&mut table);
-        if let Err(e) = ebpf.refresh_tcp() {
-            tracing::warn!("cannot read the live TCP sockets' counters: {e}");
+        match ebpf.refresh_tcp() {
+            Ok(()) => count_listen_drops(ebpf, &mut self.listen, &mut table),
+            Err(e) => tracing::warn!("cannot read the live TCP sockets' counters: {e}"),
         }
         let limit = self.config.general.max_flows as usize * 2;
         let snapshot = ebpf.snapshot(limit);
@@ -477,7 +501,10 @@ impl Flowlens {
                 + ebpf.stat(records::STAT_STALE_SOCKS),
             flows_active: table.len() as u64,
             connects_failed: table.connect_failed,
-            flows_evicted: table.flows_evicted + ebpf.stat(records::STAT_SOCKS_FULL),
+            // A listener the kernel map had no room for counts at each gather that misses it.
+            flows_evicted: table.flows_evicted
+                + ebpf.stat(records::STAT_SOCKS_FULL)
+                + ebpf.stat(records::STAT_LISTEN_FULL),
             series_dropped: values.hosts_folded + workloads.series_dropped,
             containers_tracked: self.tracker.len() as u64,
             metadata_cache_entries: self.resolver.cache_len() as u64,

@@ -10,9 +10,12 @@
 #   failing IP PORT    one blocking connect that must fail; answers its errno
 #   pending IP PORT    start one non-blocking connect and keep it pending
 #   await              wait for the pending connect to end; answers its errno (0: connected)
+#   backlog PORT N     listen with backlog N and never accept
+#   flood IP PORT N    start N non-blocking connects and keep them pending
+#   await_all          wait for every pending connect to end; answers their errnos
 #   abort IP PORT      start a non-blocking connect and close it at once
 #   reset              close every client connection with an RST (SO_LINGER 0)
-#   reset_served       close every accepted connection with an RST
+#   reset_served       close every accepted connection with an RST (sent before the answer)
 #   poke_served        send 1 byte on every accepted connection (errors ignored)
 #   sink PORT0 N       on each of ports PORT0..PORT0+N-1: accept, read to the end, close
 #   sweep NADDR PORT0 N  to each of 127.1.0.1..127.1.0.NADDR on each of ports PORT0..PORT0+N-1,
@@ -28,7 +31,9 @@ import time
 
 clients = []
 served = []
+readers = {}  # accepted connection -> its echo thread, while it runs
 pending = []
+unaccepted = []
 
 
 def linger0(sock):
@@ -45,6 +50,13 @@ def start_connect(ip, port):
 
 
 def echo(conn):
+    try:
+        echo_until_closed(conn)
+    finally:
+        readers.pop(conn, None)
+
+
+def echo_until_closed(conn):
     while True:
         try:
             data = conn.recv(4096)
@@ -67,7 +79,8 @@ def serve(listener):
     while True:
         conn, _ = listener.accept()
         served.append(conn)
-        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+        readers[conn] = threading.Thread(target=echo, args=(conn,), daemon=True)
+        readers[conn].start()
 
 
 def sink(listener):
@@ -145,6 +158,25 @@ for line in sys.stdin:
         rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         sock.close()
         print("ok %d" % rc, flush=True)
+    elif cmd == "backlog":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", int(words[1])))
+        listener.listen(int(words[2]))
+        unaccepted.append(listener)
+        print("ok", flush=True)
+    elif cmd == "flood":
+        for _ in range(int(words[3])):
+            pending.append(start_connect(words[1], int(words[2])))
+        print("ok", flush=True)
+    elif cmd == "await_all":
+        errs = []
+        for sock in pending:
+            select.select([], [sock], [], 60)
+            errs.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+            sock.close()
+        pending.clear()
+        print("ok " + " ".join(str(e) for e in errs), flush=True)
     elif cmd == "abort":
         start_connect(words[1], int(words[2])).close()
         print("ok", flush=True)
@@ -156,7 +188,20 @@ for line in sys.stdin:
     elif cmd == "reset_served":
         for c in list(served):
             served.remove(c)
-            linger0(c)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Its echo thread is blocked in recv, which holds the file: a close here would
+            # release nothing until that recv returns, at the peer's FIN when the peer closes.
+            # The RST would then race our delayed ACK of that FIN, and come too late (to the
+            # peer's TIME_WAIT, no socket of its own any more) whenever the ACK went first.
+            # SHUT_RD wakes the reader without a packet; its close is the last one, with the RST.
+            try:
+                c.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already ended: its reader has returned
+            reader = readers.get(c)
+            if reader:
+                reader.join()
+            c.close()
         print("ok", flush=True)
     elif cmd == "poke_served":
         for c in served:

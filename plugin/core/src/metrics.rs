@@ -443,6 +443,7 @@ fn encode_failures(enc: &mut Encoder<'_>, subject: Subject, tags: &TagSet, stats
         .field_i64(p!("aborted_as_client"), counter(f.aborted_as_client))
         .field_i64(p!("reset_as_client"), counter(f.reset_as_client))
         .field_i64(p!("reset_as_server"), counter(f.reset_as_server))
+        .field_i64(p!("dropped_as_server"), counter(f.dropped_as_server))
         .finish();
 }
 

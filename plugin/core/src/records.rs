@@ -31,6 +31,9 @@ pub const STAT_SOCKS_FULL: u32 = 1;
 pub const STAT_EVENTS_SENT: u32 = 2;
 /// `FL_STAT_STALE_SOCKS`: entries whose socket address no longer held that socket at a gather.
 pub const STAT_STALE_SOCKS: u32 = 3;
+/// `FL_STAT_LISTEN_FULL`: listening sockets a gather's iterator found no room for in
+/// `listen_drops` (each counts at every run that misses it).
+pub const STAT_LISTEN_FULL: u32 = 4;
 
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u8 = 6;
@@ -107,6 +110,37 @@ pub struct FlEvent {
     pub sock: FlSock,
 }
 
+/// `struct fl_listen_key`: a listening TCP socket, key of the `listen_drops` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlListenKey {
+    /// The socket's kernel address.
+    pub sk: u64,
+    /// Its socket inode's number (an address and an inode number are each reused by later
+    /// sockets, but not both together).
+    pub ino: u64,
+}
+
+/// `struct fl_listen`: what a gather's iterator read from a listening TCP socket.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlListen {
+    /// cgroup2 id of the socket.
+    pub cgroup_id: u64,
+    /// Network namespace inode of the socket.
+    pub netns: u32,
+    /// The socket's `sk_drops`, a 32-bit counter that wraps.
+    pub drops: u32,
+    /// Local port (host order).
+    pub port: u16,
+    /// Padding.
+    pub _pad: [u16; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<FlListenKey>() == 16);
+const _: () = assert!(std::mem::size_of::<FlListen>() == 24);
+const _: () = assert!(std::mem::offset_of!(FlListen, drops) == 12);
+const _: () = assert!(std::mem::offset_of!(FlListen, port) == 16);
 const _: () = assert!(std::mem::size_of::<FlSock>() == 144);
 const _: () = assert!(std::mem::size_of::<FlEvent>() == 168);
 const _: () = assert!(std::mem::offset_of!(FlSock, netns) == 40);
@@ -221,6 +255,7 @@ mod tests {
         assert_eq!(value("FL_STAT_SOCKS_FULL"), u64::from(STAT_SOCKS_FULL));
         assert_eq!(value("FL_STAT_EVENTS_SENT"), u64::from(STAT_EVENTS_SENT));
         assert_eq!(value("FL_STAT_STALE_SOCKS"), u64::from(STAT_STALE_SOCKS));
+        assert_eq!(value("FL_STAT_LISTEN_FULL"), u64::from(STAT_LISTEN_FULL));
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! detaches everything.
 
 mod iter;
+mod listen;
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, Iter, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
 use flowlens_core::flows::FlowTable;
-use flowlens_core::records::{FlEvent, FlSock};
+use flowlens_core::records::{self, FlEvent, FlListen, FlListenKey, FlSock};
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     sync::{
@@ -272,6 +273,14 @@ impl HookKinds {
     }
 }
 
+/// The listening TCP sockets one run of the iterator found.
+pub struct ListenRun {
+    /// Each listener with what the kernel counted on it (once per process showing it).
+    pub listeners: Vec<(FlListenKey, FlListen)>,
+    /// Whether the kernel map had room for every listener of the run.
+    pub complete: bool,
+}
+
 /// The loaded collector.
 pub struct EbpfCollector {
     // Field order matters: the reader thread stops (Drop) before the maps and programs go.
@@ -285,6 +294,10 @@ pub struct EbpfCollector {
     iter_link: Option<OwnedFd>,
     socks: BpfHashMap<MapData, u64, MapSock>,
     stats: PerCpuArray<MapData, u64>,
+    /// The `listen_drops` map's fd (owned by `_ebpf`), which the iterator fills.
+    listen_fd: Option<RawFd>,
+    /// `STAT_LISTEN_FULL` at the last `take_listeners`.
+    listen_full: u64,
     probes: Vec<ProbeStatus>,
     _ebpf: Ebpf,
 }
@@ -824,6 +837,10 @@ impl EbpfCollector {
         let stop = Arc::new(AtomicBool::new(false));
         let ring_fd = ring.as_raw_fd();
         let socks_fd = socks.map().fd().as_fd().as_raw_fd();
+        let listen_fd = match ebpf.map("listen_drops") {
+            Some(aya::maps::Map::HashMap(map)) => Some(map.fd().as_fd().as_raw_fd()),
+            _ => None,
+        };
         let events = Arc::new(EventQueue {
             ring: Mutex::new(ring),
             table,
@@ -846,6 +863,8 @@ impl EbpfCollector {
             iter_link,
             socks,
             stats,
+            listen_fd,
+            listen_full: 0,
             probes,
             _ebpf: ebpf,
         })
@@ -877,6 +896,21 @@ impl EbpfCollector {
             Some(link) => iter::run(link),
             None => Ok(()),
         }
+    }
+
+    /// The listening TCP sockets the last `refresh_tcp` found, with their drop counts, taken out
+    /// of the kernel map (which the next run fills again); None without the iterator.
+    pub fn take_listeners(&mut self) -> std::io::Result<Option<ListenRun>> {
+        let (Some(fd), Some(_)) = (self.listen_fd, &self.iter_link) else {
+            return Ok(None);
+        };
+        let listeners = listen::take(fd)?;
+        let full = self.stat(records::STAT_LISTEN_FULL);
+        let complete = full == std::mem::replace(&mut self.listen_full, full);
+        Ok(Some(ListenRun {
+            listeners,
+            complete,
+        }))
     }
 
     /// Every live socket the kernel tracks, at most `limit` of them: read in batches of 4096

@@ -157,3 +157,83 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
         files_visited: (runs1 - runs0) as f64 / reps as f64,
     })
 }
+
+/// `flowlens-bench profile hold-listeners N`: opens N listening TCP sockets on loopback, prints
+/// "ready", and holds them until its stdin closes.
+pub fn hold_listeners(listeners: usize) -> Result<()> {
+    let held: Vec<TcpListener> = (0..listeners)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    println!("ready");
+    let mut rest = Vec::new();
+    std::io::stdin().read_to_end(&mut rest)?;
+    drop(held);
+    Ok(())
+}
+
+/// What reading listening sockets' drops adds to a gather.
+pub struct ListenCost {
+    /// Listeners the runs found (the holder's and the host's own).
+    pub found: usize,
+    /// `refresh_tcp` (the iterator), ms, min / median / max.
+    pub iterator_ms: [f64; 3],
+    /// Time inside `fl_refresh` per run (BPF_ENABLE_STATS), ms.
+    pub program_ms: f64,
+    /// `take_listeners` (the batched read and delete of `listen_drops`), ms.
+    pub take_ms: [f64; 3],
+}
+
+/// Loads the collector, has a holder process open `listeners` listening sockets, then times
+/// `reps` runs of the iterator and of the read of the listeners it found.
+pub fn measure_listeners(listeners: usize, reps: usize) -> Result<ListenCost> {
+    let table = Arc::new(Mutex::new(FlowTable::new(Limits {
+        max_flows: 65536,
+        max_hosts: 1024,
+        host_ttl_ns: 300_000_000_000,
+        udp_idle_timeout_ns: 60_000_000_000,
+        hosts_by_netns: true,
+        max_peers: 32,
+    })));
+    let mut collector = EbpfCollector::start(
+        CollectorOptions {
+            max_flows: 65536,
+            ring_buffer_bytes: 16 << 20,
+            segment_rtt: false,
+            hook_kinds: HookKinds::ALL,
+        },
+        table,
+    )
+    .context("loading the collector")?;
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(&exe)
+        .args(["profile", "hold-listeners", &listeners.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == "ready", "the listener holder failed");
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("BPF_ENABLE_STATS (needs CAP_SYS_ADMIN)")?;
+    let (time0, _) = refresh_stats();
+    let (mut iterator, mut take, mut found) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..reps {
+        let t = Instant::now();
+        collector.refresh_tcp()?;
+        iterator.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let run = collector.take_listeners()?.context("no iterator")?;
+        take.push(t.elapsed().as_secs_f64() * 1e3);
+        found = run.listeners.len();
+    }
+    let (time1, _) = refresh_stats();
+    drop(stats);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    Ok(ListenCost {
+        found,
+        iterator_ms: spread(iterator),
+        program_ms: (time1 - time0) as f64 / 1e6 / reps as f64,
+        take_ms: spread(take),
+    })
+}

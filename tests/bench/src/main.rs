@@ -234,6 +234,22 @@ fn profile(args: &[String]) -> Result<()> {
                 c.miss_us.max
             );
         }
+        [what, n] if what == "hold-listeners" => live::hold_listeners(n.parse()?)?,
+        [what, n] if what == "listeners" => {
+            let c = live::measure_listeners(n.parse()?, 11)?;
+            eprintln!(
+                "{} listeners found: iterator {:.2} / {:.2} / {:.2} ms (of which in the program \
+                 {:.2} ms), listeners read {:.3} / {:.3} / {:.3} ms (min / median / max of 11)",
+                c.found,
+                c.iterator_ms[0],
+                c.iterator_ms[1],
+                c.iterator_ms[2],
+                c.program_ms,
+                c.take_ms[0],
+                c.take_ms[1],
+                c.take_ms[2]
+            );
+        }
         [what, sockets] if what == "sockets" => {
             let c = live::measure(sockets.parse()?, 11)?;
             eprintln!(
@@ -273,7 +289,7 @@ fn profile(args: &[String]) -> Result<()> {
         }
         _ => bail!(
             "usage: flowlens-bench profile table | gather FLOWS | encoder | sockets N \
-             | conntrack ENTRIES LOOKUPS | progtime|cpu churn|bulk|requests lo|veth"
+             | conntrack ENTRIES LOOKUPS | listeners N | progtime|cpu churn|bulk|requests lo|veth"
         ),
     }
     Ok(())

@@ -14,11 +14,13 @@
 //! stamps the flows it sees with a generation instead of counting misses in a separate pass.
 
 mod hosts;
+mod listen;
 mod peers;
 
 pub(crate) use hosts::HostEntry;
 use hosts::HostTable;
 pub use hosts::{HostKey, HostTotals, Hosts};
+pub use listen::ListenDrops;
 use peers::PeerTable;
 pub use peers::{PeerKey, PeerTotals, PeerValue, Scope};
 
@@ -223,6 +225,9 @@ pub struct Failures {
     pub reset_as_client: u64,
     /// Established server flows reset by the peer.
     pub reset_as_server: u64,
+    /// Segments its listening sockets dropped (their `sk_drops`): connection attempts dropped
+    /// with a queue full, before any socket existed for them (see [`ListenDrops`]).
+    pub dropped_as_server: u64,
 }
 
 impl Failures {
@@ -235,6 +240,7 @@ impl Failures {
         self.aborted_as_client += other.aborted_as_client;
         self.reset_as_client += other.reset_as_client;
         self.reset_as_server += other.reset_as_server;
+        self.dropped_as_server += other.dropped_as_server;
     }
 
     /// Counts the end of a TCP socket: a failed connect (`connect`), or an established flow's
@@ -569,6 +575,13 @@ impl FlowTable {
     /// could not resolve yet).
     pub fn touch_cgroups(&mut self, ids: impl IntoIterator<Item = u64>) {
         self.store.touched.extend(ids);
+    }
+
+    /// Counts `drops` dropped by the listening sockets of `cgroup_id` (see [`ListenDrops`]).
+    pub fn add_listen_drops(&mut self, cgroup_id: u64, drops: u64) {
+        let totals = self.store.cgroups.entry(cgroup_id).or_default();
+        totals.failures.dropped_as_server += drops;
+        self.store.touched.insert(cgroup_id);
     }
 
     fn end(&mut self, id: u64) {

@@ -570,6 +570,7 @@ fn tcp_ends_count_as_failures_by_their_error_and_role() {
             aborted_as_client: 1,
             reset_as_client: 2,
             reset_as_server: 1,
+            dropped_as_server: 0,
         }
     );
     assert_eq!(t.connect_failed, 5);

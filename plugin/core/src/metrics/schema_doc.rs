@@ -262,6 +262,7 @@ fn stats(n: u64) -> WorkloadStats {
             aborted_as_client: 0,
             reset_as_client: n,
             reset_as_server: 3 * n,
+            dropped_as_server: 5 * n,
         },
     }
 }
