@@ -167,7 +167,8 @@ const KEPT_CAPABILITIES: u64 =
     privileges::bit(privileges::CAP_BPF) | privileges::bit(privileges::CAP_PERFMON);
 
 /// Most conntrack lookups in one gather (one per new client flow, 4-10 µs each): a gather
-/// meeting more new client flows gives the rest no DNAT backend (counted for `doctor`).
+/// meeting more new client flows gives the rest no DNAT backend (counted in
+/// `flowlens:internal,dnat_lookups_skipped`).
 const MAX_CONNTRACK_LOOKUPS: usize = 10_000;
 
 /// The doctor check of the DNAT backends, named as the collector's features are.
@@ -510,6 +511,7 @@ impl Flowlens {
             metadata_cache_entries: self.resolver.cache_len() as u64,
             metadata_skipped: self.resolver.warnings(),
             names_dropped: self.resolver.names_dropped(),
+            dnat_lookups_skipped: self.conntrack_skipped,
             probes_attached: ebpf.probes().iter().filter(|p| p.ok).count() as u64,
             probes_failed: ebpf.probes().iter().filter(|p| !p.ok).count() as u64,
             ..metrics::Internal::default()

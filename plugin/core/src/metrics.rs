@@ -65,6 +65,8 @@ pub struct Internal {
     pub metadata_skipped: u64,
     /// Container, pod and namespace names left out: line protocol cannot carry them unchanged.
     pub names_dropped: u64,
+    /// New client flows given no DNAT backend: the gather's conntrack lookups were used up.
+    pub dnat_lookups_skipped: u64,
 }
 
 /// Per-host values of one gather: gauges from the active flows, counters from everything.
@@ -273,7 +275,11 @@ pub fn encode(snapshot: &Snapshot, shape: &Shape, timestamp_ns: i64, out: &mut V
                 counter(internal.metadata_cache_entries),
             )
             .field_i64(p!("metadata_skipped"), counter(internal.metadata_skipped))
-            .field_i64(p!("names_dropped"), counter(internal.names_dropped));
+            .field_i64(p!("names_dropped"), counter(internal.names_dropped))
+            .field_i64(
+                p!("dnat_lookups_skipped"),
+                counter(internal.dnat_lookups_skipped),
+            );
     }
     line.field_i64(p!("series_dropped"), counter(internal.series_dropped))
         .field_i64(p!("probes_attached"), counter(internal.probes_attached))

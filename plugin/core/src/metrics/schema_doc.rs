@@ -540,6 +540,7 @@ pub(super) fn every_series() -> Snapshot {
             metadata_cache_entries: 8,
             metadata_skipped: 1,
             names_dropped: 2,
+            dnat_lookups_skipped: 5,
         },
     }
 }
