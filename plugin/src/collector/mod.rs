@@ -6,6 +6,7 @@
 //! or attach disables only its feature, logged once with the reason; dropping the collector
 //! detaches everything.
 
+mod batch;
 mod iter;
 mod listen;
 use aya::{
@@ -638,72 +639,6 @@ fn prog_recursion_misses(prog_fd: std::os::fd::RawFd) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes))
 }
 
-/// `bpf(BPF_MAP_LOOKUP_BATCH)` over the whole `socks` hash map, at most `limit` entries.
-fn lookup_batch(map_fd: std::os::fd::RawFd, limit: usize) -> std::io::Result<Vec<(u64, FlSock)>> {
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    const CHUNK: usize = 4096;
-    /// `union bpf_attr`, its `batch` member.
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let mut out = Vec::new();
-    let mut keys = vec![0u64; CHUNK];
-    let mut values: Vec<FlSock> = Vec::with_capacity(CHUNK);
-    // The batch token of a hash map is a bucket index (u32); 8 bytes hold any key size we use.
-    let (mut token_in, mut token_out) = (0u64, 0u64);
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                &token_in as *const u64 as u64
-            },
-            out_batch: &mut token_out as *mut u64 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
-            map_fd: map_fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: the buffers hold CHUNK keys and values and outlive the call; the kernel
-        // writes at most `count` of each and reports how many in `count`.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
-        let done = match &err {
-            None => false,
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
-            Some(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
-        };
-        let n = (attr.count as usize).min(CHUNK);
-        // SAFETY: the kernel initialised the first `n` values (plain old data).
-        unsafe { values.set_len(n) };
-        out.extend(keys[..n].iter().copied().zip(values.drain(..)));
-        if done || out.len() >= limit {
-            out.truncate(limit);
-            return Ok(out);
-        }
-        token_in = token_out;
-        first = false;
-    }
-}
-
 /// Drains the ring every `DRAIN_INTERVAL_MS`, or sooner when the kernel wakes it, until `stop`.
 fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicBool>) {
     // This thread reads the ring's shared memory and polls: it needs no capability.
@@ -917,7 +852,7 @@ impl EbpfCollector {
     /// with BPF_MAP_LOOKUP_BATCH (one syscall per batch instead of two per socket), or one by
     /// one on kernels without it (before 5.6).
     pub fn snapshot(&self, limit: usize) -> Vec<(u64, FlSock)> {
-        match lookup_batch(self.socks_fd, limit) {
+        match batch::read::<u64, FlSock>(self.socks_fd, batch::Batch::Lookup, 4096, limit) {
             Ok(all) => all,
             Err(_) => self
                 .socks

@@ -141,16 +141,7 @@ impl HostTable {
             touched: true,
             ..HostEntry::default()
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.entries[slot as usize] = entry;
-                slot
-            }
-            None => {
-                self.entries.push(entry);
-                (self.entries.len() - 1) as u32
-            }
-        };
+        let slot = super::put_in_slot(&mut self.entries, &mut self.free, entry);
         self.index.insert(key, slot);
         match key {
             HostKey::Addr { .. } => self.named += 1,

@@ -30,6 +30,21 @@ use crate::records::{self, FlSock, COMM_LEN};
 use crate::rtt::RttBuckets;
 use std::{collections::hash_map::Entry, net::SocketAddr};
 
+/// Puts `entry` in a free slot of `entries` (from `free`) or a new one at the end; its index.
+/// The slot tables of hosts and peers, whose flows carry indexes, never move an entry.
+fn put_in_slot<T>(entries: &mut Vec<T>, free: &mut Vec<u32>, entry: T) -> u32 {
+    match free.pop() {
+        Some(slot) => {
+            entries[slot as usize] = entry;
+            slot
+        }
+        None => {
+            entries.push(entry);
+            (entries.len() - 1) as u32
+        }
+    }
+}
+
 /// Who initiated the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {

@@ -207,16 +207,7 @@ impl PeerTable {
             last_active_ns: now_ns,
             ..PeerEntry::default()
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.entries[slot as usize] = entry;
-                slot
-            }
-            None => {
-                self.entries.push(entry);
-                (self.entries.len() - 1) as u32
-            }
-        };
+        let slot = super::put_in_slot(&mut self.entries, &mut self.free, entry);
         if id.1.is_some() {
             *self.named.entry(id.0).or_default() += 1;
         }
