@@ -343,6 +343,7 @@ impl Flowlens {
             )
         };
         let (conntrack, conntrack_off) = open_conntrack(g.dnat_backends, ebpf.is_some());
+        lock(&table).set_peer_backends(conntrack.is_some());
         let resolver = containers::Resolver::new(metadata_roots(&config), g.max_flows as usize);
         let tracker = WorkloadTracker::new(g.series_ttl_secs, g.max_containers as usize);
         Flowlens {

@@ -632,6 +632,13 @@ impl FlowTable {
         self.store.peers.take_folded()
     }
 
+    /// Whether the gathers look up DNAT backends (`assign_peers`' `backend`): then a client
+    /// flow that ends before a gather keeps its own addresses until then; otherwise the flows of
+    /// one peer that end between gathers are merged as they end.
+    pub fn set_peer_backends(&mut self, backends: bool) {
+        self.store.peers.set_backends(backends);
+    }
+
     /// Live peer series.
     pub fn peers_len(&self) -> usize {
         self.store.peers.len()

@@ -158,9 +158,17 @@ struct Ended {
     local: SocketAddr,
     remote: SocketAddr,
     totals: PeerTotals,
-    srtt_us: u32,
+    /// Its RTT samples (srtt, µs): sum and count (several when flows of one peer were merged).
+    rtt: (u64, u64),
     /// Gathers that found its cgroup `Scope::NotYet`.
     deferred: u8,
+}
+
+/// Whether a client flow to `remote` may have a DNAT backend to look up: a connection to a
+/// loopback address never left its host's stack through the node's NAT (kube-proxy rewrites
+/// Service and node addresses), so neither its lookup nor its own queue entry is needed.
+fn may_be_rewritten(role: Role, remote: SocketAddr) -> bool {
+    role == Role::Client && !remote.ip().is_loopback()
 }
 
 /// Ended flows whose cgroup is still not resolved after this many gathers are left out.
@@ -175,6 +183,12 @@ pub(crate) struct PeerTable {
     /// Named (not `other`) slots per cgroup.
     named: FastMap<u64, u32>,
     ended: Vec<Ended>,
+    /// Where in `ended` the flows of one peer (without backend) were merged, since the last
+    /// gather.
+    merged: FastMap<SeriesId, u32>,
+    /// Ended client flows are queued one by one, for their DNAT backend's lookup at the gather;
+    /// without lookups (and always for servers) a peer's ended flows are merged into one entry.
+    backends: bool,
     max_per_cgroup: u32,
     max_ended: usize,
     ttl_ns: u64,
@@ -190,6 +204,8 @@ impl PeerTable {
             free: Vec::new(),
             named: FastMap::default(),
             ended: Vec::new(),
+            merged: FastMap::default(),
+            backends: false,
             max_per_cgroup: u32::try_from(max_per_cgroup).unwrap_or(u32::MAX),
             max_ended,
             ttl_ns,
@@ -225,10 +241,10 @@ impl PeerTable {
             bytes_rcvd: flow.bytes_rcvd,
             failures: u64::from(failed),
         };
-        let srtt_us = if flow.proto == Proto::Tcp {
-            flow.srtt_us
+        let rtt = if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
+            (u64::from(flow.srtt_us), 1)
         } else {
-            0
+            (0, 0)
         };
         match flow.peer {
             NO_SERIES => {}
@@ -239,13 +255,13 @@ impl PeerTable {
                 local: flow.local,
                 remote: flow.remote,
                 totals,
-                srtt_us,
+                rtt,
                 deferred: 0,
             }),
             slot => {
                 let entry = &mut self.entries[slot as usize];
                 entry.flows -= 1;
-                entry.fold(&totals, srtt_us, true);
+                entry.fold(&totals, rtt, true);
             }
         }
     }
@@ -267,21 +283,50 @@ impl PeerTable {
                 failures: 1,
                 ..PeerTotals::default()
             },
-            srtt_us: 0,
+            rtt: (0, 0),
             deferred: 0,
         });
     }
 
-    /// Queues an ended flow for the next gather; the queue full, folds it into its cgroup's
-    /// `other` (counted as folded).
+    /// Whether ended client flows keep their addresses for a DNAT backend lookup.
+    pub(crate) fn set_backends(&mut self, backends: bool) {
+        self.backends = backends;
+    }
+
+    /// Queues an ended flow for the next gather: merged with the ones of its peer when no
+    /// backend lookup needs its own addresses (so churn to one peer holds one entry); the queue
+    /// full, folds it into its cgroup's `other` (counted as folded).
     fn queue(&mut self, ended: Ended) {
+        let alone = self.backends && may_be_rewritten(ended.role, ended.remote);
+        let id = (
+            ended.cgroup_id,
+            Some(PeerKey::of(
+                ended.role,
+                ended.proto,
+                ended.local,
+                ended.remote,
+                None,
+            )),
+        );
+        if !alone {
+            if let Some(&i) = self.merged.get(&id) {
+                let into = &mut self.ended[i as usize];
+                into.totals.add(&ended.totals);
+                into.rtt.0 += ended.rtt.0;
+                into.rtt.1 += ended.rtt.1;
+                return;
+            }
+        }
         if self.ended.len() < self.max_ended {
+            if !alone {
+                self.merged.insert(id, self.ended.len() as u32);
+            }
             self.ended.push(ended);
         } else {
             self.folded += 1;
             // Touched: alive until the next gather dates it.
             let slot = self.slot((ended.cgroup_id, None), 0);
-            self.entries[slot as usize].fold(&ended.totals, ended.srtt_us, true);
+            self.entries[slot as usize].fold(&ended.totals, ended.rtt, true);
         }
     }
 
@@ -317,9 +362,10 @@ impl PeerTable {
                 }
                 Scope::NotYet => continue,
             }
-            let dnat = match flow.role {
-                Role::Client => backend(flow.proto, flow.local, flow.remote),
-                Role::Server => None,
+            let dnat = if may_be_rewritten(flow.role, flow.remote) {
+                backend(flow.proto, flow.local, flow.remote)
+            } else {
+                None
             };
             let key = PeerKey::of(flow.role, flow.proto, flow.local, flow.remote, dnat);
             keyed.push(((flow.cgroup_id, Some(key)), Source::Active(i)));
@@ -337,9 +383,10 @@ impl PeerTable {
                     continue;
                 }
             }
-            let dnat = match ended.role {
-                Role::Client => backend(ended.proto, ended.local, ended.remote),
-                Role::Server => None,
+            let dnat = if may_be_rewritten(ended.role, ended.remote) {
+                backend(ended.proto, ended.local, ended.remote)
+            } else {
+                None
             };
             let key = PeerKey::of(ended.role, ended.proto, ended.local, ended.remote, dnat);
             keyed.push(((ended.cgroup_id, Some(key)), Source::Ended(i)));
@@ -396,11 +443,19 @@ impl PeerTable {
                 }
                 Source::Ended(i) => {
                     let ended = &self.ended[i];
-                    entry.fold(&ended.totals, ended.srtt_us, false);
+                    entry.fold(&ended.totals, ended.rtt, false);
                 }
             }
         }
         self.ended = kept;
+        // The entries kept (waiting for their cgroup) merge with their peer's next ones.
+        self.merged.clear();
+        for (i, e) in self.ended.iter().enumerate() {
+            if !(self.backends && may_be_rewritten(e.role, e.remote)) {
+                let key = PeerKey::of(e.role, e.proto, e.local, e.remote, None);
+                self.merged.insert((e.cgroup_id, Some(key)), i as u32);
+            }
+        }
     }
 
     /// Dates the series that had flows since the last gather, and ends those idle for longer
@@ -474,13 +529,11 @@ impl PeerTable {
 
 impl PeerEntry {
     /// Adds an ended flow's values; `touched`: between gathers (the next one dates it).
-    fn fold(&mut self, totals: &PeerTotals, srtt_us: u32, touched: bool) {
+    fn fold(&mut self, totals: &PeerTotals, rtt: (u64, u64), touched: bool) {
         self.touched |= touched;
         self.totals.add(totals);
-        if srtt_us > 0 {
-            self.ended_rtt.0 += u64::from(srtt_us);
-            self.ended_rtt.1 += 1;
-        }
+        self.ended_rtt.0 += rtt.0;
+        self.ended_rtt.1 += rtt.1;
     }
 }
 
@@ -685,11 +738,52 @@ mod tests {
     }
 
     #[test]
+    fn flows_of_one_peer_ending_between_gathers_take_one_place_in_the_queue() {
+        // Room for 2 ended flows between gathers: 1000 churned flows to one peer and their
+        // server sides take two, nothing folds.
+        let mut t = table(8, 2);
+        for i in 0..1000u64 {
+            let s = client("10.1.0.1:80", 40000 + (i % 20000) as u16, 10);
+            t.apply(Update::Close, i, &s);
+            let mut served = sock(records::ROLE_SERVER, TCP, "10.0.0.1:80", "10.9.0.1:50000");
+            served.sport = 80;
+            served.dport = 50000 + (i % 10000) as u16;
+            served.bytes_rcvd = 10;
+            t.apply(Update::Close, 10_000 + i, &served);
+        }
+        let v = gather(&mut t, 1);
+        let by: Vec<(String, u64, u64)> = v
+            .iter()
+            .map(|v| (endpoint(v), v.totals.connections, v.totals.bytes_rcvd))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                ("10.1.0.1:80".into(), 1000, 10_000),
+                ("*:80".into(), 1000, 10_000)
+            ]
+        );
+        assert_eq!(t.take_peers_folded(), 0);
+        // With backend lookups, client flows wait one by one (each may have its own backend).
+        t.set_peer_backends(true);
+        for i in 0..3u64 {
+            t.apply(
+                Update::Close,
+                20_000 + i,
+                &client("10.1.0.2:80", 41000 + i as u16, 1),
+            );
+        }
+        gather(&mut t, 2);
+        assert_eq!(t.take_peers_folded(), 1);
+    }
+
+    #[test]
     fn a_dnat_backend_is_part_of_the_peer() {
         let mut t = table(4, 100);
         // Three connections to a virtual IP; conntrack (the closure) knows which backend
         // answered each, by its local port.
         let backends = ["10.244.0.7:8080", "10.244.0.8:8080", "10.244.0.7:8080"];
+        t.set_peer_backends(true);
         for i in 0..3u16 {
             let s = client("10.96.0.10:80", 40000 + i, 10);
             t.apply(Update::Close, u64::from(i), &s);
