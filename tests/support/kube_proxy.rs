@@ -2,8 +2,10 @@
 //! backends, so that a client's socket keeps the virtual IP as its peer while conntrack (in the
 //! node's namespace) knows the backend that answered.
 //!
-//!     pod (client) ---- node (router: forwarding, nftables `nat`) ---- backend a
-//!                                                                 \--- backend b
+//! ```text
+//! pod (client) ---- node (router: forwarding, nftables `nat`) ---- backend a
+//!                                                             \--- backend b
+//! ```
 //!
 //! The node's `prerouting` chain (nftables, as kube-proxy's nftables mode builds it: `numgen`
 //! over a verdict map that jumps to one chain per endpoint) DNATs TCP and UDP to the virtual
