@@ -349,6 +349,15 @@ impl PeerTable {
             Ended(usize),
         }
         self.expire(now_ns);
+        // A flow's peer, with the backend behind its destination when it may have one.
+        let mut key_of = |role: Role, proto: Proto, local: SocketAddr, remote: SocketAddr| {
+            let dnat = if may_be_rewritten(role, remote) {
+                backend(proto, local, remote)
+            } else {
+                None
+            };
+            PeerKey::of(role, proto, local, remote, dnat)
+        };
         let mut keyed: Vec<(SeriesId, Source)> = Vec::new();
         for (i, flow) in flows.iter_mut().enumerate() {
             if flow.peer != UNASSIGNED {
@@ -362,12 +371,7 @@ impl PeerTable {
                 }
                 Scope::NotYet => continue,
             }
-            let dnat = if may_be_rewritten(flow.role, flow.remote) {
-                backend(flow.proto, flow.local, flow.remote)
-            } else {
-                None
-            };
-            let key = PeerKey::of(flow.role, flow.proto, flow.local, flow.remote, dnat);
+            let key = key_of(flow.role, flow.proto, flow.local, flow.remote);
             keyed.push(((flow.cgroup_id, Some(key)), Source::Active(i)));
         }
         let mut kept: Vec<Ended> = Vec::new();
@@ -383,12 +387,7 @@ impl PeerTable {
                     continue;
                 }
             }
-            let dnat = if may_be_rewritten(ended.role, ended.remote) {
-                backend(ended.proto, ended.local, ended.remote)
-            } else {
-                None
-            };
-            let key = PeerKey::of(ended.role, ended.proto, ended.local, ended.remote, dnat);
+            let key = key_of(ended.role, ended.proto, ended.local, ended.remote);
             keyed.push(((ended.cgroup_id, Some(key)), Source::Ended(i)));
         }
         // New peers: their interval's bytes and connections, then ranked per cgroup.
