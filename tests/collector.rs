@@ -1279,3 +1279,141 @@ fn roles_of_connections_before_start_come_from_listening_ports_not_port_numbers(
     drop((clients, servers));
     s.finish();
 }
+
+/// A process that holds at least `total` open descriptors with its children, each within its
+/// own descriptor limit (one file of /dev/null dup()ed up to the hard RLIMIT_NOFILE, then
+/// forked: a child has its own table), and, spawned after them, a process in network namespace
+/// `ns` that holds a loopback TCP connection whose client sent `bytes` and whose server read
+/// them all: (the hogs' parent, the holder). Pids must grow from the hogs to the holder, so
+/// that the kernel's iterator, which visits processes by pid, meets every hog's files before
+/// the connection's; after a wrap of the pid counter the lot is spawned again. The hogs exit
+/// when their stdin closes (the children share the parent's) or their parent dies.
+fn hogs_then_connection(
+    total: usize,
+    ns: &str,
+    bytes: usize,
+) -> (std::process::Child, std::process::Child) {
+    let hog = "import ctypes, os, resource, sys\n\
+               total = int(sys.argv[1])\n\
+               soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n\
+               resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n\
+               fd = os.open('/dev/null', os.O_RDONLY)\n\
+               while fd < hard - 16:\n    fd = os.dup(fd)\n\
+               pids = [os.getpid()]\n\
+               while len(pids) * (hard - 16) < total:\n\
+               \x20   pid = os.fork()\n\
+               \x20   if pid == 0:\n\
+               \x20       ctypes.CDLL(None).prctl(1, 9)\n\
+               \x20       sys.stdin.read()\n\
+               \x20       os._exit(0)\n\
+               \x20   pids.append(pid)\n\
+               print('ready', len(pids) * (fd + 1), *pids, flush=True)\n\
+               sys.stdin.read()\n";
+    let holder = "import socket, sys, threading\n\
+                  n = int(sys.argv[1])\n\
+                  l = socket.socket()\n\
+                  l.bind(('127.0.0.1', 0))\n\
+                  l.listen(1)\n\
+                  c = socket.create_connection(l.getsockname())\n\
+                  s, _ = l.accept()\n\
+                  t = threading.Thread(target=c.sendall, args=(b'x' * n,))\n\
+                  t.start()\n\
+                  got = 0\n\
+                  while got < n:\n    got += len(s.recv(1 << 16))\n\
+                  t.join()\n\
+                  print('ready', flush=True)\n\
+                  sys.stdin.read()\n";
+    let stop = |mut child: std::process::Child| {
+        drop(child.stdin.take());
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    for _ in 0..3 {
+        let mut hogs = Command::new("python3")
+            .args(["-c", hog, &total.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(hogs.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let words: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|w| w.parse().unwrap())
+            .collect();
+        assert!(
+            line.starts_with("ready ") && words[0] as usize >= total,
+            "{line}"
+        );
+        let conn = spawn_ready(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "python3", "-c", holder])
+                .arg(bytes.to_string())
+                .stdin(Stdio::piped()),
+            "ready",
+            "the connection's holder",
+        );
+        let mut pids = words[1..].to_vec();
+        pids.push(u64::from(conn.id()));
+        if pids.windows(2).all(|w| w[0] < w[1]) {
+            eprintln!("{} processes hold {} descriptors", pids.len() - 1, words[0]);
+            return (hogs, conn);
+        }
+        eprintln!("the pid counter wrapped while spawning: again");
+        stop(hogs);
+        stop(conn);
+    }
+    panic!("the pid counter wrapped three times in a row");
+}
+
+#[test]
+fn a_live_connection_is_read_past_a_million_open_files() {
+    let Some(_serial) = ebpf_test("a_live_connection_is_read_past_a_million_open_files") else {
+        return;
+    };
+    // The kernel ends an iterator read after 1,000,000 objects (open files) with EAGAIN and
+    // resumes at the next read. Processes hold 1,100,000 descriptors, each within its own
+    // limit, then a later one a connection that moved 1 MiB: its bytes count at the next
+    // gather, while it is open.
+    let (total, bytes) = (1_100_000, 1 << 20);
+    let ns = Netns::new("flcfiles");
+    let inode = netns_inode(&ns.name);
+    let mut s = Session::start("");
+    let (hogs, conn) = hogs_then_connection(total, &ns.name, bytes);
+    let tags = [("host", "127.0.0.1"), ("netns", inode.as_str())];
+    // The last ACK may be delayed: wait until the kernel says the client's bytes were acked
+    // (ss counts the SYN in bytes_acked).
+    let acked = format!("bytes_acked:{}", bytes + 1);
+    let started = Instant::now();
+    while !sh("ip", &["netns", "exec", &ns.name, "ss", "-tinH"]).contains(&acked) {
+        assert!(started.elapsed() < Duration::from_secs(60), "never {acked}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = s.gather();
+    let log = s.log();
+    for mut child in [hogs, conn] {
+        drop(child.stdin.take());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The client's bytes sent and the server's received, both in 127.0.0.1's series.
+    assert_eq!(
+        value(&t, "host:traffic", &tags, "bytes_sent"),
+        bytes as i64,
+        "{t}"
+    );
+    assert_eq!(
+        value(&t, "host:traffic", &tags, "bytes_rcvd"),
+        bytes as i64,
+        "{t}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("cannot read")),
+        "{}",
+        log.join("\n")
+    );
+    s.finish();
+}

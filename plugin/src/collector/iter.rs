@@ -54,7 +54,21 @@ pub(super) fn link(prog_fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Runs the iterator of `link` once, over every open file of every process.
+/// Most reads of one run that may end in EAGAIN or EINTR before the run gives up. The kernel
+/// ends a read that produced no output with EAGAIN after `MAX_ITER_OBJECTS` (1,000,000) objects
+/// (kernel/bpf/bpf_iter.c), so that no read holds the CPU too long, and resumes at the next
+/// read; our program writes nothing, so a host with more than a million open files needs one
+/// more read per million. 1024 is a billion open files: a kernel that kept answering EAGAIN
+/// beyond that would keep the gather waiting for ever.
+const MAX_RETRIES: u32 = 1024;
+
+/// Runs the iterator of `link` once, over every open file of every process: reads it to its
+/// end, again after each EAGAIN or EINTR (the kernel resumes where the last read stopped).
+///
+/// A resumed run may show the file it stopped at a second time; the program's work is
+/// idempotent (a `socks` entry set from its socket, a `listen_drops` entry written with
+/// BPF_ANY under the same key), and `listen_drops` is taken only after the whole run, so a
+/// listener is in it once, with its drops as last read.
 pub(super) fn run(link: &OwnedFd) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut attr = IterCreateAttr {
@@ -63,8 +77,71 @@ pub(super) fn run(link: &OwnedFd) -> io::Result<()> {
     };
     let fd = bpf(BPF_ITER_CREATE, &mut attr)?;
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    read_to_end(file, MAX_RETRIES)
+}
+
+/// Reads `source` until it says end of file, retrying a read that failed with EAGAIN or EINTR
+/// up to `max_retries` times in all.
+fn read_to_end(mut source: impl Read, max_retries: u32) -> io::Result<()> {
     let mut sink = [0u8; 256];
-    while file.read(&mut sink)? > 0 {}
-    Ok(())
+    let mut retries = 0u32;
+    loop {
+        match source.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                retries += 1;
+                if retries > max_retries {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the socket iterator still answered \"{e}\" after {max_retries} \
+                             retries (each after up to a million open files): gave up"
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers with the errors of `script` in turn (`None`: one byte), then end of file.
+    struct Script(std::vec::IntoIter<Option<io::ErrorKind>>);
+
+    impl Read for Script {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            match self.0.next() {
+                Some(Some(kind)) => Err(io::Error::from(kind)),
+                Some(None) => Ok(1),
+                None => Ok(0),
+            }
+        }
+    }
+
+    fn script(steps: Vec<Option<io::ErrorKind>>) -> Script {
+        Script(steps.into_iter())
+    }
+
+    #[test]
+    fn eagain_and_eintr_are_read_again_up_to_the_bound() {
+        use io::ErrorKind::{Interrupted, WouldBlock};
+        let steps = vec![Some(WouldBlock), None, Some(Interrupted), Some(WouldBlock)];
+        assert!(read_to_end(script(steps), 3).is_ok());
+        let e = read_to_end(script(vec![Some(WouldBlock); 4]), 3).unwrap_err();
+        assert_eq!(e.kind(), WouldBlock);
+        assert!(e.to_string().contains("after 3 retries"), "{e}");
+        let e = read_to_end(script(vec![Some(io::ErrorKind::PermissionDenied)]), 3);
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
 }
