@@ -39,6 +39,15 @@ fn connect_from(local: [u8; 4], remote: [u8; 4], port: u16) -> TcpStream {
 
 /// [`connect_from`] with the local port chosen too (0: the kernel picks an ephemeral one).
 fn connect_from_port(local: ([u8; 4], u16), remote: [u8; 4], port: u16) -> TcpStream {
+    try_connect_from_port(local, remote, port).unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// [`connect_from_port`], the connect's failure returned.
+fn try_connect_from_port(
+    local: ([u8; 4], u16),
+    remote: [u8; 4],
+    port: u16,
+) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     let (local, local_port) = local;
     let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
@@ -66,10 +75,12 @@ fn connect_from_port(local: ([u8; 4], u16), remote: [u8; 4], port: u16) -> TcpSt
         let bind = sockaddr(local, local_port);
         let rc = libc::bind(fd, (&bind as *const libc::sockaddr_in).cast(), len);
         assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
         let to = sockaddr(remote, port);
-        let rc = libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len);
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
+        if libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 }
 
@@ -1415,5 +1426,182 @@ fn a_live_connection_is_read_past_a_million_open_files() {
         "{}",
         log.join("\n")
     );
+    s.finish();
+}
+
+/// Runs `f` on a thread of its own that entered the network namespace `ns`.
+fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a valid namespace fd; setns only affects this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// The TCP sockets of namespace `ns` (not in TIME_WAIT) whose local address is `ip`, as `ss`
+/// lists them.
+fn ss_count(ns: &str, ip: &str) -> i64 {
+    let out = sh("ip", &["netns", "exec", ns, "ss", "-tanH"]);
+    out.lines()
+        .filter(|l| !l.starts_with("TIME-WAIT"))
+        .filter(|l| {
+            let local = l.split_whitespace().nth(3).unwrap_or("");
+            local.rsplit_once(':').is_some_and(|(a, _)| a == ip)
+        })
+        .count() as i64
+}
+
+#[test]
+fn started_during_churn_no_flow_stays_active_or_counts_twice() {
+    let Some(_serial) = ebpf_test("started_during_churn_no_flow_stays_active_or_counts_twice")
+    else {
+        return;
+    };
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // One namespace, its loopback, one address per kind of socket (a host series each):
+    // 127.0.0.1 churn, 127.0.0.2 -> 127.0.0.3 connections that stay open, made one after
+    // the other through the start-up, 127.0.0.4 -> 127.0.0.5 handshakes that never complete
+    // (the SYN-ACKs dropped): the server's request socket waits in SYN_RECV, then expires.
+    let ns = Netns::new("flcchurn");
+    let inode = netns_inode(&ns.name);
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "sh",
+            "-c",
+            "sysctl -qw net.ipv4.tcp_synack_retries=1 net.ipv4.tcp_syn_retries=1 && \
+             nft add table inet flc && \
+             nft add chain inet flc out '{ type filter hook output priority 0; }' && \
+             nft add rule inet flc out ip daddr 127.0.0.4 \
+             'tcp flags & (syn | ack) == (syn | ack)' drop",
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // Two churners, each with its listener, keeping at most 32 connections open (the oldest
+    // closed first): sockets live a few milliseconds, as on a busy server.
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            spawn_in_netns(&ns.name, move || {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let to = listener.local_addr().unwrap();
+                let mut open = std::collections::VecDeque::new();
+                let mut made = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let client = TcpStream::connect(to).unwrap();
+                    let server = listener.accept().unwrap().0;
+                    open.push_back((client, server));
+                    if open.len() > 32 {
+                        open.pop_front();
+                    }
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    let grower = {
+        let stop = Arc::clone(&stop);
+        spawn_in_netns(&ns.name, move || {
+            let listener = TcpListener::bind("127.0.0.3:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut kept = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let client = connect_from([127, 0, 0, 2], [127, 0, 0, 3], port);
+                kept.push((client, listener.accept().unwrap().0));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (listener, kept)
+        })
+    };
+    let pender = {
+        let stop = Arc::clone(&stop);
+        spawn_in_netns(&ns.name, move || {
+            let listener = TcpListener::bind("127.0.0.5:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut pending = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // A connect that waits for a SYN-ACK that never comes (on a thread of its
+                // own: it blocks until it gives up).
+                pending.push(std::thread::spawn(move || {
+                    try_connect_from_port(([127, 0, 0, 4], 0), [127, 0, 0, 5], port).is_err()
+                }));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (listener, pending)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = Session::start("");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let made: u64 = churners.into_iter().map(|c| c.join().unwrap()).sum();
+    let (kept_listener, kept) = grower.join().unwrap();
+    let (listener, pending) = pender.join().unwrap();
+    for p in pending {
+        assert!(p.join().unwrap(), "a handshake completed");
+    }
+    // Every handshake has given up on both sides, every churned connection is closed.
+    let started = Instant::now();
+    while ss_count(&ns.name, "127.0.0.5") > 1 || ss_count(&ns.name, "127.0.0.1") > 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "sockets stay");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = s.log();
+    let found = log
+        .iter()
+        .find(|l| l.contains("established TCP connections"));
+    eprintln!("{made} churned connections, {} kept; {found:?}", kept.len());
+    // Two snapshots: a flow missing from both is ended.
+    s.gather();
+    s.gather();
+    let t = s.gather();
+    let get = |measurement: &str, ip: &str, field: &str| {
+        value(
+            &t,
+            measurement,
+            &[("host", ip), ("netns", inode.as_str())],
+            field,
+        )
+    };
+    let n = kept.len() as i64;
+    let active = |ip: &str| {
+        get("host:active_flows", ip, "flows_as_client")
+            + get("host:active_flows", ip, "flows_as_server")
+    };
+    let seen = [
+        active("127.0.0.1"),
+        active("127.0.0.4") + active("127.0.0.5"),
+        get("host:active_flows", "127.0.0.2", "flows_as_client"),
+        get("host:active_flows", "127.0.0.3", "flows_as_server"),
+        get("host:total_flows", "127.0.0.2", "flows_as_client"),
+        get("host:total_flows", "127.0.0.3", "flows_as_server"),
+    ];
+    // What the kernel holds: no churned socket, no handshake, each kept connection (both
+    // ends); each of those counted once since start-up, whenever it was made.
+    let kernel = [
+        ss_count(&ns.name, "127.0.0.1"),
+        ss_count(&ns.name, "127.0.0.4") + ss_count(&ns.name, "127.0.0.5") - 1,
+        ss_count(&ns.name, "127.0.0.2"),
+        ss_count(&ns.name, "127.0.0.3") - 1,
+        n,
+        n,
+    ];
+    assert_eq!(
+        seen, kernel,
+        "[churn active, handshakes active, kept active client/server, kept total \
+         client/server]:\n{t}"
+    );
+    drop((kept, kept_listener, listener));
     s.finish();
 }

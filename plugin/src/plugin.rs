@@ -107,6 +107,34 @@ fn count_listen_drops(ebpf: &mut EbpfCollector, listen: &mut ListenDrops, table:
 /// Finds the TCP connections established before flowlens started, in every network namespace,
 /// and tracks them from now on: in the flow table (active, not new) and in the kernel map (so
 /// their bytes, RTT and close are seen).
+///
+/// The programs are attached before the scan, and the caller holds the flow table throughout
+/// (the reader thread queues the records meanwhile: none is applied before the seeding ends).
+/// A socket the scan found is put into `socks` (`adopt`, BPF_NOEXIST), and then:
+///
+/// * The programs made its entry first: it became established after they attached (during the
+///   scan); their entry is its flow, the table gets none from the scan (else it would count
+///   twice: a flow's id mixes the cookie with the entry's creation time).
+/// * Inserted: the scan looks at it again (`seed::look_again`). Found open then, the socket's
+///   end is still to come: `fl_set_state` sees its CLOSE before it is unhashed and `fl_destroy`
+///   sees its destruction after, both later than the insert, so one of them emits its close
+///   record and takes the entry out. Seeded.
+/// * Inserted, and not found open by the second look (in a namespace read again): it closed
+///   (was unhashed) before the look. Its entry is removed here:
+///   - the removal succeeds: either both its close and its destruction ran before the insert
+///     (a ghost: nothing would ever have removed it), or one is still to come and will find no
+///     entry (a socket in TIME_WAIT's hand-over is unhashed before its CLOSE; a destruction
+///     may come after the unhashing): no record comes, and the socket is not seeded, so it
+///     is neither counted nor left active;
+///   - the entry is gone already: the socket's close or destruction ran after the insert,
+///     emitted its close record and took the entry out: seeded, and the record ends it;
+///   - the removal lands between a program's close record and its own removal (nanoseconds):
+///     a record comes for a socket not seeded. The entry carries `SOCK_ADOPTED`, which the
+///     record copies, and the table drops an adopted socket's close it does not know.
+/// * A namespace that cannot be read again, or a lookup that fails: seeded, as before.
+///
+/// A close missed by both programs (a skipped run, counted in `events_lost`) leaves its entry
+/// as it does for any socket.
 fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows: usize) {
     let started = Instant::now();
     let report = seed::seed_established(max_flows);
@@ -115,12 +143,12 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
     }
     // Sockets beyond `max_flows` are not tracked, like those the kernel map has no room for.
     table.flows_evicted += report.dropped as u64;
+    let scanned = started.elapsed();
     let now = monotonic_ns();
-    for found in &report.sockets {
-        let (role, raw_role) = match found.role {
-            seed::SeedRole::Client => (Role::Client, records::ROLE_CLIENT),
-            seed::SeedRole::Server => (Role::Server, records::ROLE_SERVER),
-        };
+    let mut inserted = Vec::new();
+    let mut tracked = 0usize;
+    for (i, found) in report.sockets.iter().enumerate() {
+        let (_, raw_role) = seed_role(found.role);
         let sock = records::FlSock {
             bytes_sent: 0,
             bytes_rcvd: 0,
@@ -139,7 +167,7 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
             family: if found.local.is_ipv4() { 2 } else { 10 },
             protocol: records::IPPROTO_TCP,
             role: raw_role,
-            flags: 0,
+            flags: records::SOCK_ADOPTED,
             comm: [0; records::COMM_LEN],
             // Counted from now: the socket's counters as the scan saw them are the base.
             base_retrans: found.total_retrans,
@@ -147,15 +175,44 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
             base_acked: found.bytes_acked,
             base_rcvd: found.bytes_received,
         };
-        ebpf.adopt(found.cookie, &sock);
-        table.seed(found.cookie, &sock, role);
+        match ebpf.adopt(found.cookie, &sock) {
+            collector::Adopted::Inserted => inserted.push((i, sock)),
+            collector::Adopted::Tracked => tracked += 1,
+            collector::Adopted::NoRoom => table.flows_evicted += 1,
+        }
+    }
+    let which: Vec<usize> = inserted.iter().map(|(i, _)| *i).collect();
+    let (looks, failures) = seed::look_again(&report, &which);
+    for failure in &failures {
+        tracing::warn!("start-up scan, second look: {failure}");
+    }
+    let mut ghosts = 0usize;
+    for ((i, sock), look) in inserted.iter().zip(looks) {
+        let found = &report.sockets[*i];
+        if look == seed::Look::Gone && ebpf.unadopt(found.cookie) {
+            ghosts += 1;
+            continue;
+        }
+        table.seed(found.cookie, sock, seed_role(found.role).0);
     }
     tracing::info!(
-        "found {} established TCP connections in {} network namespaces ({} ms)",
+        "found {} established TCP connections in {} network namespaces ({} ms; then {} \
+         tracked already, {} closed before they could be, checked in {} ms)",
         report.sockets.len(),
         report.namespaces,
-        started.elapsed().as_millis()
+        scanned.as_millis(),
+        tracked,
+        ghosts,
+        (started.elapsed() - scanned).as_millis()
     );
+}
+
+/// The table's role and the kernel record's of a socket the start-up scan found.
+fn seed_role(role: seed::SeedRole) -> (Role, u8) {
+    match role {
+        seed::SeedRole::Client => (Role::Client, records::ROLE_CLIENT),
+        seed::SeedRole::Server => (Role::Server, records::ROLE_SERVER),
+    }
 }
 
 /// The capabilities kept after start-up (ARCHITECTURE.md, "Least privilege"): CAP_BPF, since

@@ -15,6 +15,9 @@ pub const EV_CONNECT_FAILED: u32 = 3;
 
 /// `FL_SOCK_PENDING` in `FlSock::flags`: a connect not answered yet (SYN_SENT), not a flow.
 pub const SOCK_PENDING: u8 = 1;
+/// `FL_SOCK_ADOPTED` in `FlSock::flags`: an entry the start-up scan put in (the programs keep
+/// the bit as they find it and copy it into the socket's close record).
+pub const SOCK_ADOPTED: u8 = 2;
 
 /// `enum fl_role`.
 pub const ROLE_UNKNOWN: u8 = 0;
@@ -248,6 +251,7 @@ mod tests {
         assert_eq!(value("FL_EV_CLOSE"), u64::from(EV_CLOSE));
         assert_eq!(value("FL_EV_CONNECT_FAILED"), u64::from(EV_CONNECT_FAILED));
         assert_eq!(value("FL_SOCK_PENDING"), u64::from(SOCK_PENDING));
+        assert_eq!(value("FL_SOCK_ADOPTED"), u64::from(SOCK_ADOPTED));
         assert_eq!(value("FL_ROLE_UNKNOWN"), u64::from(ROLE_UNKNOWN));
         assert_eq!(value("FL_ROLE_CLIENT"), u64::from(ROLE_CLIENT));
         assert_eq!(value("FL_ROLE_SERVER"), u64::from(ROLE_SERVER));

@@ -871,10 +871,21 @@ impl EbpfCollector {
         }
     }
 
-    /// Starts tracking a socket found at start-up (no-op if the kernel already tracks it).
-    pub fn adopt(&mut self, cookie: u64, sock: &FlSock) {
+    /// Starts tracking a socket found at start-up, unless the programs already track it
+    /// (`BPF_NOEXIST`): what became of it.
+    pub fn adopt(&mut self, cookie: u64, sock: &FlSock) -> Adopted {
         const BPF_NOEXIST: u64 = 1;
-        let _ = self.socks.insert(cookie, MapSock(*sock), BPF_NOEXIST);
+        match self.socks.insert(cookie, MapSock(*sock), BPF_NOEXIST) {
+            Ok(()) => Adopted::Inserted,
+            Err(e) if map_errno(&e) == Some(libc::EEXIST) => Adopted::Tracked,
+            Err(_) => Adopted::NoRoom,
+        }
+    }
+
+    /// Removes an adopted socket's entry: true when this removed it, false when it was gone
+    /// already (the socket's close took it out) or cannot be removed.
+    pub fn unadopt(&mut self, cookie: u64) -> bool {
+        self.socks.remove(&cookie).is_ok()
     }
 
     /// Runs of our programs the kernel skipped because the same program was already running on
@@ -892,6 +903,25 @@ impl EbpfCollector {
             .get(&index, 0)
             .map(|values| values.iter().sum())
             .unwrap_or(0)
+    }
+}
+
+/// What [`EbpfCollector::adopt`] did with a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// Its entry is ours.
+    Inserted,
+    /// The programs made its entry first: it became established after they attached.
+    Tracked,
+    /// The map is full, or refused it.
+    NoRoom,
+}
+
+/// The errno of a failed map syscall.
+fn map_errno(e: &aya::maps::MapError) -> Option<i32> {
+    match e {
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
     }
 }
 

@@ -27,19 +27,18 @@ pub(super) const TCPI_BYTES_ACKED_OFF: usize = 120;
 pub(super) const TCPI_BYTES_RECEIVED_OFF: usize = 128;
 
 pub(super) const TCP_ESTABLISHED: u32 = 1;
-pub(super) const TCP_SYN_RECV: u32 = 3;
 pub(super) const TCP_FIN_WAIT1: u32 = 4;
 pub(super) const TCP_FIN_WAIT2: u32 = 5;
 pub(super) const TCP_CLOSE_WAIT: u32 = 8;
 pub(super) const TCP_LISTEN: u32 = 10;
 
-/// `idiag_states` of the established-like sockets (SYN_RECV ones are request sockets: no
-/// `tcp_info`, no inode, no cgroup id; their cookie carries over to the accepted socket).
-pub(super) const ESTABLISHED_STATES: u32 = 1 << TCP_ESTABLISHED
-    | 1 << TCP_SYN_RECV
-    | 1 << TCP_FIN_WAIT1
-    | 1 << TCP_FIN_WAIT2
-    | 1 << TCP_CLOSE_WAIT;
+/// `idiag_states` of the established-like sockets. Not SYN_RECV: those are request sockets
+/// (no `tcp_info`, no inode, no cgroup id), and one that never completes ends without a state
+/// change the programs could see (its timer drops it), so an adopted one would stay for ever;
+/// one that completes becomes established after the programs attached (the scan runs after),
+/// and they see it.
+pub(super) const ESTABLISHED_STATES: u32 =
+    1 << TCP_ESTABLISHED | 1 << TCP_FIN_WAIT1 | 1 << TCP_FIN_WAIT2 | 1 << TCP_CLOSE_WAIT;
 pub(super) const LISTEN_STATES: u32 = 1 << TCP_LISTEN;
 
 /// Concurrent namespace threads.
@@ -78,6 +77,8 @@ pub(crate) struct DiagSocket {
     pub(crate) local: SocketAddr,
     pub(crate) remote: SocketAddr,
     pub(crate) cookie: u64,
+    /// `idiag_if`: the interface the socket is bound to (0: none).
+    pub(crate) bound_if: u32,
     pub(crate) inode: u32,
     pub(crate) tcp_info: Option<TcpInfoLite>,
     pub(crate) cgroup_id: Option<u64>,
@@ -181,6 +182,7 @@ pub(super) fn parse_diag_msg(p: &[u8]) -> Result<DiagSocket, NlError> {
         local: sock_addr(src, sport, ifindex),
         remote: sock_addr(dst, dport, ifindex),
         cookie: u64::from(cookie_lo) | u64::from(cookie_hi) << 32,
+        bound_if: ifindex,
         inode,
         tcp_info: None,
         cgroup_id: None,
@@ -217,11 +219,60 @@ pub(super) fn build_request(
     states: u32,
     ext: u8,
 ) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    // The socket id (ports, addresses, interface, cookie) stays zero: it is ignored by dumps.
+    request(seq, NLM_F_REQUEST | NLM_F_DUMP, family, states, ext)
+}
+
+/// Builds a `SOCK_DIAG_BY_FAMILY` request for the one TCP socket with these addresses, bound
+/// interface and cookie (the kernel answers with that socket, whatever its state, or
+/// ENOENT, or ESTALE when another socket has the addresses now). Addresses shown as IPv4 are
+/// asked for as such: the kernel finds a dual-stack socket's IPv4-mapped ones so.
+pub(super) fn build_lookup(
+    seq: u32,
+    local: SocketAddr,
+    remote: SocketAddr,
+    bound_if: u32,
+    cookie: u64,
+) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    let family = match local {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    } as u8;
+    let mut m = request(seq, NLM_F_REQUEST, family, u32::MAX, 0);
+    // struct inet_diag_sockid, at offset 8 of the request: ports in network order, addresses
+    // (an IPv4 one in the first word), interface, cookie (two host-order halves).
+    let id = &mut m[NLMSG_HDRLEN + 8..];
+    id[0..2].copy_from_slice(&local.port().to_be_bytes());
+    id[2..4].copy_from_slice(&remote.port().to_be_bytes());
+    let put = |id: &mut [u8], off: usize, ip: IpAddr| match ip {
+        IpAddr::V4(a) => id[off..off + 4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => id[off..off + 16].copy_from_slice(&a.octets()),
+    };
+    put(id, 4, local.ip());
+    put(id, 20, remote.ip());
+    let scope = match local {
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => v6.scope_id(),
+        _ => bound_if,
+    };
+    id[36..40].copy_from_slice(&scope.to_ne_bytes());
+    id[40..44].copy_from_slice(&(cookie as u32).to_ne_bytes());
+    id[44..48].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+    m
+}
+
+/// A request header and `inet_diag_req_v2` with a zero socket id.
+fn request(
+    seq: u32,
+    flags: u16,
+    family: u8,
+    states: u32,
+    ext: u8,
+) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
     let mut m = [0u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
     let total = (NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN) as u32;
     m[0..4].copy_from_slice(&total.to_ne_bytes());
     m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m[6..8].copy_from_slice(&flags.to_ne_bytes());
     m[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nlmsg_pid 0: the kernel assigns the port id.
     let r = &mut m[NLMSG_HDRLEN..];
@@ -229,6 +280,5 @@ pub(super) fn build_request(
     r[1] = libc::IPPROTO_TCP as u8;
     r[2] = ext;
     r[4..8].copy_from_slice(&states.to_ne_bytes());
-    // The socket id (ports, addresses, interface, cookie) stays zero: it is ignored by dumps.
     m
 }

@@ -17,7 +17,7 @@
 //!   without `setns`, so it also works without privileges.
 //! * In the namespace, a `NETLINK_SOCK_DIAG` socket sends one `SOCK_DIAG_BY_FAMILY` dump request
 //!   per family (`inet_diag_req_v2`, TCP, IPv4 then IPv6) for the LISTEN sockets and the
-//!   established-like ones (ESTABLISHED, SYN_RECV, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT), with
+//!   established-like ones (ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT), with
 //!   `INET_DIAG_INFO` (`struct tcp_info`) requested. Each dump walks the kernel's TCP hash
 //!   table, which all namespaces share unless `net.ipv4.tcp_child_ehash_entries` is set, so a
 //!   dump costs about the same in an empty namespace as in a busy one (2-4 ms for 256 Ki
@@ -26,12 +26,14 @@
 //!   and either its address or a wildcard address (an IPv6 `::` listener also accepts IPv4
 //!   connections unless it is `IPV6_V6ONLY`, reported by `INET_DIAG_SKV6ONLY`).
 //!
+//! * [`look_again`] looks a second time at sockets the first look found, after the caller put
+//!   them into the kernel map: a socket that closed in between is gone from the second.
+//!
 //! The cookie is `idiag_cookie[0] | idiag_cookie[1] << 32`, the value `bpf_get_socket_cookie`
 //! and `getsockopt(SO_COOKIE)` return for the same socket (the tests check this). The cgroup id is
 //! the `INET_DIAG_CGROUP_ID` attribute, which the kernel (5.7 and later, built with
 //! `CONFIG_SOCK_CGROUP_DATA`) adds to every full socket's reply without being asked; it cannot be
-//! requested through `idiag_ext`, which has only 8 bits. It is `None` on older kernels and for
-//! SYN_RECV request sockets.
+//! requested through `idiag_ext`, which has only 8 bits. It is `None` on older kernels.
 //!
 //! The netlink parser validates every length (`nlmsg_len`, `rta_len`, the fixed-size
 //! `inet_diag_msg`, the `tcp_info` attribute) before reading and never panics on malformed input.
@@ -43,6 +45,7 @@ mod role;
 
 pub(crate) use diag::*;
 use namespaces::*;
+pub use read::Look;
 use read::*;
 use role::*;
 
@@ -91,12 +94,14 @@ pub struct SeededSocket {
     pub total_retrans: u32,
     /// cgroup v2 id of the socket (`INET_DIAG_CGROUP_ID`, kernel 5.7+), if reported.
     pub cgroup_id: Option<u64>,
-    /// Inode of the socket (`idiag_inode`), 0 for sockets without a file (e.g. SYN_RECV).
+    /// Inode of the socket (`idiag_inode`), 0 for sockets without a file.
     pub inode: u32,
+    /// The interface the socket is bound to (`idiag_if`), 0 when none.
+    pub bound_if: u32,
 }
 
 /// Result of [`seed_established`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SeedReport {
     /// The sockets found, the caller's own namespace first, at most `max_sockets` of them.
     pub sockets: Vec<SeededSocket>,
@@ -107,6 +112,9 @@ pub struct SeedReport {
     pub failures: Vec<String>,
     /// Sockets found beyond `max_sockets`, not recorded.
     pub dropped: usize,
+    /// The namespaces that had sockets, by inode, with their files kept open for
+    /// [`look_again`] (`None`: the caller's own namespace).
+    handles: Vec<(u32, Option<File>)>,
 }
 
 /// Finds the established-like TCP sockets of every network namespace of the host.
@@ -124,8 +132,11 @@ pub fn seed_established(max_sockets: usize) -> SeedReport {
         ..SeedReport::default()
     };
     let mut dropped = 0usize;
-    for outcome in outcomes {
+    for (target, outcome) in targets.iter().zip(outcomes) {
         failures.extend(outcome.errors);
+        if !outcome.sockets.is_empty() {
+            report.handles.push((target.inode, outcome.handle));
+        }
         dropped += outcome.dropped;
         for sock in outcome.sockets {
             if report.sockets.len() < max_sockets {
@@ -143,6 +154,44 @@ pub fn seed_established(max_sockets: usize) -> SeedReport {
     report.failures = failures;
     report.dropped = dropped;
     report
+}
+
+/// Looks again at the sockets `which` (indices into `report.sockets`) in their namespaces,
+/// each namespace on a thread of its own, at most [`MAX_PARALLEL`] at a time: a look per
+/// socket, in the order of `which`, and a line per namespace that could not be read again.
+pub fn look_again(report: &SeedReport, which: &[usize]) -> (Vec<Look>, Vec<String>) {
+    let mut by_ns: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (at, &i) in which.iter().enumerate() {
+        by_ns.entry(report.sockets[i].netns).or_default().push(at);
+    }
+    let groups: Vec<(u32, Option<&File>, Vec<usize>)> = report
+        .handles
+        .iter()
+        .filter_map(|(inode, handle)| Some((*inode, handle.as_ref(), by_ns.remove(inode)?)))
+        .collect();
+    let outcomes = in_threads(
+        &groups,
+        |(inode, handle, ats)| {
+            let sockets: Vec<&SeededSocket> =
+                ats.iter().map(|&at| &report.sockets[which[at]]).collect();
+            look_again_in(*inode, *handle, &sockets)
+        },
+        |(inode, _, ats), e| {
+            (
+                vec![Look::Unknown; ats.len()],
+                Some(format!("netns {inode}: {e}")),
+            )
+        },
+    );
+    let mut looks = vec![Look::Unknown; which.len()];
+    let mut failures = Vec::new();
+    for ((_, _, ats), (found, failure)) in groups.iter().zip(outcomes) {
+        for (&at, look) in ats.iter().zip(found) {
+            looks[at] = look;
+        }
+        failures.extend(failure);
+    }
+    (looks, failures)
 }
 
 #[cfg(test)]
@@ -424,7 +473,7 @@ mod tests {
         assert_eq!(r[16], libc::AF_INET6 as u8);
         assert_eq!(r[17], libc::IPPROTO_TCP as u8);
         assert_eq!(r[18], 2);
-        assert_eq!(rd_u32_ne(&r, 20), Some(0b1_0011_1010));
+        assert_eq!(rd_u32_ne(&r, 20), Some(0b1_0011_0010));
     }
 
     #[test]
@@ -601,6 +650,51 @@ mod tests {
             }
             None => eprintln!("no IPv6 here: dual-stack case skipped"),
         }
+    }
+
+    #[test]
+    fn a_second_look_finds_open_sockets_and_not_closed_ones() {
+        let open = connect_pair("127.0.0.1:0", "127.0.0.1").unwrap();
+        let closed = connect_pair("127.0.0.1:0", "127.0.0.1").unwrap();
+        let report = seed_established(100_000);
+        let own = own_netns().unwrap().0;
+        let at = |fd: &TcpStream| {
+            let cookie = so_cookie(fd);
+            report
+                .sockets
+                .iter()
+                .position(|s| s.netns == own && s.cookie == cookie)
+                .unwrap()
+        };
+        let which = [
+            at(&open.client),
+            at(&open.server),
+            at(&closed.client),
+            at(&closed.server),
+        ];
+        // The lookup by addresses and cookie finds a live socket whatever the dump says.
+        let mut diag = DiagConn::open().unwrap();
+        let state = diag.lookup(&report.sockets[which[0]]).unwrap();
+        assert_eq!(state, Some(TCP_ESTABLISHED));
+        // The client closes first: it waits in TIME_WAIT under the same addresses and cookie.
+        let Pair { client, server, .. } = closed;
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(server);
+        let started = std::time::Instant::now();
+        loop {
+            let (looks, failures) = look_again(&report, &which);
+            assert!(failures.is_empty(), "{failures:?}");
+            assert_eq!(&looks[..2], &[Look::Open, Look::Open]);
+            if looks[2..] == [Look::Gone, Look::Gone] {
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 30, "{looks:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let tw = diag.lookup(&report.sockets[which[2]]).unwrap();
+        assert!(matches!(tw, None | Some(6)), "{tw:?}"); // 6: TCP_TIME_WAIT
+        drop(open);
     }
 
     #[test]

@@ -12,40 +12,55 @@ pub(super) struct NsOutcome {
     pub(super) sockets: Vec<SeededSocket>,
     pub(super) dropped: usize,
     pub(super) errors: Vec<String>,
+    /// The namespace's file, kept open when it has sockets (the second look enters it again,
+    /// and the open file keeps the namespace alive); `None` for the own namespace.
+    pub(super) handle: Option<File>,
 }
 
 /// Reads every target, at most [`MAX_PARALLEL`] threads at a time; results in target order.
 pub(super) fn read_all(targets: &[NsTarget], max_sockets: usize) -> Vec<NsOutcome> {
+    in_threads(
+        targets,
+        |target| read_namespace(target, max_sockets),
+        |target, e| NsOutcome {
+            errors: vec![format!("{}: {e}", describe(target))],
+            ..NsOutcome::default()
+        },
+    )
+}
+
+/// `work` on each item, each on a thread of its own (it may `setns`: a thread that exits
+/// afterwards), at most [`MAX_PARALLEL`] at a time; results in item order. A thread that
+/// cannot be spawned or panics gives `failed(item, why)`.
+pub(super) fn in_threads<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> R + Sync,
+    failed: impl Fn(&T, &str) -> R,
+) -> Vec<R> {
+    let work = &work;
     thread::scope(|scope| {
-        let mut results: Vec<Option<NsOutcome>> = targets.iter().map(|_| None).collect();
+        let mut results: Vec<Option<R>> = items.iter().map(|_| None).collect();
         let mut pending = VecDeque::new();
-        let join = |t: &NsTarget, h: thread::ScopedJoinHandle<'_, NsOutcome>| {
-            h.join().unwrap_or_else(|_| NsOutcome {
-                errors: vec![format!("{}: reader thread panicked", describe(t))],
-                ..NsOutcome::default()
-            })
+        let join = |item: &T, h: thread::ScopedJoinHandle<'_, R>| {
+            h.join()
+                .unwrap_or_else(|_| failed(item, "reader thread panicked"))
         };
-        for (i, target) in targets.iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
             if pending.len() >= MAX_PARALLEL {
                 if let Some((j, h)) = pending.pop_front() {
-                    results[j] = Some(join(&targets[j], h));
+                    results[j] = Some(join(&items[j], h));
                 }
             }
             let spawned = thread::Builder::new()
                 .name("flowlens-seed".into())
-                .spawn_scoped(scope, move || read_namespace(target, max_sockets));
+                .spawn_scoped(scope, move || work(item));
             match spawned {
                 Ok(h) => pending.push_back((i, h)),
-                Err(e) => {
-                    results[i] = Some(NsOutcome {
-                        errors: vec![format!("{}: cannot spawn thread: {e}", describe(target))],
-                        ..NsOutcome::default()
-                    })
-                }
+                Err(e) => results[i] = Some(failed(item, &format!("cannot spawn thread: {e}"))),
             }
         }
         while let Some((j, h)) = pending.pop_front() {
-            results[j] = Some(join(&targets[j], h));
+            results[j] = Some(join(&items[j], h));
         }
         results.into_iter().flatten().collect()
     })
@@ -58,11 +73,17 @@ pub(super) fn describe(t: &NsTarget) -> String {
     }
 }
 
-/// Moves the calling thread into the namespace at `path` and checks that it arrived. A path
-/// that no longer names that namespace (its process exited, its bind mount went or was
-/// replaced) is `NotFound`.
-pub(super) fn enter_netns(path: &Path, inode: u32) -> io::Result<()> {
+/// Moves the calling thread into the namespace at `path` and checks that it arrived; returns
+/// the namespace's file. A path that no longer names that namespace (its process exited, its
+/// bind mount went or was replaced) is `NotFound`.
+pub(super) fn enter_netns(path: &Path, inode: u32) -> io::Result<File> {
     let file = File::open(path)?;
+    enter_netns_file(&file, inode)?;
+    Ok(file)
+}
+
+/// Moves the calling thread into the namespace of `file` and checks that it is `inode`.
+pub(super) fn enter_netns_file(file: &File, inode: u32) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd; it only changes the calling (dedicated) thread.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::other(format!(
@@ -85,10 +106,12 @@ pub(super) fn read_namespace(target: &NsTarget, max_sockets: usize) -> NsOutcome
     let mut out = NsOutcome::default();
     let mut entered = target.paths.is_empty();
     let mut failure = None;
+    let mut handle = None;
     for path in &target.paths {
         match enter_netns(path, target.inode) {
-            Ok(()) => {
+            Ok(file) => {
                 entered = true;
+                handle = Some(file);
                 break;
             }
             // Gone since the listing: the next path may still name it.
@@ -157,10 +180,77 @@ pub(super) fn read_namespace(target: &NsTarget, max_sockets: usize) -> NsOutcome
                 total_retrans: info.total_retrans.unwrap_or(0),
                 cgroup_id: s.cgroup_id,
                 inode: s.inode,
+                bound_if: s.bound_if,
             }
         })
         .collect();
+    if !out.sockets.is_empty() {
+        out.handle = handle;
+    }
     out
+}
+
+/// Whether a socket the first look found is still there at the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Found again in an established-like state: it is not closed yet.
+    Open,
+    /// Neither in the namespace's dump nor found by its addresses and cookie in an
+    /// established-like state: closed (or in TIME_WAIT, which only a closed socket leaves).
+    Gone,
+    /// Its namespace could not be read again, or the lookup failed: unknown.
+    Unknown,
+}
+
+/// The second look in one namespace (entered through `handle`, or the caller's own when
+/// `None`) at `sockets`: one dump of the established-like sockets of each family, then, for
+/// each socket the dump did not show, a lookup by its addresses and cookie (a dump resumed
+/// after a full datagram counts its place in a hash bucket: a socket closing before that
+/// place may hide a live one from it; the lookup does not). Returns a look per socket and
+/// what went wrong, if anything.
+pub(super) fn look_again_in(
+    inode: u32,
+    handle: Option<&File>,
+    sockets: &[&SeededSocket],
+) -> (Vec<Look>, Option<String>) {
+    let unknown = |why: String| (vec![Look::Unknown; sockets.len()], Some(why));
+    let name = format!("netns {inode}");
+    if let Some(file) = handle {
+        if let Err(e) = enter_netns_file(file, inode) {
+            return unknown(format!("{name}: {e}"));
+        }
+    }
+    let mut diag = match DiagConn::open() {
+        Ok(d) => d,
+        Err(e) => return unknown(format!("{name}: cannot open NETLINK_SOCK_DIAG socket: {e}")),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut failure = None;
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        if let Err(e) = diag.dump(family, ESTABLISHED_STATES, 0, &mut |s| {
+            seen.insert(s.cookie);
+        }) {
+            // The lookups below answer for every socket the dump did not show.
+            failure = Some(format!("{name}: dump (family {family}): {e}"));
+        }
+    }
+    let looks = sockets
+        .iter()
+        .map(|s| {
+            if seen.contains(&s.cookie) {
+                return Look::Open;
+            }
+            match diag.lookup(s) {
+                Ok(Some(state)) if ESTABLISHED_STATES & (1 << state) != 0 => Look::Open,
+                Ok(_) => Look::Gone,
+                Err(e) => {
+                    failure.get_or_insert_with(|| format!("{name}: lookup: {e}"));
+                    Look::Unknown
+                }
+            }
+        })
+        .collect();
+    (looks, failure)
 }
 
 /// A `NETLINK_SOCK_DIAG` socket of the namespace it was opened in.
@@ -179,6 +269,33 @@ impl DiagConn {
             )?,
             seq: 0,
         })
+    }
+
+    /// The state of the one socket with `s`'s addresses, bound interface and cookie; `None`
+    /// when there is none (ENOENT; ESTALE: another socket has its addresses now).
+    pub(super) fn lookup(&mut self, s: &SeededSocket) -> Result<Option<u32>, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = build_lookup(self.seq, s.local, s.remote, s.bound_if, s.cookie);
+        self.socket.send(&req)?;
+        let mut state = None;
+        loop {
+            // One socket message, or an error: no NLMSG_DONE ends the answer.
+            match parse_datagram(self.socket.recv()?, self.seq, &mut |d| {
+                if d.cookie == s.cookie {
+                    state = Some(u32::from(d.state));
+                }
+            }) {
+                Err(NlError::Kernel { errno })
+                    if errno == libc::ENOENT || errno == libc::ESTALE =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+                Ok(_) if state.is_some() => return Ok(state),
+                // A datagram of an earlier request only: the answer is still to come.
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Sends one dump request and feeds every socket of the reply to `sink`.

@@ -704,6 +704,16 @@ impl FlowTable {
             records::EV_CLOSE | records::EV_CONNECT_FAILED => Update::ConnectFailed,
             _ => return,
         };
+        // The close of an adopted socket the table does not know: start-up took the socket for
+        // closed before it was tracked and removed its entry while its close, in flight, had
+        // already read it (plugin.rs, `adopt_established`); start-up seeds every other adopted
+        // socket before any record is applied. Nothing to count.
+        if update == Update::Close
+            && event.sock.flags & records::SOCK_ADOPTED != 0
+            && !self.index.contains_key(&flow_id(event.cookie, &event.sock))
+        {
+            return;
+        }
         // A close without error counts nothing: no lookup on the common path.
         let mut failed = false;
         if update == Update::ConnectFailed || (update == Update::Close && event.err != 0) {

@@ -578,3 +578,25 @@ fn tcp_ends_count_as_failures_by_their_error_and_role() {
     assert_eq!(t.cgroup_totals(7).new_client, 4);
     assert_eq!(t.cgroup_totals(7).new_server, 3);
 }
+
+#[test]
+fn an_adopted_sockets_close_counts_only_when_the_table_seeded_it() {
+    let mut t = FlowTable::new(limits());
+    let mut s = sock(records::ROLE_SERVER, 6, "10.0.0.2:80", "10.0.0.1:40000");
+    s.flags = records::SOCK_ADOPTED;
+    // Seeded at start-up: its close ends it, once.
+    t.seed(9, &s, Role::Server);
+    assert_eq!((t.len(), t.new_flows), (1, 0));
+    t.apply_event(&event(records::EV_CLOSE, 104, s));
+    assert_eq!(t.len(), 0);
+    assert_eq!(t.cgroup_totals(7).failures.reset_as_server, 1);
+    let before = t.cgroup_totals(7);
+    // Taken for closed and removed at start-up while its close was in flight: nothing counts.
+    t.apply_event(&event(records::EV_CLOSE, 104, s));
+    assert_eq!((t.len(), t.new_flows), (0, 0));
+    assert_eq!(t.cgroup_totals(7).failures, before.failures);
+    // Any other close the table does not know counts as a flow that opened and closed.
+    s.flags = 0;
+    t.apply_event(&event(records::EV_CLOSE, 0, s));
+    assert_eq!(t.new_flows, 1);
+}
