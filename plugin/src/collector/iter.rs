@@ -65,10 +65,12 @@ const MAX_RETRIES: u32 = 1024;
 /// Runs the iterator of `link` once, over every open file of every process: reads it to its
 /// end, again after each EAGAIN or EINTR (the kernel resumes where the last read stopped).
 ///
-/// A resumed run may show the file it stopped at a second time; the program's work is
-/// idempotent (a `socks` entry set from its socket, a `listen_drops` entry written with
-/// BPF_ANY under the same key), and `listen_drops` is taken only after the whole run, so a
-/// listener is in it once, with its drops as last read.
+/// The kernel stops such a read before it runs the program on the next file, and the next read
+/// starts with that file: a resumed run visits each file once. (Were one visited twice, the
+/// program's work is idempotent: a `socks` entry set from its socket, a `listen_drops` entry
+/// written with BPF_ANY under the listener's key.) `listen_drops` is taken only once the whole
+/// run is done, so it holds the listeners of every part of the run, each once; a run given up
+/// is not taken, and the next run writes over its entries.
 pub(super) fn run(link: &OwnedFd) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut attr = IterCreateAttr {
