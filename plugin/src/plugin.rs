@@ -114,7 +114,8 @@ fn count_listen_drops(ebpf: &mut EbpfCollector, listen: &mut ListenDrops, table:
 ///
 /// * The programs made its entry first: it became established after they attached (during the
 ///   scan); their entry is its flow, the table gets none from the scan (else it would count
-///   twice: a flow's id mixes the cookie with the entry's creation time).
+///   twice: a flow's id mixes the cookie with the entry's creation time). Before 5.12 their
+///   entry may be under the socket's address: found by its addresses, ours is removed.
 /// * Inserted: the scan looks at it again (`seed::look_again`). Found open then, the socket's
 ///   end is still to come: `fl_set_state` sees its CLOSE before it is unhashed and `fl_destroy`
 ///   sees its destruction after, both later than the insert, so one of them emits its close
@@ -181,6 +182,28 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
             collector::Adopted::NoRoom => table.flows_evicted += 1,
         }
     }
+    // Before 5.12 (no bpf_get_socket_cookie in tracing programs) the programs key a socket that
+    // had no cookie yet by its address, so BPF_NOEXIST cannot tell that they track a socket
+    // established during the scan (the dump gave it a cookie after their entry was made, and
+    // before the dump showed it established: the state change runs them first). Their entry
+    // has its addresses: an adopted entry whose addresses are in one of theirs is removed
+    // again (cookies and addresses of live sockets are unique alike).
+    let four_tuple =
+        |s: &records::FlSock| (s.netns, s.saddr, s.daddr, s.sport, s.dport, s.protocol);
+    let theirs: FastSet<_> = ebpf
+        .snapshot(max_flows.saturating_mul(2))
+        .iter()
+        .filter(|(_, s)| s.flags & records::SOCK_ADOPTED == 0)
+        .map(|(_, s)| four_tuple(s))
+        .collect();
+    inserted.retain(|(i, sock)| {
+        if !theirs.contains(&four_tuple(sock)) {
+            return true;
+        }
+        ebpf.unadopt(report.sockets[*i].cookie);
+        tracked += 1;
+        false
+    });
     let which: Vec<usize> = inserted.iter().map(|(i, _)| *i).collect();
     let (looks, failures) = seed::look_again(&report, &which);
     for failure in &failures {
