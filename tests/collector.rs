@@ -1498,7 +1498,8 @@ fn started_during_churn_no_flow_stays_active_or_counts_twice() {
             &ns.name,
             "sh",
             "-c",
-            "sysctl -qw net.ipv4.tcp_synack_retries=1 net.ipv4.tcp_syn_retries=1 && \
+            "echo 1 > /proc/sys/net/ipv4/tcp_synack_retries && \
+             echo 1 > /proc/sys/net/ipv4/tcp_syn_retries && \
              nft add table inet flc && \
              nft add chain inet flc out '{ type filter hook output priority 0; }' && \
              nft add rule inet flc out ip daddr 127.0.0.4 \
