@@ -477,6 +477,33 @@ mod tests {
     }
 
     #[test]
+    fn lookup_request_layout() {
+        let local: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let remote: SocketAddr = "10.0.0.2:50000".parse().unwrap();
+        let r = build_lookup(5, local, remote, 3, 0x1122_3344_5566_7788);
+        assert_eq!(rd_u16_ne(&r, 6), Some(NLM_F_REQUEST)); // one socket, no dump
+        assert_eq!(rd_u32_ne(&r, 8), Some(5));
+        assert_eq!(r[16], libc::AF_INET as u8);
+        assert_eq!(r[17], libc::IPPROTO_TCP as u8);
+        let id = &r[NLMSG_HDRLEN + 8..];
+        assert_eq!(rd_u16_be(id, 0), Some(443));
+        assert_eq!(rd_u16_be(id, 2), Some(50000));
+        assert_eq!(&id[4..8], &[10, 0, 0, 1]);
+        assert_eq!(&id[20..24], &[10, 0, 0, 2]);
+        assert_eq!(rd_u32_ne(id, 36), Some(3));
+        assert_eq!(rd_u32_ne(id, 40), Some(0x5566_7788));
+        assert_eq!(rd_u32_ne(id, 44), Some(0x1122_3344));
+        // A link-local IPv6 address is asked for in its scope.
+        let local: SocketAddr = "[fe80::1%7]:22".parse().unwrap();
+        let remote: SocketAddr = "[fe80::2%7]:40000".parse().unwrap();
+        let r = build_lookup(6, local, remote, 0, 1);
+        assert_eq!(r[16], libc::AF_INET6 as u8);
+        let id = &r[NLMSG_HDRLEN + 8..];
+        assert_eq!(&id[4..20], &"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(rd_u32_ne(id, 36), Some(7));
+    }
+
+    #[test]
     fn role_inference() {
         let mut ls = Listeners::new();
         let l = |a: &str, v6only| Listener {
