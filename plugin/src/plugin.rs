@@ -190,14 +190,17 @@ fn adopt_established(ebpf: &mut EbpfCollector, table: &mut FlowTable, max_flows:
     // again (cookies and addresses of live sockets are unique alike).
     let four_tuple =
         |s: &records::FlSock| (s.netns, s.saddr, s.daddr, s.sport, s.dport, s.protocol);
-    let theirs: FastSet<_> = ebpf
-        .snapshot(max_flows.saturating_mul(2))
-        .iter()
-        .filter(|(_, s)| s.flags & records::SOCK_ADOPTED == 0)
-        .map(|(_, s)| four_tuple(s))
-        .collect();
+    let theirs: FastSet<_> = if ebpf.cookie_keys() {
+        FastSet::default()
+    } else {
+        ebpf.snapshot(max_flows.saturating_mul(2))
+            .iter()
+            .filter(|(_, s)| s.flags & records::SOCK_ADOPTED == 0)
+            .map(|(_, s)| four_tuple(s))
+            .collect()
+    };
     inserted.retain(|(i, sock)| {
-        if !theirs.contains(&four_tuple(sock)) {
+        if theirs.is_empty() || !theirs.contains(&four_tuple(sock)) {
             return true;
         }
         ebpf.unadopt(report.sockets[*i].cookie);

@@ -300,6 +300,8 @@ pub struct EbpfCollector {
     /// `STAT_LISTEN_FULL` at the last `take_listeners`.
     listen_full: u64,
     probes: Vec<ProbeStatus>,
+    /// Whether the programs key every socket by its cookie (`bpf_get_socket_cookie`, 5.12+).
+    cookie_keys: bool,
     _ebpf: Ebpf,
 }
 
@@ -801,8 +803,15 @@ impl EbpfCollector {
             listen_fd,
             listen_full: 0,
             probes,
+            cookie_keys: cookie_helper,
             _ebpf: ebpf,
         })
+    }
+
+    /// Whether the programs key every socket by its cookie (5.12+); else a socket without a
+    /// cookie when they first see it is keyed by its address.
+    pub fn cookie_keys(&self) -> bool {
+        self.cookie_keys
     }
 
     /// Every probe's status.
