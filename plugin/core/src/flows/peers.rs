@@ -853,4 +853,55 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_cgroups_of_one_owner_share_its_budget_its_series_and_its_other() {
+        // Cgroups 7, 8 and 9 are one container (owner 1); 2 places; room for 10 flows (and 10
+        // ended flows between gathers).
+        let mut t = table(2, 10);
+        let owner = |_: u64| Scope::Series(1);
+        for (i, cg) in [7u64, 8, 9].into_iter().enumerate() {
+            let mut s = client(
+                &format!("10.1.0.{i}:80"),
+                40000 + i as u16,
+                100 * (i as u64 + 1),
+            );
+            s.cgroup_id = cg;
+            t.apply(Update::Open, i as u64, &s);
+            // The same peer from every cgroup.
+            let mut shared = client("10.9.9.9:80", 41000 + i as u16, 1000);
+            shared.cgroup_id = cg;
+            t.apply(Update::Open, 100 + i as u64, &shared);
+        }
+        t.assign_peers(owner, |_, _, _| None, 1);
+        let v = t.peer_values();
+        let by: Vec<(u64, String, u64)> = {
+            let mut by: Vec<_> = v
+                .iter()
+                .map(|v| (v.owner, endpoint(v), v.totals.connections))
+                .collect();
+            by.sort();
+            by
+        };
+        assert_eq!(
+            by,
+            [
+                (1, "10.1.0.2:80".into(), 1),
+                (1, "10.9.9.9:80".into(), 3),
+                (1, "other".into(), 2)
+            ]
+        );
+        // Ended flows of the three cgroups, 2 beyond the queue's room: all in the owner's one
+        // `other` (no place left).
+        for (i, cg) in [7u64, 8, 9].into_iter().cycle().take(12).enumerate() {
+            let mut s = client(&format!("10.2.0.{i}:80"), 42000 + i as u16, 1);
+            s.cgroup_id = cg;
+            t.apply(Update::Close, 200 + i as u64, &s);
+        }
+        t.assign_peers(owner, |_, _, _| None, 2);
+        let v = t.peer_values();
+        assert_eq!(v.len(), 3, "{v:?}");
+        let other = v.iter().find(|v| v.key.is_none()).unwrap();
+        assert_eq!(other.totals.connections, 2 + 12);
+    }
 }
