@@ -1505,3 +1505,203 @@ fn listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container(
     assert_eq!((timed_out("a"), timed_out("c")), (3, 2), "{t}");
     s.finish();
 }
+
+/// Counters that never go back while their series lives: each gather's `measurement`s, whose
+/// `fields` are counters, against the gather before (a series missing from a gather ended).
+#[derive(Default)]
+struct NeverBack {
+    last: BTreeMap<String, i64>,
+    gathers: usize,
+}
+
+impl NeverBack {
+    fn check(&mut self, t: &str, counters: &[(&str, &[&str])]) {
+        self.gathers += 1;
+        let mut now = BTreeMap::new();
+        for p in parse_lines(t).unwrap() {
+            let Some((_, fields)) = counters.iter().find(|(m, _)| *m == p.measurement) else {
+                continue;
+            };
+            let series = format!("{} {:?}", p.measurement, p.tags);
+            for (name, v) in &p.fields {
+                if let (true, FieldValue::Int(v)) = (fields.contains(&name.as_str()), v) {
+                    now.insert(format!("{series} {name}"), *v);
+                }
+            }
+        }
+        for (key, v) in &now {
+            if let Some(before) = self.last.get(key) {
+                assert!(
+                    v >= before,
+                    "gather {}: {key} went back from {before} to {v}:\n{t}",
+                    self.gathers
+                );
+            }
+        }
+        self.last = now;
+    }
+}
+
+const WORKLOAD_COUNTERS: [(&str, &[&str]); 6] = [
+    ("pod:traffic", &["bytes_sent", "bytes_rcvd"]),
+    ("pod:new_flows", &["as_client", "as_server"]),
+    ("container:traffic", &["bytes_sent", "bytes_rcvd"]),
+    ("container:new_flows", &["as_client", "as_server"]),
+    (
+        "container:peers",
+        &["connections", "bytes_sent", "bytes_rcvd", "failures"],
+    ),
+    ("container:tcp_retransmissions", &["packets"]),
+];
+
+#[test]
+fn a_pods_counters_keep_what_its_expired_sidecar_counted() {
+    let Some(_serial) = container_test("a_pods_counters_keep_what_its_expired_sidecar_counted")
+    else {
+        return;
+    };
+    let pods = Pods::new("flkq");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(Some(&bundles), None, "series_ttl_secs = 2\n"));
+    let (web, b) = (pods.names[0], pods.short("b"));
+    let mut sc = pods.start("c");
+    sc.cmd("listen 8080");
+    // Pod web: a holds one connection (5 round trips of 1 byte); its sidecar b makes three
+    // short connections of 1 byte each way, then stays idle until its series ends.
+    let mut sa = pods.start("a");
+    sa.cmd("connect 10.93.0.2 8080 1");
+    sa.cmd("pingpong 5");
+    let mut sb = pods.start("b");
+    sb.cmd("churn 3 10.93.0.2 8080");
+    let mut check = NeverBack::default();
+    let pod = |t: &str, f: &str| num(t, "pod:traffic", &[("pod", web)], f);
+    let sidecar = |t: &str| field(t, "container:traffic", &[("container", &b)], "bytes_sent");
+    // Both counted, b's series alive.
+    let t = gather_until(&mut s, |t| {
+        pod(t, "bytes_sent") == 8 && sidecar(t).is_some()
+    });
+    check.check(&t, &WORKLOAD_COUNTERS);
+    assert_eq!(pod(&t, "bytes_rcvd"), 8, "{t}");
+    // Until b's series has ended (2 s after its last flow), and two gathers more.
+    let mut after = 0;
+    for _ in 0..240 {
+        let t = s.gather();
+        check.check(&t, &WORKLOAD_COUNTERS);
+        if sidecar(&t).is_none() {
+            after += 1;
+            // The pod lives on (a's connection): it keeps b's bytes and flows.
+            assert_eq!(
+                (pod(&t, "bytes_sent"), pod(&t, "bytes_rcvd")),
+                (8, 8),
+                "{t}"
+            );
+            assert_eq!(
+                num(&t, "pod:new_flows", &[("pod", web)], "as_client"),
+                4,
+                "{t}"
+            );
+            if after == 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(after, 2, "b's series never ended");
+    drop((sa, sb, sc));
+    s.finish();
+}
+
+#[test]
+fn a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_back() {
+    let Some(_serial) = container_test(
+        "a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_back",
+    ) else {
+        return;
+    };
+    let pods = Pods::new("flkr");
+    let bundles = pods.write_containerd_bundles();
+    let mut s = Session::start(&pods.config(
+        Some(&bundles),
+        None,
+        "series_ttl_secs = 2\nmax_peers_per_container = 4\n",
+    ));
+    let a = pods.short("a");
+    let mut sc = pods.start("c");
+    sc.cmd("listen 8080");
+    // b (same pod, same network namespace) serves ports 20000..20003 on every loopback address.
+    let mut sb = pods.start("b");
+    sb.cmd("sink 20000 4");
+    // Container a: a process in sub-cgroup `keep` holds one connection for the whole test;
+    // processes in sub-cgroups that come and go connect to many peers (some the same).
+    let sub = |name: &str| {
+        let dir = pods.cgroups["a"].join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let mut keep = StandIn::start(&sub("keep"), &pods.netns[0]);
+    keep.cmd("connect 10.93.0.2 8080 1");
+    let mut check = NeverBack::default();
+    let mut connections = 1;
+    let peer_counts = |t: &str| peer_lines(t, &a).len();
+    // Each sub-cgroup's sweep: (addresses, ports): 6, 8 and 4 peers, overlapping.
+    for (i, (addrs, ports)) in [(3, 2), (2, 4), (1, 4)].into_iter().enumerate() {
+        let dir = sub(&format!("worker{i}"));
+        let mut w = StandIn::start(&dir, &pods.netns[0]);
+        w.cmd(&format!("sweep {addrs} 20000 {ports}"));
+        connections += addrs * ports;
+        drop(w);
+        let t = gather_until(&mut s, |t| {
+            num(t, "container:new_flows", &[("container", &a)], "as_client") == connections
+        });
+        check.check(&t, &WORKLOAD_COUNTERS);
+        assert!(peer_counts(&t) <= 5, "4 peers + other at most:\n{t}");
+        remove_cgroup(&dir);
+        // A gather or two while the sub-cgroup's peers live, then the next one.
+        for _ in 0..2 {
+            let t = s.gather();
+            check.check(&t, &WORKLOAD_COUNTERS);
+            assert!(peer_counts(&t) <= 5, "{t}");
+        }
+    }
+    // Until every swept peer's series has ended (2 s after its last flow): a's counters stay,
+    // the workloads' own counts (1 byte per swept connection).
+    let mut last = None;
+    for _ in 0..240 {
+        let t = s.gather();
+        check.check(&t, &WORKLOAD_COUNTERS);
+        assert!(peer_counts(&t) <= 5, "{t}");
+        let swept = peer_lines(&t, &a)
+            .iter()
+            .filter(|p| {
+                p.tags
+                    .iter()
+                    .any(|(k, v)| k == "peer" && v.starts_with("127."))
+            })
+            .count();
+        if swept == 0 {
+            last = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let t = last.expect("the swept peers' series never ended");
+    let new_flows = num(&t, "container:new_flows", &[("container", &a)], "as_client");
+    assert_eq!(new_flows, connections, "{t}");
+    let traffic = num(&t, "container:traffic", &[("container", &a)], "bytes_sent");
+    assert_eq!(traffic, connections - 1, "{t}");
+    drop(keep);
+    remove_cgroup(&pods.cgroups["a"].join("keep"));
+    drop((sb, sc));
+    s.finish();
+}
+
+/// Removes an empty cgroup directory (its last process may take a moment to leave).
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cannot remove {}", dir.display());
+}

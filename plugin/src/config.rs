@@ -140,15 +140,16 @@ settings! {
         /// are all allowed and load on this kernel (`flowlens doctor` shows which); the TCP
         /// features need "tp_btf". Remove a kind to keep flowlens off it.
         hook_kinds: Vec<HookKindName> = vec![HookKindName::TpBtf, HookKindName::Fexit, HookKindName::Kprobe],
-        /// Most containers written as their own `container:` series per gather (the busiest
-        /// first); the rest fold into `container=other` (and `pod=other`), counted in
+        /// Most containers with a `container:` series of their own. A container's place is
+        /// decided when its series begins and kept until it ends: its own while there is room,
+        /// else `container=other` (and `pod=other`), counted in
         /// `flowlens:internal,series_dropped`.
         max_containers: u32 = 1_000,
         /// Most peers (destinations of its client flows, local ports of its server flows)
-        /// written as their own `container:peers` series per container: the busiest new peers
-        /// take the free places at each gather, a peer keeps its series until it has been idle
-        /// for `series_ttl_secs`, the rest fold into `peer=other` (counted in
-        /// `flowlens:internal,series_dropped`). 0: no peer series.
+        /// written as their own `container:peers` series per container (all its cgroups
+        /// together): the busiest new peers take the free places at each gather, a peer keeps
+        /// its series until it has been idle for `series_ttl_secs`, the rest fold into
+        /// `peer=other` (counted in `flowlens:internal,series_dropped`). 0: no peer series.
         max_peers_per_container: u32 = 32,
         /// A host's or container's series is written with zero active flows (and its cumulative
         /// counters) for this many seconds after its last flow ended, so charts drop to zero

@@ -524,14 +524,19 @@ impl Flowlens {
         let mut values =
             self.tracker
                 .update(table, active, &resolved, &touched, &pod_counts, now_ns);
+        // Each resolved cgroup's peer scope: its container's series (one budget and one set of
+        // peer series per container, whichever of its cgroups a flow is in).
+        let scopes: FastMap<u64, Scope> = resolved
+            .iter()
+            .map(|(cgroup_id, info)| (*cgroup_id, self.tracker.scope(info)))
+            .collect();
         // Cgroups met between two walks of the cgroup tree: resolved at the next gather, with
         // their counters kept until then.
         let deferred = self.resolver.take_deferred();
         let mut lookups = 0;
         table.assign_peers(
-            |cgroup_id| match resolved.get(&cgroup_id) {
-                Some(info) if !info.is_sandbox => Scope::Series,
-                Some(_) => Scope::NoSeries,
+            |cgroup_id| match scopes.get(&cgroup_id) {
+                Some(scope) => *scope,
                 None if deferred.contains(&cgroup_id) => Scope::NotYet,
                 None => Scope::NoSeries,
             },
@@ -548,7 +553,8 @@ impl Flowlens {
             now_ns,
         );
         let peers = table.peer_values();
-        values.peers = workloads::peer_series(table, peers, &resolved, &values.containers);
+        values.peers =
+            workloads::peer_series(table, peers, &resolved, &self.tracker, &values.containers);
         values.series_dropped += table.take_peers_folded();
         let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
         keep.extend(deferred.iter().copied());

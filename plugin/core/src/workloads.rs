@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 use crate::container::ContainerInfo;
-use crate::flows::{Failures, FlowTable, PeerKey, PeerTotals, PeerValue, Proto, Role};
+use crate::flows::{
+    CgroupTotals, Failures, FlowTable, PeerKey, PeerTotals, PeerValue, Proto, Role, Scope,
+};
 use crate::hash::FastMap;
 use crate::rtt::{RttBuckets, RttSlot};
 use std::{
@@ -155,17 +157,19 @@ impl PeerSeries {
 }
 
 /// The peer series of the containers written under their own name (`containers`), in their
-/// order, from the table's peer values: a container's cgroups summed, and each client peer (and
-/// DNAT backend) named by the container serving its endpoint on this node, when exactly one
-/// does.
+/// order, from the table's peer values (one set per container: `tracker`'s owners), each
+/// client peer (and DNAT backend) named by the container serving its endpoint on this node,
+/// when exactly one does.
 pub fn peer_series<S: BuildHasher>(
     table: &FlowTable,
     values: Vec<PeerValue>,
     resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
+    tracker: &WorkloadTracker,
     containers: &[ContainerSeries],
 ) -> Vec<PeerSeries> {
-    // Containers by a small index (one string hash per cgroup here, none per series below):
-    // their info, and their rank among the named series (NONE: folded into `other`).
+    // Containers by a small index (one string hash per cgroup and container here, none per
+    // series below): their info, and their rank among the named series (NONE: folded into
+    // `other`).
     const NONE: u32 = u32::MAX;
     let rank: HashMap<&str, u32> = containers
         .iter()
@@ -175,16 +179,29 @@ pub fn peer_series<S: BuildHasher>(
     let mut ids: HashMap<&str, u32> = HashMap::new();
     let mut infos: Vec<(&Arc<ContainerInfo>, u32)> = Vec::new();
     let mut of_cgroup: FastMap<u64, u32> = FastMap::default();
-    for (cgroup_id, info) in resolved {
-        if info.is_sandbox {
-            continue;
-        }
+    let mut of_owner: FastMap<u64, u32> = FastMap::default();
+    let all = resolved
+        .iter()
+        .filter(|(_, info)| !info.is_sandbox)
+        .map(|(cgroup_id, info)| (Some(*cgroup_id), None, info))
+        .chain(
+            tracker
+                .tracked
+                .values()
+                .map(|t| (None, Some(t.owner), &t.info)),
+        );
+    for (cgroup_id, owner, info) in all {
         let ix = *ids.entry(info.id.as_str()).or_insert_with(|| {
             let r = rank.get(info.id.as_str()).copied().unwrap_or(NONE);
             infos.push((info, r));
             (infos.len() - 1) as u32
         });
-        of_cgroup.insert(*cgroup_id, ix);
+        if let Some(cgroup_id) = cgroup_id {
+            of_cgroup.insert(cgroup_id, ix);
+        }
+        if let Some(owner) = owner {
+            of_owner.insert(owner, ix);
+        }
     }
     // Local endpoints served by containers: a server flow's local address and port (an
     // endpoint two containers serve, in two namespaces, names neither).
@@ -212,7 +229,7 @@ pub fn peer_series<S: BuildHasher>(
     let series: Vec<(u32, PeerSeries)> = values
         .into_iter()
         .filter_map(|v| {
-            let (container, rank) = infos[*of_cgroup.get(&v.cgroup_id)? as usize];
+            let (container, rank) = infos[*of_owner.get(&v.owner)? as usize];
             if rank == NONE {
                 return None;
             }
@@ -239,8 +256,8 @@ pub fn peer_series<S: BuildHasher>(
         })
         .collect();
     // In the containers' order (one sort of plain words: the series themselves are large),
-    // then each container's few by peer (`other`, None, sorts first: moved last); then a
-    // container's cgroups' series of one peer summed.
+    // then each container's few by peer (`other`, None, sorts first: moved last). A
+    // container's series are one per peer already: all its cgroups' flows count in them.
     let mut order: Vec<u64> = series
         .iter()
         .enumerate()
@@ -255,34 +272,118 @@ pub fn peer_series<S: BuildHasher>(
         run.sort_unstable_by_key(by_peer);
     }
     let mut slots: Vec<Option<PeerSeries>> = series.into_iter().map(|(_, s)| Some(s)).collect();
-    let mut out: Vec<PeerSeries> = Vec::with_capacity(slots.len());
-    for i in order {
-        let next = slots[(i & 0xffff_ffff) as usize]
-            .take()
-            .expect("each series once");
-        match out.last_mut() {
-            Some(kept) if Arc::ptr_eq(&kept.container, &next.container) && kept.key == next.key => {
-                kept.active += next.active;
-                kept.totals.add(&next.totals);
-                kept.rtt_sum_us += next.rtt_sum_us;
-                kept.rtt_samples += next.rtt_samples;
-            }
-            _ => out.push(next),
+    order
+        .into_iter()
+        .map(|i| {
+            slots[(i & 0xffff_ffff) as usize]
+                .take()
+                .expect("each series once")
+        })
+        .collect()
+}
+
+/// The counters of a container or pod series but its RTT buckets: what a pod or `other` keeps
+/// of a container whose series ended while theirs goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Counters {
+    bytes_sent: u64,
+    bytes_rcvd: u64,
+    new_client: u64,
+    new_server: u64,
+    retrans: u64,
+    failures: Failures,
+}
+
+impl Counters {
+    fn of(stats: &WorkloadStats) -> Counters {
+        Counters {
+            bytes_sent: stats.bytes_sent,
+            bytes_rcvd: stats.bytes_rcvd,
+            new_client: stats.new_client,
+            new_server: stats.new_server,
+            retrans: stats.retrans,
+            failures: stats.failures,
         }
     }
-    out
+}
+
+/// What a pod or `other` series keeps of the containers whose series ended while it lives.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Retired {
+    counters: Counters,
+    rtt: RttBuckets,
+}
+
+impl Retired {
+    /// Adds the last values of a container whose series ends.
+    fn retire(&mut self, t: &Tracked) {
+        let c = &t.last;
+        let into = &mut self.counters;
+        into.bytes_sent += c.bytes_sent;
+        into.bytes_rcvd += c.bytes_rcvd;
+        into.new_client += c.new_client;
+        into.new_server += c.new_server;
+        into.retrans += c.retrans;
+        into.failures.add(&c.failures);
+        self.rtt.add(&t.rtt_cumulative);
+    }
+
+    /// Adds these counters to a series' values (its RTT buckets' counters only).
+    fn add_to(&self, stats: &mut WorkloadStats) {
+        let c = &self.counters;
+        stats.bytes_sent += c.bytes_sent;
+        stats.bytes_rcvd += c.bytes_rcvd;
+        stats.new_client += c.new_client;
+        stats.new_server += c.new_server;
+        stats.retrans += c.retrans;
+        stats.failures.add(&c.failures);
+        if self.rtt != RttBuckets::default() {
+            stats.rtt.get_mut().cumulative.add(&self.rtt);
+        }
+    }
+}
+
+/// Adds a cgroup's cumulative counters to `into`.
+fn add_totals(into: &mut CgroupTotals, from: &CgroupTotals) {
+    into.bytes_sent += from.bytes_sent;
+    into.bytes_rcvd += from.bytes_rcvd;
+    into.retrans += from.retrans;
+    into.new_client += from.new_client;
+    into.new_server += from.new_server;
+    into.rtt_closed.add(&from.rtt_closed);
+    into.failures.add(&from.failures);
+}
+
+/// Where a container's series is written, from its first gather to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Not decided yet: its series begins at this gather.
+    New,
+    /// Its own series.
+    Named,
+    /// Summed into `container=other` (and `pod=other` when in a pod).
+    Other,
 }
 
 /// A container that has, or recently had, flows.
 #[derive(Debug)]
 struct Tracked {
     info: Arc<ContainerInfo>,
+    /// Its cgroups with active flows, or the last one it had (the others' counters are in
+    /// `retained`).
     cgroups: Vec<u64>,
     last_active_ns: u64,
+    /// Its peer series' owner (`Scope::Series`): unique to this series of the container.
+    owner: u64,
+    place: Place,
+    /// The cumulative counters of the cgroups dropped from `cgroups`, taken out of the table.
+    retained: CgroupTotals,
+    /// Its counters as last written (its RTT buckets' are `rtt_cumulative`).
+    last: Counters,
     /// Its RTT samples since its series started (the `rtt_buckets` counters).
     rtt_cumulative: RttBuckets,
-    /// Its cgroups' ended flows' samples (`CgroupTotals::rtt_closed`) at the last gather: the
-    /// next gather's interval takes the ones beyond.
+    /// Its cgroups' ended flows' samples (`CgroupTotals::rtt_closed`, with `retained`'s) at the
+    /// last gather: the next gather's interval takes the ones beyond.
     rtt_closed_seen: RttBuckets,
 }
 
@@ -292,6 +393,14 @@ pub struct WorkloadTracker {
     ttl_ns: u64,
     max_containers: usize,
     tracked: FastMap<String, Tracked>,
+    /// The next container series' owner.
+    next_owner: u64,
+    /// Per pod with a series (`namespace/name`), what its containers whose series ended
+    /// counted. A std map: pod names come from the cluster's users.
+    pods_retired: HashMap<String, Retired>,
+    /// The same for `pod=other` and `container=other`.
+    pod_other_retired: Retired,
+    other_retired: Retired,
 }
 
 /// The short id of a series' container (None for `other`).
@@ -301,7 +410,7 @@ fn short_id(series: &ContainerSeries) -> Option<&str> {
 
 impl WorkloadTracker {
     /// A tracker writing a container's series until `ttl_secs` after its last flow, at most
-    /// `max_containers` named series per gather.
+    /// `max_containers` named series at once.
     ///
     /// A container's series is written while it has active flows, and with zeros for
     /// `ttl_secs` after its last one (so charts drop to zero before the series ends).
@@ -310,6 +419,10 @@ impl WorkloadTracker {
             ttl_ns: ttl_secs.saturating_mul(1_000_000_000),
             max_containers,
             tracked: FastMap::default(),
+            next_owner: 1,
+            pods_retired: HashMap::new(),
+            pod_other_retired: Retired::default(),
+            other_retired: Retired::default(),
         }
     }
 
@@ -323,21 +436,37 @@ impl WorkloadTracker {
         self.tracked.is_empty()
     }
 
-    /// The cgroups of the containers with series (the caller keeps resolving them).
+    /// The cgroups of the containers with series (the caller keeps resolving them, and keeps
+    /// their cumulative counters in the table).
     pub fn cgroups(&self) -> impl Iterator<Item = u64> + '_ {
         self.tracked
             .values()
             .flat_map(|t| t.cgroups.iter().copied())
     }
 
+    /// The peer scope of a cgroup of container `info` (after [`update`](Self::update)): its
+    /// container's series' owner, so that every cgroup of one container shares its peer series
+    /// and budget; a sandbox or a container without series has none.
+    pub fn scope(&self, info: &ContainerInfo) -> Scope {
+        match self.tracked.get(info.id.as_str()) {
+            Some(t) if !info.is_sandbox => Scope::Series(t.owner),
+            _ => Scope::NoSeries,
+        }
+    }
+
     /// Computes this gather's series. `active` is [`active_by_cgroup`] of `table` (which gives
-    /// the cumulative counters); `resolved` maps cgroup ids to their container (absent: a host
+    /// the cumulative counters; a container's idle cgroups' are taken out of it into the
+    /// container's own); `resolved` maps cgroup ids to their container (absent: a host
     /// process). `pod_containers` gives, per `namespace/pod`, how many of its containers run
     /// (sandbox excluded) when the caller knows; otherwise the containers with series count.
     /// `now_ns` is any monotonic clock.
+    ///
+    /// Counters never go back while a series lives: a container keeps its place (its own
+    /// series or `other`) for its series' life, and a pod or `other` keeps what the containers
+    /// whose series ended counted until its own series ends (when its last container's does).
     pub fn update<S: BuildHasher, T: BuildHasher>(
         &mut self,
-        table: &FlowTable,
+        table: &mut FlowTable,
         active: &ActiveByCgroup,
         resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
         touched: &HashSet<u64, T>,
@@ -352,79 +481,142 @@ impl WorkloadTracker {
             };
             let tracked = match self.tracked.get_mut(info.id.as_str()) {
                 Some(tracked) => tracked,
-                None => self
-                    .tracked
-                    .entry(info.id.clone())
-                    .or_insert_with(|| Tracked {
-                        info: info.clone(),
-                        cgroups: Vec::new(),
-                        last_active_ns: now_ns,
-                        rtt_cumulative: RttBuckets::default(),
-                        rtt_closed_seen: RttBuckets::default(),
-                    }),
+                None => {
+                    let owner = self.next_owner;
+                    self.next_owner += 1;
+                    self.tracked
+                        .entry(info.id.clone())
+                        .or_insert_with(|| Tracked {
+                            info: info.clone(),
+                            cgroups: Vec::new(),
+                            last_active_ns: now_ns,
+                            owner,
+                            place: Place::New,
+                            retained: CgroupTotals::default(),
+                            last: Counters::default(),
+                            rtt_cumulative: RttBuckets::default(),
+                            rtt_closed_seen: RttBuckets::default(),
+                        })
+                }
             };
             tracked.last_active_ns = now_ns;
             if !tracked.cgroups.contains(cgroup_id) {
                 tracked.cgroups.push(*cgroup_id);
             }
         }
-        // Containers whose last flow is older than the TTL end their series.
+        // Containers whose last flow is older than the TTL end their series; their pod and
+        // `other` keep what they counted.
         let ttl = self.ttl_ns;
-        self.tracked
-            .retain(|_, t| now_ns.saturating_sub(t.last_active_ns) <= ttl);
-        // Every tracked container: active values plus its cgroups' cumulative counters.
-        let mut all: Vec<(Arc<ContainerInfo>, WorkloadStats, u64)> = self
+        let (pods_retired, pod_other, other) = (
+            &mut self.pods_retired,
+            &mut self.pod_other_retired,
+            &mut self.other_retired,
+        );
+        let mut key = String::new();
+        self.tracked.retain(|_, t| {
+            if now_ns.saturating_sub(t.last_active_ns) <= ttl {
+                return true;
+            }
+            match (t.place, &t.info.pod) {
+                (Place::Named, Some(pod)) => {
+                    pod_key(&mut key, t.info.namespace.as_deref(), pod);
+                    match pods_retired.get_mut(key.as_str()) {
+                        Some(r) => r.retire(t),
+                        None => pods_retired.entry(key.clone()).or_default().retire(t),
+                    }
+                }
+                (Place::Other, pod) => {
+                    other.retire(t);
+                    if pod.is_some() {
+                        pod_other.retire(t);
+                    }
+                }
+                _ => {}
+            }
+            false
+        });
+        // Every tracked container: active values plus its cgroups' cumulative counters. A
+        // cgroup without active flows leaves its list (the last one stays), its counters kept
+        // as the container's own.
+        let mut all: Vec<(&mut Tracked, WorkloadStats)> = self
             .tracked
             .values_mut()
             .map(|t| {
                 let mut stats = WorkloadStats::default();
-                let mut rtt_closed = RttBuckets::default();
-                for cg in &t.cgroups {
+                let Tracked {
+                    cgroups, retained, ..
+                } = &mut *t;
+                let last = cgroups.last().copied();
+                let idle = cgroups.iter().all(|cg| !active.contains_key(cg));
+                cgroups.retain(|cg| {
+                    let keep = active.contains_key(cg) || (idle && Some(*cg) == last);
+                    if !keep {
+                        add_totals(retained, &table.take_cgroup_totals(*cg));
+                    }
+                    keep
+                });
+                let mut totals = *retained;
+                for cg in cgroups.iter() {
                     if let Some(a) = active.get(cg) {
                         stats.add(&a.stats);
                     }
-                    let totals = table.cgroup_totals(*cg);
-                    stats.bytes_sent += totals.bytes_sent;
-                    stats.bytes_rcvd += totals.bytes_rcvd;
-                    stats.retrans += totals.retrans;
-                    stats.new_client += totals.new_client;
-                    stats.new_server += totals.new_server;
-                    rtt_closed.add(&totals.rtt_closed);
-                    stats.failures.add(&totals.failures);
+                    add_totals(&mut totals, &table.cgroup_totals(*cg));
                 }
-                rtt_interval(t, &mut stats, rtt_closed);
-                (t.info.clone(), stats, t.last_active_ns)
+                stats.bytes_sent += totals.bytes_sent;
+                stats.bytes_rcvd += totals.bytes_rcvd;
+                stats.retrans += totals.retrans;
+                stats.new_client += totals.new_client;
+                stats.new_server += totals.new_server;
+                stats.failures.add(&totals.failures);
+                rtt_interval(t, &mut stats, totals.rtt_closed);
+                t.last = Counters::of(&stats);
+                (t, stats)
             })
             .collect();
-        // Beyond `max_containers`, the busiest keep their own series; ties go to the most
-        // recently active, then the smaller id, for stable output. Only a partition: the named
-        // series are sorted by id below.
+        // Containers whose series begins take the free named places, the busiest first (then
+        // the smaller id, for stable output); the rest are counted in `other` until their
+        // series ends. A place is never taken back: a series sums the same flows all its life.
+        let named = all.iter().filter(|(t, _)| t.place == Place::Named).count();
+        let mut new: Vec<usize> = (0..all.len())
+            .filter(|&i| all[i].0.place == Place::New)
+            .collect();
+        let busy = |s: &WorkloadStats| s.client.flows + s.server.flows;
+        new.sort_unstable_by(|&a, &b| {
+            busy(&all[b].1)
+                .cmp(&busy(&all[a].1))
+                .then_with(|| all[a].0.info.id.cmp(&all[b].0.info.id))
+        });
+        let room = self.max_containers.saturating_sub(named);
+        for (n, i) in new.into_iter().enumerate() {
+            all[i].0.place = if n < room { Place::Named } else { Place::Other };
+        }
         let mut values = WorkloadValues::default();
         let mut other: Option<WorkloadStats> = None;
         let mut pod_other: Option<WorkloadStats> = None;
-        if all.len() > self.max_containers {
-            let busy = |s: &WorkloadStats| s.client.flows + s.server.flows;
-            all.select_nth_unstable_by(self.max_containers, |a, b| {
-                busy(&b.1)
-                    .cmp(&busy(&a.1))
-                    .then(b.2.cmp(&a.2))
-                    .then_with(|| a.0.id.cmp(&b.0.id))
-            });
-            for (info, stats, _) in all.drain(self.max_containers..) {
-                values.series_dropped += 1;
-                if info.pod.is_some() {
-                    pod_other.get_or_insert_with(Default::default).add(&stats);
-                }
-                other.get_or_insert_with(Default::default).add(&stats);
+        let mut named: Vec<ContainerSeries> = Vec::with_capacity(all.len());
+        for (t, stats) in all {
+            if t.place == Place::Named {
+                named.push(ContainerSeries {
+                    info: Some(t.info.clone()),
+                    stats,
+                });
+                continue;
             }
+            values.series_dropped += 1;
+            if t.info.pod.is_some() {
+                pod_other.get_or_insert_with(Default::default).add(&stats);
+            }
+            other.get_or_insert_with(Default::default).add(&stats);
         }
-        let mut named: Vec<ContainerSeries> = all
-            .into_iter()
-            .map(|(info, stats, _)| ContainerSeries {
-                info: Some(info),
-                stats,
-            })
-            .collect();
+        // `other` lives while it has members; so does `pod=other`.
+        match other.as_mut() {
+            Some(stats) => self.other_retired.add_to(stats),
+            None => self.other_retired = Retired::default(),
+        }
+        match pod_other.as_mut() {
+            Some(stats) => self.pod_other_retired.add_to(stats),
+            None => self.pod_other_retired = Retired::default(),
+        }
         // Pods of the named containers: sorted by (namespace, name), then each run of equal
         // keys summed (a sort compares fewer strings than a BTreeMap's inserts; no hash map,
         // as pod names come from the cluster's users).
@@ -440,7 +632,7 @@ impl WorkloadTracker {
             })
             .collect();
         by_pod.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let mut key = String::new();
+        let mut live_retired = 0;
         for group in by_pod.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
             let (namespace, name) = (group[0].0, group[0].1);
             let mut stats = WorkloadStats::default();
@@ -448,10 +640,11 @@ impl WorkloadTracker {
                 stats.add(s);
             }
             let seen = group.len() as u64;
-            key.clear();
-            key.push_str(namespace.unwrap_or(""));
-            key.push('/');
-            key.push_str(name);
+            pod_key(&mut key, namespace, name);
+            if let Some(retired) = self.pods_retired.get(key.as_str()) {
+                retired.add_to(&mut stats);
+                live_retired += 1;
+            }
             values.pods.push(PodSeries {
                 // The cgroup tree's count when known (idle containers too), else those with series.
                 num_containers: pod_containers.get(&key).copied().unwrap_or(seen),
@@ -459,6 +652,18 @@ impl WorkloadTracker {
                 namespace: namespace.map(str::to_string),
                 stats,
             });
+        }
+        // A pod whose last container's series ended ends its own: what it kept goes.
+        if live_retired < self.pods_retired.len() {
+            let live: HashSet<String> = values
+                .pods
+                .iter()
+                .map(|p| {
+                    pod_key(&mut key, p.namespace.as_deref(), &p.name);
+                    key.clone()
+                })
+                .collect();
+            self.pods_retired.retain(|k, _| live.contains(k));
         }
         if let Some(stats) = pod_other {
             values.pods.push(PodSeries {
@@ -483,6 +688,14 @@ impl WorkloadTracker {
         }
         values
     }
+}
+
+/// A pod's key, `namespace/name`, into `out`.
+fn pod_key(out: &mut String, namespace: Option<&str>, name: &str) {
+    out.clear();
+    out.push_str(namespace.unwrap_or(""));
+    out.push('/');
+    out.push_str(name);
 }
 
 /// Completes a container's RTT distribution: this interval's samples are its active flows' (in
@@ -561,8 +774,9 @@ pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
 mod tests {
     use super::*;
     use crate::container::Runtime;
-    use crate::flows::{tests::sock, Limits, Scope, Update};
+    use crate::flows::{tests::sock, Limits, Update};
     use crate::records::{ROLE_CLIENT, ROLE_SERVER};
+    use std::collections::BTreeMap;
 
     fn info(id_char: char, name: &str, pod: &str) -> Arc<ContainerInfo> {
         let id: String = std::iter::repeat_n(id_char, 64).collect();
@@ -598,7 +812,7 @@ mod tests {
     /// One gather's update, with the active sums computed as the plugin does.
     fn gather<T: BuildHasher>(
         w: &mut WorkloadTracker,
-        t: &FlowTable,
+        t: &mut FlowTable,
         resolved: &HashMap<u64, Arc<ContainerInfo>>,
         touched: &HashSet<u64, T>,
         pod_containers: &HashMap<String, u64>,
@@ -650,7 +864,7 @@ mod tests {
         let resolved = HashMap::from([(11, info('a', "a", "p1")), (12, info('b', "b", "p1"))]);
         let mut w = WorkloadTracker::new(300, 10);
         let touched = t.take_touched_cgroups();
-        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), 1);
+        let v = gather(&mut w, &mut t, &resolved, &touched, &HashMap::new(), 1);
         let a = &v.containers[0].stats;
         assert_eq!(a.client.flows, 3);
         assert_eq!(a.client.rtt_ms(), Some(2.0));
@@ -676,14 +890,21 @@ mod tests {
         let mut w = WorkloadTracker::new(2, 10);
         let sec = 1_000_000_000;
         let touched = t.take_touched_cgroups();
-        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), sec);
+        let v = gather(&mut w, &mut t, &resolved, &touched, &HashMap::new(), sec);
         assert_eq!(v.containers[0].stats.client.flows, 1);
         let mut closed = sock(ROLE_CLIENT, 6, "10.0.0.1:40001", "10.0.0.2:80");
         closed.cgroup_id = 11;
         closed.bytes_sent = 99;
         t.apply(Update::Close, 1, &closed);
         let touched = t.take_touched_cgroups();
-        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), 2 * sec);
+        let v = gather(
+            &mut w,
+            &mut t,
+            &resolved,
+            &touched,
+            &HashMap::new(),
+            2 * sec,
+        );
         let stats = &v.containers[0].stats;
         assert_eq!(
             (stats.client.flows, stats.bytes_sent, stats.new_client),
@@ -691,7 +912,7 @@ mod tests {
         );
         let v = gather(
             &mut w,
-            &t,
+            &mut t,
             &resolved,
             &HashSet::new(),
             &HashMap::new(),
@@ -700,7 +921,7 @@ mod tests {
         assert_eq!(v.containers.len(), 1, "still within the TTL");
         let v = gather(
             &mut w,
-            &t,
+            &mut t,
             &resolved,
             &HashSet::new(),
             &HashMap::new(),
@@ -815,7 +1036,7 @@ mod tests {
         ]);
         let mut w = WorkloadTracker::new(300, 2);
         let touched = t.take_touched_cgroups();
-        let v = gather(&mut w, &t, &resolved, &touched, &HashMap::new(), 1);
+        let v = gather(&mut w, &mut t, &resolved, &touched, &HashMap::new(), 1);
         let names: Vec<_> = v
             .containers
             .iter()
@@ -857,10 +1078,17 @@ mod tests {
             (3, c.clone()),
         ]);
         let mut w = WorkloadTracker::new(300, 100);
-        let values = gather(&mut w, &t, &resolved, &HashSet::new(), &HashMap::new(), 1);
-        t.assign_peers(|_| Scope::Series, |_, _, _| None, 1);
+        let values = gather(
+            &mut w,
+            &mut t,
+            &resolved,
+            &HashSet::new(),
+            &HashMap::new(),
+            1,
+        );
+        t.assign_peers(|cg| w.scope(&resolved[&cg]), |_, _, _| None, 1);
         let v = t.peer_values();
-        let peers = peer_series(&t, v, &resolved, &values.containers);
+        let peers = peer_series(&t, v, &resolved, &w, &values.containers);
         let of_a: Vec<(String, u64, u64, Option<&str>)> = peers
             .iter()
             .filter(|p| p.container.id == a.id)
@@ -880,9 +1108,450 @@ mod tests {
         // Only containers written under their own name get peers.
         let named = &values.containers[..1];
         let v = t.peer_values();
-        let peers = peer_series(&t, v, &resolved, named);
+        let peers = peer_series(&t, v, &resolved, &w, named);
         assert!(peers
             .iter()
             .all(|p| p.container.id == named[0].info.as_ref().unwrap().id));
+    }
+
+    // Counters that never go back: tables of gathers through the whole sequence the plugin runs
+    // (containers, peers, the table's cgroup counters pruned), every counter of every series
+    // checked against its value at the gather before while the series lives.
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// A table whose peer series live 2 s after their last flow, `max_peers` per container.
+    fn table_ttl2(max_peers: usize) -> FlowTable {
+        FlowTable::new(Limits {
+            max_flows: 1000,
+            max_hosts: 100,
+            host_ttl_ns: 2 * SEC,
+            udp_idle_timeout_ns: 300 * SEC,
+            hosts_by_netns: true,
+            max_peers,
+        })
+    }
+
+    /// A client flow of cgroup `cg` from local port `port` to `remote`, `bytes` each way: opened
+    /// (or updated), or closed.
+    fn client(t: &mut FlowTable, update: Update, cookie: u64, cg: u64, remote: &str, bytes: u64) {
+        let mut s = sock(
+            ROLE_CLIENT,
+            6,
+            &format!("10.0.0.1:{}", 30000 + cookie),
+            remote,
+        );
+        s.cgroup_id = cg;
+        s.bytes_sent = bytes;
+        s.bytes_rcvd = bytes;
+        s.srtt_us = 1000 + cookie as u32;
+        s.retrans = (bytes / 100) as u32;
+        t.apply(update, cookie, &s);
+    }
+
+    /// One gather as the plugin runs it.
+    fn full_gather(
+        w: &mut WorkloadTracker,
+        t: &mut FlowTable,
+        resolved: &HashMap<u64, Arc<ContainerInfo>>,
+        now_ns: u64,
+    ) -> WorkloadValues {
+        let touched = t.take_touched_cgroups();
+        let mut active = ActiveByCgroup::default();
+        active_by_cgroup(t, &mut active);
+        let mut v = w.update(t, &active, resolved, &touched, &HashMap::new(), now_ns);
+        t.assign_peers(
+            |cg| resolved.get(&cg).map_or(Scope::NoSeries, |i| w.scope(i)),
+            |_, _, _| None,
+            now_ns,
+        );
+        let peers = t.peer_values();
+        v.peers = peer_series(t, peers, resolved, w, &v.containers);
+        v.series_dropped += t.take_peers_folded();
+        let keep: HashSet<u64> = w.cgroups().collect();
+        t.retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));
+        v
+    }
+
+    fn failures(f: &Failures) -> [u64; 8] {
+        [
+            f.refused_as_client,
+            f.timed_out_as_client,
+            f.timed_out_as_server,
+            f.unreachable_as_client,
+            f.aborted_as_client,
+            f.reset_as_client,
+            f.reset_as_server,
+            f.dropped_as_server,
+        ]
+    }
+
+    fn workload_counters(s: &WorkloadStats) -> Vec<u64> {
+        let mut c = vec![
+            s.bytes_sent,
+            s.bytes_rcvd,
+            s.new_client,
+            s.new_server,
+            s.retrans,
+        ];
+        c.extend(failures(&s.failures));
+        let rtt = s.rtt.get().cumulative;
+        c.extend(rtt.client.0);
+        c.extend(rtt.server.0);
+        c
+    }
+
+    /// Every series of a gather with its counters, by name.
+    fn series_counters(v: &WorkloadValues) -> BTreeMap<String, Vec<u64>> {
+        let mut out = BTreeMap::new();
+        for c in &v.containers {
+            let name = c.info.as_ref().map_or("other", |i| i.short_id.as_str());
+            out.insert(format!("container:{name}"), workload_counters(&c.stats));
+        }
+        for p in &v.pods {
+            let ns = p.namespace.as_deref().unwrap_or("");
+            out.insert(format!("pod:{ns}/{}", p.name), workload_counters(&p.stats));
+        }
+        for p in &v.peers {
+            let peer = p.key.map_or("other".into(), |k| k.endpoint());
+            let t = &p.totals;
+            let c = vec![t.connections, t.bytes_sent, t.bytes_rcvd, t.failures];
+            let name = format!("peers:{}/{peer}", p.container.short_id);
+            assert!(out.insert(name.clone(), c).is_none(), "{name} twice");
+        }
+        out
+    }
+
+    /// Checks that no counter of a series goes back while it lives (from one gather to the
+    /// next: a series missing from a gather has ended).
+    #[derive(Default)]
+    struct Monotonic {
+        last: BTreeMap<String, Vec<u64>>,
+        gathers: usize,
+    }
+
+    impl Monotonic {
+        fn check(&mut self, v: &WorkloadValues) -> BTreeMap<String, Vec<u64>> {
+            self.gathers += 1;
+            let now = series_counters(v);
+            for (name, values) in &now {
+                if let Some(before) = self.last.get(name) {
+                    for (i, (b, n)) in before.iter().zip(values).enumerate() {
+                        assert!(
+                            n >= b,
+                            "gather {}: {name} counter {i} went back from {b} to {n}",
+                            self.gathers
+                        );
+                    }
+                }
+            }
+            self.last = now.clone();
+            now
+        }
+    }
+
+    fn pod_bytes(v: &WorkloadValues, pod: &str) -> Option<u64> {
+        v.pods
+            .iter()
+            .find(|p| p.name == pod)
+            .map(|p| p.stats.bytes_sent)
+    }
+
+    #[test]
+    fn a_pod_keeps_what_its_expired_sidecar_counted_while_it_lives() {
+        let mut t = table_ttl2(4);
+        let (app, sidecar) = (info('a', "app", "web"), info('s', "sidecar", "web"));
+        let resolved = HashMap::from([(11, app.clone()), (12, sidecar.clone())]);
+        let mut w = WorkloadTracker::new(2, 10);
+        let mut m = Monotonic::default();
+        // (second, what happens before that gather)
+        client(&mut t, Update::Open, 1, 11, "10.0.0.9:80", 10);
+        for (cookie, bytes) in [(2, 54), (3, 54), (4, 54)] {
+            client(&mut t, Update::Open, cookie, 12, "10.0.0.8:53", bytes);
+            client(&mut t, Update::Close, cookie, 12, "10.0.0.8:53", bytes);
+        }
+        let v = full_gather(&mut w, &mut t, &resolved, SEC);
+        m.check(&v);
+        assert_eq!(pod_bytes(&v, "web"), Some(10 + 3 * 54));
+        for sec in 2..=8 {
+            client(&mut t, Update::Open, 1, 11, "10.0.0.9:80", 10 * sec);
+            let v = full_gather(&mut w, &mut t, &resolved, sec * SEC);
+            m.check(&v);
+            let sidecar_alive = v.containers.iter().any(|c| {
+                c.info
+                    .as_ref()
+                    .is_some_and(|i| i.short_id == sidecar.short_id)
+            });
+            assert_eq!(sidecar_alive, sec <= 3, "second {sec}");
+            assert_eq!(
+                pod_bytes(&v, "web"),
+                Some(10 * sec + 3 * 54),
+                "second {sec}"
+            );
+            let pod = &v.pods[0].stats;
+            assert_eq!((pod.new_client, pod.client.flows), (4, 1), "second {sec}");
+        }
+        // The app's series ends too: the pod's, and what it kept, go with it.
+        client(&mut t, Update::Close, 1, 11, "10.0.0.9:80", 100);
+        m.check(&full_gather(&mut w, &mut t, &resolved, 9 * SEC));
+        let v = full_gather(&mut w, &mut t, &resolved, 12 * SEC);
+        assert!(v.pods.is_empty() && w.pods_retired.is_empty(), "{v:?}");
+        client(&mut t, Update::Open, 5, 12, "10.0.0.8:53", 7);
+        let v = full_gather(&mut w, &mut t, &resolved, 13 * SEC);
+        assert_eq!(pod_bytes(&v, "web"), Some(7), "a new series starts from 0");
+    }
+
+    #[test]
+    fn a_restarted_container_with_a_new_id_leaves_its_pods_counters_whole() {
+        let mut t = table_ttl2(4);
+        let (old, new) = (info('o', "app", "web"), info('n', "app", "web"));
+        let resolved = HashMap::from([(21, old.clone()), (22, new.clone())]);
+        let mut w = WorkloadTracker::new(2, 10);
+        let mut m = Monotonic::default();
+        let mut expected = 0;
+        for sec in 1..=9u64 {
+            match sec {
+                1 | 2 => client(&mut t, Update::Open, 1, 21, "10.0.0.9:80", 100 * sec),
+                3 => {
+                    // The old container stops; the new one starts in the next interval.
+                    client(&mut t, Update::Close, 1, 21, "10.0.0.9:80", 300);
+                    expected = 300;
+                }
+                _ => client(&mut t, Update::Open, 2, 22, "10.0.0.9:80", 10 * sec),
+            }
+            let v = full_gather(&mut w, &mut t, &resolved, sec * SEC);
+            m.check(&v);
+            let pod = pod_bytes(&v, "web").unwrap();
+            assert_eq!(
+                pod,
+                if sec >= 4 {
+                    300 + 10 * sec
+                } else {
+                    100 * sec.min(3)
+                }
+            );
+            assert!(pod >= expected);
+        }
+        assert_eq!(w.len(), 1, "the old id's series ended");
+        assert_eq!(w.pods_retired.len(), 1, "its counters kept by the pod");
+    }
+
+    #[test]
+    fn a_container_keeps_its_place_named_or_in_other_for_its_series_life() {
+        let mut t = table_ttl2(4);
+        let (x, y, z) = (
+            info('x', "x", "px"),
+            info('y', "y", "py"),
+            info('z', "z", "pz"),
+        );
+        let resolved = HashMap::from([(31, x.clone()), (32, y.clone()), (33, z.clone())]);
+        let mut w = WorkloadTracker::new(2, 1);
+        let mut m = Monotonic::default();
+        let names = |v: &WorkloadValues| -> Vec<String> {
+            v.containers
+                .iter()
+                .map(|c| {
+                    c.info
+                        .as_ref()
+                        .map_or("other".into(), |i| i.name.clone().unwrap())
+                })
+                .collect()
+        };
+        // y busier at the start: its own series; x in `other`.
+        client(&mut t, Update::Open, 1, 31, "10.0.0.9:80", 1000);
+        for cookie in 2..=4 {
+            client(&mut t, Update::Open, cookie, 32, "10.0.0.9:80", 10);
+        }
+        let v = full_gather(&mut w, &mut t, &resolved, SEC);
+        m.check(&v);
+        assert_eq!(names(&v), ["y", "other"]);
+        assert_eq!(v.series_dropped, 1);
+        // x becomes the busiest: it stays in `other`, y keeps its place.
+        for cookie in 5..=10 {
+            client(&mut t, Update::Open, cookie, 31, "10.0.0.9:80", 500);
+        }
+        let v = full_gather(&mut w, &mut t, &resolved, 2 * SEC);
+        m.check(&v);
+        assert_eq!(names(&v), ["y", "other"]);
+        assert_eq!(v.containers[1].stats.client.flows, 7);
+        assert_eq!(v.pods.last().unwrap().name, "other");
+        // y's flows end and its series too (TTL 2 s); z begins and takes the free place, x
+        // stays in `other`, whose counters keep x's.
+        for cookie in 2..=4 {
+            client(&mut t, Update::Close, cookie, 32, "10.0.0.9:80", 20);
+        }
+        for sec in 3..=5 {
+            let v = full_gather(&mut w, &mut t, &resolved, sec * SEC);
+            m.check(&v);
+        }
+        client(&mut t, Update::Open, 20, 33, "10.0.0.9:80", 5);
+        let v = full_gather(&mut w, &mut t, &resolved, 6 * SEC);
+        m.check(&v);
+        assert_eq!(names(&v), ["z", "other"]);
+        // x's flows end: `other` (and `pod=other`) keep x's counters until x's series ends.
+        for cookie in [1, 5, 6, 7, 8, 9, 10] {
+            client(&mut t, Update::Close, cookie, 31, "10.0.0.9:80", 2000);
+        }
+        let v = full_gather(&mut w, &mut t, &resolved, 7 * SEC);
+        m.check(&v);
+        let other = &v.containers[1].stats;
+        assert_eq!((other.client.flows, other.bytes_sent), (0, 7 * 2000));
+        m.check(&full_gather(&mut w, &mut t, &resolved, 8 * SEC));
+        let v = full_gather(&mut w, &mut t, &resolved, 10 * SEC);
+        m.check(&v);
+        assert_eq!(names(&v), ["z"], "x's series ended, and `other`'s with it");
+        assert_eq!(v.series_dropped, 0);
+        // A new container while z holds the only place: into `other`, from 0.
+        client(&mut t, Update::Open, 21, 31, "10.0.0.9:80", 3);
+        let v = full_gather(&mut w, &mut t, &resolved, 11 * SEC);
+        m.check(&v);
+        assert_eq!(names(&v), ["z", "other"]);
+        assert_eq!(v.containers[1].stats.bytes_sent, 3);
+    }
+
+    #[test]
+    fn containers_moving_in_and_out_of_other_never_make_a_counter_go_back() {
+        // Six containers in three pods, max_containers 2, flows starting and ending on a fixed
+        // pseudo-random schedule over 60 gathers, TTL 2 s: every series checked.
+        let mut t = table_ttl2(2);
+        let infos: Vec<Arc<ContainerInfo>> = "abcdef"
+            .chars()
+            .enumerate()
+            .map(|(i, c)| info(c, &c.to_string(), ["p0", "p1", "p2"][i % 3]))
+            .collect();
+        let resolved: HashMap<u64, Arc<ContainerInfo>> = (0..12)
+            .map(|cg| (100 + cg, infos[cg as usize % 6].clone()))
+            .collect();
+        let mut w = WorkloadTracker::new(2, 2);
+        let mut m = Monotonic::default();
+        let mut open: Vec<(u64, u64, u64)> = Vec::new(); // (cookie, cgroup, bytes)
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n
+        };
+        let mut cookie = 0;
+        let mut folded = 0;
+        for sec in 1..=60u64 {
+            for _ in 0..rand(4) {
+                cookie += 1;
+                let cg = 100 + rand(if sec > 40 { 4 } else { 12 });
+                let remote = format!("10.0.{}.1:80", rand(6));
+                client(&mut t, Update::Open, cookie, cg, &remote, rand(1000));
+                open.push((cookie, cg, 0));
+            }
+            for f in open.iter_mut() {
+                f.2 += rand(100);
+            }
+            let mut i = 0;
+            while i < open.len() {
+                let (c, cg, bytes) = open[i];
+                let remote = format!("10.0.{}.1:80", c % 6);
+                if rand(3) == 0 {
+                    client(&mut t, Update::Close, c, cg, &remote, bytes + 1000);
+                    open.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            let v = full_gather(&mut w, &mut t, &resolved, sec * SEC);
+            m.check(&v);
+            folded += v.series_dropped;
+            assert!(v.containers.iter().filter(|c| c.info.is_some()).count() <= 2);
+            for c in v.containers.iter().filter_map(|c| c.info.as_ref()) {
+                let n = v.peers.iter().filter(|p| p.container.id == c.id).count();
+                assert!(n <= 3, "at most 2 peers + other per container");
+            }
+        }
+        assert!(folded > 0, "the schedule folds some");
+    }
+
+    #[test]
+    fn a_container_of_several_cgroups_has_one_peer_budget_and_counters_that_never_go_back() {
+        // Container n's processes sit in cgroups 41..=43 (nested sub-cgroups); 2 named peers
+        // per container.
+        let mut t = table_ttl2(2);
+        let n = info('n', "n", "pn");
+        let resolved: HashMap<u64, Arc<ContainerInfo>> =
+            (41..=43).map(|cg| (cg, n.clone())).collect();
+        let mut w = WorkloadTracker::new(2, 10);
+        let mut m = Monotonic::default();
+        // Each cgroup talks to two peers of its own, and all three to 10.0.9.9:80.
+        for (i, cg) in (41..=43u64).enumerate() {
+            let i = i as u64;
+            client(
+                &mut t,
+                Update::Open,
+                10 * i + 1,
+                cg,
+                &format!("10.0.{i}.1:80"),
+                900,
+            );
+            client(
+                &mut t,
+                Update::Open,
+                10 * i + 2,
+                cg,
+                &format!("10.0.{i}.2:80"),
+                800,
+            );
+            client(&mut t, Update::Open, 10 * i + 3, cg, "10.0.9.9:80", 1000);
+        }
+        let v = full_gather(&mut w, &mut t, &resolved, SEC);
+        m.check(&v);
+        let peers: Vec<String> = v
+            .peers
+            .iter()
+            .map(|p| p.key.map_or("other".into(), |k| k.endpoint()))
+            .collect();
+        assert_eq!(peers.len(), 3, "2 + other for the container: {peers:?}");
+        assert_eq!(peers[0], "10.0.0.1:80");
+        assert_eq!(peers[1], "10.0.9.9:80");
+        let connections: u64 = v.peers.iter().map(|p| p.totals.connections).sum();
+        assert_eq!(connections, 9);
+        assert_eq!(
+            v.peers[1].active, 3,
+            "one series for the three cgroups' flows"
+        );
+        // The sub-cgroups' flows end one cgroup at a time; new ones come in a new sub-cgroup.
+        let mut cookie = 100;
+        for (sec, ending) in [(2u64, 41u64), (3, 42), (5, 43)] {
+            for k in 1..=3 {
+                let i = ending - 41;
+                let remote = match k {
+                    3 => "10.0.9.9:80".to_string(),
+                    _ => format!("10.0.{i}.{k}:80"),
+                };
+                client(&mut t, Update::Close, 10 * i + k, ending, &remote, 2000);
+            }
+            cookie += 1;
+            client(
+                &mut t,
+                Update::Open,
+                cookie,
+                40 + sec * 10,
+                "10.0.9.9:80",
+                5,
+            );
+            let cg = 40 + sec * 10;
+            let resolved: HashMap<u64, Arc<ContainerInfo>> = resolved
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .chain([(cg, n.clone())])
+                .collect();
+            let v = full_gather(&mut w, &mut t, &resolved, sec * SEC);
+            m.check(&v);
+            assert!(v.peers.len() <= 3);
+            // Only the cgroups with active flows stay listed (the last one when none has).
+            let listed = w.cgroups().count();
+            let active = t.flows().map(|f| f.cgroup_id).collect::<HashSet<_>>().len();
+            assert_eq!(listed, active.max(1), "second {sec}");
+        }
+        let c = &full_gather(&mut w, &mut t, &resolved, 6 * SEC).containers[0].stats;
+        // 9 flows of 2000 each way ended, 3 of 5 live; 9 + 3 connections.
+        assert_eq!((c.bytes_sent, c.new_client), (9 * 2000 + 3 * 5, 12));
+        assert_eq!(c.retrans, 9 * 20);
     }
 }

@@ -141,7 +141,7 @@ pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
             debug_assert!(expired.is_empty());
             // The gather's peer assignment (timed in the gather rows, not here): the flows
             // closed below carry their peer slot, as flows older than a gather do.
-            t.assign_peers(|_| Scope::Series, |_, _, _| None, 2_000 + tick);
+            t.assign_peers(Scope::Series, |_, _, _| None, 2_000 + tick);
             let start = Instant::now();
             for c in oldest..oldest + BATCH {
                 t.apply(Update::Close, c, sock(c));
@@ -239,7 +239,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let touched = table.take_touched_cgroups();
         workloads::active_by_cgroup(&table, &mut active);
         let mut workloads = tracker.update(
-            &table,
+            &mut table,
             &active,
             &resolved,
             &touched,
@@ -247,9 +247,14 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             rep as u64,
         );
         // Peers as the plugin does them: assigned, valued, named.
-        table.assign_peers(|_| Scope::Series, |_, _, _| None, rep as u64);
+        let scopes: FastMap<u64, Scope> = resolved
+            .iter()
+            .map(|(cgroup_id, info)| (*cgroup_id, tracker.scope(info)))
+            .collect();
+        table.assign_peers(|cg| scopes[&cg], |_, _, _| None, rep as u64);
         let peers = table.peer_values();
-        workloads.peers = workloads::peer_series(&table, peers, &resolved, &workloads.containers);
+        workloads.peers =
+            workloads::peer_series(&table, peers, &resolved, &tracker, &workloads.containers);
         workloads.series_dropped += table.take_peers_folded();
         let t2 = Instant::now();
         let snapshot = Snapshot {

@@ -572,6 +572,12 @@ impl FlowTable {
             .unwrap_or_default()
     }
 
+    /// Takes the cumulative counters of `cgroup_id` out of the table (a container keeps them
+    /// as its own when it drops an idle cgroup from its list): the cgroup counts from 0 again.
+    pub fn take_cgroup_totals(&mut self, cgroup_id: u64) -> CgroupTotals {
+        self.store.cgroups.remove(&cgroup_id).unwrap_or_default()
+    }
+
     /// Keeps the cumulative counters of the cgroups `keep` says are still wanted (those of
     /// containers that still have series); the rest are dropped, so the map stays bounded.
     pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {

@@ -1,5 +1,6 @@
-//! Peer series: whom each cgroup's flows talk to (`container:peers`), at most
-//! `max_peers_per_container` named peers per cgroup plus its `other`, each living
+//! Peer series: whom each container's flows talk to (`container:peers`), at most
+//! `max_peers_per_container` named peers per container (its owner: every cgroup of a container
+//! counts in one budget and one set of series) plus its `other`, each living
 //! `series_ttl_secs` after its last flow. Flows carry their peer's slot as they carry their
 //! host's (so ending a flow folds it with an array index, no hashing); a flow gets its slot at
 //! the first gather that sees it, when the peers new in the interval are ranked by bytes and the
@@ -16,7 +17,7 @@ pub(crate) const UNASSIGNED: u32 = u32::MAX;
 /// `Flow::peer` of a flow whose cgroup has no series (a host process, a pod's sandbox).
 pub(crate) const NO_SERIES: u32 = u32::MAX - 1;
 
-/// Whom a flow talks to: the key of a peer series within its cgroup.
+/// Whom a flow talks to: the key of a peer series within its container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     /// The flow's role.
@@ -103,9 +104,9 @@ impl PeerTotals {
 /// One peer series of one gather.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerValue {
-    /// The cgroup whose flows these are.
-    pub cgroup_id: u64,
-    /// The peer; None for the cgroup's `other`.
+    /// The owner whose flows these are (`Scope::Series`: its container's series).
+    pub owner: u64,
+    /// The peer; None for the owner's `other`.
     pub key: Option<PeerKey>,
     /// Its active flows now (gauge).
     pub active: u64,
@@ -121,16 +122,20 @@ pub struct PeerValue {
 /// What a gather knows of a cgroup, for its flows' peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// A container with series: its flows get peer slots.
-    Series,
+    /// A cgroup of a container with series, named by its owner (one number per container
+    /// series, whichever of its cgroups a flow is in): its flows get peer slots in the owner's
+    /// budget.
+    Series(u64),
     /// No series (a host process, a sandbox): its flows never get one.
     NoSeries,
     /// Not resolved yet (met between two walks of the cgroup tree): asked again next gather.
     NotYet,
 }
 
-/// A peer series: (cgroup, peer), the peer None for the cgroup's `other`.
+/// A peer series: (owner, peer), the peer None for the owner's `other`.
 type SeriesId = (u64, Option<PeerKey>);
+/// Ended flows of one peer of one cgroup, merged in the queue: (cgroup, peer).
+type QueueId = (u64, Option<PeerKey>);
 
 /// A peer slot.
 #[derive(Debug, Clone, Default)]
@@ -174,18 +179,29 @@ fn may_be_rewritten(role: Role, remote: SocketAddr) -> bool {
 /// Ended flows whose cgroup is still not resolved after this many gathers are left out.
 const MAX_DEFERRALS: u8 = 2;
 
+/// Ended flows of one cgroup that found the queue full: bound for its owner's `other`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Overflow {
+    totals: PeerTotals,
+    rtt: (u64, u64),
+    /// Gathers that found the cgroup `Scope::NotYet`.
+    deferred: u8,
+}
+
 /// The peer slots and the queue of flows ended before a gather.
 #[derive(Debug)]
 pub(crate) struct PeerTable {
     entries: Vec<PeerEntry>,
     index: FastMap<SeriesId, u32>,
     free: Vec<u32>,
-    /// Named (not `other`) slots per cgroup.
+    /// Named (not `other`) slots per owner.
     named: FastMap<u64, u32>,
     ended: Vec<Ended>,
     /// Where in `ended` the flows of one peer (without backend) were merged, since the last
     /// gather.
-    merged: FastMap<SeriesId, u32>,
+    merged: FastMap<QueueId, u32>,
+    /// Per cgroup, the ended flows that found the queue full (its owner is known at the gather).
+    overflow: FastMap<u64, Overflow>,
     /// Ended client flows are queued one by one, for their DNAT backend's lookup at the gather;
     /// without lookups (and always for servers) a peer's ended flows are merged into one entry.
     backends: bool,
@@ -205,6 +221,7 @@ impl PeerTable {
             named: FastMap::default(),
             ended: Vec::new(),
             merged: FastMap::default(),
+            overflow: FastMap::default(),
             backends: false,
             max_per_cgroup: u32::try_from(max_per_cgroup).unwrap_or(u32::MAX),
             max_ended,
@@ -232,7 +249,8 @@ impl PeerTable {
     }
 
     /// Folds an ended flow (or a failed connect: `connection` false) into its slot, or queues
-    /// it for the next gather (the queue full: into its cgroup's `other`, counted as folded).
+    /// it for the next gather (the queue full: bound for its owner's `other`, counted as
+    /// folded).
     pub(crate) fn end(&mut self, flow: &Flow, connection: bool, failed: bool) {
         let totals = PeerTotals {
             // A flow with a slot was counted when it got it.
@@ -295,7 +313,8 @@ impl PeerTable {
 
     /// Queues an ended flow for the next gather: merged with the ones of its peer when no
     /// backend lookup needs its own addresses (so churn to one peer holds one entry); the queue
-    /// full, folds it into its cgroup's `other` (counted as folded).
+    /// full, keeps it for its owner's `other` (counted as folded): the owner is known at the
+    /// gather.
     fn queue(&mut self, ended: Ended) {
         let alone = self.backends && may_be_rewritten(ended.role, ended.remote);
         let id = (
@@ -324,16 +343,17 @@ impl PeerTable {
             self.ended.push(ended);
         } else {
             self.folded += 1;
-            // Touched: alive until the next gather dates it.
-            let slot = self.slot((ended.cgroup_id, None), 0);
-            self.entries[slot as usize].fold(&ended.totals, ended.rtt, true);
+            let into = self.overflow.entry(ended.cgroup_id).or_default();
+            into.totals.add(&ended.totals);
+            into.rtt.0 += ended.rtt.0;
+            into.rtt.1 += ended.rtt.1;
         }
     }
 
     /// Gives a slot to every flow without one and to every queued ended flow whose cgroup has
-    /// series (`scope`), after ending the series idle for longer than the TTL. New peers of a
-    /// cgroup take its free places busiest first (bytes, then connections, then the key); the
-    /// rest fold into its `other`. `backend` names the endpoint behind a client flow's
+    /// series (`scope`: its owner), after ending the series idle for longer than the TTL. New
+    /// peers of an owner take its free places busiest first (bytes, then connections, then the
+    /// key); the rest fold into its `other`. `backend` names the endpoint behind a client flow's
     /// destination when DNAT rewrote it.
     pub(crate) fn assign(
         &mut self,
@@ -363,21 +383,21 @@ impl PeerTable {
             if flow.peer != UNASSIGNED {
                 continue;
             }
-            match scope(flow.cgroup_id) {
-                Scope::Series => {}
+            let owner = match scope(flow.cgroup_id) {
+                Scope::Series(owner) => owner,
                 Scope::NoSeries => {
                     flow.peer = NO_SERIES;
                     continue;
                 }
                 Scope::NotYet => continue,
-            }
+            };
             let key = key_of(flow.role, flow.proto, flow.local, flow.remote);
-            keyed.push(((flow.cgroup_id, Some(key)), Source::Active(i)));
+            keyed.push(((owner, Some(key)), Source::Active(i)));
         }
         let mut kept: Vec<Ended> = Vec::new();
         for (i, ended) in self.ended.iter_mut().enumerate() {
-            match scope(ended.cgroup_id) {
-                Scope::Series => {}
+            let owner = match scope(ended.cgroup_id) {
+                Scope::Series(owner) => owner,
                 Scope::NoSeries => continue,
                 Scope::NotYet => {
                     ended.deferred += 1;
@@ -386,9 +406,9 @@ impl PeerTable {
                     }
                     continue;
                 }
-            }
+            };
             let key = key_of(ended.role, ended.proto, ended.local, ended.remote);
-            keyed.push(((ended.cgroup_id, Some(key)), Source::Ended(i)));
+            keyed.push(((owner, Some(key)), Source::Ended(i)));
         }
         // New peers: their interval's bytes and connections, then ranked per cgroup.
         let mut new: FastMap<SeriesId, (u64, u64)> = FastMap::default();
@@ -415,7 +435,7 @@ impl PeerTable {
                 .then(b.1 .1.cmp(&a.1 .1))
                 .then(a.0 .1.cmp(&b.0 .1))
         });
-        // The slot each new peer goes to: its own while its cgroup has room, else `other`'s.
+        // The slot each new peer goes to: its own while its owner has room, else `other`'s.
         let mut decided: FastMap<SeriesId, u32> = FastMap::default();
         for (id, _) in ranked {
             let named = self.named.get(&id.0).copied().unwrap_or(0);
@@ -447,6 +467,23 @@ impl PeerTable {
             }
         }
         self.ended = kept;
+        // The queue's overflow, into its owners' `other`.
+        let mut overflow = std::mem::take(&mut self.overflow);
+        overflow.retain(|cgroup_id, o| match scope(*cgroup_id) {
+            Scope::Series(owner) => {
+                let slot = self.slot((owner, None), now_ns);
+                let entry = &mut self.entries[slot as usize];
+                entry.last_active_ns = now_ns;
+                entry.fold(&o.totals, o.rtt, false);
+                false
+            }
+            Scope::NoSeries => false,
+            Scope::NotYet => {
+                o.deferred += 1;
+                o.deferred < MAX_DEFERRALS
+            }
+        });
+        self.overflow = overflow;
         // The entries kept (waiting for their cgroup) merge with their peer's next ones.
         self.merged.clear();
         for (i, e) in self.ended.iter().enumerate() {
@@ -488,10 +525,10 @@ impl PeerTable {
             .entries
             .iter_mut()
             .map(|entry| {
-                let (cgroup_id, key) = entry.id?;
+                let (owner, key) = entry.id?;
                 let (rtt_sum_us, rtt_samples) = std::mem::take(&mut entry.ended_rtt);
                 Some(PeerValue {
-                    cgroup_id,
+                    owner,
                     key,
                     active: 0,
                     totals: entry.totals,
@@ -571,7 +608,7 @@ mod tests {
     }
 
     fn gather(t: &mut FlowTable, now: u64) -> Vec<PeerValue> {
-        t.assign_peers(|_| Scope::Series, |_, _, _| None, now);
+        t.assign_peers(Scope::Series, |_, _, _| None, now);
         let mut v = t.peer_values();
         v.sort_by_key(|v| (v.key.is_none(), v.key));
         v
@@ -708,7 +745,7 @@ mod tests {
             move |cg: u64| match (cg, resolved) {
                 (1, _) => Scope::NoSeries,
                 (_, false) => Scope::NotYet,
-                (_, true) => Scope::Series,
+                (cg, true) => Scope::Series(cg),
             }
         };
         t.assign_peers(scope(false), |_, _, _| None, 1);
@@ -716,7 +753,7 @@ mod tests {
         t.assign_peers(scope(true), |_, _, _| None, 2);
         let v = t.peer_values();
         assert_eq!(v.len(), 1);
-        assert_eq!((v[0].cgroup_id, endpoint(&v[0])), (2, "10.1.0.2:80".into()));
+        assert_eq!((v[0].owner, endpoint(&v[0])), (2, "10.1.0.2:80".into()));
     }
 
     #[test]
@@ -788,7 +825,7 @@ mod tests {
             t.apply(Update::Close, u64::from(i), &s);
         }
         t.assign_peers(
-            |_| Scope::Series,
+            Scope::Series,
             |_, local, remote| {
                 assert_eq!(remote.to_string(), "10.96.0.10:80");
                 Some(backends[usize::from(local.port() - 40000)].parse().unwrap())
@@ -815,5 +852,56 @@ mod tests {
                 ("10.96.0.10:80".into(), "10.244.0.8:8080".into(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn the_cgroups_of_one_owner_share_its_budget_its_series_and_its_other() {
+        // Cgroups 7, 8 and 9 are one container (owner 1); 2 places; room for 10 flows (and 10
+        // ended flows between gathers).
+        let mut t = table(2, 10);
+        let owner = |_: u64| Scope::Series(1);
+        for (i, cg) in [7u64, 8, 9].into_iter().enumerate() {
+            let mut s = client(
+                &format!("10.1.0.{i}:80"),
+                40000 + i as u16,
+                100 * (i as u64 + 1),
+            );
+            s.cgroup_id = cg;
+            t.apply(Update::Open, i as u64, &s);
+            // The same peer from every cgroup.
+            let mut shared = client("10.9.9.9:80", 41000 + i as u16, 1000);
+            shared.cgroup_id = cg;
+            t.apply(Update::Open, 100 + i as u64, &shared);
+        }
+        t.assign_peers(owner, |_, _, _| None, 1);
+        let v = t.peer_values();
+        let by: Vec<(u64, String, u64)> = {
+            let mut by: Vec<_> = v
+                .iter()
+                .map(|v| (v.owner, endpoint(v), v.totals.connections))
+                .collect();
+            by.sort();
+            by
+        };
+        assert_eq!(
+            by,
+            [
+                (1, "10.1.0.2:80".into(), 1),
+                (1, "10.9.9.9:80".into(), 3),
+                (1, "other".into(), 2)
+            ]
+        );
+        // Ended flows of the three cgroups, 2 beyond the queue's room: all in the owner's one
+        // `other` (no place left).
+        for (i, cg) in [7u64, 8, 9].into_iter().cycle().take(12).enumerate() {
+            let mut s = client(&format!("10.2.0.{i}:80"), 42000 + i as u16, 1);
+            s.cgroup_id = cg;
+            t.apply(Update::Close, 200 + i as u64, &s);
+        }
+        t.assign_peers(owner, |_, _, _| None, 2);
+        let v = t.peer_values();
+        assert_eq!(v.len(), 3, "{v:?}");
+        let other = v.iter().find(|v| v.key.is_none()).unwrap();
+        assert_eq!(other.totals.connections, 2 + 12);
     }
 }
