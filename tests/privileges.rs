@@ -55,12 +55,14 @@ fn held_after_start_up(args: &[&str], kept: u64) {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut checker = monotonic::Checker::new();
     // A first gather: start-up (programs, maps, the start-up scan) is done.
     stdin.write_all(b"\n").unwrap();
     let mut line = String::new();
     while !line.starts_with("flowlens:internal") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "no gather");
+        checker.feed_line(&line);
     }
     assert!(line.contains("probes_failed=0i"), "{line}");
     let pid = child.id();
@@ -89,6 +91,7 @@ fn held_after_start_up(args: &[&str], kept: u64) {
     while !line.starts_with("flowlens:internal") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "no second gather");
+        checker.feed_line(&line);
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
@@ -116,7 +119,7 @@ fn as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
 
 /// A gather with every probe attached.
 fn gathers_with_every_probe(once: &std::process::Output) {
-    let out = String::from_utf8_lossy(&once.stdout).into_owned();
+    let out = monotonic::checked_stdout(once);
     assert!(once.status.success(), "{out}");
     assert_eq!(
         value(&out, "flowlens:internal", &[], "probes_failed"),
