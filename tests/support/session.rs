@@ -22,30 +22,48 @@ pub fn batches(stdout: ChildStdout) -> Batches {
     let verdict = Arc::clone(&broken);
     std::thread::spawn(move || {
         let mut checker = Checker::new();
-        let mut send = |batch: String| {
-            let found = checker.violations(&batch);
-            if found.is_empty() {
-                let _ = tx.send((Instant::now(), batch));
-                true
-            } else {
+        // Checks a batch; false (and the verdict kept) when the guard finds something.
+        let mut check = |batch: &str| {
+            let found = checker.violations(batch);
+            if !found.is_empty() {
                 *verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
                     "flowlens's output broke the monotonicity guard (tests/support/monotonic.rs):\n\
                      {}\nin the gather:\n{batch}",
                     found.join("\n")
                 ));
-                false
             }
+            found.is_empty()
         };
         let mut batch = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            batch.push_str(&line);
-            batch.push('\n');
-            if line.starts_with("flowlens:internal") && !send(std::mem::take(&mut batch)) {
-                return;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !line.ends_with('\n') => {
+                    // A line cut by the process's end (SIGKILL during a write): the test sees
+                    // it, the guard reads the whole lines before it.
+                    if !batch.is_empty() && !check(&batch) {
+                        return;
+                    }
+                    batch.push_str(&line);
+                    batch.push('\n');
+                    let _ = tx.send((Instant::now(), batch));
+                    return;
+                }
+                Ok(_) => batch.push_str(&line),
+            }
+            if line.starts_with("flowlens:internal") {
+                let done = std::mem::take(&mut batch);
+                if !check(&done) {
+                    return;
+                }
+                let _ = tx.send((Instant::now(), done));
             }
         }
-        if !batch.is_empty() {
-            send(batch);
+        if !batch.is_empty() && check(&batch) {
+            let _ = tx.send((Instant::now(), batch));
         }
     });
     Batches { rx, broken }
