@@ -1207,7 +1207,7 @@ fn a_blocked_stdout_keeps_the_collector_counting_in_flat_memory() {
         });
     }
     let mut reader = BufReader::new(stdout);
-    let mut checker = monotonic::Checker::new();
+    let mut checker = monotonic::Checker::live();
     let mut read_batch = || {
         let mut batch = String::new();
         loop {

@@ -55,7 +55,7 @@ fn held_after_start_up(args: &[&str], kept: u64) {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut checker = monotonic::Checker::new();
+    let mut checker = monotonic::Checker::live();
     // A first gather: start-up (programs, maps, the start-up scan) is done.
     stdin.write_all(b"\n").unwrap();
     let mut line = String::new();

@@ -153,12 +153,27 @@ pub struct Checker {
     gathers: usize,
     /// Lines not yet ended by a `flowlens:internal` line ([`feed_line`](Self::feed_line)).
     pending: String,
+    /// For a checker reading the output as it comes ([`live`](Self::live)): each interface's
+    /// ifindex when the previous gather came.
+    ifindex: Option<HashMap<String, String>>,
 }
 
 impl Checker {
     /// A checker for a new process: every series starts its life at its first gather.
     pub fn new() -> Checker {
         Checker::default()
+    }
+
+    /// A checker that reads each gather as flowlens writes it, and so can also tell an interface
+    /// deleted and made again under its name between two gathers (its `iface:` counters are
+    /// the kernel's own, since the interface was created: a new life that the output cannot
+    /// show) from its ifindex, as /sys/class/net says when each gather comes. For flowlens in
+    /// the test's network namespace.
+    pub fn live() -> Checker {
+        Checker {
+            ifindex: Some(HashMap::new()),
+            ..Checker::default()
+        }
     }
 
     /// Checks one gather's lines (a batch, ending with its `flowlens:internal` line, or what
@@ -173,6 +188,7 @@ impl Checker {
         };
         let mut stamps: BTreeMap<Option<i64>, usize> = BTreeMap::new();
         let mut current: HashMap<String, HashMap<String, Num>> = HashMap::new();
+        let mut ifindex = HashMap::new();
         for p in &points {
             *stamps.entry(p.timestamp).or_default() += 1;
             let key = series_key(p);
@@ -200,7 +216,21 @@ impl Checker {
                 }
                 values.insert(name.clone(), num);
             }
-            if let Some(before) = self.previous.get(&key) {
+            // An interface made again since the previous gather starts a new life.
+            let mut made_again = false;
+            if let (Some(known), Some((_, name))) = (
+                &self.ifindex,
+                p.measurement
+                    .starts_with("iface:")
+                    .then(|| p.tags.iter().find(|(k, _)| k == "ifname"))
+                    .flatten(),
+            ) {
+                let now = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+                    .unwrap_or_default();
+                made_again = known.get(name).is_some_and(|was| *was != now);
+                ifindex.insert(name.clone(), now);
+            }
+            if let Some(before) = self.previous.get(&key).filter(|_| !made_again) {
                 for (name, old) in before {
                     if fields.get(name) != Some(&Kind::Counter) {
                         continue;
@@ -229,6 +259,9 @@ impl Checker {
             ));
         }
         self.previous = current;
+        if self.ifindex.is_some() {
+            self.ifindex = Some(ifindex);
+        }
         out
     }
 
@@ -527,6 +560,25 @@ mod tests {
         assert!(c.violations(&line("bytes=0")).is_empty());
         // A process killed in the middle of a line: the cut line is not read.
         checked(&(line("bytes=5") + "iface:traffic,ifid=0,ifname=lo by"));
+    }
+
+    #[test]
+    fn an_interface_made_again_starts_a_new_life_for_a_live_checker() {
+        // lo is never made again: a decrease is caught, live or not.
+        let line = |n: i64| format!("iface:traffic,ifid=0,ifname=lo bytes={n}i {T1}\n");
+        for mut c in [Checker::new(), Checker::live()] {
+            assert!(c.violations(&line(10)).is_empty());
+            assert!(c.violations(&line(9))[0].contains("went back from 10 to 9"));
+        }
+        // An interface whose ifindex changed since the previous gather.
+        let mut c = Checker::live();
+        let gone = |n: i64| format!("iface:traffic,ifid=0,ifname=fl-no-such bytes={n}i {T1}\n");
+        assert!(c.violations(&gone(10)).is_empty());
+        c.ifindex
+            .as_mut()
+            .unwrap()
+            .insert("fl-no-such".into(), "7\n".into());
+        assert!(c.violations(&gone(3)).is_empty());
     }
 
     #[test]

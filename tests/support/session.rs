@@ -21,7 +21,7 @@ pub fn batches(stdout: ChildStdout) -> Batches {
     let broken = Arc::new(Mutex::new(None));
     let verdict = Arc::clone(&broken);
     std::thread::spawn(move || {
-        let mut checker = Checker::new();
+        let mut checker = Checker::live();
         // Checks a batch; false (and the verdict kept) when the guard finds something.
         let mut check = |batch: &str| {
             let found = checker.violations(batch);
