@@ -673,6 +673,7 @@ fn stopped_containers_are_written_with_zeros_until_the_ttl() {
         ),
         1
     );
+    let stopped = std::time::Instant::now();
     drop(b); // the container stops: its process and connections end
     std::thread::sleep(Duration::from_millis(300));
     let t = s.gather();
@@ -697,17 +698,23 @@ fn stopped_containers_are_written_with_zeros_until_the_ttl() {
             >= 1.0,
         "counters keep their value"
     );
-    std::thread::sleep(Duration::from_millis(2500));
-    let t = s.gather();
-    assert_eq!(
-        num(
-            &t,
+    // Written with zeros until its TTL (2 s after its last flow, which ended after `stopped`)
+    // ends it: however many gathers a slow machine makes meanwhile, and however late the one
+    // that finds it ended.
+    let t = gather_until(&mut s, |t| {
+        let flows = num(
+            t,
             "container:num_flows",
             &[("container", &b_id)],
-            "as_client"
-        ),
-        -1,
-        "no more:\n{t}"
+            "as_client",
+        );
+        assert!(flows <= 0, "{t}");
+        flows == -1
+    });
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "ended {:?} after its flows, before series_ttl_secs = 2",
+        stopped.elapsed()
     );
     let a_id = pods.short("a");
     assert_eq!(
