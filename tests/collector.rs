@@ -120,6 +120,9 @@ fn active_flows_per_host_follow_connections_open_and_close() {
     };
     let pair = NetnsPair::new("flc1", 81);
     let mut s = Session::start("");
+    // TCP only, no UDP socket closed: no gather may count more flows than the kernel has
+    // sockets (the guard's optional bound).
+    s.bound_flows_active(monotonic::kernel_sockets);
     let listener = listen(&pair.ns[1], "10.81.0.2:7000");
     let n = 5;
     let clients: Vec<TcpStream> = (0..n)

@@ -1207,6 +1207,7 @@ fn a_blocked_stdout_keeps_the_collector_counting_in_flat_memory() {
         });
     }
     let mut reader = BufReader::new(stdout);
+    let mut checker = monotonic::Checker::live();
     let mut read_batch = || {
         let mut batch = String::new();
         loop {
@@ -1215,6 +1216,7 @@ fn a_blocked_stdout_keeps_the_collector_counting_in_flat_memory() {
             batch.push_str(&line);
             if line.starts_with("flowlens:internal") {
                 flowlens_core::lineproto::validate(&batch).unwrap();
+                checker.check(&batch);
                 return batch;
             }
         }
@@ -1303,6 +1305,8 @@ fn a_blocked_stdout_keeps_the_collector_counting_in_flat_memory() {
     // What is left of stdout, then the exit.
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).unwrap();
+    checker.feed(&String::from_utf8_lossy(&rest));
+    checker.finish();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }

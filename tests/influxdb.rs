@@ -71,6 +71,7 @@ fn every_mode_writes_what_influxdb_accepts_and_returns() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     assert!(!batches.is_empty());
+    monotonic::checked(&String::from_utf8_lossy(&batches));
     write_all_accepted(&server, "ntopng", &batches);
 
     // stream: two self-timed batches (however long the eBPF load before the first takes),
@@ -151,7 +152,7 @@ fn once_as(
         );
     }
     write_all_accepted(server, database, &out.stdout);
-    String::from_utf8(out.stdout).unwrap()
+    monotonic::checked_stdout(&out)
 }
 
 /// The values of `tag` of the series an InfluxQL `GROUP BY` returned, with each series' first

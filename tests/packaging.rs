@@ -566,6 +566,7 @@ fn deb_installs_runs_and_purges_cleanly() {
         let out = run("/usr/bin/flowlens", args);
         let text = String::from_utf8(out.stdout).unwrap();
         flowlens_core::lineproto::validate(&text).unwrap();
+        monotonic::checked(&text);
         assert!(!lines_of(&text, "iface:traffic").is_empty(), "{text}");
         let internal = lines_of(&text, "flowlens:internal").join("\n");
         assert!(internal.contains("probes_attached="), "{internal}");

@@ -55,12 +55,14 @@ fn held_after_start_up(args: &[&str], kept: u64) {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut checker = monotonic::Checker::live();
     // A first gather: start-up (programs, maps, the start-up scan) is done.
     stdin.write_all(b"\n").unwrap();
     let mut line = String::new();
     while !line.starts_with("flowlens:internal") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "no gather");
+        checker.feed_line(&line);
     }
     assert!(line.contains("probes_failed=0i"), "{line}");
     let pid = child.id();
@@ -89,13 +91,51 @@ fn held_after_start_up(args: &[&str], kept: u64) {
     while !line.starts_with("flowlens:internal") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "no second gather");
+        checker.feed_line(&line);
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
 
-/// Runs flowlens as user nobody with the capabilities `caps` (setpriv's names: "bpf,perfmon").
+/// The binary and plugin under test, copied where user nobody can reach them: the checkout (and
+/// its target/) may be in a directory only root can traverse (a root user's clone in /root,
+/// mode 0700). A directory of its own under the temporary directory, mode 0755, the files
+/// root's and not writable by others (what the shim's plugin check wants).
+struct Reachable {
+    dir: TempDir,
+}
+
+impl Reachable {
+    fn new() -> Reachable {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("nobody");
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Every directory above it must let others through.
+        for ancestor in dir.0.ancestors().skip(1) {
+            let mode = std::fs::metadata(ancestor).unwrap().permissions().mode();
+            assert!(
+                mode & 0o001 != 0,
+                "{} (mode {mode:o}) keeps user nobody out: set TMPDIR to a directory others can \
+                 traverse",
+                ancestor.display()
+            );
+        }
+        for (from, name, mode) in [
+            (flowlens_bin(), "flowlens", 0o755),
+            (plugin_lib(), "libflowlens.so", 0o644),
+        ] {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        Reachable { dir }
+    }
+}
+
+/// Runs flowlens as user nobody with the capabilities `caps` (setpriv's names: "bpf,perfmon"),
+/// from a copy it can reach ([`Reachable`]).
 fn as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
+    let copy = Reachable::new();
     let plus: String = caps.split(',').map(|c| format!(",+{c}")).collect();
     std::process::Command::new("setpriv")
         .args([
@@ -106,9 +146,13 @@ fn as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
             &format!("--ambient-caps=-all{plus}"),
             &format!("--bounding-set=-all{plus}"),
         ])
-        .arg(flowlens_bin())
-        .args(["--plugin", plugin_lib().to_str().unwrap()])
+        .arg(copy.dir.join("flowlens"))
+        .args([
+            "--plugin",
+            copy.dir.join("libflowlens.so").to_str().unwrap(),
+        ])
         .args(args)
+        .current_dir("/")
         .stdin(Stdio::null())
         .output()
         .expect("setpriv (util-linux) runs")
@@ -116,7 +160,7 @@ fn as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
 
 /// A gather with every probe attached.
 fn gathers_with_every_probe(once: &std::process::Output) {
-    let out = String::from_utf8_lossy(&once.stdout).into_owned();
+    let out = monotonic::checked_stdout(once);
     assert!(once.status.success(), "{out}");
     assert_eq!(
         value(&out, "flowlens:internal", &[], "probes_failed"),

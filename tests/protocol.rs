@@ -314,6 +314,7 @@ fn an_unusable_node_name_is_a_one_line_error_with_exit_2_naming_its_source() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_valid_line_protocol(&text);
+    monotonic::checked(&text);
     assert!(
         text.lines().all(|l| l.contains(",node=rack\\ 1\\,b\\=2")),
         "{text}"

@@ -485,6 +485,7 @@ fn run(cell: &Cell, dir: &TempDir) -> Outcome {
     // stdout: whole batches of valid line protocol, nothing cut.
     let text = String::from_utf8(output).unwrap();
     flowlens_core::lineproto::validate(&text).unwrap_or_else(|e| panic!("{name}: {e}:\n{text}"));
+    monotonic::checked(&text);
     assert!(
         text.is_empty() || text.ends_with('\n'),
         "{name}: a partial line"

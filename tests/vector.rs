@@ -620,7 +620,20 @@ impl Vector {
     fn stop(mut self) -> Outcome {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        self.thread.take().unwrap().join().unwrap()
+        let outcome = self.thread.take().unwrap().join().unwrap();
+        // flowlens's lines (stderr's, when included, carry Telegraf's level prefixes).
+        let mut checker = monotonic::Checker::new();
+        for event in &outcome.events {
+            let line = String::from_utf8_lossy(event);
+            if !["E! ", "W! ", "I! ", "D! "]
+                .iter()
+                .any(|p| line.starts_with(p))
+            {
+                checker.feed_line(&line);
+            }
+        }
+        checker.finish();
+        outcome
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod dashboards;
 pub mod kube_proxy;
+pub mod monotonic;
 pub mod runtimes;
 pub mod standins;
 
@@ -69,12 +70,17 @@ pub fn spawn_ready(cmd: &mut Command, expect: &str, what: &str) -> Child {
     child
 }
 
-/// Runs flowlens to completion with stdin from /dev/null.
+/// Runs flowlens to completion with stdin from /dev/null. The stdout of a mode that gathers
+/// (`once`, `stream`, `telegraf`: the mode is the last argument) passes the monotonicity guard.
 pub fn run_flowlens(args: &[&str]) -> Output {
-    flowlens(args)
+    let out = flowlens(args)
         .stdin(Stdio::null())
         .output()
-        .expect("flowlens runs")
+        .expect("flowlens runs");
+    if matches!(args.last(), Some(&("once" | "stream" | "telegraf"))) {
+        monotonic::checked_stdout(&out);
+    }
+    out
 }
 
 /// The cgroup2 mount point, from /proc/self/mountinfo: `/sys/fs/cgroup/unified` on hybrid

@@ -1,7 +1,7 @@
 //! Driving the real `flowlens` binary in tests, reading its output, and the kernel objects
 //! (network namespaces, cgroup2 directories) that stand in for containers.
 
-use crate::{flowlens, in_ci, TempDir};
+use crate::{flowlens, in_ci, monotonic::Checker, TempDir};
 use flowlens_core::lineproto::{parse_lines, FieldValue, Point};
 use std::{
     io::{BufRead, BufReader, Write},
@@ -12,23 +12,123 @@ use std::{
 };
 
 /// Splits flowlens's stdout into gathers (each ends with its `flowlens:internal` line), stamped
-/// when they arrive, on a thread. What is left at EOF comes as a last, partial batch.
-pub fn batches(stdout: ChildStdout) -> mpsc::Receiver<(Instant, String)> {
+/// when they arrive, on a thread. What is left at EOF comes as a last, partial batch. Every
+/// batch passes through the monotonicity guard ([`crate::monotonic::Checker`]) as it arrives;
+/// after a violation no more batches come, and the next receive (or the drop) fails the test
+/// with it.
+pub fn batches(stdout: ChildStdout) -> Batches {
     let (tx, rx) = mpsc::channel();
+    let broken = Arc::new(Mutex::new(None));
+    let verdict = Arc::clone(&broken);
     std::thread::spawn(move || {
+        let mut checker = Checker::live();
+        // Checks a batch; false (and the verdict kept) when the guard finds something.
+        let mut check = |batch: &str| {
+            let found = checker.violations(batch);
+            if !found.is_empty() {
+                *verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "flowlens's output broke the monotonicity guard (tests/support/monotonic.rs):\n\
+                     {}\nin the gather:\n{batch}",
+                    found.join("\n")
+                ));
+            }
+            found.is_empty()
+        };
         let mut batch = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            batch.push_str(&line);
-            batch.push('\n');
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !line.ends_with('\n') => {
+                    // A line cut by the process's end (SIGKILL during a write): the test sees
+                    // it, the guard reads the whole lines before it.
+                    if !batch.is_empty() && !check(&batch) {
+                        return;
+                    }
+                    batch.push_str(&line);
+                    batch.push('\n');
+                    let _ = tx.send((Instant::now(), batch));
+                    return;
+                }
+                Ok(_) => batch.push_str(&line),
+            }
             if line.starts_with("flowlens:internal") {
-                let _ = tx.send((Instant::now(), std::mem::take(&mut batch)));
+                let done = std::mem::take(&mut batch);
+                if !check(&done) {
+                    return;
+                }
+                let _ = tx.send((Instant::now(), done));
             }
         }
-        if !batch.is_empty() {
+        if !batch.is_empty() && check(&batch) {
             let _ = tx.send((Instant::now(), batch));
         }
     });
-    rx
+    Batches { rx, broken }
+}
+
+/// The gathers of one flowlens process's stdout, checked ([`batches`]); the receiving methods of
+/// [`mpsc::Receiver`].
+pub struct Batches {
+    rx: mpsc::Receiver<(Instant, String)>,
+    broken: Arc<Mutex<Option<String>>>,
+}
+
+impl Batches {
+    /// The next batch within `timeout`.
+    pub fn recv_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Instant, String), mpsc::RecvTimeoutError> {
+        let got = self.rx.recv_timeout(timeout);
+        self.assert_clean();
+        got
+    }
+
+    /// The next batch.
+    pub fn recv(&self) -> Result<(Instant, String), mpsc::RecvError> {
+        let got = self.rx.recv();
+        self.assert_clean();
+        got
+    }
+
+    /// Fails the test with the guard's verdict, if it found something.
+    pub fn assert_clean(&self) {
+        if let Some(verdict) = self.broken.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            panic!("{verdict}");
+        }
+    }
+
+    /// Waits (at most `timeout`) for the end of stdout, checking what is left, then fails the
+    /// test if the guard found something.
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.assert_clean();
+    }
+}
+
+impl Iterator for Batches {
+    type Item = (Instant, String);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.recv().ok()
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_clean();
+        }
+    }
 }
 
 /// Most stderr lines a [`Session`] keeps (the first ones).
@@ -39,8 +139,10 @@ pub struct Session {
     /// The flowlens process.
     pub child: Child,
     stdin: Option<ChildStdin>,
-    batches: mpsc::Receiver<(Instant, String)>,
+    batches: Batches,
     log: Arc<Mutex<Vec<String>>>,
+    /// What the kernel holds that `flows_active` may not exceed ([`Session::bound_flows_active`]).
+    flows_bound: Option<Box<dyn Fn() -> u64>>,
 }
 
 impl Session {
@@ -80,6 +182,7 @@ impl Session {
             stdin,
             batches: rx,
             log,
+            flows_bound: None,
         };
         let first = session.gather();
         if in_ci() {
@@ -99,10 +202,29 @@ impl Session {
     /// only detects a hang: under QEMU's emulation, three guests on two cores, one gather after
     /// a thousand connections has taken over 20 s.
     pub fn gather(&mut self) -> String {
+        let before = self.flows_bound.as_ref().map(|f| f());
         self.ask();
         let batch = self.next_batch(Duration::from_secs(60)).expect("a batch");
         flowlens_core::lineproto::validate(&batch).unwrap();
+        if let (Some(before), Some(bound)) = (before, &self.flows_bound) {
+            // The kernel's count before and after the gather: flows_active, taken between the
+            // two, is at most the larger.
+            let most = before.max(bound());
+            let active = crate::monotonic::flows_active(&batch).expect("flows_active");
+            assert!(
+                u64::try_from(active).is_ok_and(|a| a <= most),
+                "flows_active={active} exceeds the {most} sockets the kernel holds \
+                 (tests/support/monotonic.rs):\n{batch}"
+            );
+        }
         batch
+    }
+
+    /// From now on, every [`gather`](Self::gather) checks that `flows_active` does not exceed
+    /// what `kernel` counts (such as [`crate::monotonic::kernel_sockets`]), read before and
+    /// after it: for tests that know what the kernel holds while they gather.
+    pub fn bound_flows_active(&mut self, kernel: impl Fn() -> u64 + 'static) {
+        self.flows_bound = Some(Box::new(kernel));
     }
 
     /// Asks for a gather (a newline) without waiting for it.
@@ -135,6 +257,10 @@ impl Drop for Session {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            // What came after the last batch the test read is checked too.
+            self.batches.drain(Duration::from_secs(60));
+        }
     }
 }
 
