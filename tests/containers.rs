@@ -1742,6 +1742,8 @@ fn remove_cgroup(dir: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("cannot remove {}", dir.display());
+}
+
 /// A namespace's `Tcp: RetransSegs` (/proc/net/snmp, what `nstat` calls `TcpRetransSegs`).
 fn retrans_segs(ns: &str) -> i64 {
     let snmp = in_netns(ns, || {

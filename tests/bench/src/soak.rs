@@ -260,7 +260,7 @@ fn sample_gathers(
     pid: u32,
     net: &Net,
     stdin: &mut impl Write,
-    gathers: &std::sync::mpsc::Receiver<(Instant, String)>,
+    gathers: &flowlens_tests::session::Batches,
     conns: &AtomicU64,
     pods: &AtomicU64,
 ) -> Result<Vec<Sample>> {
