@@ -952,6 +952,31 @@ static __always_inline void listen_seen_probed(struct file *file, const struct s
 }
 
 /*
+ * Whether the entry found under a socket's key is that socket's: its ports must be the
+ * socket's. A connect() not answered yet (FL_SOCK_PENDING) was entered at CLOSE -> SYN_SENT,
+ * before the kernel picked its local port: it takes it here, and is not stale for that.
+ * An entry with other ports was made for a socket whose end fl_set_state and fl_destroy both
+ * missed (keyed by address, a later socket now lives there): counted once (FL_STAT_STALE_SOCKS,
+ * which userspace adds to events_lost) and ended here, so that it is neither counted again at
+ * every gather nor left in the map as a ghost flow. An established entry ends with a close
+ * record of the counters it last had (userspace folds the flow into its host's totals, as for
+ * any close); a connect never established was no flow and its outcome is unknown: it goes
+ * without a record (a connect-failed record would invent a failure).
+ */
+static __always_inline bool entry_is_of(struct fl_sock *v, __u64 key, __u16 num, __u16 dport)
+{
+	if ((v->flags & FL_SOCK_PENDING) && !v->sport)
+		v->sport = num;
+	if (num == v->sport && dport == v->dport)
+		return true;
+	stat_inc(FL_STAT_STALE_SOCKS);
+	if (!(v->flags & FL_SOCK_PENDING))
+		emit(key, FL_EV_CLOSE, v, bpf_ktime_get_ns(), 0);
+	bpf_map_delete_elem(&socks, &key);
+	return false;
+}
+
+/*
  * The gather's look at live TCP sockets, in every network namespace at once: userspace runs
  * this iterator over every open file of every process before it reads "socks". A socket file
  * whose TCP socket is in "socks" gets its counters read from the socket and, when still
@@ -996,12 +1021,8 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 	}
 	if (v->protocol != IPPROTO_TCP)
 		return 0;
-	if (sk->__sk_common.skc_num != v->sport ||
-	    bpf_ntohs(sk->__sk_common.skc_dport) != v->dport) {
-		/* the entry of a socket that lived at this address before: its end was missed */
-		stat_inc(FL_STAT_STALE_SOCKS);
+	if (!entry_is_of(v, key, sk->__sk_common.skc_num, bpf_ntohs(sk->__sk_common.skc_dport)))
 		return 0;
-	}
 	take_owner(v, task);
 	t.state = sk->__sk_common.skc_state;
 	/* The socket is typed here but only as a struct sock that the verifier does not vouch
@@ -1049,10 +1070,8 @@ int fl_refresh_probed(struct bpf_iter__task_file *ctx)
 	}
 	if (v->protocol != IPPROTO_TCP)
 		return 0;
-	if (t.num != v->sport || bpf_ntohs(t.dport_be) != v->dport) {
-		stat_inc(FL_STAT_STALE_SOCKS);
+	if (!entry_is_of(v, key, t.num, bpf_ntohs(t.dport_be)))
 		return 0;
-	}
 	v->sk = addr;
 	take_owner(v, task);
 	if (!state_has_counters(t.state) || !read_counters(sk, &t))

@@ -1279,3 +1279,272 @@ fn roles_of_connections_before_start_come_from_listening_ports_not_port_numbers(
     drop((clients, servers));
     s.finish();
 }
+
+/// A TCP listener on `addr` in `ns` with a listen backlog of `backlog` (0: its accept queue is
+/// full with one connection not accepted, and later SYNs are dropped, unanswered).
+fn listen_backlog(ns: &str, addr: std::net::SocketAddrV4, backlog: i32) -> TcpListener {
+    use std::os::fd::FromRawFd;
+    in_netns(ns, move || {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(addr.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: plain socket calls on an fd this closure owns, with a valid sockaddr_in.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len);
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            let rc = libc::listen(fd, backlog);
+            assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+            TcpListener::from_raw_fd(fd)
+        }
+    })
+}
+
+/// A non-blocking connect from `ns` to `to`, left in progress.
+fn connect_nonblocking(ns: &str, to: std::net::SocketAddrV4) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    in_netns(ns, move || {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: plain socket calls on an fd this closure owns, with a valid sockaddr_in.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            );
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), len);
+            let err = std::io::Error::last_os_error();
+            assert!(
+                rc == -1 && err.raw_os_error() == Some(libc::EINPROGRESS),
+                "connect: {rc} {err}"
+            );
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        }
+    })
+}
+
+/// The TCP state of socket `fd` (TCP_INFO's tcpi_state: 1 established, 2 SYN_SENT, 7 close).
+fn tcp_state(fd: i32) -> u8 {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is large enough for struct tcp_info; len says how large.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    buf[0]
+}
+
+/// SO_ERROR of socket `fd` (reading it clears it).
+fn so_error(fd: i32) -> i32 {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: err is a c_int and len says so.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    err
+}
+
+#[test]
+fn a_pending_connect_across_gathers_loses_nothing_and_counts_once_when_it_fails() {
+    let Some(_serial) =
+        ebpf_test("a_pending_connect_across_gathers_loses_nothing_and_counts_once_when_it_fails")
+    else {
+        return;
+    };
+    let pair = NetnsPair::new("flpc", 161);
+    let server: std::net::SocketAddrV4 = "10.161.0.2:7400".parse().unwrap();
+    let mut s = Session::start("");
+    let t0 = s.gather();
+    let failed_before = internal(&t0, "connects_failed");
+    // A listener with backlog 0: one connection fills its accept queue, so the next one's SYNs
+    // are dropped (no answer): that connect stays in SYN_SENT, its retransmitted SYNs too.
+    let listener = listen_backlog(&pair.ns[1], server, 0);
+    let first = in_netns(&pair.ns[0], move || TcpStream::connect(server).unwrap());
+    let pending = connect_nonblocking(&pair.ns[0], server);
+    let pending_fd = pending.as_raw_fd();
+    assert_eq!(tcp_state(pending_fd), 2, "the second connect is unanswered");
+    let gathers: Vec<String> = (0..6).map(|_| s.gather()).collect();
+    assert_eq!(
+        tcp_state(pending_fd),
+        2,
+        "still in SYN_SENT after the gathers"
+    );
+    for t in &gathers {
+        // Nothing was lost: a connect without its local port in the map is not a stale entry.
+        assert_eq!(internal(t, "events_lost"), 0, "{t}");
+        // The established connection is a flow, the pending one not (yet).
+        assert_eq!(
+            host(t, "host:active_flows", "10.161.0.1", "flows_as_client"),
+            1,
+            "{t}"
+        );
+        assert_eq!(
+            host(t, "host:total_flows", "10.161.0.1", "flows_as_client"),
+            1,
+            "{t}"
+        );
+    }
+    // Closing the listener makes the next retransmitted SYN meet an RST: the connect fails
+    // (ECONNREFUSED), once. (The first connection, never accepted, is reset.)
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while tcp_state(pending_fd) == 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the pending connect never failed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(so_error(pending_fd), libc::ECONNREFUSED);
+    let t = s.gather();
+    assert_eq!(internal(&t, "events_lost"), 0, "{t}");
+    assert_eq!(internal(&t, "connects_failed") - failed_before, 1, "{t}");
+    assert_eq!(
+        host(&t, "host:total_flows", "10.161.0.1", "flows_as_client"),
+        1,
+        "a failed connect is not a flow: {t}"
+    );
+    let t = s.gather();
+    assert_eq!(internal(&t, "connects_failed") - failed_before, 1, "{t}");
+    drop((first, pending));
+    s.finish();
+}
+
+/// The socket cookie of `fd` (SO_COOKIE: what `bpf_get_socket_cookie` and sock_diag name).
+fn socket_cookie(fd: i32) -> u64 {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: cookie is a u64 and len says so.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
+}
+
+#[test]
+fn a_stale_entry_is_counted_once_and_its_flow_ends() {
+    let Some(_serial) = ebpf_test("a_stale_entry_is_counted_once_and_its_flow_ends") else {
+        return;
+    };
+    use flowlens::collector::{CollectorOptions, EbpfCollector, HookKinds};
+    use flowlens_core::{flows, records};
+    // A connection made before the collector starts (so not in its map), then an entry for its
+    // socket whose ports are another socket's: what a socket leaves behind when both its close
+    // and its destruction were missed and a later socket took its key.
+    let pair = NetnsPair::new("flst", 162);
+    let listener = listen(&pair.ns[1], "10.162.0.2:7401");
+    let client = in_netns(&pair.ns[0], || {
+        TcpStream::connect("10.162.0.2:7401").unwrap()
+    });
+    let (_server, _) = listener.accept().unwrap();
+    let limits = flows::Limits {
+        max_flows: 1 << 16,
+        max_hosts: 1024,
+        host_ttl_ns: 300_000_000_000,
+        udp_idle_timeout_ns: 60_000_000_000,
+        hosts_by_netns: true,
+        max_peers: 0,
+    };
+    let table = std::sync::Arc::new(std::sync::Mutex::new(flows::FlowTable::new(limits)));
+    let options = CollectorOptions {
+        max_flows: 1 << 16,
+        ring_buffer_bytes: 1 << 20,
+        segment_rtt: false,
+        hook_kinds: HookKinds::ALL,
+    };
+    let mut collector = EbpfCollector::start(options, table.clone()).unwrap();
+    let cookie = socket_cookie(client.as_raw_fd());
+    let local = client.local_addr().unwrap();
+    // SAFETY: FlSock is plain old data (integers and byte arrays): all zeroes is a valid value.
+    let mut sock: records::FlSock = unsafe { std::mem::zeroed() };
+    sock.family = libc::AF_INET as u8;
+    sock.protocol = records::IPPROTO_TCP;
+    sock.role = records::ROLE_CLIENT;
+    sock.sport = local.port().wrapping_add(1); // another socket's port
+    sock.dport = 7401;
+    sock.saddr[10..12].copy_from_slice(&[0xff, 0xff]);
+    sock.saddr[12..].copy_from_slice(&[10, 162, 0, 1]);
+    sock.daddr[10..12].copy_from_slice(&[0xff, 0xff]);
+    sock.daddr[12..].copy_from_slice(&[10, 162, 0, 2]);
+    sock.bytes_sent = 1234;
+    sock.netns = 7;
+    collector.adopt(cookie, &sock);
+    assert!(collector
+        .snapshot(1 << 20)
+        .iter()
+        .any(|(c, _)| *c == cookie));
+    for _ in 0..3 {
+        // A host with over a million open files makes one read of the iterator stop early
+        // (EAGAIN): run it again then.
+        while let Err(e) = collector.refresh_tcp() {
+            assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+        }
+    }
+    assert_eq!(
+        collector.stat(records::STAT_STALE_SOCKS),
+        1,
+        "counted once, not at every run"
+    );
+    assert!(
+        !collector
+            .snapshot(1 << 20)
+            .iter()
+            .any(|(c, _)| *c == cookie),
+        "the stale entry is gone from the map"
+    );
+    // Its flow ended with a close record: the bytes it had fold into its host's totals.
+    let mut table = table.lock().unwrap();
+    collector.apply_events(&mut table);
+    let key = flows::HostKey::Addr {
+        ip: "10.162.0.1".parse().unwrap(),
+        netns: Some(7),
+    };
+    let totals = table
+        .hosts()
+        .get(&key)
+        .cloned()
+        .expect("the host of the ended flow");
+    assert_eq!(totals.bytes_sent, 1234);
+    assert_eq!(totals.total_client, 1);
+    drop(table);
+    drop(collector);
+    drop(client);
+}
