@@ -30,12 +30,25 @@
 #define SEND_SHUTDOWN 2
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define MSG_PEEK 2
+#define MSG_ERRQUEUE 0x2000
+/* Receive calls that take no datagram: a peek (the same datagram is read again, for real) and
+ * a read of the error queue (an ICMP error's copy of a datagram this socket sent). */
+#define FL_RECV_NOT_READ (MSG_PEEK | MSG_ERRQUEUE)
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by userspace before loading: whether bpf_get_socket_cookie() may be called from tracing
  * programs on this kernel (5.12+). The verifier never sees the branch not taken. */
 const volatile __u32 fl_cookie_helper = 1;
+
+/* Set by userspace before loading, from the kernel's BTF: which argument of udp_recvmsg and
+ * udpv6_recvmsg holds the receive flags, for the kprobe programs (which, unlike fexit ones, are
+ * not refused when they assume another arity). 4: Linux 5.19+ (sk, msg, len, flags, addr_len;
+ * 6.16 dropped addr_len); 5: before (sk, msg, len, noblock, flags, addr_len). Were it wrong on
+ * an older kernel, the 4th argument read is `noblock`, 0 or MSG_DONTWAIT: no read would be
+ * skipped, none wrongly. */
+const volatile __u32 fl_udp_recv_flags_arg = 4;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -600,13 +613,20 @@ int BPF_PROG(fl_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags)
 {
+	/* one test of a value at hand before anything else: peeks and error-queue reads are no
+	 * datagram received (and TCP calls, which fire this tracepoint too, leave in on_udp) */
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
 /* UDP datagrams before 6.3: fexit of the protocol's own functions. udpv6_sendmsg hands
  * v4-mapped destinations to udp_sendmsg: an AF_INET6 socket is counted by the v6 program only.
- * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in 5.19: one program for each
- * arity, userspace attaches the one the kernel accepts. */
+ * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in 5.19 and their `addr_len` in
+ * 6.16: one program for each arity, userspace tries the longest first (a program whose return
+ * value sits after fewer arguments would read an argument as the return value where there are
+ * more; the verifier refuses one that reads past the last). Peeks and error-queue reads are no
+ * datagram received (FL_RECV_NOT_READ). */
 SEC("fexit/udp_sendmsg")
 int BPF_PROG(fl_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
 {
@@ -625,6 +645,8 @@ SEC("fexit/udp_recvmsg")
 int BPF_PROG(fl_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	     int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -632,6 +654,26 @@ SEC("fexit/udpv6_recvmsg")
 int BPF_PROG(fl_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	     int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fl_udp_recvmsg_noaddrlen, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	     int ret)
+{
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fl_udpv6_recvmsg_noaddrlen, struct sock *sk, struct msghdr *msg, size_t len,
+	     int flags, int ret)
+{
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -639,6 +681,8 @@ SEC("fexit/udp_recvmsg")
 int BPF_PROG(fl_udp_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size_t len,
 	     int noblock, int flags, int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -646,6 +690,8 @@ SEC("fexit/udpv6_recvmsg")
 int BPF_PROG(fl_udpv6_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size_t len,
 	     int noblock, int flags, int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -718,10 +764,20 @@ int BPF_KRETPROBE(fl_krp_udp6_send, int ret)
 	return udp_call_exit(ret, FL_UDP_SEND6);
 }
 
+/* A receive call's entry: a peek or an error-queue read keeps no socket (address 0), so that
+ * its exit counts nothing; overwriting the thread's slot, rather than leaving it, also keeps
+ * a slot an earlier call left behind (its exit lost) from being counted for this one. */
+static __always_inline int udp_recv_enter(struct pt_regs *ctx, const void *sk, __u32 fn)
+{
+	__u64 flags = fl_udp_recv_flags_arg == 5 ? PT_REGS_PARM5(ctx) : PT_REGS_PARM4(ctx);
+
+	return udp_call_enter(flags & FL_RECV_NOT_READ ? NULL : sk, fn);
+}
+
 SEC("kprobe/udp_recvmsg")
 int BPF_KPROBE(fl_kp_udp_recv, struct sock *sk)
 {
-	return udp_call_enter(sk, FL_UDP_RECV4);
+	return udp_recv_enter(ctx, sk, FL_UDP_RECV4);
 }
 
 SEC("kretprobe/udp_recvmsg")
@@ -733,7 +789,7 @@ int BPF_KRETPROBE(fl_krp_udp_recv, int ret)
 SEC("kprobe/udpv6_recvmsg")
 int BPF_KPROBE(fl_kp_udp6_recv, struct sock *sk)
 {
-	return udp_call_enter(sk, FL_UDP_RECV6);
+	return udp_recv_enter(ctx, sk, FL_UDP_RECV6);
 }
 
 SEC("kretprobe/udpv6_recvmsg")

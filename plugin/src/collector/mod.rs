@@ -7,6 +7,7 @@
 //! detaches everything.
 
 mod batch;
+mod btf;
 mod iter;
 mod listen;
 use aya::{
@@ -189,6 +190,12 @@ pub const FEATURES: &[Feature] = &[
             &[
                 Hook::fexit("fl_udp_recvmsg", "udp_recvmsg"),
                 Hook::fexit("fl_udpv6_recvmsg", "udpv6_recvmsg"),
+            ],
+            // 6.16 removed `addr_len`: tried last, for the same reason.
+            &[
+                Hook::fexit("fl_udp_recvmsg_noaddrlen", "udp_recvmsg").variant("without addr_len"),
+                Hook::fexit("fl_udpv6_recvmsg_noaddrlen", "udpv6_recvmsg")
+                    .variant("without addr_len"),
             ],
             &[
                 Hook::kprobe("fl_kp_udp_recv", "udp_recvmsg"),
@@ -661,6 +668,19 @@ fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicB
     }
 }
 
+/// Which argument of `udp_recvmsg` (and `udpv6_recvmsg`) holds the receive flags, for the
+/// kprobe programs, which skip peeks and error-queue reads: 5 when the kernel's BTF gives the
+/// function 6 parameters (before 5.19: a `noblock` argument comes first), else 4 (5.19+, with
+/// or without the `addr_len` that 6.16 removed after it; where 4 would be wrong, the 4th
+/// argument is `noblock`, which never looks like a peek).
+fn udp_recv_flags_arg() -> u32 {
+    let data = std::fs::read("/sys/kernel/btf/vmlinux").unwrap_or_default();
+    match btf::func_params(&data, "udp_recvmsg") {
+        Some(6) => 5,
+        _ => 4,
+    }
+}
+
 /// The object loaded with its maps, and every feature attached as this kernel allows.
 struct Loaded {
     ebpf: Ebpf,
@@ -676,11 +696,13 @@ impl Loaded {
         options: CollectorOptions,
         cookie_helper: bool,
     ) -> Result<Loaded, CollectorError> {
+        let recv_flags_arg = udp_recv_flags_arg();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .map_max_entries("socks", options.max_flows)
             .map_max_entries("events", options.ring_buffer_bytes)
             .override_global("fl_cookie_helper", &u32::from(cookie_helper), true)
+            .override_global("fl_udp_recv_flags_arg", &recv_flags_arg, true)
             .load(BPF_OBJECT)
             .map_err(|e| CollectorError::Load(reason(&e)))?;
         let socks: BpfHashMap<MapData, u64, MapSock> =
