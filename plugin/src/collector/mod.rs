@@ -207,6 +207,26 @@ pub const FEATURES: &[Feature] = &[
     },
 ];
 
+/// The source address of UDP sockets that send without an address of their own (never bound or
+/// connected, or bound to the wildcard), which the kernel picks per datagram. Attached with the
+/// default features, but a kernel that allows neither way (tracepoints only: the locked-down
+/// 6.18) is no failure: such flows then keep the unspecified address (`host=0.0.0.0` / `::`),
+/// and `doctor` says so.
+pub const UDP_SOURCE: Feature = Feature {
+    name: "UDP source address",
+    serves: "the local address of UDP sockets that send unbound",
+    ways: &[
+        &[
+            Hook::fexit("fl_udp_send_skb", "udp_send_skb"),
+            Hook::fexit("fl_udp6_send_skb", "udp_v6_send_skb"),
+        ],
+        &[
+            Hook::kprobe("fl_kp_udp_send_skb", "udp_send_skb"),
+            Hook::kprobe("fl_kp_udp6_send_skb", "udp_v6_send_skb"),
+        ],
+    ],
+};
+
 /// The optional per-segment RTT feature (`rtt_source = "segment"`).
 pub const SEGMENT_RTT: Feature = Feature {
     name: "TCP RTT per segment",
@@ -715,6 +735,16 @@ impl Loaded {
             .iter()
             .map(|feature| attach_feature(&mut ebpf, btf, feature, options.hook_kinds))
             .collect();
+        let mut source = attach_feature(&mut ebpf, btf, &UDP_SOURCE, options.hook_kinds);
+        if !source.status.ok {
+            // Information, not a failure: the flows are counted, under the unspecified address.
+            source.status.ok = true;
+            source.status.detail = format!(
+                "information: {} (their flows count under host=0.0.0.0 / :: instead)",
+                source.status.detail
+            );
+        }
+        features.push(source);
         if options.segment_rtt {
             features.push(attach_feature(
                 &mut ebpf,
