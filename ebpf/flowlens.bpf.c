@@ -824,8 +824,12 @@ int BPF_KRETPROBE(fl_krp_udp6_send, int ret)
  * a slot an earlier call left behind (its exit lost) from being counted for this one. */
 static __always_inline int udp_recv_enter(struct pt_regs *ctx, const void *sk, __u32 fn)
 {
-	__u64 flags = fl_udp_recv_flags_arg == 5 ? PT_REGS_PARM5(ctx) : PT_REGS_PARM4(ctx);
+	/* Both loaded, then one chosen: a load from a context pointer picked by the condition
+	 * would be refused ("dereference of modified ctx ptr"). */
+	__u64 p4 = PT_REGS_PARM4(ctx), p5 = PT_REGS_PARM5(ctx), flags;
 
+	asm volatile("" : "+r"(p4), "+r"(p5));
+	flags = fl_udp_recv_flags_arg == 5 ? p5 : p4;
 	return udp_call_enter(flags & FL_RECV_NOT_READ ? NULL : sk, fn);
 }
 

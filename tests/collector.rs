@@ -1707,9 +1707,26 @@ fn unbound_udp_senders_count_under_the_source_address_the_kernel_chose_v4_and_v6
             &["-n", ns, "addr", "add", addr, "dev", ifname, "nodad"],
         );
     }
+    // By fexit where allowed, else by kprobes (the second config leaves fexit out).
+    for config in ["", "hook_kinds = [\"tp_btf\", \"kprobe\"]\n"] {
+        unbound_udp_senders(&pair, config);
+    }
+}
+
+fn unbound_udp_senders(pair: &NetnsPair, config: &str) {
     // Whether this kernel lets flowlens see the source it chooses (fexit or kprobe; not on a
     // kernel that allows tracepoints only): what flowlens must then write differs.
-    let doctor = String::from_utf8(run_flowlens(&["doctor"]).stdout).unwrap();
+    let dir = TempDir::new("unbound-udp");
+    let path = dir.join("flowlens.toml");
+    std::fs::write(&path, config).unwrap();
+    let doctor =
+        String::from_utf8(run_flowlens(&["--config", path.to_str().unwrap(), "doctor"]).stdout)
+            .unwrap();
+    let allowed = |kind: &str| {
+        doctor
+            .lines()
+            .any(|l| l.contains(&format!("hook kind {kind} ")) && l.ends_with("allowed here"))
+    };
     let line = doctor
         .lines()
         .find(|l| l.contains("feature UDP source address:"))
@@ -1717,11 +1734,15 @@ fn unbound_udp_senders_count_under_the_source_address_the_kernel_chose_v4_and_v6
         .to_string();
     assert!(line.starts_with("ok "), "never a failure: {line}");
     let served = line.contains("served by ");
+    // Served wherever a kind it may use is allowed here: a program the verifier refused would
+    // be hidden behind the information line otherwise.
+    let usable = (allowed("fexit") && !config.contains("hook_kinds")) || allowed("kprobe");
+    assert_eq!(served, usable, "config {config:?}: {line}\n{doctor}");
     assert!(
         served || line.contains("count under host=0.0.0.0 / ::"),
         "{line}"
     );
-    let mut s = Session::start("");
+    let mut s = Session::start(config);
     let t0 = s.gather();
     let inode = netns_inode(&pair.ns[0]);
     let (n, size) = (5, 300);
