@@ -30,12 +30,25 @@
 #define SEND_SHUTDOWN 2
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define MSG_PEEK 2
+#define MSG_ERRQUEUE 0x2000
+/* Receive calls that take no datagram: a peek (the same datagram is read again, for real) and
+ * a read of the error queue (an ICMP error's copy of a datagram this socket sent). */
+#define FL_RECV_NOT_READ (MSG_PEEK | MSG_ERRQUEUE)
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by userspace before loading: whether bpf_get_socket_cookie() may be called from tracing
  * programs on this kernel (5.12+). The verifier never sees the branch not taken. */
 const volatile __u32 fl_cookie_helper = 1;
+
+/* Set by userspace before loading, from the kernel's BTF: which argument of udp_recvmsg and
+ * udpv6_recvmsg holds the receive flags, for the kprobe programs (which, unlike fexit ones, are
+ * not refused when they assume another arity). 4: Linux 5.19+ (sk, msg, len, flags, addr_len;
+ * 6.16 dropped addr_len); 5: before (sk, msg, len, noblock, flags, addr_len). Were it wrong on
+ * an older kernel, the 4th argument read is `noblock`, 0 or MSG_DONTWAIT: no read would be
+ * skipped, none wrongly. */
+const volatile __u32 fl_udp_recv_flags_arg = 4;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -501,6 +514,57 @@ static __always_inline void udp_first(__u64 key, struct fl_sock *fresh, int ret,
 		udp_count(v, ret, send, now);
 }
 
+/*
+ * The source address of a UDP socket that sends without being bound to an address (never bound
+ * or connected: statsd clients, resolvers; or bound to the wildcard): the socket holds none,
+ * the kernel picks one per datagram by a route lookup, on a flowi4/flowi6 on the stack of
+ * udp_sendmsg/udpv6_sendmsg that is gone when the send hooks run. fl_udp_send_skb and
+ * fl_udp6_send_skb (fexit, else kprobe, on udp_send_skb/udp_v6_send_skb: every datagram that
+ * leaves a UDP socket, none of TCP's) note that flow's source and local port in this CPU's slot;
+ * the same thread's send hook, on the same CPU right after, takes it for the socket's first
+ * datagram. A per-CPU slot costs less per datagram than a map keyed by thread: a thread moved
+ * to another CPU in between (rare) finds no match and the flow keeps the unspecified address.
+ * A socket that sends from several addresses is one flow: it keeps its first datagram's.
+ * Where neither hook kind is allowed (6.18 locked down: only tracepoints, iterators and cgroup
+ * programs, none of which sees the chosen source), such flows keep 0.0.0.0 / ::.
+ */
+struct fl_udp_src {
+	__u64 pid_tgid;
+	__u8 saddr[16]; /* v4-mapped for IPv4, as fl_sock.saddr */
+	__u16 sport;    /* host byte order */
+	__u16 _pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_udp_src);
+} udp_src SEC(".maps");
+
+static __always_inline bool addr_unspecified(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	/* :: or ::ffff:0.0.0.0 */
+	return !w[0] && !w[1] && (!w[2] || w[2] == bpf_htonl(0xffff)) && !w[3];
+}
+
+/* A new entry's first datagram was sent without a source address of its own: the source the
+ * kernel chose for it, when this thread's udp_send_skb just noted one for this local port. */
+static __always_inline void udp_take_src(struct fl_sock *v)
+{
+	__u32 zero = 0;
+	struct fl_udp_src *src;
+
+	if (!addr_unspecified(v->saddr))
+		return;
+	src = bpf_map_lookup_elem(&udp_src, &zero);
+	if (!src || src->pid_tgid != bpf_get_current_pid_tgid() || src->sport != v->sport)
+		return;
+	__builtin_memcpy(v->saddr, src->saddr, sizeof(v->saddr));
+}
+
 /* A UDP datagram of `ret` bytes sent or received (process context), `sk` a BTF pointer. */
 static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 {
@@ -531,6 +595,8 @@ static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 		return 0;
 	}
 	sock_fill(&fresh, sk, send ? FL_ROLE_CLIENT : FL_ROLE_SERVER, true, now);
+	if (send)
+		udp_take_src(&fresh);
 	udp_first(cookie ? cookie : addr, &fresh, ret, send, now);
 	return 0;
 }
@@ -586,6 +652,8 @@ static __always_inline int on_udp_probed(__u64 addr, int ret, bool send)
 	fresh.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	fresh.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	fill_proc(&fresh);
+	if (send)
+		udp_take_src(&fresh);
 	udp_first(cookie ? cookie : addr, &fresh, ret, send, now);
 	return 0;
 }
@@ -600,13 +668,20 @@ int BPF_PROG(fl_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags)
 {
+	/* one test of a value at hand before anything else: peeks and error-queue reads are no
+	 * datagram received (and TCP calls, which fire this tracepoint too, leave in on_udp) */
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
 /* UDP datagrams before 6.3: fexit of the protocol's own functions. udpv6_sendmsg hands
  * v4-mapped destinations to udp_sendmsg: an AF_INET6 socket is counted by the v6 program only.
- * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in 5.19: one program for each
- * arity, userspace attaches the one the kernel accepts. */
+ * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in 5.19 and their `addr_len` in
+ * 6.16: one program for each arity, userspace tries the longest first (a program whose return
+ * value sits after fewer arguments would read an argument as the return value where there are
+ * more; the verifier refuses one that reads past the last). Peeks and error-queue reads are no
+ * datagram received (FL_RECV_NOT_READ). */
 SEC("fexit/udp_sendmsg")
 int BPF_PROG(fl_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
 {
@@ -625,6 +700,8 @@ SEC("fexit/udp_recvmsg")
 int BPF_PROG(fl_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	     int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -632,6 +709,26 @@ SEC("fexit/udpv6_recvmsg")
 int BPF_PROG(fl_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	     int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fl_udp_recvmsg_noaddrlen, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	     int ret)
+{
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
+	return on_udp(sk, ret, false);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fl_udpv6_recvmsg_noaddrlen, struct sock *sk, struct msghdr *msg, size_t len,
+	     int flags, int ret)
+{
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -639,6 +736,8 @@ SEC("fexit/udp_recvmsg")
 int BPF_PROG(fl_udp_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size_t len,
 	     int noblock, int flags, int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -646,6 +745,8 @@ SEC("fexit/udpv6_recvmsg")
 int BPF_PROG(fl_udpv6_recvmsg_noblock, struct sock *sk, struct msghdr *msg, size_t len,
 	     int noblock, int flags, int *addr_len, int ret)
 {
+	if (flags & FL_RECV_NOT_READ)
+		return 0;
 	return on_udp(sk, ret, false);
 }
 
@@ -718,10 +819,24 @@ int BPF_KRETPROBE(fl_krp_udp6_send, int ret)
 	return udp_call_exit(ret, FL_UDP_SEND6);
 }
 
+/* A receive call's entry: a peek or an error-queue read keeps no socket (address 0), so that
+ * its exit counts nothing; overwriting the thread's slot, rather than leaving it, also keeps
+ * a slot an earlier call left behind (its exit lost) from being counted for this one. */
+static __always_inline int udp_recv_enter(struct pt_regs *ctx, const void *sk, __u32 fn)
+{
+	/* Both loaded, then one chosen: a load from a context pointer picked by the condition
+	 * would be refused ("dereference of modified ctx ptr"). */
+	__u64 p4 = PT_REGS_PARM4(ctx), p5 = PT_REGS_PARM5(ctx), flags;
+
+	asm volatile("" : "+r"(p4), "+r"(p5));
+	flags = fl_udp_recv_flags_arg == 5 ? p5 : p4;
+	return udp_call_enter(flags & FL_RECV_NOT_READ ? NULL : sk, fn);
+}
+
 SEC("kprobe/udp_recvmsg")
 int BPF_KPROBE(fl_kp_udp_recv, struct sock *sk)
 {
-	return udp_call_enter(sk, FL_UDP_RECV4);
+	return udp_recv_enter(ctx, sk, FL_UDP_RECV4);
 }
 
 SEC("kretprobe/udp_recvmsg")
@@ -733,13 +848,71 @@ int BPF_KRETPROBE(fl_krp_udp_recv, int ret)
 SEC("kprobe/udpv6_recvmsg")
 int BPF_KPROBE(fl_kp_udp6_recv, struct sock *sk)
 {
-	return udp_call_enter(sk, FL_UDP_RECV6);
+	return udp_recv_enter(ctx, sk, FL_UDP_RECV6);
 }
 
 SEC("kretprobe/udpv6_recvmsg")
 int BPF_KRETPROBE(fl_krp_udp6_recv, int ret)
 {
 	return udp_call_exit(ret, FL_UDP_RECV6);
+}
+
+/* The source and local port of a UDP datagram about to leave, in this CPU's slot (see
+ * udp_take_src). Nothing else: this runs for every datagram sent. */
+static __always_inline void udp_src_note(const __u8 *saddr16, __u16 sport_be)
+{
+	__u32 zero = 0;
+	struct fl_udp_src *src = bpf_map_lookup_elem(&udp_src, &zero);
+
+	if (!src)
+		return;
+	src->pid_tgid = bpf_get_current_pid_tgid();
+	src->sport = bpf_ntohs(sport_be);
+	__builtin_memcpy(src->saddr, saddr16, sizeof(src->saddr));
+}
+
+static __always_inline void udp_src_note4(__be32 saddr, __u16 sport_be)
+{
+	__u32 a[4] = { 0, 0, bpf_htonl(0xffff), saddr };
+
+	udp_src_note((const __u8 *)a, sport_be);
+}
+
+/* fexit: the flow's fields are the caller's (alive); the skb may be gone, it is not read. */
+SEC("fexit/udp_send_skb")
+int BPF_PROG(fl_udp_send_skb, struct sk_buff *skb, struct flowi4 *fl4, struct inet_cork *cork,
+	     int ret)
+{
+	udp_src_note4(fl4->saddr, fl4->uli.ports.sport);
+	return 0;
+}
+
+SEC("fexit/udp_v6_send_skb")
+int BPF_PROG(fl_udp6_send_skb, struct sk_buff *skb, struct flowi6 *fl6, struct inet_cork *cork,
+	     int ret)
+{
+	struct in6_addr saddr = fl6->saddr;
+
+	udp_src_note((const __u8 *)&saddr, fl6->uli.ports.sport);
+	return 0;
+}
+
+/* kprobe: the same at the entry, by probe reads (the flow's source and ports are set by then) */
+SEC("kprobe/udp_send_skb")
+int BPF_KPROBE(fl_kp_udp_send_skb, struct sk_buff *skb, struct flowi4 *fl4)
+{
+	udp_src_note4(BPF_CORE_READ(fl4, saddr), BPF_CORE_READ(fl4, uli.ports.sport));
+	return 0;
+}
+
+SEC("kprobe/udp_v6_send_skb")
+int BPF_KPROBE(fl_kp_udp6_send_skb, struct sk_buff *skb, struct flowi6 *fl6)
+{
+	struct in6_addr saddr;
+
+	BPF_CORE_READ_INTO(&saddr, fl6, saddr);
+	udp_src_note((const __u8 *)&saddr, BPF_CORE_READ(fl6, uli.ports.sport));
+	return 0;
 }
 
 /*
@@ -952,6 +1125,31 @@ static __always_inline void listen_seen_probed(struct file *file, const struct s
 }
 
 /*
+ * Whether the entry found under a socket's key is that socket's: its ports must be the
+ * socket's. A connect() not answered yet (FL_SOCK_PENDING) was entered at CLOSE -> SYN_SENT,
+ * before the kernel picked its local port: it takes it here, and is not stale for that.
+ * An entry with other ports was made for a socket whose end fl_set_state and fl_destroy both
+ * missed (keyed by address, a later socket now lives there): counted once (FL_STAT_STALE_SOCKS,
+ * which userspace adds to events_lost) and ended here, so that it is neither counted again at
+ * every gather nor left in the map as a ghost flow. An established entry ends with a close
+ * record of the counters it last had (userspace folds the flow into its host's totals, as for
+ * any close); a connect never established was no flow and its outcome is unknown: it goes
+ * without a record (a connect-failed record would invent a failure).
+ */
+static __always_inline bool entry_is_of(struct fl_sock *v, __u64 key, __u16 num, __u16 dport)
+{
+	if ((v->flags & FL_SOCK_PENDING) && !v->sport)
+		v->sport = num;
+	if (num == v->sport && dport == v->dport)
+		return true;
+	stat_inc(FL_STAT_STALE_SOCKS);
+	if (!(v->flags & FL_SOCK_PENDING))
+		emit(key, FL_EV_CLOSE, v, bpf_ktime_get_ns(), 0);
+	bpf_map_delete_elem(&socks, &key);
+	return false;
+}
+
+/*
  * The gather's look at live TCP sockets, in every network namespace at once: userspace runs
  * this iterator over every open file of every process before it reads "socks". A socket file
  * whose TCP socket is in "socks" gets its counters read from the socket and, when still
@@ -996,12 +1194,8 @@ int fl_refresh(struct bpf_iter__task_file *ctx)
 	}
 	if (v->protocol != IPPROTO_TCP)
 		return 0;
-	if (sk->__sk_common.skc_num != v->sport ||
-	    bpf_ntohs(sk->__sk_common.skc_dport) != v->dport) {
-		/* the entry of a socket that lived at this address before: its end was missed */
-		stat_inc(FL_STAT_STALE_SOCKS);
+	if (!entry_is_of(v, key, sk->__sk_common.skc_num, bpf_ntohs(sk->__sk_common.skc_dport)))
 		return 0;
-	}
 	take_owner(v, task);
 	t.state = sk->__sk_common.skc_state;
 	/* The socket is typed here but only as a struct sock that the verifier does not vouch
@@ -1049,10 +1243,8 @@ int fl_refresh_probed(struct bpf_iter__task_file *ctx)
 	}
 	if (v->protocol != IPPROTO_TCP)
 		return 0;
-	if (t.num != v->sport || bpf_ntohs(t.dport_be) != v->dport) {
-		stat_inc(FL_STAT_STALE_SOCKS);
+	if (!entry_is_of(v, key, t.num, bpf_ntohs(t.dport_be)))
 		return 0;
-	}
 	v->sk = addr;
 	take_owner(v, task);
 	if (!state_has_counters(t.state) || !read_counters(sk, &t))

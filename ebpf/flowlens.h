@@ -29,7 +29,8 @@ enum fl_stat {
     FL_STAT_EVENTS_LOST = 0,
     FL_STAT_SOCKS_FULL = 1,
     FL_STAT_EVENTS_SENT = 2,
-    FL_STAT_STALE_SOCKS = 3, /* entries whose socket address no longer held that socket (fl_refresh) */
+    FL_STAT_STALE_SOCKS = 3, /* entries the iterator found naming another socket (their end was
+                              * missed): each counted once and ended (fl_refresh) */
     FL_STAT_LISTEN_FULL = 4, /* listening sockets the iterator found no room for in "listen_drops" */
     FL_STAT_MAX = 8
 };

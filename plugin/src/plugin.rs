@@ -586,7 +586,8 @@ impl Flowlens {
         let ebpf = self.ebpf.as_ref()?;
         let internal = metrics::Internal {
             events_received: Some(ebpf.events_received()),
-            // A stale entry is a socket whose close and destruction were both missed.
+            // A stale entry is a socket whose close and destruction were both missed (the
+            // iterator counts it once and ends it).
             events_lost: ebpf.stat(records::STAT_EVENTS_LOST)
                 + ebpf.recursion_misses()
                 + ebpf.stat(records::STAT_STALE_SOCKS),

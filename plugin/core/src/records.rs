@@ -32,7 +32,8 @@ pub const STAT_EVENTS_LOST: u32 = 0;
 pub const STAT_SOCKS_FULL: u32 = 1;
 /// `FL_STAT_EVENTS_SENT`.
 pub const STAT_EVENTS_SENT: u32 = 2;
-/// `FL_STAT_STALE_SOCKS`: entries whose socket address no longer held that socket at a gather.
+/// `FL_STAT_STALE_SOCKS`: entries a gather's iterator found naming another socket (their socket's
+/// end was missed): each counted once, and ended by the iterator (a close record).
 pub const STAT_STALE_SOCKS: u32 = 3;
 /// `FL_STAT_LISTEN_FULL`: listening sockets a gather's iterator found no room for in
 /// `listen_drops` (each counts at every run that misses it).

@@ -7,6 +7,7 @@
 //! detaches everything.
 
 mod batch;
+mod btf;
 mod iter;
 mod listen;
 use aya::{
@@ -190,6 +191,12 @@ pub const FEATURES: &[Feature] = &[
                 Hook::fexit("fl_udp_recvmsg", "udp_recvmsg"),
                 Hook::fexit("fl_udpv6_recvmsg", "udpv6_recvmsg"),
             ],
+            // 6.16 removed `addr_len`: tried last, for the same reason.
+            &[
+                Hook::fexit("fl_udp_recvmsg_noaddrlen", "udp_recvmsg").variant("without addr_len"),
+                Hook::fexit("fl_udpv6_recvmsg_noaddrlen", "udpv6_recvmsg")
+                    .variant("without addr_len"),
+            ],
             &[
                 Hook::kprobe("fl_kp_udp_recv", "udp_recvmsg"),
                 Hook::kretprobe("fl_krp_udp_recv", "udp_recvmsg"),
@@ -199,6 +206,26 @@ pub const FEATURES: &[Feature] = &[
         ],
     },
 ];
+
+/// The source address of UDP sockets that send without an address of their own (never bound or
+/// connected, or bound to the wildcard), which the kernel picks per datagram. Attached with the
+/// default features, but a kernel that allows neither way (tracepoints only: the locked-down
+/// 6.18) is no failure: such flows then keep the unspecified address (`host=0.0.0.0` / `::`),
+/// and `doctor` says so.
+pub const UDP_SOURCE: Feature = Feature {
+    name: "UDP source address",
+    serves: "the local address of UDP sockets that send unbound",
+    ways: &[
+        &[
+            Hook::fexit("fl_udp_send_skb", "udp_send_skb"),
+            Hook::fexit("fl_udp6_send_skb", "udp_v6_send_skb"),
+        ],
+        &[
+            Hook::kprobe("fl_kp_udp_send_skb", "udp_send_skb"),
+            Hook::kprobe("fl_kp_udp6_send_skb", "udp_v6_send_skb"),
+        ],
+    ],
+};
 
 /// The optional per-segment RTT feature (`rtt_source = "segment"`).
 pub const SEGMENT_RTT: Feature = Feature {
@@ -663,6 +690,19 @@ fn read_events(queue: Arc<EventQueue>, fd: std::os::fd::RawFd, stop: Arc<AtomicB
     }
 }
 
+/// Which argument of `udp_recvmsg` (and `udpv6_recvmsg`) holds the receive flags, for the
+/// kprobe programs, which skip peeks and error-queue reads: 5 when the kernel's BTF gives the
+/// function 6 parameters (before 5.19: a `noblock` argument comes first), else 4 (5.19+, with
+/// or without the `addr_len` that 6.16 removed after it; where 4 would be wrong, the 4th
+/// argument is `noblock`, which never looks like a peek).
+fn udp_recv_flags_arg() -> u32 {
+    let data = std::fs::read("/sys/kernel/btf/vmlinux").unwrap_or_default();
+    match btf::func_params(&data, "udp_recvmsg") {
+        Some(6) => 5,
+        _ => 4,
+    }
+}
+
 /// The object loaded with its maps, and every feature attached as this kernel allows.
 struct Loaded {
     ebpf: Ebpf,
@@ -678,11 +718,13 @@ impl Loaded {
         options: CollectorOptions,
         cookie_helper: bool,
     ) -> Result<Loaded, CollectorError> {
+        let recv_flags_arg = udp_recv_flags_arg();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .map_max_entries("socks", options.max_flows)
             .map_max_entries("events", options.ring_buffer_bytes)
             .override_global("fl_cookie_helper", &u32::from(cookie_helper), true)
+            .override_global("fl_udp_recv_flags_arg", &recv_flags_arg, true)
             .load(BPF_OBJECT)
             .map_err(|e| CollectorError::Load(reason(&e)))?;
         let socks: BpfHashMap<MapData, u64, MapSock> =
@@ -695,6 +737,16 @@ impl Loaded {
             .iter()
             .map(|feature| attach_feature(&mut ebpf, btf, feature, options.hook_kinds))
             .collect();
+        let mut source = attach_feature(&mut ebpf, btf, &UDP_SOURCE, options.hook_kinds);
+        if !source.status.ok {
+            // Information, not a failure: the flows are counted, under the unspecified address.
+            source.status.ok = true;
+            source.status.detail = format!(
+                "information: {} (their flows count under host=0.0.0.0 / :: instead)",
+                source.status.detail
+            );
+        }
+        features.push(source);
         if options.segment_rtt {
             features.push(attach_feature(
                 &mut ebpf,
