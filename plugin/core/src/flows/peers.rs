@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use super::{Flow, Proto, Role};
-use crate::hash::FastMap;
+use crate::hash::{FastMap, FastSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// `Flow::peer` of a flow no gather has looked at yet.
@@ -210,6 +210,12 @@ pub(crate) struct PeerTable {
     ttl_ns: u64,
     /// Flows and peers folded into an `other` since the last `take_folded`.
     folded: u64,
+    /// Per owner, the peers folded into its `other` while that series lives: a peer's flows
+    /// come over several gathers, and it is counted as folded once (at most `max_ended` peers
+    /// in all are remembered; beyond, a peer counts again at each gather it has new flows).
+    folded_peers: FastMap<u64, FastSet<PeerKey>>,
+    /// Peers in `folded_peers`.
+    folded_known: usize,
 }
 
 impl PeerTable {
@@ -227,6 +233,8 @@ impl PeerTable {
             max_ended,
             ttl_ns,
             folded: 0,
+            folded_peers: FastMap::default(),
+            folded_known: 0,
         }
     }
 
@@ -440,9 +448,12 @@ impl PeerTable {
         for (id, _) in ranked {
             let named = self.named.get(&id.0).copied().unwrap_or(0);
             let slot = if named < self.max_per_cgroup {
+                self.forget_fold(id);
                 self.slot(id, now_ns)
             } else {
-                self.folded += 1;
+                if self.remember_fold(id) {
+                    self.folded += 1;
+                }
                 self.slot((id.0, None), now_ns)
             };
             decided.insert(id, slot);
@@ -494,6 +505,37 @@ impl PeerTable {
         }
     }
 
+    /// Whether the peer `id` folding into its owner's `other` is a new fold (then remembered,
+    /// room permitting), not one of a peer already counted while that `other` lives.
+    fn remember_fold(&mut self, id: SeriesId) -> bool {
+        let (owner, Some(key)) = id else { return true };
+        if self
+            .folded_peers
+            .get(&owner)
+            .is_some_and(|peers| peers.contains(&key))
+        {
+            return false;
+        }
+        if self.folded_known < self.max_ended {
+            self.folded_peers.entry(owner).or_default().insert(key);
+            self.folded_known += 1;
+        }
+        true
+    }
+
+    /// The peer `id` takes a place of its own: a later fold of it is a new one.
+    fn forget_fold(&mut self, id: SeriesId) {
+        let (owner, Some(key)) = id else { return };
+        if let Some(peers) = self.folded_peers.get_mut(&owner) {
+            if peers.remove(&key) {
+                self.folded_known -= 1;
+                if peers.is_empty() {
+                    self.folded_peers.remove(&owner);
+                }
+            }
+        }
+    }
+
     /// Dates the series that had flows since the last gather, and ends those idle for longer
     /// than the TTL (their places are free for this gather's new peers).
     fn expire(&mut self, now_ns: u64) {
@@ -504,7 +546,12 @@ impl PeerTable {
                 entry.last_active_ns = now_ns;
             } else if now_ns.saturating_sub(entry.last_active_ns) > ttl {
                 self.index.remove(&id);
-                if id.1.is_some() {
+                if id.1.is_none() {
+                    // Its `other` ended: a peer folded from now on is a new fold.
+                    if let Some(peers) = self.folded_peers.remove(&id.0) {
+                        self.folded_known -= peers.len();
+                    }
+                } else {
                     if let Some(n) = self.named.get_mut(&id.0) {
                         *n -= 1;
                         if *n == 0 {
@@ -650,6 +697,45 @@ mod tests {
         let v = gather(&mut t, 20);
         assert_eq!(v.last().unwrap().totals.connections, 7);
         assert_eq!(v.len(), 5);
+    }
+
+    /// A server socket of cgroup 7 on local port `port`, its client at `client_port`.
+    fn served(port: u16, client_port: u16) -> FlSock {
+        let mut s = sock(records::ROLE_SERVER, TCP, "10.0.0.1:80", "10.9.0.1:50000");
+        s.sport = port;
+        s.dport = client_port;
+        s.bytes_rcvd = 1;
+        s
+    }
+
+    #[test]
+    fn a_folded_peer_counts_once_while_its_owners_other_lives() {
+        // One place: port 80 takes it, port 81 folds into `other`.
+        let mut t = table(1, 100);
+        t.apply(Update::Open, 1, &served(80, 50000));
+        t.apply(Update::Open, 2, &served(81, 50001));
+        gather(&mut t, 10);
+        assert_eq!(t.take_peers_folded(), 1);
+        // More clients of port 81 at the next gathers, active and ended between gathers: the
+        // same destination, already counted.
+        t.apply(Update::Open, 3, &served(81, 50002));
+        t.apply(Update::Close, 4, &served(81, 50003));
+        let v = gather(&mut t, 20);
+        assert_eq!(t.take_peers_folded(), 0, "{v:?}");
+        t.apply(Update::Close, 2, &served(81, 50001));
+        t.apply(Update::Close, 5, &served(81, 50004));
+        let v = gather(&mut t, 30);
+        assert_eq!(t.take_peers_folded(), 0, "{v:?}");
+        let other = v.iter().find(|v| v.key.is_none()).unwrap();
+        assert_eq!((other.active, other.totals.connections), (1, 4));
+        // Every flow of `other` ended and its series expired: a fold is counted again.
+        t.apply(Update::Close, 3, &served(81, 50002));
+        gather(&mut t, 40);
+        let v = gather(&mut t, 400);
+        assert!(v.iter().all(|v| v.key.is_some()), "{v:?}");
+        t.apply(Update::Close, 6, &served(81, 50005));
+        gather(&mut t, 410);
+        assert_eq!(t.take_peers_folded(), 1);
     }
 
     #[test]
