@@ -6,6 +6,7 @@ pub mod kube_proxy;
 pub mod monotonic;
 pub mod runtimes;
 pub mod standins;
+pub mod truth;
 
 use std::{
     io::{Read, Write},

@@ -1,6 +1,7 @@
 //! The soak run: the real `flowlens telegraf` process under an hour of mixed load (connection
-//! churn, bulk transfers, stand-in pods created and removed), its RSS, CPU and open fds sampled
-//! at every gather, written as a CSV, a PNG chart and a summary table.
+//! churn, bulk transfers, stand-in pods created and removed, a measured pod's churn, bulk and UDP
+//! read with peeks), its RSS, CPU and open fds sampled at every gather, written as a CSV, a PNG
+//! chart and a summary table; at the end, the measured pod's totals against its own count.
 //!
 //!     cargo build --release --workspace
 //!     cargo run --release -p flowlens-bench -- soak [--secs 3600] [--every 10]
@@ -13,7 +14,13 @@ use crate::{
     workloads::{self, Net, Path, Workload},
 };
 use anyhow::{bail, Context, Result};
-use flowlens_tests::{cgroup2_root, session::batches, standins::StandIns};
+use flowlens_tests::{
+    cgroup2_root,
+    session::batches,
+    standins::StandIns,
+    truth::{mkfifo, Driver, Moved, CLIENT, SERVER},
+    NetnsPair, TempDir,
+};
 use std::{
     fmt::Write as _,
     io::{BufRead, BufReader, Write},
@@ -160,6 +167,93 @@ fn pod_churn(stop: &AtomicBool, pods: Arc<AtomicU64>) -> Result<()> {
     Ok(())
 }
 
+/// The measured pods: `truth/server-0` and `truth/client-0` (tests/support/truth.rs), in two
+/// network namespaces joined by a veth pair; the client moves data only after flowlens started,
+/// so its `container:traffic` must equal its own count at the end.
+struct Truth {
+    driver: Driver,
+    cli_tag: String,
+    // Dropped in this order: the pods' processes, then their namespaces and the FIFOs.
+    _pods: StandIns,
+    _pair: NetnsPair,
+    _dir: TempDir,
+}
+
+impl Truth {
+    fn start() -> Truth {
+        let pair = NetnsPair::new("flsoakt", 172);
+        let server = pair.addrs[1].clone();
+        let dir = TempDir::new("soak-truth");
+        let mut pods = StandIns::new();
+        let srv_uid = "5a0c1000-0000-4000-8000-000000000001";
+        let srv_pod = pods.pod("truth", "server-0", srv_uid, &pair.ns[1]);
+        pods.container(
+            ("truth", "server-0", srv_uid, &srv_pod),
+            "srv",
+            &pair.ns[1],
+            SERVER,
+            &[&server],
+        );
+        let cli_uid = "5a0c1000-0000-4000-8000-000000000002";
+        let cli_pod = pods.pod("truth", "client-0", cli_uid, &pair.ns[0]);
+        let (commands, answers) = (dir.join("commands"), dir.join("answers"));
+        mkfifo(&commands);
+        mkfifo(&answers);
+        let cli = pods.container(
+            ("truth", "client-0", cli_uid, &cli_pod),
+            "cli",
+            &pair.ns[0],
+            CLIENT,
+            &[
+                &server,
+                commands.to_str().unwrap(),
+                answers.to_str().unwrap(),
+            ],
+        );
+        Truth {
+            driver: Driver::open(&commands, &answers),
+            cli_tag: cli[..12].to_string(),
+            _pods: pods,
+            _pair: pair,
+            _dir: dir,
+        }
+    }
+}
+
+/// Drives the measured client until `stop`: four long-lived connections, then every 2 s 100
+/// short connections, 200 kB each way on each long-lived one and 20 UDP datagrams (each answer
+/// peeked at before it is read). Returns what it moved, by its own count.
+fn truth_load(driver: &mut Driver, stop: &AtomicBool) -> Moved {
+    let mut moved = driver.run("open 4");
+    while !stop.load(Ordering::Relaxed) {
+        for step in ["churn 100", "bulk 200000", "udp 20"] {
+            moved = driver.run(step);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    moved
+}
+
+/// The measured client's `container:traffic` in a gather: (sent, received).
+fn truth_counted(batch: &str, tag: &str) -> (i64, i64) {
+    let prefix = format!("container:traffic,container={tag},");
+    batch
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .map_or((0, 0), |l| {
+            let get = |k: &str| field(l, k).unwrap_or(0.0) as i64;
+            (get("bytes_sent"), get("bytes_rcvd"))
+        })
+}
+
+/// The comparison at the end of a run.
+struct TruthReport {
+    moved: (i64, i64),
+    counted: (i64, i64),
+    events_lost: u64,
+    flows_evicted: u64,
+}
+
 fn run(program: &str, args: &[&str]) -> Result<()> {
     let status = Command::new(program).args(args).status()?;
     if !status.success() {
@@ -210,6 +304,7 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
     }
     let mut stdin = child.stdin.take().unwrap();
 
+    let mut truth = Truth::start();
     let stop = AtomicBool::new(false);
     let conns = AtomicU64::new(0);
     let pods = Arc::new(AtomicU64::new(0));
@@ -219,7 +314,7 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
         opts.every,
         opts.out_dir.display()
     );
-    let samples = std::thread::scope(|scope| -> Result<Vec<Sample>> {
+    let samples = std::thread::scope(|scope| -> Result<(Vec<Sample>, Moved)> {
         // Churn on loopback half of the time (1 s on, 1 s off).
         let churn = scope.spawn(|| -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
@@ -234,22 +329,51 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
             let stop = &stop;
             scope.spawn(move || pod_churn(stop, pods))
         };
+        let driver = &mut truth.driver;
+        let stop_ref = &stop;
+        let truth_thread = scope.spawn(move || truth_load(driver, stop_ref));
         let sampled = sample_gathers(opts, pid, &net, &mut stdin, &gathers, &conns, &pods);
         stop.store(true, Ordering::Relaxed);
+        let moved = truth_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("measured client thread panicked"))?;
         churn
             .join()
             .map_err(|_| anyhow::anyhow!("churn thread panicked"))??;
         pod_thread
             .join()
             .map_err(|_| anyhow::anyhow!("pod thread panicked"))??;
-        sampled
+        Ok((sampled?, moved))
     })?;
+    let (samples, moved) = samples;
+    // The measured client is idle now: one more gather holds everything it moved.
+    stdin.write_all(b"\n")?;
+    stdin.flush()?;
+    let (_, last) = gathers
+        .recv_timeout(Duration::from_secs(30))
+        .context("no last gather within 30 s")?;
+    let internal = last
+        .lines()
+        .find(|l| l.starts_with("flowlens:internal"))
+        .context("a gather without flowlens:internal")?;
+    let truth_report = TruthReport {
+        moved: (moved.total(0), moved.total(1)),
+        counted: truth_counted(&last, &truth.cli_tag),
+        events_lost: field(internal, "events_lost").unwrap_or(0.0) as u64,
+        flows_evicted: field(internal, "flows_evicted").unwrap_or(0.0) as u64,
+    };
+    drop(truth);
     drop(stdin);
     let status = child.wait()?;
     if !status.success() {
         bail!("flowlens exited with {status}");
     }
-    write_outputs(opts, &samples, warnings.load(Ordering::Relaxed))
+    write_outputs(
+        opts,
+        &samples,
+        warnings.load(Ordering::Relaxed),
+        &truth_report,
+    )
 }
 
 /// Asks for a gather every `opts.every` seconds until the run's end (a 1 s bulk transfer over
@@ -327,7 +451,12 @@ fn sample_gathers(
     Ok(samples)
 }
 
-fn write_outputs(opts: &SoakOptions, samples: &[Sample], warnings: u64) -> Result<()> {
+fn write_outputs(
+    opts: &SoakOptions,
+    samples: &[Sample],
+    warnings: u64,
+    truth: &TruthReport,
+) -> Result<()> {
     let mut csv = format!("{CSV_HEADER}\n");
     for s in samples {
         let _ = writeln!(
@@ -357,7 +486,30 @@ fn write_outputs(opts: &SoakOptions, samples: &[Sample], warnings: u64) -> Resul
     if !chart.is_ok_and(|s| s.success()) {
         eprintln!("soak: no chart (needs python3 with matplotlib: pip install matplotlib)");
     }
-    let md = summary(opts, samples, warnings);
+    let mut md = summary(opts, samples, warnings);
+    let _ = writeln!(
+        md,
+        "\nGround truth: the measured client pod (`truth/client-0`: 100 short connections, \
+         200 kB each way on each of 4 long-lived ones and 20 UDP datagrams read after a peek, \
+         every 2 s) moved {} bytes out and {} in by its own count; flowlens's \
+         `container:traffic` at the last gather: {} and {} ({}; losses counted over the run: \
+         events_lost {}, flows_evicted {}).",
+        truth.moved.0,
+        truth.moved.1,
+        truth.counted.0,
+        truth.counted.1,
+        if truth.counted == truth.moved {
+            "equal".to_string()
+        } else {
+            format!(
+                "differences {:+} and {:+}",
+                truth.counted.0 - truth.moved.0,
+                truth.counted.1 - truth.moved.1
+            )
+        },
+        truth.events_lost,
+        truth.flows_evicted
+    );
     println!("{md}");
     std::fs::write(opts.out_dir.join("soak.md"), md)?;
     eprintln!("soak: wrote {}", opts.out_dir.display());
