@@ -1553,54 +1553,6 @@ fn listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container(
     s.finish();
 }
 
-/// Counters that never go back while their series lives: each gather's `measurement`s, whose
-/// `fields` are counters, against the gather before (a series missing from a gather ended).
-#[derive(Default)]
-struct NeverBack {
-    last: BTreeMap<String, i64>,
-    gathers: usize,
-}
-
-impl NeverBack {
-    fn check(&mut self, t: &str, counters: &[(&str, &[&str])]) {
-        self.gathers += 1;
-        let mut now = BTreeMap::new();
-        for p in parse_lines(t).unwrap() {
-            let Some((_, fields)) = counters.iter().find(|(m, _)| *m == p.measurement) else {
-                continue;
-            };
-            let series = format!("{} {:?}", p.measurement, p.tags);
-            for (name, v) in &p.fields {
-                if let (true, FieldValue::Int(v)) = (fields.contains(&name.as_str()), v) {
-                    now.insert(format!("{series} {name}"), *v);
-                }
-            }
-        }
-        for (key, v) in &now {
-            if let Some(before) = self.last.get(key) {
-                assert!(
-                    v >= before,
-                    "gather {}: {key} went back from {before} to {v}:\n{t}",
-                    self.gathers
-                );
-            }
-        }
-        self.last = now;
-    }
-}
-
-const WORKLOAD_COUNTERS: [(&str, &[&str]); 6] = [
-    ("pod:traffic", &["bytes_sent", "bytes_rcvd"]),
-    ("pod:new_flows", &["as_client", "as_server"]),
-    ("container:traffic", &["bytes_sent", "bytes_rcvd"]),
-    ("container:new_flows", &["as_client", "as_server"]),
-    (
-        "container:peers",
-        &["connections", "bytes_sent", "bytes_rcvd", "failures"],
-    ),
-    ("container:tcp_retransmissions", &["packets"]),
-];
-
 #[test]
 fn a_pods_counters_keep_what_its_expired_sidecar_counted() {
     let Some(_serial) = container_test("a_pods_counters_keep_what_its_expired_sidecar_counted")
@@ -1620,20 +1572,20 @@ fn a_pods_counters_keep_what_its_expired_sidecar_counted() {
     sa.cmd("pingpong 5");
     let mut sb = pods.start("b");
     sb.cmd("churn 3 10.93.0.2 8080");
-    let mut check = NeverBack::default();
+    let mut check = monotonic::Checker::new();
     let pod = |t: &str, f: &str| num(t, "pod:traffic", &[("pod", web)], f);
     let sidecar = |t: &str| field(t, "container:traffic", &[("container", &b)], "bytes_sent");
     // Both counted, b's series alive.
     let t = gather_until(&mut s, |t| {
         pod(t, "bytes_sent") == 8 && sidecar(t).is_some()
     });
-    check.check(&t, &WORKLOAD_COUNTERS);
+    check.check(&t);
     assert_eq!(pod(&t, "bytes_rcvd"), 8, "{t}");
     // Until b's series has ended (2 s after its last flow), and two gathers more.
     let mut after = 0;
     for _ in 0..240 {
         let t = s.gather();
-        check.check(&t, &WORKLOAD_COUNTERS);
+        check.check(&t);
         if sidecar(&t).is_none() {
             after += 1;
             // The pod lives on (a's connection): it keeps b's bytes and flows.
@@ -1687,7 +1639,7 @@ fn a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_
     };
     let mut keep = StandIn::start(&sub("keep"), &pods.netns[0]);
     keep.cmd("connect 10.93.0.2 8080 1");
-    let mut check = NeverBack::default();
+    let mut check = monotonic::Checker::new();
     let mut connections = 1;
     let peer_counts = |t: &str| peer_lines(t, &a).len();
     // Each sub-cgroup's sweep: (addresses, ports): 6, 8 and 4 peers, overlapping.
@@ -1700,13 +1652,13 @@ fn a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_
         let t = gather_until(&mut s, |t| {
             num(t, "container:new_flows", &[("container", &a)], "as_client") == connections
         });
-        check.check(&t, &WORKLOAD_COUNTERS);
+        check.check(&t);
         assert!(peer_counts(&t) <= 5, "4 peers + other at most:\n{t}");
         remove_cgroup(&dir);
         // A gather or two while the sub-cgroup's peers live, then the next one.
         for _ in 0..2 {
             let t = s.gather();
-            check.check(&t, &WORKLOAD_COUNTERS);
+            check.check(&t);
             assert!(peer_counts(&t) <= 5, "{t}");
         }
     }
@@ -1715,7 +1667,7 @@ fn a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_
     let mut last = None;
     for _ in 0..240 {
         let t = s.gather();
-        check.check(&t, &WORKLOAD_COUNTERS);
+        check.check(&t);
         assert!(peer_counts(&t) <= 5, "{t}");
         let swept = peer_lines(&t, &a)
             .iter()
