@@ -246,6 +246,16 @@ fn truth_counted(batch: &str, tag: &str) -> (i64, i64) {
         })
 }
 
+/// The measured client's active TCP flows in a gather (its `container:peers` lines).
+fn truth_tcp_active(batch: &str, tag: &str) -> i64 {
+    let prefix = format!("container:peers,container={tag},");
+    batch
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(",proto=tcp,"))
+        .map(|l| field(l, "active").unwrap_or(0.0) as i64)
+        .sum()
+}
+
 /// The comparison at the end of a run.
 struct TruthReport {
     moved: (i64, i64),
@@ -346,12 +356,22 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
         Ok((sampled?, moved))
     })?;
     let (samples, moved) = samples;
-    // The measured client is idle now: one more gather holds everything it moved.
-    stdin.write_all(b"\n")?;
-    stdin.flush()?;
-    let (_, last) = gathers
-        .recv_timeout(Duration::from_secs(30))
-        .context("no last gather within 30 s")?;
+    // The measured client is idle now: the first gather where its short connections have all
+    // ended holds everything it moved (a socket its process closed has no file for the
+    // iterator to read: its counters come with its close record, once the server's FIN came).
+    let mut last = String::new();
+    for _ in 0..60 {
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        last = gathers
+            .recv_timeout(Duration::from_secs(30))
+            .context("no last gather within 30 s")?
+            .1;
+        if truth_tcp_active(&last, &truth.cli_tag) == 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let internal = last
         .lines()
         .find(|l| l.starts_with("flowlens:internal"))
