@@ -359,7 +359,8 @@ impl PeerTable {
     }
 
     /// Gives a slot to every flow without one and to every queued ended flow whose cgroup has
-    /// series (`scope`: its owner), after ending the series idle for longer than the TTL. New
+    /// series (`scope`: its owner), after ending the series idle for longer than the TTL that
+    /// none of these goes to. New
     /// peers of an owner take its free places busiest first (bytes, then connections, then the
     /// key); the rest fold into its `other`. `backend` names the endpoint behind a client flow's
     /// destination when DNAT rewrote it.
@@ -376,7 +377,6 @@ impl PeerTable {
             Active(usize),
             Ended(usize),
         }
-        self.expire(now_ns);
         // A flow's peer, with the backend behind its destination when it may have one.
         let mut key_of = |role: Role, proto: Proto, local: SocketAddr, remote: SocketAddr| {
             let dnat = if may_be_rewritten(role, remote) {
@@ -418,6 +418,20 @@ impl PeerTable {
             let key = key_of(ended.role, ended.proto, ended.local, ended.remote);
             keyed.push(((owner, Some(key)), Source::Ended(i)));
         }
+        // Series idle for longer than the TTL end now, but not one that this gather's flows
+        // (active, or ended and queued) or the queue's overflow go to: ended there and made
+        // again in the same gather, it would be written in both gathers with counters that
+        // went back (a gather slower than the TTL, as in an emulated guest, met it).
+        let mut busy: FastSet<SeriesId> = keyed.iter().map(|(id, _)| *id).collect();
+        busy.extend(
+            self.overflow
+                .keys()
+                .filter_map(|cgroup_id| match scope(*cgroup_id) {
+                    Scope::Series(owner) => Some((owner, None)),
+                    _ => None,
+                }),
+        );
+        self.expire(now_ns, &busy);
         // New peers: their interval's bytes and connections, then ranked per cgroup.
         let mut new: FastMap<SeriesId, (u64, u64)> = FastMap::default();
         for (id, source) in &keyed {
@@ -538,11 +552,12 @@ impl PeerTable {
 
     /// Dates the series that had flows since the last gather, and ends those idle for longer
     /// than the TTL (their places are free for this gather's new peers).
-    fn expire(&mut self, now_ns: u64) {
+    /// `busy`: the series this gather's flows go to, which stay.
+    fn expire(&mut self, now_ns: u64, busy: &FastSet<SeriesId>) {
         let ttl = self.ttl_ns;
         for (slot, entry) in self.entries.iter_mut().enumerate() {
             let Some(id) = entry.id else { continue };
-            if entry.flows > 0 || std::mem::take(&mut entry.touched) {
+            if entry.flows > 0 || std::mem::take(&mut entry.touched) || busy.contains(&id) {
                 entry.last_active_ns = now_ns;
             } else if now_ns.saturating_sub(entry.last_active_ns) > ttl {
                 self.index.remove(&id);
@@ -785,6 +800,21 @@ mod tests {
         let v = gather(&mut t, 2000);
         assert!(v.is_empty(), "{v:?}");
         assert_eq!(t.peers_len(), 0);
+    }
+
+    #[test]
+    fn a_peer_whose_flow_ended_in_a_gather_longer_than_the_ttl_keeps_its_series() {
+        let mut t = table(4, 100);
+        t.apply(Update::Close, 1, &client("10.1.0.1:80", 40000, 10));
+        let v = gather(&mut t, 1000);
+        assert_eq!(v[0].totals.connections, 1);
+        // The next flow to it ends more than the TTL (300) after the last gather, before the
+        // next one: the series is written again with its counters kept, not ended and made anew.
+        t.apply(Update::Close, 2, &client("10.1.0.1:80", 40001, 10));
+        let v = gather(&mut t, 1500);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(endpoint(&v[0]), "10.1.0.1:80");
+        assert_eq!(v[0].totals.connections, 2, "{v:?}");
     }
 
     #[test]
