@@ -1438,21 +1438,6 @@ fn a_live_connection_is_read_past_a_million_open_files() {
     s.finish();
 }
 
-/// Runs `f` on a thread of its own that entered the network namespace `ns`.
-fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: a valid namespace fd; setns only affects this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
 /// The IPv4 TCP sockets of namespace `ns` as /proc/net/tcp lists them there (request sockets
 /// in SYN_RECV too): (local address, state, bytes sent and not acknowledged yet).
 fn proc_net_tcp(ns: &str) -> Vec<(std::net::Ipv4Addr, u8, u32)> {

@@ -315,6 +315,14 @@ pub fn sum(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) ->
 
 /// Runs `f` on a thread that entered the network namespace `ns` (sockets it creates stay there).
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f).join().unwrap()
+}
+
+/// Runs `f` on a thread of its own that entered the network namespace `ns`, without waiting.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
@@ -323,8 +331,6 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
         assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
         f()
     })
-    .join()
-    .unwrap()
 }
 
 /// A cgroup2 directory under the unified hierarchy, removed on drop.

@@ -305,6 +305,15 @@ impl Counters {
             failures: stats.failures,
         }
     }
+
+    fn add(&mut self, other: &Counters) {
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_rcvd += other.bytes_rcvd;
+        self.new_client += other.new_client;
+        self.new_server += other.new_server;
+        self.retrans += other.retrans;
+        self.failures.add(&other.failures);
+    }
 }
 
 /// What a pod or `other` series keeps of the containers whose series ended while it lives.
@@ -317,14 +326,7 @@ struct Retired {
 impl Retired {
     /// Adds the last values of a container whose series ends.
     fn retire(&mut self, t: &Tracked) {
-        let c = &t.last;
-        let into = &mut self.counters;
-        into.bytes_sent += c.bytes_sent;
-        into.bytes_rcvd += c.bytes_rcvd;
-        into.new_client += c.new_client;
-        into.new_server += c.new_server;
-        into.retrans += c.retrans;
-        into.failures.add(&c.failures);
+        self.counters.add(&t.last);
         self.rtt.add(&t.rtt_cumulative);
     }
 
