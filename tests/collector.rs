@@ -9,20 +9,8 @@ use std::{
     net::{TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd,
     process::{Command, Stdio},
-    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
-
-/// The tests share the kernel's view (every socket of the host): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Takes the lock; `None` when the test must skip (not root, outside CI).
-fn ebpf_test(name: &str) -> Option<MutexGuard<'static, ()>> {
-    if !require_root(name) {
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
-}
 
 fn host(text: &str, measurement: &str, addr: &str, field: &str) -> i64 {
     value(text, measurement, &[("host", addr)], field)
@@ -115,7 +103,7 @@ fn listen(ns: &str, addr: &'static str) -> TcpListener {
 
 #[test]
 fn active_flows_per_host_follow_connections_open_and_close() {
-    let Some(_serial) = ebpf_test("active_flows_per_host_follow_connections_open_and_close") else {
+    let Some(_serial) = root_test("active_flows_per_host_follow_connections_open_and_close") else {
         return;
     };
     let pair = NetnsPair::new("flc1", 81);
@@ -195,7 +183,7 @@ fn active_flows_per_host_follow_connections_open_and_close() {
 
 #[test]
 fn host_traffic_moves_by_exactly_the_payload_bytes_tcp_and_udp() {
-    let Some(_serial) = ebpf_test("host_traffic_moves_by_exactly_the_payload_bytes_tcp_and_udp")
+    let Some(_serial) = root_test("host_traffic_moves_by_exactly_the_payload_bytes_tcp_and_udp")
     else {
         return;
     };
@@ -272,7 +260,7 @@ fn host_traffic_moves_by_exactly_the_payload_bytes_tcp_and_udp() {
 
 #[test]
 fn srtt_and_rttvar_match_tcp_info_of_the_same_socket() {
-    let Some(_serial) = ebpf_test("srtt_and_rttvar_match_tcp_info_of_the_same_socket") else {
+    let Some(_serial) = root_test("srtt_and_rttvar_match_tcp_info_of_the_same_socket") else {
         return;
     };
     let pair = NetnsPair::new("flc3", 83);
@@ -340,7 +328,7 @@ fn srtt_and_rttvar_match_tcp_info_of_the_same_socket() {
 #[test]
 fn a_thousand_short_connections_in_one_interval_are_counted_exactly() {
     let Some(_serial) =
-        ebpf_test("a_thousand_short_connections_in_one_interval_are_counted_exactly")
+        root_test("a_thousand_short_connections_in_one_interval_are_counted_exactly")
     else {
         return;
     };
@@ -412,7 +400,7 @@ fn a_thousand_short_connections_in_one_interval_are_counted_exactly() {
 
 #[test]
 fn connections_during_back_to_back_gathers_are_counted_once() {
-    let Some(_serial) = ebpf_test("connections_during_back_to_back_gathers_are_counted_once")
+    let Some(_serial) = root_test("connections_during_back_to_back_gathers_are_counted_once")
     else {
         return;
     };
@@ -501,7 +489,7 @@ fn connections_during_back_to_back_gathers_are_counted_once() {
 
 #[test]
 fn ipv6_loopback_flows_are_seen() {
-    let Some(_serial) = ebpf_test("ipv6_loopback_flows_are_seen") else {
+    let Some(_serial) = root_test("ipv6_loopback_flows_are_seen") else {
         return;
     };
     let pair = NetnsPair::new("flc5", 85);
@@ -545,7 +533,7 @@ fn ipv6_loopback_flows_are_seen() {
 #[test]
 fn a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly() {
     let Some(_serial) =
-        ebpf_test("a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly")
+        root_test("a_megabyte_each_way_over_loopback_and_three_datagrams_are_counted_exactly")
     else {
         return;
     };
@@ -630,7 +618,7 @@ fn netns_inode(ns: &str) -> String {
 #[test]
 fn an_address_in_two_network_namespaces_is_two_series_or_one_in_ntopng_compat() {
     let Some(_serial) =
-        ebpf_test("an_address_in_two_network_namespaces_is_two_series_or_one_in_ntopng_compat")
+        root_test("an_address_in_two_network_namespaces_is_two_series_or_one_in_ntopng_compat")
     else {
         return;
     };
@@ -771,7 +759,7 @@ fn float(text: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> f
 
 #[test]
 fn udp_is_counted_by_the_next_way_when_fexit_is_not_allowed() {
-    let Some(_serial) = ebpf_test("udp_is_counted_by_the_next_way_when_fexit_is_not_allowed")
+    let Some(_serial) = root_test("udp_is_counted_by_the_next_way_when_fexit_is_not_allowed")
     else {
         return;
     };
@@ -828,7 +816,7 @@ fn udp_is_counted_by_the_next_way_when_fexit_is_not_allowed() {
 
 #[test]
 fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
-    let Some(_serial) = ebpf_test("udp_flows_are_seen_and_expire_after_the_idle_timeout") else {
+    let Some(_serial) = root_test("udp_flows_are_seen_and_expire_after_the_idle_timeout") else {
         return;
     };
     let pair = NetnsPair::new("flc6", 86);
@@ -909,7 +897,7 @@ fn udp_flows_are_seen_and_expire_after_the_idle_timeout() {
 
 #[test]
 fn a_host_series_ends_series_ttl_secs_after_its_last_flow() {
-    let Some(_serial) = ebpf_test("a_host_series_ends_series_ttl_secs_after_its_last_flow") else {
+    let Some(_serial) = root_test("a_host_series_ends_series_ttl_secs_after_its_last_flow") else {
         return;
     };
     let pair = NetnsPair::new("flcd", 95);
@@ -996,7 +984,7 @@ fn spawn_in(cgroup: &Cgroup, ns: &str, script: &str, expect: &str) -> std::proce
 #[test]
 fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
     let Some(_serial) =
-        ebpf_test("softirq_established_server_sockets_belong_to_the_servers_cgroup")
+        root_test("softirq_established_server_sockets_belong_to_the_servers_cgroup")
     else {
         return;
     };
@@ -1060,7 +1048,7 @@ fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
 
 #[test]
 fn overload_counts_lost_events_and_stays_consistent() {
-    let Some(_serial) = ebpf_test("overload_counts_lost_events_and_stays_consistent") else {
+    let Some(_serial) = root_test("overload_counts_lost_events_and_stays_consistent") else {
         return;
     };
     let pair = NetnsPair::new("flc8", 88);
@@ -1120,7 +1108,7 @@ fn session_with_programs() -> (Session, std::collections::HashSet<u32>) {
 
 #[test]
 fn nothing_stays_attached_after_exit() {
-    let Some(_serial) = ebpf_test("nothing_stays_attached_after_exit") else {
+    let Some(_serial) = root_test("nothing_stays_attached_after_exit") else {
         return;
     };
     // stdin EOF
@@ -1163,7 +1151,7 @@ fn nothing_stays_attached_after_exit() {
 
 #[test]
 fn doctor_reports_each_feature_served_and_each_hook_kind() {
-    let Some(_serial) = ebpf_test("doctor_reports_each_feature_served_and_each_hook_kind") else {
+    let Some(_serial) = root_test("doctor_reports_each_feature_served_and_each_hook_kind") else {
         return;
     };
     let out = run_flowlens(&["doctor"]);
@@ -1195,7 +1183,7 @@ fn doctor_reports_each_feature_served_and_each_hook_kind() {
 #[test]
 fn connections_established_before_start_are_counted_at_the_first_gather() {
     let Some(_serial) =
-        ebpf_test("connections_established_before_start_are_counted_at_the_first_gather")
+        root_test("connections_established_before_start_are_counted_at_the_first_gather")
     else {
         return;
     };
@@ -1257,7 +1245,7 @@ fn connections_established_before_start_are_counted_at_the_first_gather() {
 #[test]
 fn roles_of_connections_before_start_come_from_listening_ports_not_port_numbers() {
     let Some(_serial) =
-        ebpf_test("roles_of_connections_before_start_come_from_listening_ports_not_port_numbers")
+        root_test("roles_of_connections_before_start_come_from_listening_ports_not_port_numbers")
     else {
         return;
     };
@@ -1387,7 +1375,7 @@ fn hogs_then_connection(
 
 #[test]
 fn a_live_connection_is_read_past_a_million_open_files() {
-    let Some(_serial) = ebpf_test("a_live_connection_is_read_past_a_million_open_files") else {
+    let Some(_serial) = root_test("a_live_connection_is_read_past_a_million_open_files") else {
         return;
     };
     // The kernel ends an iterator read after 1,000,000 objects (open files) with EAGAIN and
@@ -1466,7 +1454,7 @@ fn tcp_sockets(ns: &str, ip: &str) -> i64 {
 
 #[test]
 fn started_during_churn_no_flow_stays_active_or_counts_twice() {
-    let Some(_serial) = ebpf_test("started_during_churn_no_flow_stays_active_or_counts_twice")
+    let Some(_serial) = root_test("started_during_churn_no_flow_stays_active_or_counts_twice")
     else {
         return;
     };
@@ -1495,6 +1483,15 @@ fn started_during_churn_no_flow_stays_active_or_counts_twice() {
         ],
     );
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the load on every way out, a failed assertion included: churners left running
+    // would starve the next test of the binary (a guest's two cores).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
     // Two churners, each with its listener, keeping at most 32 connections open (the oldest
     // closed first): sockets live a few milliseconds, as on a busy server.
     let churners: Vec<_> = (0..2)
@@ -1562,7 +1559,7 @@ fn started_during_churn_no_flow_stays_active_or_counts_twice() {
     // Every handshake has given up on both sides, every churned connection is closed.
     let started = Instant::now();
     while tcp_sockets(&ns.name, "127.0.0.5") > 1 || tcp_sockets(&ns.name, "127.0.0.1") > 0 {
-        assert!(started.elapsed() < Duration::from_secs(60), "sockets stay");
+        assert!(started.elapsed() < HANG, "sockets stay");
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = s.log();
@@ -1712,7 +1709,7 @@ fn so_error(fd: i32) -> i32 {
 #[test]
 fn a_pending_connect_across_gathers_loses_nothing_and_counts_once_when_it_fails() {
     let Some(_serial) =
-        ebpf_test("a_pending_connect_across_gathers_loses_nothing_and_counts_once_when_it_fails")
+        root_test("a_pending_connect_across_gathers_loses_nothing_and_counts_once_when_it_fails")
     else {
         return;
     };
@@ -1795,7 +1792,7 @@ fn socket_cookie(fd: i32) -> u64 {
 
 #[test]
 fn a_stale_entry_is_counted_once_and_its_flow_ends() {
-    let Some(_serial) = ebpf_test("a_stale_entry_is_counted_once_and_its_flow_ends") else {
+    let Some(_serial) = root_test("a_stale_entry_is_counted_once_and_its_flow_ends") else {
         return;
     };
     use flowlens::collector::{CollectorOptions, EbpfCollector, HookKinds};
@@ -1921,7 +1918,7 @@ fn read_errqueue(fd: i32) -> usize {
 #[test]
 fn udp_peeks_and_error_queue_reads_are_not_received_bytes_v4_and_v6() {
     let Some(_serial) =
-        ebpf_test("udp_peeks_and_error_queue_reads_are_not_received_bytes_v4_and_v6")
+        root_test("udp_peeks_and_error_queue_reads_are_not_received_bytes_v4_and_v6")
     else {
         return;
     };
@@ -2027,7 +2024,7 @@ fn unbound_udp(ns: &str, family: i32) -> UdpSocket {
 #[test]
 fn unbound_udp_senders_count_under_the_source_address_the_kernel_chose_v4_and_v6() {
     let Some(_serial) =
-        ebpf_test("unbound_udp_senders_count_under_the_source_address_the_kernel_chose_v4_and_v6")
+        root_test("unbound_udp_senders_count_under_the_source_address_the_kernel_chose_v4_and_v6")
     else {
         return;
     };

@@ -11,18 +11,8 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn container_test(name: &str) -> Option<MutexGuard<'static, ()>> {
-    if !require_root(name) {
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
-}
 
 /// A process standing in for a container: in its cgroup and network namespace, obeying
 /// tests/support/workload.py's commands.
@@ -433,7 +423,7 @@ fn assert_seed_counts(pods: &Pods, t: &str) {
 
 #[test]
 fn seed_counts_per_container_and_pod_from_containerd_bundles() {
-    let Some(_serial) = container_test("seed_counts_per_container_and_pod_from_containerd_bundles")
+    let Some(_serial) = root_test("seed_counts_per_container_and_pod_from_containerd_bundles")
     else {
         return;
     };
@@ -451,7 +441,7 @@ fn seed_counts_per_container_and_pod_from_containerd_bundles() {
 
 #[test]
 fn seed_counts_from_the_kubelets_log_links_only() {
-    let Some(_serial) = container_test("seed_counts_from_the_kubelets_log_links_only") else {
+    let Some(_serial) = root_test("seed_counts_from_the_kubelets_log_links_only") else {
         return;
     };
     let pods = Pods::new("flk2");
@@ -465,7 +455,7 @@ fn seed_counts_from_the_kubelets_log_links_only() {
 
 #[test]
 fn container_and_pod_rtt_are_the_means_of_the_kernels_values() {
-    let Some(_serial) = container_test("container_and_pod_rtt_are_the_means_of_the_kernels_values")
+    let Some(_serial) = root_test("container_and_pod_rtt_are_the_means_of_the_kernels_values")
     else {
         return;
     };
@@ -550,8 +540,7 @@ fn container_and_pod_rtt_are_the_means_of_the_kernels_values() {
 
 #[test]
 fn ntopng_queries_work_unchanged_against_a_real_influxdb() {
-    let Some(_serial) = container_test("ntopng_queries_work_unchanged_against_a_real_influxdb")
-    else {
+    let Some(_serial) = root_test("ntopng_queries_work_unchanged_against_a_real_influxdb") else {
         return;
     };
     let pods = Pods::new("flk4");
@@ -654,8 +643,7 @@ fn ntopng_queries_work_unchanged_against_a_real_influxdb() {
 
 #[test]
 fn stopped_containers_are_written_with_zeros_until_the_ttl() {
-    let Some(_serial) = container_test("stopped_containers_are_written_with_zeros_until_the_ttl")
-    else {
+    let Some(_serial) = root_test("stopped_containers_are_written_with_zeros_until_the_ttl") else {
         return;
     };
     let pods = Pods::new("flk5");
@@ -732,7 +720,7 @@ fn stopped_containers_are_written_with_zeros_until_the_ttl() {
 
 #[test]
 fn max_containers_folds_the_rest_into_other() {
-    let Some(_serial) = container_test("max_containers_folds_the_rest_into_other") else {
+    let Some(_serial) = root_test("max_containers_folds_the_rest_into_other") else {
         return;
     };
     let pods = Pods::new("flk6");
@@ -785,7 +773,7 @@ fn max_containers_folds_the_rest_into_other() {
 #[test]
 fn metadata_caches_shrink_back_after_a_thousand_containers_come_and_go() {
     let Some(_serial) =
-        container_test("metadata_caches_shrink_back_after_a_thousand_containers_come_and_go")
+        root_test("metadata_caches_shrink_back_after_a_thousand_containers_come_and_go")
     else {
         return;
     };
@@ -936,7 +924,7 @@ fn samples_within(buckets: &[(f64, f64, i64)], lo: f64, hi: f64) -> i64 {
 #[test]
 fn rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem() {
     let Some(_serial) =
-        container_test("rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem")
+        root_test("rtt_buckets_and_quantiles_separate_a_near_and_a_far_peer_under_netem")
     else {
         return;
     };
@@ -1113,7 +1101,7 @@ fn gather_until(s: &mut Session, done: impl Fn(&str) -> bool) -> String {
 #[test]
 fn connection_failures_count_per_container_and_pod_by_reason_and_role() {
     let Some(_serial) =
-        container_test("connection_failures_count_per_container_and_pod_by_reason_and_role")
+        root_test("connection_failures_count_per_container_and_pod_by_reason_and_role")
     else {
         return;
     };
@@ -1267,9 +1255,9 @@ fn sum_field(lines: &[flowlens_core::lineproto::Point], f: &str) -> i64 {
 
 #[test]
 fn peers_count_connections_bytes_and_failures_per_destination_and_name_local_ones() {
-    let Some(_serial) = container_test(
-        "peers_count_connections_bytes_and_failures_per_destination_and_name_local_ones",
-    ) else {
+    let Some(_serial) =
+        root_test("peers_count_connections_bytes_and_failures_per_destination_and_name_local_ones")
+    else {
         return;
     };
     let pods = Pods::new("flkp");
@@ -1367,7 +1355,7 @@ fn peers_count_connections_bytes_and_failures_per_destination_and_name_local_one
 
 #[test]
 fn ten_thousand_destinations_stay_within_the_peer_budget_and_the_rest_is_counted_in_other() {
-    let Some(_serial) = container_test(
+    let Some(_serial) = root_test(
         "ten_thousand_destinations_stay_within_the_peer_budget_and_the_rest_is_counted_in_other",
     ) else {
         return;
@@ -1466,9 +1454,9 @@ fn fill_accept_queue(client: &mut StandIn, ns: &str, ip: &str, port: u16) {
 
 #[test]
 fn listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container() {
-    let Some(_serial) = container_test(
-        "listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container",
-    ) else {
+    let Some(_serial) =
+        root_test("listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container")
+    else {
         return;
     };
     let pods = Pods::new("flkl");
@@ -1555,8 +1543,7 @@ fn listen_queue_overflows_count_as_dropped_as_server_in_the_listening_container(
 
 #[test]
 fn a_pods_counters_keep_what_its_expired_sidecar_counted() {
-    let Some(_serial) = container_test("a_pods_counters_keep_what_its_expired_sidecar_counted")
-    else {
+    let Some(_serial) = root_test("a_pods_counters_keep_what_its_expired_sidecar_counted") else {
         return;
     };
     let pods = Pods::new("flkq");
@@ -1612,7 +1599,7 @@ fn a_pods_counters_keep_what_its_expired_sidecar_counted() {
 
 #[test]
 fn a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_back() {
-    let Some(_serial) = container_test(
+    let Some(_serial) = root_test(
         "a_container_in_nested_cgroups_has_one_peer_budget_and_counters_that_never_go_back",
     ) else {
         return;
@@ -1758,7 +1745,7 @@ threading.Event().wait()
 #[test]
 fn retransmissions_from_random_drops_equal_the_namespaces_tcp_retrans_segs() {
     let Some(_serial) =
-        container_test("retransmissions_from_random_drops_equal_the_namespaces_tcp_retrans_segs")
+        root_test("retransmissions_from_random_drops_equal_the_namespaces_tcp_retrans_segs")
     else {
         return;
     };

@@ -24,6 +24,7 @@ fn conntrack_gives_the_backend_that_answered_each_connection_to_a_virtual_ip() {
     ) {
         return;
     }
+    let _serial = flowlens_tests::root_test("conntrack_gives_the_backend_...");
     let svc = Service::new("fldn", 150);
     // Opened in the node's namespace, used from this thread: the socket stays the node's.
     let mut ct = in_netns(&svc.node.name, || {
@@ -183,6 +184,7 @@ fn a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered() {
     if !kube_proxy::available(test) {
         return;
     }
+    let _serial = flowlens_tests::root_test(test);
     let svc = Service::new("fldp", 151);
     let id = format!("{:012x}{}", 0xd4a7_0000_0001_u64, "7c".repeat(26));
     let empty = flowlens_tests::TempDir::new("dnat-empty");

@@ -28,22 +28,11 @@ use std::{
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
-
-/// The tests share the kernel's view (every socket of the host): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Takes the lock; `None` when the test must skip (not root, outside CI).
-fn fault_test(name: &str) -> Option<MutexGuard<'static, ()>> {
-    if !require_root(name) {
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
-}
 
 /// An address's value summed over its `host:` series of every network namespace (each round of
 /// the namespace test makes the same addresses in new namespaces).
@@ -339,7 +328,7 @@ fn bpffs_entries() -> BTreeSet<PathBuf> {
 
 #[test]
 fn sigkill_during_a_gather_50_times_leaks_no_bpf_object_and_the_restart_works() {
-    let Some(_serial) = fault_test("sigkill_during_a_gather_50_times_leaks_no_bpf_object") else {
+    let Some(_serial) = root_test("sigkill_during_a_gather_50_times_leaks_no_bpf_object") else {
         return;
     };
     const KILLS: usize = 50;
@@ -441,7 +430,7 @@ fn sigkill_during_a_gather_50_times_leaks_no_bpf_object_and_the_restart_works() 
 
 #[test]
 fn a_ring_buffer_overflow_under_churn_is_counted_and_counts_stay_consistent() {
-    let Some(_serial) = fault_test("a_ring_buffer_overflow_under_churn_is_counted") else {
+    let Some(_serial) = root_test("a_ring_buffer_overflow_under_churn_is_counted") else {
         return;
     };
     // The smallest ring: 4096 bytes, 23 records of 176 bytes.
@@ -536,7 +525,7 @@ fn a_ring_buffer_overflow_under_churn_is_counted_and_counts_stay_consistent() {
 
 #[test]
 fn network_namespaces_created_and_destroyed_while_gathers_run() {
-    let Some(_serial) = fault_test("network_namespaces_created_and_destroyed_while_gathers_run")
+    let Some(_serial) = root_test("network_namespaces_created_and_destroyed_while_gathers_run")
     else {
         return;
     };
@@ -771,7 +760,7 @@ fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 #[test]
 fn a_cgroup_removed_between_its_sockets_close_and_the_gather() {
-    let Some(_serial) = fault_test("a_cgroup_removed_between_its_sockets_close_and_the_gather")
+    let Some(_serial) = root_test("a_cgroup_removed_between_its_sockets_close_and_the_gather")
     else {
         return;
     };
@@ -937,7 +926,7 @@ fn restore_permissions(root: &Path) {
 
 #[test]
 fn broken_metadata_roots_are_skipped_and_logged_while_gathers_go_on() {
-    let Some(_serial) = fault_test("broken_metadata_roots_are_skipped_and_logged") else {
+    let Some(_serial) = root_test("broken_metadata_roots_are_skipped_and_logged") else {
         return;
     };
     let id = container_id(3);
@@ -1034,7 +1023,7 @@ fn broken_metadata_roots_are_skipped_and_logged_while_gathers_go_on() {
 
 #[test]
 fn broken_metadata_files_are_skipped_and_logged_once_while_gathers_go_on() {
-    let Some(_serial) = fault_test("broken_metadata_files_are_skipped_and_logged_once") else {
+    let Some(_serial) = root_test("broken_metadata_files_are_skipped_and_logged_once") else {
         return;
     };
     let meta = TempDir::new("faults-files");
@@ -1167,7 +1156,7 @@ fn batch_time(batch: &str) -> i64 {
 
 #[test]
 fn a_blocked_stdout_keeps_the_collector_counting_in_flat_memory() {
-    let Some(_serial) = fault_test("a_blocked_stdout_keeps_the_collector_counting") else {
+    let Some(_serial) = root_test("a_blocked_stdout_keeps_the_collector_counting") else {
         return;
     };
     // A 2 MiB ring holds 11915 records: if nothing read it while stdout is blocked, the 16000

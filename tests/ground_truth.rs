@@ -16,7 +16,7 @@
 //! active flow left and the server only the long-lived ones (no ghost flows).
 
 use flowlens_tests::{
-    in_ci, require_root,
+    in_ci, root_test,
     session::{sum, value, Session},
     sh,
     standins::StandIns,
@@ -152,9 +152,9 @@ fn stop_churner(s: &mut Session, churner: &Churner, srv: &str) -> String {
 #[test]
 fn totals_equal_the_workloads_own_counts_across_start_and_restart_under_churn() {
     const TEST: &str = "totals_equal_the_workloads_own_counts_across_start_and_restart_under_churn";
-    if !require_root(TEST) {
+    let Some(_serial) = root_test(TEST) else {
         return;
-    }
+    };
     let pair = NetnsPair::new("flgt", 171);
     let (client_ns, server_ns) = (pair.ns[0].clone(), pair.ns[1].clone());
     let server = pair.addrs[1].clone();

@@ -6,19 +6,12 @@ use flowlens_tests::{session::*, *};
 use std::{
     io::{BufRead, BufReader, Write},
     process::Stdio,
-    sync::{Mutex, MutexGuard},
 };
 
 /// CAP_PERFMON (38) and CAP_BPF (39): what README says eBPF needs, and what flowlens keeps.
 const BPF_AND_PERFMON: u64 = (1 << 38) | (1 << 39);
 /// CAP_NET_ADMIN (12): what the DNAT backends' conntrack lookups need.
 const NET_ADMIN: u64 = 1 << 12;
-
-static EBPF: Mutex<()> = Mutex::new(());
-
-fn ebpf_test(name: &str) -> Option<MutexGuard<'static, ()>> {
-    require_root(name).then(|| EBPF.lock().unwrap_or_else(|e| e.into_inner()))
-}
 
 /// A `Cap*:` line of a /proc status file, as a bit set.
 fn caps(status: &str, field: &str) -> u64 {
@@ -32,7 +25,7 @@ fn caps(status: &str, field: &str) -> u64 {
 #[test]
 fn after_start_up_only_bpf_perfmon_and_net_admin_are_held_in_every_thread() {
     let Some(_serial) =
-        ebpf_test("after_start_up_only_bpf_perfmon_and_net_admin_are_held_in_every_thread")
+        root_test("after_start_up_only_bpf_perfmon_and_net_admin_are_held_in_every_thread")
     else {
         return;
     };
@@ -176,7 +169,7 @@ fn gathers_with_every_probe(once: &std::process::Output) {
 #[test]
 fn a_non_root_user_with_only_bpf_perfmon_and_net_admin_runs_everything() {
     let Some(_serial) =
-        ebpf_test("a_non_root_user_with_only_bpf_perfmon_and_net_admin_runs_everything")
+        root_test("a_non_root_user_with_only_bpf_perfmon_and_net_admin_runs_everything")
     else {
         return;
     };
@@ -212,7 +205,7 @@ fn a_non_root_user_with_only_bpf_perfmon_and_net_admin_runs_everything() {
 
 #[test]
 fn without_net_admin_only_the_dnat_backends_are_off() {
-    let Some(_serial) = ebpf_test("without_net_admin_only_the_dnat_backends_are_off") else {
+    let Some(_serial) = root_test("without_net_admin_only_the_dnat_backends_are_off") else {
         return;
     };
     let doctor = as_nobody("bpf,perfmon", &["doctor"]);

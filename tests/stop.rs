@@ -13,13 +13,10 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     os::unix::process::CommandExt,
     process::{Child, ChildStdin, ChildStdout, Stdio},
-    sync::{mpsc, Mutex},
+    sync::mpsc,
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
-
-/// The eBPF tests share the kernel's view: one at a time (as in tests/collector.rs).
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The bound of the contract: exit within 1 s of the stimulus.
 const BOUND: Duration = Duration::from_secs(1);
@@ -544,10 +541,11 @@ fn run(cell: &Cell, dir: &TempDir) -> Outcome {
 
 #[test]
 fn every_way_of_stopping_exits_zero_within_a_second_with_probes_detached() {
-    if !require_root("every_way_of_stopping_exits_zero_within_a_second_with_probes_detached") {
+    let Some(_serial) =
+        root_test("every_way_of_stopping_exits_zero_within_a_second_with_probes_detached")
+    else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = TempDir::new("stop");
     let started = Instant::now();
     let mut table = String::new();

@@ -9,7 +9,8 @@
 # usage: cri.py SOCKET GEN_DIR COMMAND < request.json
 #   wait        {"timeout": s}    until RuntimeReady and NetworkReady -> "runtime NAME VERSION API"
 #   run-pod     {"name","namespace","uid","image","cgroup_parent","log_directory",
-#                "containers": [{"name", "command": [...]}]}
+#                "containers": [{"name", "command": [...],
+#                                "mounts": [{"host_path", "container_path"}] (optional, read-only)}]}
 #               -> "sandbox ID", "ip IP", then "container NAME ID" per container, in order
 #   list        {} -> "pod ID NAMESPACE NAME UID STATE" and "container ID SANDBOX_ID NAME STATE"
 #   remove-pods {"ids": [...]} (absent: all) stops and removes the pods' containers, then the
@@ -115,6 +116,8 @@ def cmd_run_pod(c, pb, req):
             command=spec["command"],
             labels=labels,
             log_path="%s/0.log" % spec["name"],
+            mounts=[pb.Mount(host_path=m["host_path"], container_path=m["container_path"],
+                             readonly=True) for m in spec.get("mounts", [])],
             linux=pb.LinuxContainerConfig(
                 security_context=pb.LinuxContainerSecurityContext(
                     namespace_options=pb.NamespaceOption(

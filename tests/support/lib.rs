@@ -121,6 +121,41 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// For the tests that need root and share the kernel's view (every socket, cgroup and network
+/// namespace of the host: the eBPF, container and fault tests): `None` when the test must skip
+/// (see [`require_root`]); else a guard that runs them one at a time. The first call of a
+/// process also waits until no other process holds the machine's lock (an abstract unix
+/// socket), and holds it until the process exits: the suites of two checkouts on one machine
+/// (a developer's and a helper's, say) never run at the same time, since their fixed names
+/// (namespaces, cgroups, addresses) and their counts of the host's sockets would collide.
+pub fn root_test(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    use std::sync::{Mutex, OnceLock};
+    static SERIAL: Mutex<()> = Mutex::new(());
+    static MACHINE: OnceLock<std::os::unix::net::UnixListener> = OnceLock::new();
+    if !require_root(test) {
+        return None;
+    }
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    MACHINE.get_or_init(|| {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"flowlens-test-root-suites")
+            .unwrap();
+        let mut said = false;
+        loop {
+            match std::os::unix::net::UnixListener::bind_addr(&addr) {
+                Ok(l) => return l,
+                Err(_) if !said => {
+                    eprintln!("{test}: waiting for another process's root tests to end");
+                    said = true;
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    Some(guard)
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 

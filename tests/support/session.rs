@@ -199,12 +199,13 @@ impl Session {
     }
 
     /// One gather: a newline in, one batch out (checked to be valid line protocol). The wait
-    /// only detects a hang: under QEMU's emulation, three guests on two cores, one gather after
-    /// a thousand connections has taken over 20 s.
+    /// ([`HANG`]) only detects a hang.
     pub fn gather(&mut self) -> String {
         let before = self.flows_bound.as_ref().map(|f| f());
         self.ask();
-        let batch = self.next_batch(Duration::from_secs(60)).expect("a batch");
+        let batch = self
+            .next_batch(HANG)
+            .unwrap_or_else(|| panic!("no batch within {} s", HANG.as_secs()));
         flowlens_core::lineproto::validate(&batch).unwrap();
         if let (Some(before), Some(bound)) = (before, &self.flows_bound) {
             // The kernel's count before and after the gather: flows_active, taken between the
@@ -253,13 +254,20 @@ impl Session {
     }
 }
 
+/// How long a test waits for a batch before it calls flowlens hung. Only a hang may fail a test,
+/// never a slow machine: the first batch comes after the start-up, and under QEMU's emulation,
+/// three guests on two cores with builds beside them, a start-up among 10,000 churned
+/// connections took 33 s before its first gather, and one gather after a thousand connections
+/// over 20 s.
+pub const HANG: Duration = Duration::from_secs(300);
+
 impl Drop for Session {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.wait();
         if !std::thread::panicking() {
             // What came after the last batch the test read is checked too.
-            self.batches.drain(Duration::from_secs(60));
+            self.batches.drain(HANG);
         }
     }
 }

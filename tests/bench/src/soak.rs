@@ -1,7 +1,8 @@
 //! The soak run: the real `flowlens telegraf` process under an hour of mixed load (connection
-//! churn, bulk transfers, stand-in pods created and removed, a measured pod's churn, bulk and UDP
-//! read with peeks), its RSS, CPU and open fds sampled at every gather, written as a CSV, a PNG
-//! chart and a summary table; at the end, the measured pod's totals against its own count.
+//! churn, bulk transfers, real containerd pods and stand-in pods created and removed, a measured
+//! pod's churn, bulk and UDP read with peeks, as a stand-in and as a real pod), its RSS, CPU
+//! and open fds sampled at every gather, written as a CSV, a PNG chart and a summary table; at
+//! the end, each measured pod's totals against its own count.
 //!
 //!     cargo build --release --workspace
 //!     cargo run --release -p flowlens-bench -- soak [--secs 3600] [--every 10]
@@ -16,6 +17,7 @@ use crate::{
 use anyhow::{bail, Context, Result};
 use flowlens_tests::{
     cgroup2_root,
+    runtimes::{Pod, RealRuntimes},
     session::batches,
     standins::StandIns,
     truth::{mkfifo, Driver, Moved, CLIENT, SERVER},
@@ -115,17 +117,42 @@ for _ in range(20):
 time.sleep(100000)
 "#;
 
-/// Creates a stand-in pod every 15 s in a network namespace of its own, keeps each for 60 s.
-fn pod_churn(stop: &AtomicBool, pods: Arc<AtomicU64>) -> Result<()> {
+/// A real pod's one container (busybox): an echo server on its own loopback and 20 short
+/// connections to it, then idle until removed.
+const REAL_POD_PROGRAM: &str = "nc -ll -p 8080 -e /bin/cat & sleep 1; \
+     for i in $(seq 20); do echo soak | nc 127.0.0.1 8080 >/dev/null; done; sleep 100000";
+
+/// Creates a pod every 15 s, keeps each for 60 s: every other one a real containerd pod (CRI,
+/// CNI network namespace, busybox), the others stand-in pods (cgroup, containerd bundle,
+/// network namespace of their own).
+fn pod_churn(stop: &AtomicBool, pods: Arc<AtomicU64>, rt: &RealRuntimes) -> Result<()> {
     struct Live {
         since: Instant,
         netns: String,
         _pod: StandIns,
     }
     let mut live: Vec<Live> = Vec::new();
+    let mut real: Vec<(Instant, Pod)> = Vec::new();
     let mut n = 0u64;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next && n % 2 == 1 {
+            next += Duration::from_secs(15);
+            let name = format!("soak-real-{n}");
+            real.push((
+                Instant::now(),
+                rt.run_pod(&name, "soak", &[("app", REAL_POD_PROGRAM)]),
+            ));
+            n += 1;
+            pods.store(n, Ordering::Relaxed);
+        }
+        real.retain(|(since, pod)| {
+            if since.elapsed() < Duration::from_secs(60) {
+                return true;
+            }
+            rt.remove_pod(pod);
+            false
+        });
         if Instant::now() >= next {
             next += Duration::from_secs(15);
             let netns = format!("flsoak{}-{n}", std::process::id());
@@ -159,6 +186,9 @@ fn pod_churn(stop: &AtomicBool, pods: Arc<AtomicU64>) -> Result<()> {
             false
         });
         std::thread::sleep(Duration::from_millis(200));
+    }
+    for (_, pod) in real {
+        rt.remove_pod(&pod);
     }
     for p in live {
         drop(p._pod);
@@ -220,6 +250,73 @@ impl Truth {
     }
 }
 
+/// The same measured pods as real containerd pods (`truth/real-server-0`,
+/// `truth/real-client-0`: CRI sandboxes on the CNI bridge, cgroups under `/kubepods`): the
+/// busybox image has no python, so each container runs the host's `/usr/bin/python3` from
+/// read-only bind mounts of `/usr` and `/lib64`, with the scripts and the FIFOs in a third.
+struct RealTruth<'rt> {
+    driver: Driver,
+    cli_tag: String,
+    rt: &'rt RealRuntimes,
+    pods: [Pod; 2],
+    _dir: TempDir,
+}
+
+impl<'rt> RealTruth<'rt> {
+    fn start(rt: &'rt RealRuntimes) -> RealTruth<'rt> {
+        let dir = TempDir::new("soak-real-truth");
+        std::fs::write(dir.join("server.py"), SERVER).unwrap();
+        std::fs::write(dir.join("client.py"), CLIENT).unwrap();
+        let (commands, answers) = (dir.join("commands"), dir.join("answers"));
+        mkfifo(&commands);
+        mkfifo(&answers);
+        let usr = std::path::Path::new("/usr");
+        let lib64 = std::path::Path::new("/lib64");
+        let mounts = [
+            (usr, "/usr"),
+            (lib64, "/lib64"),
+            (dir.0.as_path(), "/truth"),
+        ];
+        let server = rt.run_pod_mounting(
+            "besteffort",
+            "real-server-0",
+            "truth",
+            &[("srv", "exec /usr/bin/python3 /truth/server.py 0.0.0.0")],
+            &mounts,
+        );
+        rt.wait_listening(server.id("srv"), 80);
+        let client = rt.run_pod_mounting(
+            "besteffort",
+            "real-client-0",
+            "truth",
+            &[(
+                "cli",
+                &format!(
+                    "exec /usr/bin/python3 /truth/client.py {} /truth/commands /truth/answers",
+                    server.ip
+                ),
+            )],
+            &mounts,
+        );
+        let cli_tag = client.id("cli")[..12].to_string();
+        RealTruth {
+            driver: Driver::open(&commands, &answers),
+            cli_tag,
+            rt,
+            pods: [server, client],
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RealTruth<'_> {
+    fn drop(&mut self) {
+        for pod in self.pods.iter().rev() {
+            self.rt.remove_pod(pod);
+        }
+    }
+}
+
 /// Drives the measured client until `stop`: four long-lived connections, then every 2 s 100
 /// short connections, 200 kB each way on each long-lived one and 20 UDP datagrams (each answer
 /// peeked at before it is read). Returns what it moved, by its own count.
@@ -256,10 +353,13 @@ fn truth_tcp_active(batch: &str, tag: &str) -> i64 {
         .sum()
 }
 
+/// A measured client: where it ran, what it moved by its own count (out, in), and flowlens's
+/// `container:traffic` (sent, received) at the last gather.
+type MeasuredPod = (&'static str, (i64, i64), (i64, i64));
+
 /// The comparison at the end of a run.
 struct TruthReport {
-    moved: (i64, i64),
-    counted: (i64, i64),
+    pods: [MeasuredPod; 2],
     events_lost: u64,
     flows_evicted: u64,
 }
@@ -282,9 +382,20 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
     // The stand-in pods' cgroups must exist where flowlens looks (fails early otherwise).
     let _ = cgroup2_root();
     let net = Net::new()?;
+    // Real containerd (CRI) pods: the measured pair's twin and every other churned pod. Torn
+    // down when `rt` is dropped, on every way out of this function.
+    let rt = RealRuntimes::start();
     std::fs::create_dir_all(&opts.out_dir)?;
     let config = opts.out_dir.join("flowlens-soak.toml");
-    std::fs::write(&config, CONFIG)?;
+    let (task_dir, docker_dir) = rt.state_dirs();
+    std::fs::write(
+        &config,
+        format!(
+            "{CONFIG}containerd_state_dir = \"{}\"\ndocker_containers_dir = \"{}\"\n",
+            task_dir.display(),
+            docker_dir.display()
+        ),
+    )?;
     // The release `flowlens` next to this executable (target/release).
     let exe = std::env::current_exe()?.with_file_name("flowlens");
     let mut child = Command::new(&exe)
@@ -315,6 +426,7 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
     let mut stdin = child.stdin.take().unwrap();
 
     let mut truth = Truth::start();
+    let mut real_truth = RealTruth::start(&rt);
     let stop = AtomicBool::new(false);
     let conns = AtomicU64::new(0);
     let pods = Arc::new(AtomicU64::new(0));
@@ -324,7 +436,7 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
         opts.every,
         opts.out_dir.display()
     );
-    let samples = std::thread::scope(|scope| -> Result<(Vec<Sample>, Moved)> {
+    let samples = std::thread::scope(|scope| -> Result<(Vec<Sample>, Moved, Moved)> {
         // Churn on loopback half of the time (1 s on, 1 s off).
         let churn = scope.spawn(|| -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
@@ -336,26 +448,31 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
         });
         let pod_thread = {
             let pods = pods.clone();
-            let stop = &stop;
-            scope.spawn(move || pod_churn(stop, pods))
+            let (stop, rt) = (&stop, &rt);
+            scope.spawn(move || pod_churn(stop, pods, rt))
         };
         let driver = &mut truth.driver;
         let stop_ref = &stop;
         let truth_thread = scope.spawn(move || truth_load(driver, stop_ref));
+        let real_driver = &mut real_truth.driver;
+        let real_thread = scope.spawn(move || truth_load(real_driver, stop_ref));
         let sampled = sample_gathers(opts, pid, &net, &mut stdin, &gathers, &conns, &pods);
         stop.store(true, Ordering::Relaxed);
         let moved = truth_thread
             .join()
             .map_err(|_| anyhow::anyhow!("measured client thread panicked"))?;
+        let real_moved = real_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("measured real client thread panicked"))?;
         churn
             .join()
             .map_err(|_| anyhow::anyhow!("churn thread panicked"))??;
         pod_thread
             .join()
             .map_err(|_| anyhow::anyhow!("pod thread panicked"))??;
-        Ok((sampled?, moved))
+        Ok((sampled?, moved, real_moved))
     })?;
-    let (samples, moved) = samples;
+    let (samples, moved, real_moved) = samples;
     // The measured client is idle now: the first gather where its short connections have all
     // ended holds everything it moved (a socket its process closed has no file for the
     // iterator to read: its counters come with its close record, once the server's FIN came).
@@ -367,7 +484,9 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
             .recv_timeout(Duration::from_secs(30))
             .context("no last gather within 30 s")?
             .1;
-        if truth_tcp_active(&last, &truth.cli_tag) == 4 {
+        if truth_tcp_active(&last, &truth.cli_tag) == 4
+            && truth_tcp_active(&last, &real_truth.cli_tag) == 4
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -377,11 +496,22 @@ pub fn soak(opts: &SoakOptions) -> Result<()> {
         .find(|l| l.starts_with("flowlens:internal"))
         .context("a gather without flowlens:internal")?;
     let truth_report = TruthReport {
-        moved: (moved.total(0), moved.total(1)),
-        counted: truth_counted(&last, &truth.cli_tag),
+        pods: [
+            (
+                "stand-in pods",
+                (moved.total(0), moved.total(1)),
+                truth_counted(&last, &truth.cli_tag),
+            ),
+            (
+                "real containerd pods",
+                (real_moved.total(0), real_moved.total(1)),
+                truth_counted(&last, &real_truth.cli_tag),
+            ),
+        ],
         events_lost: field(internal, "events_lost").unwrap_or(0.0) as u64,
         flows_evicted: field(internal, "flows_evicted").unwrap_or(0.0) as u64,
     };
+    drop(real_truth);
     drop(truth);
     drop(stdin);
     let status = child.wait()?;
@@ -511,25 +641,33 @@ fn write_outputs(
         md,
         "\nGround truth: the measured client pod (`truth/client-0`: 100 short connections, \
          200 kB each way on each of 4 long-lived ones and 20 UDP datagrams read after a peek, \
-         every 2 s) moved {} bytes out and {} in by its own count; flowlens's \
-         `container:traffic` at the last gather: {} and {} ({}; losses counted over the run: \
-         events_lost {}, flows_evicted {}).",
-        truth.moved.0,
-        truth.moved.1,
-        truth.counted.0,
-        truth.counted.1,
-        if truth.counted == truth.moved {
-            "equal".to_string()
-        } else {
-            format!(
-                "differences {:+} and {:+}",
-                truth.counted.0 - truth.moved.0,
-                truth.counted.1 - truth.moved.1
-            )
-        },
-        truth.events_lost,
-        truth.flows_evicted
+         every 2 s), run twice side by side: as a stand-in pod and as a real containerd pod \
+         (`truth/real-client-0`, CRI, CNI bridge). Its own count against flowlens's \
+         `container:traffic` at the last gather (losses counted over the run: events_lost {}, \
+         flows_evicted {}):\n\n\
+         | measured pod | moved out | moved in | flowlens sent | flowlens received | result |\n\
+         | --- | --- | --- | --- | --- | --- |",
+        truth.events_lost, truth.flows_evicted
     );
+    for (place, moved, counted) in &truth.pods {
+        let _ = writeln!(
+            md,
+            "| {place} | {} | {} | {} | {} | {} |",
+            moved.0,
+            moved.1,
+            counted.0,
+            counted.1,
+            if counted == moved {
+                "equal".to_string()
+            } else {
+                format!(
+                    "differences {:+} and {:+}",
+                    counted.0 - moved.0,
+                    counted.1 - moved.1
+                )
+            }
+        );
+    }
     println!("{md}");
     std::fs::write(opts.out_dir.join("soak.md"), md)?;
     eprintln!("soak: wrote {}", opts.out_dir.display());
@@ -552,8 +690,9 @@ fn summary(opts: &SoakOptions, samples: &[Sample], warnings: u64) -> String {
         "One run of `flowlens-bench soak --secs {} --every {}` ({} samples): the release \
          `flowlens telegraf` with `series_ttl_secs = 60`, a gather every {} s, under connection \
          churn on loopback half of the time ({} connections in all), a 1 s bulk transfer over \
-         a veth pair every 10 s, and a stand-in pod (cgroup, containerd bundle, network \
-         namespace, 20 connections) created every 15 s and removed after 60 s ({} pods). \
+         a veth pair every 10 s, and a pod created every 15 s and removed after 60 s ({} \
+         pods: every other one a real containerd pod through the CRI, the others stand-in pods \
+         with a cgroup, a containerd bundle and a network namespace; 20 connections each). \
          {} lines on flowlens's stderr.\n",
         opts.secs,
         opts.every,

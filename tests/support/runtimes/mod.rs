@@ -242,6 +242,20 @@ impl RealRuntimes {
         namespace: &str,
         containers: &[(&str, &str)],
     ) -> Pod {
+        self.run_pod_mounting(qos, name, namespace, containers, &[])
+    }
+
+    /// [`RealRuntimes::run_pod_qos`] with read-only bind mounts (host path, path in the
+    /// container) in every container: e.g. the host's `/usr`, `/lib64` and a directory of
+    /// scripts, to run the host's python3 in a real pod (the image is busybox only).
+    pub fn run_pod_mounting(
+        &self,
+        qos: &str,
+        name: &str,
+        namespace: &str,
+        containers: &[(&str, &str)],
+        mounts: &[(&Path, &str)],
+    ) -> Pod {
         assert!(
             matches!(qos, "besteffort" | "burstable" | "guaranteed"),
             "unknown QoS class {qos}"
@@ -272,13 +286,25 @@ impl RealRuntimes {
         self.record(Undo::Path(log_dir.clone()));
         let netns_before = netns_names();
 
+        let mounts_json = mounts
+            .iter()
+            .map(|(host, inside)| {
+                format!(
+                    "{{\"host_path\": {}, \"container_path\": {}}}",
+                    json_str(&host.to_string_lossy()),
+                    json_str(inside)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let specs: Vec<String> = containers
             .iter()
             .map(|(n, cmd)| {
                 format!(
-                    "{{\"name\": {}, \"command\": [\"/bin/sh\", \"-c\", {}]}}",
+                    "{{\"name\": {}, \"command\": [\"/bin/sh\", \"-c\", {}], \"mounts\": [{}]}}",
                     json_str(n),
-                    json_str(cmd)
+                    json_str(cmd),
+                    mounts_json
                 )
             })
             .collect();
@@ -333,6 +359,13 @@ impl RealRuntimes {
                 .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
         }
         pod
+    }
+
+    /// Stops and removes one pod (its containers, then its sandbox), as the kubelet does when
+    /// a pod is deleted; what it leaves (cgroups, log directory) goes at teardown.
+    pub fn remove_pod(&self, pod: &Pod) {
+        let request = format!("{{\"ids\": [{}]}}", json_str(&pod.sandbox_id));
+        ok_stdout("cri.py remove-pods", self.cri("remove-pods", &request));
     }
 
     /// Runs a Docker container (`docker run -d --name <name> <image> /bin/sh -c <command>`) on
