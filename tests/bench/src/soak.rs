@@ -253,7 +253,8 @@ impl Truth {
 /// The same measured pods as real containerd pods (`truth/real-server-0`,
 /// `truth/real-client-0`: CRI sandboxes on the CNI bridge, cgroups under `/kubepods`): the
 /// busybox image has no python, so each container runs the host's `/usr/bin/python3` from
-/// read-only bind mounts of `/usr` and `/lib64`, with the scripts and the FIFOs in a third.
+/// read-only bind mounts of `/usr`, `/lib` and `/lib64`, with the scripts and the FIFOs in a
+/// fourth.
 struct RealTruth<'rt> {
     driver: Driver,
     cli_tag: String,
@@ -270,11 +271,12 @@ impl<'rt> RealTruth<'rt> {
         let (commands, answers) = (dir.join("commands"), dir.join("answers"));
         mkfifo(&commands);
         mkfifo(&answers);
-        let usr = std::path::Path::new("/usr");
-        let lib64 = std::path::Path::new("/lib64");
+        // Debian's /lib64/ld-linux-x86-64.so.2 links to /lib/x86_64-linux-gnu/...: `/lib` too.
+        let path = std::path::Path::new;
         let mounts = [
-            (usr, "/usr"),
-            (lib64, "/lib64"),
+            (path("/usr"), "/usr"),
+            (path("/usr/lib"), "/lib"),
+            (path("/usr/lib64"), "/lib64"),
             (dir.0.as_path(), "/truth"),
         ];
         let server = rt.run_pod_mounting(
