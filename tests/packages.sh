@@ -6,10 +6,11 @@
 # iproute2 for namespaces and veth pairs, nftables (nft) for kube-proxy's DNAT of a Service's
 # virtual IP (tests/support/kube_proxy.rs), python3 for helper processes; real containerd (CRI) and
 # Docker with runc, CNI plugins, busybox for the image, gRPC for the CRI client; python3-venv for
-# the Kubernetes manifest validator; dpkg-dev for cargo-deb.
+# the Kubernetes manifest validator; dpkg-dev for cargo-deb; strace (the health check makes no
+# bpf() call).
 TEST_PACKAGES=(clang llvm libbpf-dev bpftool influxdb influxdb-client iproute2 nftables procps python3
 	containerd runc docker.io containernetworking-plugins busybox-static
-	python3-grpcio python3-protobuf protobuf-compiler python3-venv dpkg-dev)
+	python3-grpcio python3-protobuf protobuf-compiler python3-venv dpkg-dev strace)
 
 # tests/kernels/run: QEMU, busybox and cpio for the initramfs, file and binutils (ELF checks,
 # objcopy), xz and zstd (compressed modules); ip, nft, bpftool, python3, influxd and influx go

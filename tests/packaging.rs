@@ -660,6 +660,8 @@ fn kubernetes_configmap_embeds_the_telegraf_snippet() {
         "secretKeyRef:",
         "name: flowlens-influxdb",
         "name: flowlens-telegraf",
+        "command: [\"/usr/bin/flowlens\", \"health\"]",
+        "mountPath: /run\n",
     ] {
         assert!(ds.contains(needed), "daemonset.yaml lacks {needed}");
     }

@@ -453,3 +453,126 @@ fn doctor_reports_every_check_on_one_line_each() {
     assert!(text.contains("interface counters (sysfs)"), "{text}");
     assert!(text.lines().last().unwrap().contains("checks,"), "{text}");
 }
+
+/// `flowlens health` against the real running binary: healthy while it gathers, unhealthy when
+/// its gathers stop, when it is killed, and after it ends; the check loads no plugin and makes
+/// no bpf() call (strace), so a probe costs nothing.
+#[test]
+fn health_says_whether_the_running_instance_gathers_without_loading_anything() {
+    let dir = TempDir::new("health");
+    // The health file's directory must be writable by its user only (TempDir's mode varies).
+    let run_dir = dir.join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = run_dir.join("health");
+    let file = file.to_str().unwrap();
+    let config = config_file(&dir, &format!("{NO_EBPF}health_file = \"{file}\"\n"));
+    let health = |extra: &[&str]| {
+        let mut args = vec!["health", "--file", file];
+        args.extend_from_slice(extra);
+        let out = flowlens(&args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = health(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no running flowlens instance"), "{text}");
+
+    let mut child = flowlens(&["--config", &config, "telegraf"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = session::batches(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let (_, batch) = rx.recv_timeout(session::HANG).expect("a batch");
+    let lines = batch.lines().count();
+    let (code, text) = health(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with(&format!("healthy: flowlens (pid {})", child.id()))
+            && text.contains(&format!(
+                "(1 gathers, {lines} lines; 0 probes attached, 0 failed"
+            )),
+        "{text}"
+    );
+
+    // The probe's cost: no bpf() call, no plugin opened, no process started.
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        let out = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=bpf,openat,execve,clone,clone3,fork,vfork",
+            ])
+            .arg(flowlens_bin())
+            .args(["health", "--file", file])
+            .output()
+            .unwrap();
+        let trace = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{trace}");
+        assert!(!trace.contains("bpf("), "{trace}");
+        assert!(!trace.contains("libflowlens"), "{trace}");
+        let execs = trace.matches("execve(").count();
+        assert_eq!(execs, 1, "only the check itself runs: {trace}");
+        assert!(!trace.contains("clone"), "{trace}");
+    } else {
+        assert!(!in_ci(), "CI installs strace (tests/packages.sh)");
+        eprintln!("health: strace is missing here, the no-bpf() check is skipped");
+    }
+
+    // Gathers stop: with a 1 s bound, 2 s without a newline is unhealthy (the default bound is
+    // the instance's three intervals, at least 30 s).
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, text) = health(&["--max-age-secs", "1"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("has not gathered for"), "{text}");
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    rx.recv_timeout(session::HANG).expect("a batch");
+    let (code, text) = health(&["--max-age-secs", "1"]);
+    // A slow machine may take over a second between the gather and the check: only the
+    // gather count is certain.
+    assert!(text.contains("2 gathers") || code == Some(1), "{text}");
+    let (code, text) = health(&[]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // A normal end removes the file.
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let (code, text) = health(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no running flowlens instance"), "{text}");
+    assert!(!std::path::Path::new(file).exists());
+
+    // Killed: the file stays, and names an instance that is gone.
+    let mut child = flowlens(&["--config", &config, "telegraf"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = session::batches(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    rx.recv_timeout(session::HANG).expect("a batch");
+    assert_eq!(health(&[]).0, Some(0));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, text) = health(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is gone"), "{text}");
+}

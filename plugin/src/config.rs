@@ -83,6 +83,13 @@ settings! {
         /// Seconds between two gathers in `stream` mode (Vector's exec source, or Telegraf execd
         /// with `signal = "none"`). In `telegraf` mode the agent decides, one gather per newline.
         interval_secs: u64 = 10,
+        /// Where flowlens publishes its health after each gather in `telegraf` and `stream`
+        /// mode (the pid, the last gather's time, probes attached and failed, events lost),
+        /// for `flowlens health`, a readiness and liveness check that needs no privileges and
+        /// starts nothing (`flowlens health --file PATH` for another path than the default).
+        /// Its directory is made when missing and must be writable by flowlens's user only.
+        /// Two instances on one machine need two paths. Empty: no health file.
+        health_file: String = "/run/flowlens/health".to_string(),
         /// The `ifid` tag written on every line (ntopng: the id of the monitored interface).
         /// Commas, spaces, `=` and quotes are escaped; a backslash at the end or before one of
         /// those or another backslash is refused (line protocol cannot carry it unchanged).
@@ -315,6 +322,18 @@ impl Config {
                 g.interval_secs
             ));
         }
+        let health = std::path::Path::new(&g.health_file);
+        if !g.health_file.is_empty()
+            && (!health.is_absolute()
+                || g.health_file.ends_with('/')
+                || g.health_file.len() > 4096
+                || g.health_file.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "health_file = {:?}: use an absolute path of a file (or \"\" for none)",
+                g.health_file
+            ));
+        }
         if g.ifid.is_empty()
             || g.ifid.len() > 64
             || g.ifid.chars().any(char::is_control)
@@ -495,6 +514,16 @@ mod tests {
                 "",
             ),
             ("precision = \"m\"\n", "unknown variant `m`", "(line 1)"),
+            (
+                "health_file = \"run/health\"\n",
+                "health_file = \"run/health\": use an absolute path",
+                "",
+            ),
+            (
+                "health_file = \"/run/flowlens/\"\n",
+                "health_file = \"/run/flowlens/\": use an absolute path",
+                "",
+            ),
             ("ifid = \"\"\n", "ifid = \"\" must be", ""),
             ("ifid = 'eth0\\'\n", "ifid = \"eth0\\\\\" must be", ""),
             ("ifid = 'a\\,b'\n", "ifid = \"a\\\\,b\" must be", ""),

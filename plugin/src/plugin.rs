@@ -773,6 +773,7 @@ impl Collector for Flowlens {
     fn settings(&self) -> ShimSettings {
         ShimSettings {
             interval_secs: self.config.general.interval_secs,
+            health_file: self.config.general.health_file.as_str().into(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! one `I! stopping: <reason>` line, ends the gather in progress, detaches the probes and exits
 //! within milliseconds (`stop.rs`).
 
+mod health;
 mod load;
 mod modes;
 mod stop;
@@ -31,8 +32,8 @@ pub struct Cli {
     pub mode: Mode,
 }
 
-/// The modes: one per way an agent runs flowlens, plus two for people.
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+/// The modes: one per way an agent runs flowlens, plus three for people and probes.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// Telegraf inputs.execd with signal = "STDIN": one gather per newline; exit when stdin closes.
     Telegraf,
@@ -44,6 +45,18 @@ pub enum Mode {
     Doctor,
     /// Print the full default configuration, commented.
     PrintConfig,
+    /// Whether the running instance gathers (its health file, see `health_file`): exit 0 when
+    /// healthy, 1 otherwise. Loads no plugin, needs no privileges: for readiness and liveness
+    /// probes.
+    Health {
+        /// The health file to read (the config's `health_file`).
+        #[arg(long, value_name = "PATH", default_value = health::DEFAULT_PATH)]
+        file: PathBuf,
+        /// Unhealthy after this many seconds without a gather. Default: what the instance
+        /// wrote (three intervals, at least 30 s).
+        #[arg(long, value_name = "SECS")]
+        max_age_secs: Option<u64>,
+    },
 }
 
 /// Writes one log line to stderr with Telegraf's level prefix. Also the plugin's log callback.

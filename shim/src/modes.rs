@@ -1,6 +1,7 @@
 //! The modes: Telegraf execd, Vector-style streaming, one-shot, doctor and print-config.
 
 use crate::{
+    health::{self, HealthFile},
     load, log_line,
     stop::{Next, Stops},
     Cli, Failure, Mode,
@@ -58,11 +59,30 @@ fn write_batch(bytes: &[u8]) -> Result<bool, Failure> {
     }
 }
 
-/// One gather written to stdout. `Ok(false)`: stdout is closed.
-fn gather_once(collector: &mut CollectorBox, buf: &mut RVec<u8>) -> Result<bool, Failure> {
+/// One gather written to stdout (and recorded in the health file, when there is one).
+/// `Ok(false)`: stdout is closed.
+fn gather_once(
+    collector: &mut CollectorBox,
+    buf: &mut RVec<u8>,
+    health: &mut Option<HealthFile>,
+) -> Result<bool, Failure> {
     buf.clear();
     match collector.gather(buf) {
-        RResult::ROk(_) => write_batch(buf),
+        RResult::ROk(_) => {
+            let open = write_batch(buf)?;
+            if let Some(h) = health {
+                if let Err(e) = h.gathered(buf) {
+                    log_line(
+                        LogLevel::Warn,
+                        format!("health file: {e}; no longer written")
+                            .as_str()
+                            .into(),
+                    );
+                    *health = None;
+                }
+            }
+            Ok(open)
+        }
         RResult::RErr(e) => Err(plugin_failure(e)),
     }
 }
@@ -71,12 +91,16 @@ fn gather_once(collector: &mut CollectorBox, buf: &mut RVec<u8>) -> Result<bool,
 type Stopped = Option<&'static str>;
 
 /// Telegraf execd, signal = "STDIN": one gather per newline read; stdin EOF ends it.
-fn telegraf(collector: &mut CollectorBox, stops: &Stops) -> Result<Stopped, Failure> {
+fn telegraf(
+    collector: &mut CollectorBox,
+    stops: &Stops,
+    health: &mut Option<HealthFile>,
+) -> Result<Stopped, Failure> {
     let mut buf = RVec::new();
     loop {
         match stops.next(None) {
             Ok(Next::Line | Next::Tick) => {
-                if !gather_once(collector, &mut buf)? {
+                if !gather_once(collector, &mut buf, health)? {
                     stops.stop("stdout closed");
                 }
             }
@@ -92,13 +116,14 @@ fn stream(
     collector: &mut CollectorBox,
     stops: &Stops,
     interval: Duration,
+    health: &mut Option<HealthFile>,
 ) -> Result<Stopped, Failure> {
     let mut buf = RVec::new();
     let mut tick = Instant::now();
     loop {
         match stops.next(Some(tick)) {
             Ok(Next::Tick | Next::Line) => {
-                if !gather_once(collector, &mut buf)? {
+                if !gather_once(collector, &mut buf, health)? {
                     stops.stop("stdout closed");
                 }
                 tick += interval;
@@ -115,7 +140,7 @@ fn stream(
 
 /// One gather, unless a stop came during start-up; a stop during the gather is reported.
 fn once(collector: &mut CollectorBox, stops: &Stops) -> Result<Stopped, Failure> {
-    if stops.requested().is_none() && !gather_once(collector, &mut RVec::new())? {
+    if stops.requested().is_none() && !gather_once(collector, &mut RVec::new(), &mut None)? {
         stops.stop("stdout closed");
     }
     Ok(stops.requested())
@@ -145,15 +170,33 @@ fn doctor(plugin_path: &std::path::Path, collector: &CollectorBox) -> Result<(),
     Ok(())
 }
 
+/// `flowlens health`: reads the health file; healthy: one line on stdout, exit 0; else the
+/// reason as an error line on stderr, exit 1.
+fn health_check(file: &std::path::Path, max_age_secs: Option<u64>) -> Result<(), Failure> {
+    let verdict = health::check(
+        file,
+        max_age_secs.map(Duration::from_secs),
+        std::time::SystemTime::now(),
+    );
+    if verdict.healthy {
+        write_batch(format!("{}\n", verdict.text).as_bytes()).map(|_| ())
+    } else {
+        Err(Failure::other(anyhow!("{}", verdict.text)))
+    }
+}
+
 /// Runs the mode the command line asks for.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
+    if let Mode::Health { file, max_age_secs } = &cli.mode {
+        return health_check(file, *max_age_secs);
+    }
     // First, before any thread exists: the stop signals must be blocked in all of them.
     let stops = match cli.mode {
         Mode::Telegraf | Mode::Stream | Mode::Once => Some(
             Stops::install()
                 .map_err(|e| Failure::other(anyhow!("cannot set up signal handling: {e}")))?,
         ),
-        Mode::Doctor | Mode::PrintConfig => None,
+        Mode::Doctor | Mode::PrintConfig | Mode::Health { .. } => None,
     };
     let path = load::find_plugin(cli.plugin.as_deref());
     let module = load::load_plugin(&path)?;
@@ -181,17 +224,40 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         RResult::ROk(c) => c,
         RResult::RErr(e) => return Err(plugin_failure(e)),
     };
-    let interval = Duration::from_secs(collector.settings().interval_secs);
+    let settings = collector.settings();
+    let interval = Duration::from_secs(settings.interval_secs);
+    let mut health = match cli.mode {
+        Mode::Telegraf | Mode::Stream if !settings.health_file.is_empty() => {
+            let file = std::path::Path::new(settings.health_file.as_str());
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            // The default path is root's (/run): another user running with the defaults is
+            // told only at debug level.
+            let level = if root || file != std::path::Path::new(health::DEFAULT_PATH) {
+                LogLevel::Warn
+            } else {
+                LogLevel::Debug
+            };
+            HealthFile::create(file, interval, |w| log_line(level, w.into()))
+        }
+        _ => None,
+    };
     if let Some(stops) = &stops {
         stops.started();
     }
-    let result = match (cli.mode, &stops) {
+    let result = match (&cli.mode, &stops) {
         (Mode::Doctor, _) => doctor(&path, &collector).map(|()| None),
         (Mode::Once, Some(stops)) => once(&mut collector, stops),
-        (Mode::Telegraf, Some(stops)) => telegraf(&mut collector, stops),
-        (Mode::Stream, Some(stops)) => stream(&mut collector, stops, interval),
-        _ => unreachable!("print-config is handled above; the run modes have their Stops"),
+        (Mode::Telegraf, Some(stops)) => telegraf(&mut collector, stops, &mut health),
+        (Mode::Stream, Some(stops)) => stream(&mut collector, stops, interval, &mut health),
+        _ => unreachable!("print-config and health are handled above; the run modes have Stops"),
     };
+    if let Some(h) = health {
+        match &result {
+            Ok(_) => h.remove(),
+            Err(failure) => h.failed(&format!("{:#}", failure.error)),
+        }
+    }
     if let Ok(Some(reason)) = &result {
         log_line(
             LogLevel::Info,

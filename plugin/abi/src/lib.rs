@@ -90,10 +90,13 @@ pub struct GatherSummary {
 
 /// Settings the shim needs from the plugin's configuration.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, Copy)]
+#[derive(StableAbi, Debug, Clone)]
 pub struct ShimSettings {
     /// Seconds between gathers in `stream` mode.
     pub interval_secs: u64,
+    /// Where a running instance publishes its health after each gather (`flowlens health`
+    /// reads it); empty: nowhere.
+    pub health_file: RString,
 }
 
 /// One line of `flowlens doctor`: a prerequisite or a probe, whether it works, and why (not).
