@@ -173,7 +173,7 @@ pub const FEATURES: &[Feature] = &[
 /// connected, or bound to the wildcard), which the kernel picks per datagram. Attached with the
 /// default features, but a kernel that allows neither way (tracepoints only: the locked-down
 /// 6.18) is no failure: such flows then keep the unspecified address (`host=0.0.0.0` / `::`),
-/// and `doctor` says so ([`information`]).
+/// and `doctor` says so (as information).
 pub const UDP_SOURCE: Feature = Feature {
     name: "UDP source address",
     serves: "the local address of UDP sockets that send unbound",
