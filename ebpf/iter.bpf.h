@@ -130,6 +130,7 @@ static __always_inline void take_owner(struct fl_sock *v, struct task_struct *ta
 		bpf_probe_read_kernel(v->comm, sizeof(v->comm), task->comm);
 	}
 }
+
 /*
  * Whether the entry found under a socket's key is that socket's: its ports must be the
  * socket's. A connect() not answered yet (FL_SOCK_PENDING) was entered at CLOSE -> SYN_SENT,

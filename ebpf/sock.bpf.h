@@ -16,6 +16,7 @@ struct sock_cgroup_data___old {
 struct sock___old {
 	unsigned long sk_flags;
 } __attribute__((preserve_access_index));
+
 /* The address a pointer holds, as a plain number (the verifier tracks a pointer copied by a
  * probe read as a scalar, which may be stored in a map and used as a key). */
 static __always_inline __u64 addr_of(const void *p)
@@ -104,6 +105,7 @@ static __always_inline unsigned long sock_flags(const struct sock *sk)
 		return sk->__sk_common.skc_flags;
 	return BPF_CORE_READ((struct sock___old *)sk, sk_flags);
 }
+
 static __always_inline void fill_addrs(struct fl_sock *v, const struct sock *sk)
 {
 	if (sk->__sk_common.skc_family == AF_INET6) {

@@ -26,6 +26,7 @@ struct {
 	__type(key, struct fl_listener_key);
 	__type(value, struct fl_listener);
 } listeners SEC(".maps");
+
 static __always_inline __u64 sub_or_zero(__u64 a, __u64 b)
 {
 	return a > b ? a - b : 0;
@@ -65,6 +66,7 @@ static __always_inline void fill_tcp(struct fl_sock *v, const struct sock *sk, b
 		rcvd -= 1;
 	write_counters(v, acked, rcvd, tp->total_retrans, tp->srtt_us, tp->mdev_us);
 }
+
 /* listen(): process context. Its accepted sockets take this pid and comm. */
 static __always_inline void listener_start(const struct sock *sk)
 {

@@ -66,6 +66,7 @@ static __always_inline void udp_first(__u64 key, struct fl_sock *fresh, int ret,
 	if (v)
 		udp_count(v, ret, send, now);
 }
+
 /* A UDP datagram of `ret` bytes sent or received (process context), `sk` a BTF pointer. */
 static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 {
@@ -101,6 +102,7 @@ static __always_inline int on_udp(const struct sock *sk, int ret, bool send)
 	udp_first(cookie ? cookie : addr, &fresh, ret, send, now);
 	return 0;
 }
+
 /* UDP datagrams, Linux 6.3+: the socket layer's tracepoints (TCP calls leave at once). */
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(fl_send, struct sock *sk, int ret, int flags)

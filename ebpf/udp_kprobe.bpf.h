@@ -52,6 +52,7 @@ static __always_inline int on_udp_probed(__u64 addr, int ret, bool send)
 	udp_first(cookie ? cookie : addr, &fresh, ret, send, now);
 	return 0;
 }
+
 /*
  * UDP datagrams where neither the 6.3+ tracepoints nor fexit are allowed but kprobes are: a
  * kprobe on entry keeps the socket per thread and function, its kretprobe counts the result.

@@ -51,6 +51,7 @@ static __always_inline void udp_take_src(struct fl_sock *v)
 		return;
 	__builtin_memcpy(v->saddr, src->saddr, sizeof(v->saddr));
 }
+
 /* The source and local port of a UDP datagram about to leave, in this CPU's slot (see
  * udp_take_src). Nothing else: this runs for every datagram sent. */
 static __always_inline void udp_src_note(const __u8 *saddr16, __u16 sport_be)
