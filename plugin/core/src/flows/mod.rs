@@ -161,18 +161,20 @@ pub struct Limits {
     pub max_peers: usize,
 }
 
-/// The flow table and the cumulative counters.
+/// The flow table and the cumulative counters (read by the core's gather, which records them
+/// as internal events; another crate adds to them only through [`FlowTable::count_evicted`]).
 #[derive(Debug)]
 pub struct FlowTable {
     /// Cookie -> slot in `store.flows`.
     index: FastMap<u64, u32>,
     store: Store,
     /// Flows opened since start (the `iface:new_flows` counter).
-    pub new_flows: u64,
-    /// Flows the table had no room for.
-    pub flows_evicted: u64,
+    pub(crate) new_flows: u64,
+    /// Flows the table had no room for, and sockets the plugin could not track
+    /// ([`FlowTable::count_evicted`]).
+    pub(crate) flows_evicted: u64,
     /// Connections that failed (SYN_SENT -> CLOSE).
-    pub connect_failed: u64,
+    pub(crate) connect_failed: u64,
 }
 
 /// The table's key for a socket: its kernel key mixed with the time its kernel entry was made.
@@ -550,6 +552,12 @@ impl FlowTable {
     /// address, in its network namespace when the table keys hosts by namespace.
     pub fn host_key(&self, flow: &Flow) -> HostKey {
         self.store.hosts.key(flow.local.ip(), flow.netns)
+    }
+
+    /// Counts `n` sockets left untracked for want of room outside the table (the start-up
+    /// scan's, beyond `max_flows` or the kernel map's room): `flowlens:internal,flows_evicted`.
+    pub fn count_evicted(&mut self, n: u64) {
+        self.flows_evicted = self.flows_evicted.saturating_add(n);
     }
 
     /// Adds a flow that was already established when flowlens started (found by the start-up
