@@ -43,9 +43,11 @@ pub(crate) struct StartFacts {
     pub(crate) conntrack_off: Option<(String, bool)>,
 }
 
-/// Where the core's internal events are logged: as warnings.
+/// Where the core's internal events are logged: at info level, being counts of what the load
+/// did (a full ring buffer, a fold into `other`); the warnings that name a cause (a broken
+/// file's path, a failed read) are logged where it is found.
 fn log_internal(line: &str) {
-    tracing::warn!("{line}");
+    tracing::info!("{line}");
 }
 
 /// Starts every source from a validated config and the node's name ([`Config::node`]).

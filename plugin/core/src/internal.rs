@@ -94,7 +94,7 @@ impl Event {
 /// The shortest time between two log lines of one kind: one minute.
 pub const LOG_INTERVAL_NS: u64 = 60_000_000_000;
 
-/// Where a log line goes (the plugin forwards it to its logger, as a warning).
+/// Where a log line goes (the plugin forwards it to its logger).
 pub type LogHook = fn(&str);
 
 /// The counts of every [`Event`] kind, and when each was last logged.

@@ -720,7 +720,7 @@ impl FlowTable {
         };
         // The close of an adopted socket the table does not know: start-up took the socket for
         // closed before it was tracked and removed its entry while its close, in flight, had
-        // already read it (plugin.rs, `adopt_established`); start-up seeds every other adopted
+        // already read it (startup.rs, `adopt_established`); start-up seeds every other adopted
         // socket before any record is applied. Nothing to count.
         if update == Update::Close
             && event.sock.flags & records::SOCK_ADOPTED != 0
