@@ -747,8 +747,9 @@ impl FlowTable {
     }
 
     /// Applies a snapshot of the kernel's `socks` map: every live socket with its counters.
-    /// Flows missing from two consecutive snapshots ended without a close event reaching us (lost)
-    /// and are folded; UDP flows idle longer than the timeout end. First, hosts without active
+    /// TCP flows missing from two consecutive snapshots, and UDP flows missing from one, ended
+    /// without a close event reaching us (lost) and are folded; UDP flows idle longer than the
+    /// timeout end. First, hosts without active
     /// flows since `host_ttl_ns` before `now_ns` lose their series. Returns the cookies to delete
     /// from the kernel map (expired UDP flows). `now_ns`: the kernel's clock (CLOCK_MONOTONIC).
     pub fn refresh<'a>(

@@ -33,6 +33,7 @@ struct Fake {
     counters: KernelCounters,
     metadata: MetadataCounters,
     forgotten: Vec<u64>,
+    before_1970: bool,
 }
 
 impl Sources for Fake {
@@ -42,7 +43,7 @@ impl Sources for Fake {
     }
     fn wall_clock_ns(&mut self) -> Option<i64> {
         self.calls.push("wall_clock".into());
-        Some(1_700_000_000_000_000_000)
+        (!self.before_1970).then_some(1_700_000_000_000_000_000)
     }
     fn ifaces(&mut self) -> Vec<IfaceCounters> {
         self.calls.push("ifaces".into());
@@ -430,4 +431,40 @@ fn internal_counters_add_the_kernels_the_tables_and_the_readers_and_log_their_dr
         logged[0].contains(": 2 since the last report (6 since start"),
         "{logged:?}"
     );
+}
+
+#[test]
+fn idle_udp_flows_end_and_leave_the_kernel_map() {
+    let mut udp = client(7, "10.0.0.1:5353", "10.0.0.53:53", 40);
+    udp.protocol = records::IPPROTO_UDP;
+    udp.last_ns = 5 * SEC;
+    let mut fake = Fake {
+        kernel: true,
+        socks: vec![(9, udp)],
+        ..Fake::default()
+    };
+    let (mut g, mut t) = (gather(2, 10), table(300));
+    let (out, _) = run(&mut g, &mut t, &mut fake, 10);
+    assert_eq!(internal(&out, "flows_active"), Some(1));
+    assert!(fake.forgotten.is_empty());
+    // Idle for longer than udp_idle_timeout (60 s): ended, and its entry removed.
+    let (out, _) = run(&mut g, &mut t, &mut fake, 70);
+    assert_eq!(internal(&out, "flows_active"), Some(0));
+    assert_eq!(fake.forgotten, [9]);
+}
+
+#[test]
+fn a_clock_before_1970_writes_nothing() {
+    let mut fake = Fake {
+        kernel: true,
+        before_1970: true,
+        socks: vec![(1, client(7, "10.0.0.1:40000", "10.96.0.1:80", 100))],
+        ..Fake::default()
+    };
+    let (mut g, mut t) = (gather(2, 10), table(2));
+    let mut out = Vec::new();
+    assert_eq!(g.run(&mut t, &mut fake, &mut out), Err(ClockBefore1970));
+    assert!(out.is_empty());
+    assert_eq!(fake.calls, ["monotonic", "wall_clock"]);
+    assert!(t.is_empty(), "the kernel is not read");
 }
