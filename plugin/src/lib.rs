@@ -7,13 +7,16 @@
 //! (the backend behind a virtual IP, ctnetlink), `netlink` (the two's framing), `containers`
 //! (cgroup paths and the runtimes' files to container names), `iface` (interface counters from
 //! sysfs), `privileges` (capabilities dropped after start-up), `logging` (to the shim's log
-//! callback), [`plugin`] (the collector behind the ABI). With the `fuzzing` feature, `fuzz` holds
+//! callback), `startup` (the collector started: eBPF, the start-up scan, conntrack, the
+//! capabilities given up), `sources` (what a gather reads, for the core's pipeline), `doctor`,
+//! [`plugin`] (the ABI boundary). With the `fuzzing` feature, `fuzz` holds
 //! the entry points of the fuzz targets (tests/fuzz): never in the product.
 
 pub mod collector;
 pub mod config;
 pub mod conntrack;
 mod containers;
+mod doctor;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod iface;
@@ -22,6 +25,8 @@ mod netlink;
 pub mod plugin;
 mod privileges;
 pub mod seed;
+mod sources;
+mod startup;
 
 use abi_stable::{export_root_module, prefix_type::PrefixTypeTrait};
 use flowlens_abi::{FlowlensMod, FlowlensModRef};

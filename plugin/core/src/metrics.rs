@@ -43,7 +43,8 @@ pub struct Internal {
     pub gather_duration_ms: f64,
     /// Kernel events read from the ring buffer since start (None: no eBPF collector).
     pub events_received: Option<u64>,
-    /// Kernel events lost (ring buffer full) since start.
+    /// Kernel events lost since start: ring buffer full, programs' runs the kernel skipped,
+    /// sockets whose close and destruction were both missed.
     pub events_lost: u64,
     /// Flows in the table now.
     pub flows_active: u64,

@@ -161,18 +161,20 @@ pub struct Limits {
     pub max_peers: usize,
 }
 
-/// The flow table and the cumulative counters.
+/// The flow table and the cumulative counters (read by the core's gather, which records them
+/// as internal events; another crate adds to them only through [`FlowTable::count_evicted`]).
 #[derive(Debug)]
 pub struct FlowTable {
     /// Cookie -> slot in `store.flows`.
     index: FastMap<u64, u32>,
     store: Store,
     /// Flows opened since start (the `iface:new_flows` counter).
-    pub new_flows: u64,
-    /// Flows the table had no room for.
-    pub flows_evicted: u64,
+    pub(crate) new_flows: u64,
+    /// Flows the table had no room for, and sockets the plugin could not track
+    /// ([`FlowTable::count_evicted`]).
+    pub(crate) flows_evicted: u64,
     /// Connections that failed (SYN_SENT -> CLOSE).
-    pub connect_failed: u64,
+    pub(crate) connect_failed: u64,
 }
 
 /// The table's key for a socket: its kernel key mixed with the time its kernel entry was made.
@@ -552,6 +554,12 @@ impl FlowTable {
         self.store.hosts.key(flow.local.ip(), flow.netns)
     }
 
+    /// Counts `n` sockets left untracked for want of room outside the table (the start-up
+    /// scan's, beyond `max_flows` or the kernel map's room): `flowlens:internal,flows_evicted`.
+    pub fn count_evicted(&mut self, n: u64) {
+        self.flows_evicted = self.flows_evicted.saturating_add(n);
+    }
+
     /// Adds a flow that was already established when flowlens started (found by the start-up
     /// scan): counted as active and in the totals, not as new.
     pub fn seed(&mut self, cookie: u64, sock: &FlSock, role: Role) {
@@ -712,7 +720,7 @@ impl FlowTable {
         };
         // The close of an adopted socket the table does not know: start-up took the socket for
         // closed before it was tracked and removed its entry while its close, in flight, had
-        // already read it (plugin.rs, `adopt_established`); start-up seeds every other adopted
+        // already read it (startup.rs, `adopt_established`); start-up seeds every other adopted
         // socket before any record is applied. Nothing to count.
         if update == Update::Close
             && event.sock.flags & records::SOCK_ADOPTED != 0
@@ -739,8 +747,9 @@ impl FlowTable {
     }
 
     /// Applies a snapshot of the kernel's `socks` map: every live socket with its counters.
-    /// Flows missing from two consecutive snapshots ended without a close event reaching us (lost)
-    /// and are folded; UDP flows idle longer than the timeout end. First, hosts without active
+    /// TCP flows missing from two consecutive snapshots, and UDP flows missing from one, ended
+    /// without a close event reaching us (lost) and are folded; UDP flows idle longer than the
+    /// timeout end. First, hosts without active
     /// flows since `host_ttl_ns` before `now_ns` lose their series. Returns the cookies to delete
     /// from the kernel map (expired UDP flows). `now_ns`: the kernel's clock (CLOCK_MONOTONIC).
     pub fn refresh<'a>(
