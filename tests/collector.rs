@@ -1017,8 +1017,8 @@ fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
         .find(|f| f.remote.to_string() == "10.87.0.2:7000")
         .expect("client flow")
         .clone();
-    assert_eq!(server_flow.role, flowlens_core::flows::Role::Server);
-    assert_eq!(client_flow.role, flowlens_core::flows::Role::Client);
+    assert_eq!(server_flow.role, flowlens_core::Role::Server);
+    assert_eq!(client_flow.role, flowlens_core::Role::Client);
     assert_eq!(
         server_flow.cgroup_id,
         server_cg.id(),
@@ -1039,7 +1039,7 @@ fn softirq_established_server_sockets_belong_to_the_servers_cgroup() {
         client.id(),
         "pid taken in process context (connect)"
     );
-    assert_eq!(server_flow.comm_str(), "python3");
+    assert_eq!(&server_flow.comm[..8], b"python3\0");
     drop(server.stdin.take());
     drop(client.stdin.take());
     let _ = server.wait();
@@ -1796,7 +1796,7 @@ fn a_stale_entry_is_counted_once_and_its_flow_ends() {
         return;
     };
     use flowlens::collector::{CollectorOptions, EbpfCollector, HookKinds};
-    use flowlens_core::{flows, records};
+    use flowlens_core::{records, FlowTable, HostKey, Limits};
     // A connection made before the collector starts (so not in its map), then an entry for its
     // socket whose ports are another socket's: what a socket leaves behind when both its close
     // and its destruction were missed and a later socket took its key.
@@ -1806,7 +1806,7 @@ fn a_stale_entry_is_counted_once_and_its_flow_ends() {
         TcpStream::connect("10.162.0.2:7401").unwrap()
     });
     let (_server, _) = listener.accept().unwrap();
-    let limits = flows::Limits {
+    let limits = Limits {
         max_flows: 1 << 16,
         max_hosts: 1024,
         host_ttl_ns: 300_000_000_000,
@@ -1814,7 +1814,7 @@ fn a_stale_entry_is_counted_once_and_its_flow_ends() {
         hosts_by_netns: true,
         max_peers: 0,
     };
-    let table = std::sync::Arc::new(std::sync::Mutex::new(flows::FlowTable::new(limits)));
+    let table = std::sync::Arc::new(std::sync::Mutex::new(FlowTable::new(limits)));
     let options = CollectorOptions {
         max_flows: 1 << 16,
         ring_buffer_bytes: 1 << 20,
@@ -1864,7 +1864,7 @@ fn a_stale_entry_is_counted_once_and_its_flow_ends() {
     // Its flow ended with a close record: the bytes it had fold into its host's totals.
     let mut table = table.lock().unwrap();
     collector.apply_events(&mut table);
-    let key = flows::HostKey::Addr {
+    let key = HostKey::Addr {
         ip: "10.162.0.1".parse().unwrap(),
         netns: Some(7),
     };

@@ -4,7 +4,7 @@
 //! against what each backend said when it answered.
 
 use flowlens::conntrack::{Conntrack, ConntrackStats};
-use flowlens_core::flows::Proto;
+use flowlens_core::Proto;
 use flowlens_tests::kube_proxy::{self, Service};
 use flowlens_tests::session::in_netns;
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@
 //! and never panics on malformed input (unit tests here, the `conntrack` fuzz target).
 
 use crate::netlink::{self, *};
-use flowlens_core::flows::Proto;
+use flowlens_core::Proto;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;

@@ -9,7 +9,7 @@ use crate::{
     startup::{StartFacts, KEPT_CAPABILITIES},
 };
 use flowlens_abi::DoctorCheck;
-use flowlens_core::gather::MAX_DNAT_LOOKUPS;
+use flowlens_core::MAX_DNAT_LOOKUPS;
 
 /// The doctor check of the DNAT backends, named as the collector's features are.
 const DNAT_FEATURE: &str = "feature DNAT backends";

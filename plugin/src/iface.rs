@@ -9,7 +9,7 @@ use std::{fs, io, path::Path};
 /// The default sysfs directory listing the network interfaces.
 pub const SYS_CLASS_NET: &str = "/sys/class/net";
 
-pub use flowlens_core::iface::IfaceCounters;
+pub use flowlens_core::IfaceCounters;
 
 /// Why the interfaces could not be read.
 #[derive(Debug, thiserror::Error)]

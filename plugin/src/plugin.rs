@@ -1,6 +1,6 @@
 //! The collector behind the ABI: `create` and `default_config`, [`Flowlens`]'s gathers and
 //! `doctor`, and panics and errors turned into [`PluginError`]s. Start-up is `startup.rs`, the
-//! gather the core's pipeline (`flowlens_core::gather`) over `sources.rs`, doctor `doctor.rs`.
+//! gather the core's pipeline (`flowlens_core::Gather`) over `sources.rs`, doctor `doctor.rs`.
 
 use crate::{
     collector::lock,
@@ -19,7 +19,7 @@ use flowlens_abi::{
     Collector, CollectorBox, Collector_TO, DoctorCheck, ErrorKind, GatherSummary, HostCallbacks,
     LogLevel, PluginError, ShimSettings,
 };
-use flowlens_core::{flows::FlowTable, gather::Gather, internal::Event};
+use flowlens_core::{Event, FlowTable, Gather};
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{Arc, Mutex},
@@ -95,7 +95,7 @@ impl Flowlens {
     }
 
     /// A copy of the active flows (for tests and tools built on the library).
-    pub fn flows(&self) -> impl Iterator<Item = flowlens_core::flows::Flow> {
+    pub fn flows(&self) -> impl Iterator<Item = flowlens_core::Flow> {
         lock(&self.table)
             .flows()
             .cloned()

@@ -4,12 +4,9 @@
 
 use crate::{collector::EbpfCollector, conntrack::Conntrack, containers, iface};
 use flowlens_core::{
-    container::ContainerInfo,
-    flows::{FlowTable, ListenDrops, Proto},
-    gather::{KernelCounters, MetadataCounters, Sources},
-    hash::FastSet,
-    iface::IfaceCounters,
     records::{self, FlSock},
+    ContainerInfo, FastSet, FlowTable, IfaceCounters, KernelCounters, ListenDrops,
+    MetadataCounters, Proto, Sources,
 };
 use std::{
     net::SocketAddr,

@@ -10,11 +10,7 @@ use crate::{
     sources::{count_listen_drops, monotonic_ns, NodeSources},
 };
 use flowlens_core::{
-    flows::{FlowTable, Limits, ListenDrops, Role},
-    gather::Gather,
-    hash::FastSet,
-    metrics, records,
-    workloads::WorkloadTracker,
+    records, FastSet, FlowTable, Gather, Limits, ListenDrops, Role, Shape, WorkloadTracker,
 };
 use std::{
     path::PathBuf,
@@ -55,7 +51,7 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
     let caps_at_start = privileges::current().ok().map(|c| c.effective);
     tracing::info!("node: {node}");
     let g = &config.general;
-    let shape = metrics::Shape {
+    let shape = Shape {
         ifid: g.ifid.clone(),
         node: node.name.clone(),
         precision: g.precision,

@@ -80,7 +80,7 @@ impl Hasher for FastHasher {
 }
 
 /// `BuildHasher` of [`FastHasher`].
-pub type FastState = BuildHasherDefault<FastHasher>;
+pub(crate) type FastState = BuildHasherDefault<FastHasher>;
 /// A `HashMap` with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, FastState>;
 /// A `HashSet` with [`FastHasher`].

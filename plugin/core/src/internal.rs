@@ -92,10 +92,10 @@ impl Event {
 }
 
 /// The shortest time between two log lines of one kind: one minute.
-pub const LOG_INTERVAL_NS: u64 = 60_000_000_000;
+pub(crate) const LOG_INTERVAL_NS: u64 = 60_000_000_000;
 
 /// Where a log line goes (the plugin forwards it to its logger).
-pub type LogHook = fn(&str);
+pub(crate) type LogHook = fn(&str);
 
 /// The counts of every [`Event`] kind, and when each was last logged.
 #[derive(Debug)]
@@ -157,7 +157,7 @@ impl InternalEvents {
     /// Records what a cumulative count kept elsewhere (a kernel map, the resolver, the flow
     /// table) added since the last call for `event`: the way counts that are made where this
     /// type cannot be reached come in. A count that went back records nothing.
-    pub fn observe_total(&mut self, event: Event, total: u64, now_ns: u64) {
+    pub(crate) fn observe_total(&mut self, event: Event, total: u64, now_ns: u64) {
         let i = event as usize;
         let added = total.saturating_sub(self.observed[i]);
         self.observed[i] = self.observed[i].max(total);
@@ -170,13 +170,13 @@ impl InternalEvents {
     }
 
     /// `event`'s occurrences since the last [`end_gather`](Self::end_gather).
-    pub fn this_gather(&self, event: Event) -> u64 {
+    pub(crate) fn this_gather(&self, event: Event) -> u64 {
         let i = event as usize;
         self.totals[i] - self.at_last_gather[i]
     }
 
     /// Ends a gather: [`this_gather`](Self::this_gather) counts from here.
-    pub fn end_gather(&mut self) {
+    pub(crate) fn end_gather(&mut self) {
         self.at_last_gather = self.totals;
     }
 

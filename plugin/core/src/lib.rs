@@ -14,15 +14,29 @@
 //! `records` (reading a record from the kernel's bytes) and `flows` (a prefetch hint).
 #![deny(unsafe_code)]
 
-pub mod container;
-pub mod flows;
-pub mod gather;
-pub mod hash;
-pub mod iface;
-pub mod internal;
+pub(crate) mod container;
+pub(crate) mod flows;
+pub(crate) mod gather;
+pub(crate) mod hash;
+pub(crate) mod iface;
+pub(crate) mod internal;
 pub mod lineproto;
-pub mod metrics;
-pub mod ndpi;
+pub(crate) mod metrics;
+pub(crate) mod ndpi;
 pub mod records;
-pub mod rtt;
-pub mod workloads;
+pub(crate) mod rtt;
+pub(crate) mod workloads;
+
+// What the plugin, the tests and the benchmark use; nothing else leaves the crate, so that the
+// compiler reports what nothing uses. `records` (the kernel's layout, which the plugin reads and
+// writes as a whole) and `lineproto` (a facade over private modules: the encoder, and the parser
+// for tests) are public modules.
+pub use container::{ContainerInfo, QosClass, Runtime};
+pub use flows::{Flow, FlowTable, HostKey, Limits, ListenDrops, Role, Scope, Update};
+pub use gather::{Gather, KernelCounters, MetadataCounters, Sources, MAX_DNAT_LOOKUPS};
+pub use hash::{FastMap, FastSet};
+pub use iface::IfaceCounters;
+pub use internal::Event;
+pub use metrics::{encode, FlowValues, Shape, Snapshot};
+pub use records::Proto;
+pub use workloads::{active_by_cgroup, peer_series, ActiveByCgroup, WorkloadTracker};

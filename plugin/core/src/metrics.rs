@@ -67,7 +67,7 @@ pub struct Internal {
     /// Container, pod and namespace names left out: line protocol cannot carry them unchanged.
     pub names_dropped: u64,
     /// New client flows given no DNAT backend: the gather's conntrack lookups were used up.
-    pub dnat_lookups_skipped: u64,
+    pub(crate) dnat_lookups_skipped: u64,
 }
 
 /// Per-host values of one gather: gauges from the active flows, counters from everything.
@@ -78,13 +78,13 @@ pub struct HostValues {
     /// Bytes received (counter).
     pub bytes_rcvd: u64,
     /// Active flows as client (gauge).
-    pub active_client: u64,
+    pub(crate) active_client: u64,
     /// Active flows as server (gauge).
-    pub active_server: u64,
+    pub(crate) active_server: u64,
     /// Flows ever seen as client (counter).
     pub total_client: u64,
     /// Flows ever seen as server (counter).
-    pub total_server: u64,
+    pub(crate) total_server: u64,
     /// Bytes (sent, received) per application protocol (counters).
     pub ndpi: BTreeMap<&'static str, (u64, u64)>,
 }
@@ -99,7 +99,7 @@ pub struct FlowValues {
     /// Per local host, sorted.
     pub hosts: BTreeMap<HostKey, HostValues>,
     /// Distinct local addresses folded into `other` in this gather.
-    pub hosts_folded: u64,
+    pub(crate) hosts_folded: u64,
 }
 
 impl FlowValues {
@@ -190,7 +190,7 @@ pub struct Snapshot {
 /// (the kernel keeps RTTs in µs; a gather's duration finer than a µs says nothing). Below it a
 /// float computation leaves only noise (`2.9832899999999998`); the rounded value is the double
 /// nearest a 3-decimal number, which the encoder writes in its shortest form (`2.983`).
-pub fn ms_to_the_us(ms: f64) -> f64 {
+pub(crate) fn ms_to_the_us(ms: f64) -> f64 {
     (ms * 1e3).round() / 1e3
 }
 
@@ -922,7 +922,8 @@ mod tests {
                 Role::Client => h.active_client += 1,
                 Role::Server => h.active_server += 1,
             }
-            let e = h.ndpi.entry(crate::ndpi::infer(flow)).or_default();
+            let protocol = crate::ndpi::classify(flow.proto, flow.server_port(), &flow.comm);
+            let e = h.ndpi.entry(protocol.name()).or_default();
             e.0 += flow.bytes_sent;
             e.1 += flow.bytes_rcvd;
         }
@@ -1027,7 +1028,11 @@ mod tests {
             saw_other |= t.hosts().contains_key(&HostKey::Other);
             t.assert_hosts_consistent();
             for flow in t.flows() {
-                assert_eq!(flow.protocol().name(), crate::ndpi::infer(flow), "{flow:?}");
+                assert_eq!(
+                    flow.protocol(),
+                    crate::ndpi::classify(flow.proto, flow.server_port(), &flow.comm),
+                    "{flow:?}"
+                );
             }
             assert_eq!(
                 FlowValues::from_table(&t),

@@ -2,8 +2,7 @@
 //! process name, named as nDPI names its protocols (the `protocol` tag of `host:ndpi`).
 #![forbid(unsafe_code)]
 
-use crate::flows::{Flow, Proto};
-use crate::records::COMM_LEN;
+use crate::records::{Proto, COMM_LEN};
 
 /// An application protocol, by its nDPI name. The table stores one per flow (a byte), so
 /// aggregation indexes arrays instead of hashing names.
@@ -76,7 +75,7 @@ impl Protocol {
     ];
 
     /// Number of protocols.
-    pub const COUNT: usize = Protocol::ALL.len();
+    pub(crate) const COUNT: usize = Protocol::ALL.len();
 
     /// A dense index, `0..COUNT`.
     pub fn index(self) -> usize {
@@ -160,11 +159,6 @@ pub fn classify(proto: Proto, server_port: u16, comm: &[u8; COMM_LEN]) -> Protoc
         .find(|(c, _)| *c == comm)
         .map(|(_, p)| *p)
         .unwrap_or(Protocol::Unknown)
-}
-
-/// The nDPI protocol name of a flow, or `Unknown`.
-pub fn infer(flow: &Flow) -> &'static str {
-    classify(flow.proto, flow.server_port(), &flow.comm).name()
 }
 
 /// Bytes (sent, received) per protocol: a fixed array, indexed by `Protocol`. A protocol is

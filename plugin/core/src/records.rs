@@ -2,19 +2,28 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+/// A record's transport (`protocol`: `IPPROTO_TCP` or `IPPROTO_UDP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
 /// `FL_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
 /// `enum fl_event_kind`: a UDP socket moved its first datagram (a TCP flow's start is no record:
 /// userspace finds it in the `socks` map, or learns of it from its close).
-pub const EV_OPEN: u32 = 1;
+pub(crate) const EV_OPEN: u32 = 1;
 /// `FL_EV_CLOSE`: a TCP socket reached CLOSE; the record carries its final counters.
-pub const EV_CLOSE: u32 = 2;
+pub(crate) const EV_CLOSE: u32 = 2;
 /// `FL_EV_CONNECT_FAILED`: SYN_SENT -> CLOSE.
-pub const EV_CONNECT_FAILED: u32 = 3;
+pub(crate) const EV_CONNECT_FAILED: u32 = 3;
 
 /// `FL_SOCK_PENDING` in `FlSock::flags`: a connect not answered yet (SYN_SENT), not a flow.
-pub const SOCK_PENDING: u8 = 1;
+pub(crate) const SOCK_PENDING: u8 = 1;
 /// `FL_SOCK_ADOPTED` in `FlSock::flags`: an entry the start-up scan put in (the programs keep
 /// the bit as they find it and copy it into the socket's close record).
 pub const SOCK_ADOPTED: u8 = 2;
@@ -30,8 +39,10 @@ pub const ROLE_SERVER: u8 = 2;
 pub const STAT_EVENTS_LOST: u32 = 0;
 /// `FL_STAT_SOCKS_FULL`: sockets the kernel could not track because `socks` was full.
 pub const STAT_SOCKS_FULL: u32 = 1;
-/// `FL_STAT_EVENTS_SENT`.
-pub const STAT_EVENTS_SENT: u32 = 2;
+/// `FL_STAT_EVENTS_SENT`: records the kernel submitted to the ring. Nothing reads it: its index
+/// is only checked against the header.
+#[cfg(test)]
+const STAT_EVENTS_SENT: u32 = 2;
 /// `FL_STAT_STALE_SOCKS`: entries a gather's iterator found naming another socket (their socket's
 /// end was missed): each counted once, and ended by the iterator (a close record).
 pub const STAT_STALE_SOCKS: u32 = 3;
@@ -104,7 +115,7 @@ pub struct FlEvent {
     /// Socket cookie.
     pub cookie: u64,
     /// `bpf_ktime_get_ns()` of the event.
-    pub ts_ns: u64,
+    pub(crate) ts_ns: u64,
     /// `enum fl_event_kind`.
     pub kind: u32,
     /// TCP ends: the socket's `sk_err` when it reached CLOSE (`ECONNREFUSED`, `ETIMEDOUT`,
@@ -138,7 +149,7 @@ pub struct FlListen {
     /// Local port (host order).
     pub port: u16,
     /// Padding.
-    pub _pad: [u16; 3],
+    pub(crate) _pad: [u16; 3],
 }
 
 const _: () = assert!(std::mem::size_of::<FlListenKey>() == 16);
@@ -160,7 +171,7 @@ const _: () = assert!(std::mem::offset_of!(FlEvent, err) == 20);
 const _: () = assert!(std::mem::offset_of!(FlEvent, sock) == 24);
 
 /// An address as stored by the kernel side: IPv4 comes back as `Ipv4Addr`.
-pub fn ip_from_kernel(raw: [u8; 16]) -> IpAddr {
+pub(crate) fn ip_from_kernel(raw: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(raw);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),

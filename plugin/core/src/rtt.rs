@@ -8,20 +8,20 @@
 /// values above `BOUNDS_US[i - 1]` (0 for the first) up to and including `BOUNDS_US[i]`; one
 /// more bucket, the last, holds everything above 1 s. Steps of 1, 2.5, 5 per decade, from
 /// loopback (tens of µs) to a congested intercontinental path (hundreds of ms).
-pub const BOUNDS_US: [u32; 14] = [
+pub(crate) const BOUNDS_US: [u32; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000,
 ];
 
 /// Number of buckets: the bounded ones and the last (`+Inf`).
-pub const BUCKETS: usize = BOUNDS_US.len() + 1;
+pub(crate) const BUCKETS: usize = BOUNDS_US.len() + 1;
 
 /// The quantiles written, as fractions.
-pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+pub(crate) const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 /// The bucket of an RTT of `us` µs.
 #[inline]
-pub fn bucket_of(us: u32) -> usize {
+pub(crate) fn bucket_of(us: u32) -> usize {
     // 14 comparisons without branches to mispredict (RTTs of one host vary widely).
     BOUNDS_US.iter().map(|&b| usize::from(us > b)).sum()
 }
@@ -70,7 +70,7 @@ impl Buckets {
     /// samples were spread evenly. The true quantile of the samples lies in the same bucket, so
     /// the error is less than the bucket's width (at most 60 % of its upper bound: the bounds
     /// step by at most 2.5). In the last bucket (above 1 s) the answer is its lower bound, 1000.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_ms(&self, q: f64) -> Option<f64> {
         let n = self.total();
         if n == 0 {
             return None;

@@ -22,21 +22,21 @@ pub struct RoleStats {
     /// Active flows in this role.
     pub flows: u64,
     /// TCP flows with an RTT sample.
-    pub rtt_samples: u64,
+    pub(crate) rtt_samples: u64,
     /// Sum of their srtt, µs.
-    pub srtt_sum_us: u64,
+    pub(crate) srtt_sum_us: u64,
     /// Sum of their RTT variance, µs.
-    pub rttvar_sum_us: u64,
+    pub(crate) rttvar_sum_us: u64,
 }
 
 impl RoleStats {
     /// Mean srtt in ms, to the microsecond (the kernel's resolution), or None without a sample.
-    pub fn rtt_ms(&self) -> Option<f64> {
+    pub(crate) fn rtt_ms(&self) -> Option<f64> {
         mean_ms(self.srtt_sum_us, self.rtt_samples)
     }
 
     /// Mean RTT variance in ms, to the microsecond, or None without a sample.
-    pub fn rttvar_ms(&self) -> Option<f64> {
+    pub(crate) fn rttvar_ms(&self) -> Option<f64> {
         mean_ms(self.rttvar_sum_us, self.rtt_samples)
     }
 
@@ -66,9 +66,9 @@ pub struct WorkloadStats {
     /// Bytes received (counter).
     pub bytes_rcvd: u64,
     /// Flows started as client (counter).
-    pub new_client: u64,
+    pub(crate) new_client: u64,
     /// Flows started as server (counter).
-    pub new_server: u64,
+    pub(crate) new_server: u64,
     /// TCP retransmissions (counter).
     pub retrans: u64,
     /// The srtt distribution of its TCP flows, per role (see [`RttDistribution`]). In
@@ -144,14 +144,14 @@ pub struct PeerSeries {
     /// Connections, bytes and failures (counters).
     pub totals: PeerTotals,
     /// Sum of this interval's RTT samples (srtt, µs).
-    pub rtt_sum_us: u64,
+    pub(crate) rtt_sum_us: u64,
     /// Number of this interval's RTT samples.
-    pub rtt_samples: u64,
+    pub(crate) rtt_samples: u64,
 }
 
 impl PeerSeries {
     /// Mean srtt of the interval's samples, in ms to the µs, or None without a sample.
-    pub fn rtt_ms(&self) -> Option<f64> {
+    pub(crate) fn rtt_ms(&self) -> Option<f64> {
         mean_ms(self.rtt_sum_us, self.rtt_samples)
     }
 }

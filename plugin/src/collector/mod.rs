@@ -28,8 +28,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf},
     Btf, Ebpf, EbpfLoader,
 };
-use flowlens_core::flows::FlowTable;
 use flowlens_core::records::{self, FlListen, FlListenKey, FlSock};
+use flowlens_core::FlowTable;
 use reader::EventQueue;
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},

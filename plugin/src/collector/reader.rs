@@ -2,8 +2,8 @@
 //! they come, queued only while a gather holds the table, and the rest applied by the gather.
 
 use aya::maps::{MapData, RingBuf};
-use flowlens_core::flows::FlowTable;
 use flowlens_core::records::FlEvent;
+use flowlens_core::FlowTable;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
     Arc, Mutex, TryLockError,

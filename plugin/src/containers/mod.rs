@@ -20,7 +20,7 @@ pub(crate) mod cgroup;
 pub(crate) mod metadata;
 
 pub use cgroup::{is_container_id, parse_cgroup_path};
-pub use flowlens_core::container::{ContainerInfo, QosClass, Runtime};
+pub use flowlens_core::{ContainerInfo, QosClass, Runtime};
 pub use metadata::MAX_FILE_BYTES;
 
 use bounded::Bounded;

@@ -8,7 +8,7 @@
 use crate::stats::Spread;
 use anyhow::{ensure, Context, Result};
 use flowlens::conntrack::Conntrack;
-use flowlens_core::flows::Proto;
+use flowlens_core::Proto;
 use flowlens_tests::{kube_proxy::Service, session::in_netns};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

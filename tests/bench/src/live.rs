@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use flowlens::collector::{CollectorOptions, EbpfCollector, HookKinds};
-use flowlens_core::flows::{FlowTable, Limits};
+use flowlens_core::{FlowTable, Limits};
 use std::{
     io::{BufRead, BufReader, Read},
     net::{TcpListener, TcpStream},

@@ -3,13 +3,12 @@
 
 use crate::stats::Spread;
 use flowlens_core::{
-    container::{ContainerInfo, Runtime},
-    flows::{FlowTable, Limits, Scope, Update},
-    hash::FastMap,
+    active_by_cgroup,
     lineproto::{Encoder, Precision},
-    metrics::{self, FlowValues, Shape, Snapshot},
+    peer_series,
     records::{self, FlSock, COMM_LEN},
-    workloads::{self, ActiveByCgroup, WorkloadTracker},
+    ActiveByCgroup, ContainerInfo, FastMap, FlowTable, FlowValues, Limits, Runtime, Scope, Shape,
+    Snapshot, Update, WorkloadTracker,
 };
 use std::{
     collections::HashMap,
@@ -237,7 +236,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let values = FlowValues::from_table(&table);
         let t_hosts = Instant::now();
         let touched = table.take_touched_cgroups();
-        workloads::active_by_cgroup(&table, &mut active);
+        active_by_cgroup(&table, &mut active);
         let mut workloads = tracker.update(
             &mut table,
             &active,
@@ -253,8 +252,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             .collect();
         table.assign_peers(|cg| scopes[&cg], |_, _, _| None, rep as u64);
         let peers = table.peer_values();
-        workloads.peers =
-            workloads::peer_series(&table, peers, &resolved, &tracker, &workloads.containers);
+        workloads.peers = peer_series(&table, peers, &resolved, &tracker, &workloads.containers);
         workloads.series_dropped += table.take_peers_folded();
         let t2 = Instant::now();
         let snapshot = Snapshot {
@@ -262,7 +260,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             workloads: Some(workloads),
             ..Snapshot::default()
         };
-        lines = metrics::encode(&snapshot, &shape, 1_700_000_000_000_000_000, &mut out);
+        lines = flowlens_core::encode(&snapshot, &shape, 1_700_000_000_000_000_000, &mut out);
         let t3 = Instant::now();
         assert!(expired.is_empty());
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;

@@ -67,7 +67,7 @@ pub struct HostTotals {
     /// Flows ever seen as client (active and ended).
     pub total_client: u64,
     /// Flows ever seen as server.
-    pub total_server: u64,
+    pub(crate) total_server: u64,
     /// Bytes (sent, received) of ended flows per application protocol.
     pub ndpi: ProtocolTotals,
 }

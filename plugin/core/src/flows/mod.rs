@@ -18,14 +18,17 @@ mod listen;
 mod peers;
 
 pub(crate) use hosts::HostEntry;
+pub use hosts::HostKey;
 use hosts::HostTable;
-pub use hosts::{HostKey, HostTotals, Hosts};
+pub(crate) use hosts::{HostTotals, Hosts};
 pub use listen::ListenDrops;
 use peers::PeerTable;
-pub use peers::{PeerKey, PeerTotals, PeerValue, Scope};
+pub use peers::Scope;
+pub(crate) use peers::{PeerKey, PeerTotals, PeerValue};
 
 use crate::hash::{FastMap, FastSet};
 use crate::ndpi::{self, Protocol};
+pub use crate::records::Proto;
 use crate::records::{self, FlSock, COMM_LEN};
 use crate::rtt::RttBuckets;
 use std::{collections::hash_map::Entry, net::SocketAddr};
@@ -52,15 +55,6 @@ pub enum Role {
     Client,
     /// The local socket accepted (TCP) or received first on a bound port (UDP).
     Server,
-}
-
-/// Transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
 }
 
 /// One active flow (one local socket).
@@ -112,21 +106,15 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The command name as text.
-    pub fn comm_str(&self) -> String {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        String::from_utf8_lossy(&self.comm[..end]).into_owned()
-    }
-
     /// The port of the server side of this flow.
-    pub fn server_port(&self) -> u16 {
+    pub(crate) fn server_port(&self) -> u16 {
         match self.role {
             Role::Client => self.remote.port(),
             Role::Server => self.local.port(),
         }
     }
 
-    /// Its application protocol (as `ndpi::infer`, computed when the flow's ports or command
+    /// Its application protocol (`ndpi::classify`'s, computed when the flow's ports or command
     /// change rather than at every look).
     pub fn protocol(&self) -> Protocol {
         self.protocol
@@ -205,7 +193,7 @@ struct Store {
 
 /// Cumulative counters of one cgroup: flows started in it, and what its ended flows moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CgroupTotals {
+pub(crate) struct CgroupTotals {
     /// Bytes sent by ended flows.
     pub bytes_sent: u64,
     /// Bytes received by ended flows.
@@ -213,11 +201,11 @@ pub struct CgroupTotals {
     /// Retransmitted segments of ended flows.
     pub retrans: u64,
     /// Flows started as client since flowlens did (active and ended).
-    pub new_client: u64,
+    pub(crate) new_client: u64,
     /// Flows started as server since flowlens did.
-    pub new_server: u64,
+    pub(crate) new_server: u64,
     /// The final srtt of its ended TCP flows that had an RTT sample, per role.
-    pub rtt_closed: RttBuckets,
+    pub(crate) rtt_closed: RttBuckets,
     /// TCP connections that failed, by reason and role.
     pub failures: Failures,
 }
@@ -550,7 +538,7 @@ impl FlowTable {
 
     /// The key of the series a flow counts in when it is not folded into `other`: its local
     /// address, in its network namespace when the table keys hosts by namespace.
-    pub fn host_key(&self, flow: &Flow) -> HostKey {
+    pub(crate) fn host_key(&self, flow: &Flow) -> HostKey {
         self.store.hosts.key(flow.local.ip(), flow.netns)
     }
 
@@ -572,7 +560,7 @@ impl FlowTable {
     }
 
     /// The cumulative counters of a cgroup (zero when it has none).
-    pub fn cgroup_totals(&self, cgroup_id: u64) -> CgroupTotals {
+    pub(crate) fn cgroup_totals(&self, cgroup_id: u64) -> CgroupTotals {
         self.store
             .cgroups
             .get(&cgroup_id)
@@ -582,13 +570,13 @@ impl FlowTable {
 
     /// Takes the cumulative counters of `cgroup_id` out of the table (a container keeps them
     /// as its own when it drops an idle cgroup from its list): the cgroup counts from 0 again.
-    pub fn take_cgroup_totals(&mut self, cgroup_id: u64) -> CgroupTotals {
+    pub(crate) fn take_cgroup_totals(&mut self, cgroup_id: u64) -> CgroupTotals {
         self.store.cgroups.remove(&cgroup_id).unwrap_or_default()
     }
 
     /// Keeps the cumulative counters of the cgroups `keep` says are still wanted (those of
     /// containers that still have series); the rest are dropped, so the map stays bounded.
-    pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
+    pub(crate) fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
         self.store.cgroups.retain(|id, _| keep(*id));
     }
 
@@ -602,7 +590,7 @@ impl FlowTable {
 
     /// Marks cgroups as touched again, for the next `take_touched_cgroups` (cgroups a gather
     /// could not resolve yet).
-    pub fn touch_cgroups(&mut self, ids: impl IntoIterator<Item = u64>) {
+    pub(crate) fn touch_cgroups(&mut self, ids: impl IntoIterator<Item = u64>) {
         self.store.touched.extend(ids);
     }
 
@@ -651,11 +639,6 @@ impl FlowTable {
     /// one peer that end between gathers are merged as they end.
     pub fn set_peer_backends(&mut self, backends: bool) {
         self.store.peers.set_backends(backends);
-    }
-
-    /// Live peer series.
-    pub fn peers_len(&self) -> usize {
-        self.store.peers.len()
     }
 
     /// Applies one kernel event.

@@ -69,7 +69,7 @@ impl PeerKey {
     }
 
     /// Appends [`endpoint`](Self::endpoint) to `out`.
-    pub fn write_endpoint(&self, out: &mut String) {
+    pub(crate) fn write_endpoint(&self, out: &mut String) {
         use std::fmt::Write as _;
         let _ = match self.remote {
             Some(ip) => write!(out, "{}", SocketAddr::new(ip, self.port)),
@@ -114,9 +114,9 @@ pub struct PeerValue {
     pub totals: PeerTotals,
     /// Sum of the RTT samples (srtt, µs) of this interval: its active TCP flows' and those
     /// that ended since the last gather.
-    pub rtt_sum_us: u64,
+    pub(crate) rtt_sum_us: u64,
     /// Number of those samples.
-    pub rtt_samples: u64,
+    pub(crate) rtt_samples: u64,
 }
 
 /// What a gather knows of a cgroup, for its flows' peers.
@@ -618,11 +618,6 @@ impl PeerTable {
     pub(crate) fn take_folded(&mut self) -> u64 {
         std::mem::take(&mut self.folded)
     }
-
-    /// Live series.
-    pub(crate) fn len(&self) -> usize {
-        self.index.len()
-    }
 }
 
 impl PeerEntry {
@@ -796,10 +791,10 @@ mod tests {
             v.iter().map(endpoint).collect::<Vec<_>>(),
             ["10.1.0.3:80", "other"]
         );
-        assert_eq!(t.peers_len(), 2);
+        assert_eq!(t.store.peers.index.len(), 2);
         let v = gather(&mut t, 2000);
         assert!(v.is_empty(), "{v:?}");
-        assert_eq!(t.peers_len(), 0);
+        assert_eq!(t.store.peers.index.len(), 0);
     }
 
     #[test]

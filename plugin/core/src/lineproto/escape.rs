@@ -202,6 +202,8 @@ pub(super) fn write_name_slow(buf: &mut Vec<u8>, s: &[u8], first: usize, ctx: u8
     }
 }
 
+/// A string field's value, escaped for its double quotes (only `field_str` writes one).
+#[cfg(any(test, feature = "parser"))]
 #[inline]
 pub(super) fn write_string_value(buf: &mut Vec<u8>, s: &[u8]) {
     let mut last = 0;

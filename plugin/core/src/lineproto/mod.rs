@@ -41,7 +41,7 @@ mod number;
 mod parse;
 mod sort;
 
-pub use encode::{Encoder, LineBuilder, TagSet, MAX_TAGS};
+pub use encode::{Encoder, LineBuilder, TagSet};
 pub use escape::{reads_back_unchanged, Name, Plain};
 #[cfg(any(test, feature = "parser"))]
 pub use parse::{parse_lines, read_by_vector, validate, FieldValue, ParseError, Point};

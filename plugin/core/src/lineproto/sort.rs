@@ -1,8 +1,12 @@
 //! Sorting a line's written tags by key in place (keys compared as readers unescape them),
 //! keeping the last of equal keys, without allocating.
 
-use super::encode::MAX_TAGS;
 use std::cmp::Ordering;
+
+/// How many tags a line sorts without allocating (and the encoder indexes). More is a
+/// programming error (a `debug_assert` fires) but is still encoded correctly, at the cost of an
+/// allocation.
+pub(super) const MAX_TAGS: usize = 16;
 
 /// `a.cmp(b)` for short keys that usually differ early, without a call to `memcmp`.
 #[inline]
