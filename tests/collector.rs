@@ -1809,10 +1809,10 @@ fn a_stale_entry_is_counted_once_and_its_flow_ends() {
     let limits = Limits {
         max_flows: 1 << 16,
         max_hosts: 1024,
-        host_ttl_ns: 300_000_000_000,
+        series_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
-        max_peers: 0,
+        max_peers_per_container: 0,
     };
     let table = std::sync::Arc::new(std::sync::Mutex::new(FlowTable::new(limits)));
     let options = CollectorOptions {

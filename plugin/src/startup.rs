@@ -60,14 +60,14 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
     let table = Arc::new(Mutex::new(FlowTable::new(Limits {
         max_flows: g.max_flows as usize,
         max_hosts: g.max_hosts as usize,
-        host_ttl_ns: g.series_ttl_secs.saturating_mul(1_000_000_000),
+        series_ttl_ns: g.series_ttl_secs.saturating_mul(1_000_000_000),
         udp_idle_timeout_ns: g.udp_idle_timeout_secs.saturating_mul(1_000_000_000),
         // ntopng's tags have no place for the namespace: one series per address there.
         hosts_by_netns: !g.ntopng_compat,
-        max_peers: if g.ntopng_compat {
+        max_peers_per_container: if g.ntopng_compat {
             0
         } else {
-            g.max_peers_per_container as usize
+            g.max_peers_per_container
         },
     })));
     let mut listen = ListenDrops::new();

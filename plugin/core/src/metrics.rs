@@ -951,10 +951,10 @@ mod tests {
         let mut t = FlowTable::new(Limits {
             max_flows: 40,
             max_hosts: 3,
-            host_ttl_ns: 20,
+            series_ttl_ns: 20,
             udp_idle_timeout_ns: 50,
             hosts_by_netns: by_netns,
-            max_peers: 4,
+            max_peers_per_container: 4,
         });
         let (mut saw_other, mut saw_expiry) = (false, false);
         let mut live: HashMap<u64, FlSock> = HashMap::new();

@@ -392,7 +392,7 @@ struct Tracked {
 /// Which containers have series, across gathers.
 #[derive(Debug)]
 pub struct WorkloadTracker {
-    ttl_ns: u64,
+    series_ttl_ns: u64,
     max_containers: usize,
     tracked: FastMap<String, Tracked>,
     /// The next container series' owner.
@@ -411,14 +411,14 @@ fn short_id(series: &ContainerSeries) -> Option<&str> {
 }
 
 impl WorkloadTracker {
-    /// A tracker writing a container's series until `ttl_secs` after its last flow, at most
+    /// A tracker writing a container's series until `series_ttl_secs` after its last flow, at most
     /// `max_containers` named series at once.
     ///
     /// A container's series is written while it has active flows, and with zeros for
-    /// `ttl_secs` after its last one (so charts drop to zero before the series ends).
-    pub fn new(ttl_secs: u64, max_containers: usize) -> WorkloadTracker {
+    /// `series_ttl_secs` after its last one (so charts drop to zero before the series ends).
+    pub fn new(series_ttl_secs: u64, max_containers: usize) -> WorkloadTracker {
         WorkloadTracker {
-            ttl_ns: ttl_secs.saturating_mul(1_000_000_000),
+            series_ttl_ns: series_ttl_secs.saturating_mul(1_000_000_000),
             max_containers,
             tracked: FastMap::default(),
             next_owner: 1,
@@ -508,7 +508,7 @@ impl WorkloadTracker {
         }
         // Containers whose last flow is older than the TTL end their series; their pod and
         // `other` keep what they counted.
-        let ttl = self.ttl_ns;
+        let ttl = self.series_ttl_ns;
         let (pods_retired, pod_other, other) = (
             &mut self.pods_retired,
             &mut self.pod_other_retired,
@@ -829,10 +829,10 @@ mod tests {
         FlowTable::new(Limits {
             max_flows: 100,
             max_hosts: 10,
-            host_ttl_ns: 300_000_000_000,
+            series_ttl_ns: 300_000_000_000,
             udp_idle_timeout_ns: 1,
             hosts_by_netns: true,
-            max_peers: 4,
+            max_peers_per_container: 4,
         })
     }
 
@@ -1122,15 +1122,15 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
-    /// A table whose peer series live 2 s after their last flow, `max_peers` per container.
-    fn table_ttl2(max_peers: usize) -> FlowTable {
+    /// A table whose peer series live 2 s after their last flow, `max_peers_per_container` per container.
+    fn table_ttl2(max_peers_per_container: u32) -> FlowTable {
         FlowTable::new(Limits {
             max_flows: 1000,
             max_hosts: 100,
-            host_ttl_ns: 2 * SEC,
+            series_ttl_ns: 2 * SEC,
             udp_idle_timeout_ns: 300 * SEC,
             hosts_by_netns: true,
-            max_peers,
+            max_peers_per_container,
         })
     }
 

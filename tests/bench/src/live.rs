@@ -110,10 +110,10 @@ pub fn measure(sockets: usize, reps: usize) -> Result<LiveCost> {
     let table = Arc::new(Mutex::new(FlowTable::new(Limits {
         max_flows: max_flows as usize,
         max_hosts: 1024,
-        host_ttl_ns: 300_000_000_000,
+        series_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
-        max_peers: 32,
+        max_peers_per_container: 32,
     })));
     let collector = EbpfCollector::start(
         CollectorOptions {
@@ -189,10 +189,10 @@ pub fn measure_listeners(listeners: usize, reps: usize) -> Result<ListenCost> {
     let table = Arc::new(Mutex::new(FlowTable::new(Limits {
         max_flows: 65536,
         max_hosts: 1024,
-        host_ttl_ns: 300_000_000_000,
+        series_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
-        max_peers: 32,
+        max_peers_per_container: 32,
     })));
     let mut collector = EbpfCollector::start(
         CollectorOptions {

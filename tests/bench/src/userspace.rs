@@ -93,10 +93,10 @@ fn limits(flows: usize) -> Limits {
     Limits {
         max_flows: flows.max(1 << 16),
         max_hosts: 1_024,
-        host_ttl_ns: 300_000_000_000,
+        series_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
-        max_peers: 32,
+        max_peers_per_container: 32,
     }
 }
 

@@ -88,12 +88,12 @@ pub(crate) struct HostEntry {
 }
 
 /// The hosts with series: slots that flows carry, an index by key, and a free list. A host
-/// without active flows for `ttl_ns` (at refreshes) is removed, its counters dropped, and its
+/// without active flows for `series_ttl_ns` (at refreshes) is removed, its counters dropped, and its
 /// slot reused by the next new host: `max_hosts` bounds the named hosts alive at once.
 #[derive(Debug)]
 pub(super) struct HostTable {
     pub(super) max_hosts: usize,
-    pub(super) ttl_ns: u64,
+    pub(super) series_ttl_ns: u64,
     /// Keys carry the flows' network namespace ([`Limits::hosts_by_netns`]).
     pub(super) by_netns: bool,
     pub(super) index: FastMap<HostKey, u32>,
@@ -107,10 +107,10 @@ pub(super) struct HostTable {
 }
 
 impl HostTable {
-    pub(super) fn new(max_hosts: usize, ttl_ns: u64, by_netns: bool) -> HostTable {
+    pub(super) fn new(max_hosts: usize, series_ttl_ns: u64, by_netns: bool) -> HostTable {
         HostTable {
             max_hosts,
-            ttl_ns,
+            series_ttl_ns,
             by_netns,
             index: FastMap::default(),
             entries: Vec::new(),
@@ -190,7 +190,7 @@ impl HostTable {
             let Some(key) = entry.key else { continue };
             if entry.flows == 0
                 && !entry.touched
-                && now_ns.saturating_sub(entry.last_active_ns) > self.ttl_ns
+                && now_ns.saturating_sub(entry.last_active_ns) > self.series_ttl_ns
             {
                 self.index.remove(&key);
                 match key {

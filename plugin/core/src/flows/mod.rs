@@ -3,7 +3,7 @@
 //!
 //! Counters never go backwards while a series lives: a flow's bytes are counted from the active
 //! table while it lives, and folded into its host's cumulative totals when it closes or expires,
-//! in the same gather. A host without active flows for `host_ttl_ns` loses its series and its
+//! in the same gather. A host without active flows for `series_ttl_ns` loses its series and its
 //! totals (a counter that restarts from 0 if the address comes back: InfluxQL's
 //! `non_negative_derivative` skips the drop).
 //!
@@ -137,16 +137,17 @@ pub struct Limits {
     pub max_flows: usize,
     /// Most hosts with their own series at once; the rest fold into `other`.
     pub max_hosts: usize,
-    /// A host without active flows for this long (ns, at refreshes) loses its series.
-    pub host_ttl_ns: u64,
+    /// A host or peer series without active flows for this long (ns, at refreshes) ends
+    /// (`series_ttl_secs`).
+    pub series_ttl_ns: u64,
     /// A UDP flow idle this long (ns) ends.
     pub udp_idle_timeout_ns: u64,
     /// A host series is an address in one network namespace (see [`HostKey`]); `false`: an
     /// address of every namespace (ntopng_compat, whose tags cannot name the namespace).
     pub hosts_by_netns: bool,
-    /// Most peer series per cgroup (`max_peers_per_container`); the rest fold into its
+    /// Most peer series per container (all its cgroups together); the rest fold into its
     /// `other`. 0: no peer series.
-    pub max_peers: usize,
+    pub max_peers_per_container: u32,
 }
 
 /// The flow table and the cumulative counters (read by the core's gather, which records them
@@ -358,7 +359,7 @@ impl Store {
             seen: self.generation,
             host,
             protocol: Protocol::Unknown,
-            peer: if self.limits.max_peers == 0 {
+            peer: if self.limits.max_peers_per_container == 0 {
                 peers::NO_SERIES
             } else {
                 peers::UNASSIGNED
@@ -491,9 +492,17 @@ impl FlowTable {
             store: Store {
                 limits,
                 flows: Vec::new(),
-                hosts: HostTable::new(limits.max_hosts, limits.host_ttl_ns, limits.hosts_by_netns),
+                hosts: HostTable::new(
+                    limits.max_hosts,
+                    limits.series_ttl_ns,
+                    limits.hosts_by_netns,
+                ),
                 // Ended flows wait for a gather: at most as many as the table holds.
-                peers: PeerTable::new(limits.max_peers, limits.max_flows, limits.host_ttl_ns),
+                peers: PeerTable::new(
+                    limits.max_peers_per_container,
+                    limits.max_flows,
+                    limits.series_ttl_ns,
+                ),
                 cgroups: FastMap::default(),
                 touched: FastSet::default(),
                 generation: 0,
@@ -680,7 +689,7 @@ impl FlowTable {
             }
             Update::ConnectFailed => {
                 self.connect_failed += 1;
-                if self.store.limits.max_peers > 0 {
+                if self.store.limits.max_peers_per_container > 0 {
                     let role = self.store.infer_role(sock);
                     if let Some(proto) = proto_of(sock) {
                         self.store.peers.failed_connect(sock, role, proto);
@@ -733,7 +742,7 @@ impl FlowTable {
     /// TCP flows missing from two consecutive snapshots, and UDP flows missing from one, ended
     /// without a close event reaching us (lost) and are folded; UDP flows idle longer than the
     /// timeout end. First, hosts without active
-    /// flows since `host_ttl_ns` before `now_ns` lose their series. Returns the cookies to delete
+    /// flows since `series_ttl_ns` before `now_ns` lose their series. Returns the cookies to delete
     /// from the kernel map (expired UDP flows). `now_ns`: the kernel's clock (CLOCK_MONOTONIC).
     pub fn refresh<'a>(
         &mut self,

@@ -205,9 +205,9 @@ pub(crate) struct PeerTable {
     /// Ended client flows are queued one by one, for their DNAT backend's lookup at the gather;
     /// without lookups (and always for servers) a peer's ended flows are merged into one entry.
     backends: bool,
-    max_per_cgroup: u32,
+    max_peers_per_container: u32,
     max_ended: usize,
-    ttl_ns: u64,
+    series_ttl_ns: u64,
     /// Flows and peers folded into an `other` since the last `take_folded`.
     folded: u64,
     /// Per owner, the peers folded into its `other` while that series lives: a peer's flows
@@ -219,7 +219,11 @@ pub(crate) struct PeerTable {
 }
 
 impl PeerTable {
-    pub(crate) fn new(max_per_cgroup: usize, max_ended: usize, ttl_ns: u64) -> PeerTable {
+    pub(crate) fn new(
+        max_peers_per_container: u32,
+        max_ended: usize,
+        series_ttl_ns: u64,
+    ) -> PeerTable {
         PeerTable {
             entries: Vec::new(),
             index: FastMap::default(),
@@ -229,9 +233,9 @@ impl PeerTable {
             merged: FastMap::default(),
             overflow: FastMap::default(),
             backends: false,
-            max_per_cgroup: u32::try_from(max_per_cgroup).unwrap_or(u32::MAX),
+            max_peers_per_container,
             max_ended,
-            ttl_ns,
+            series_ttl_ns,
             folded: 0,
             folded_peers: FastMap::default(),
             folded_known: 0,
@@ -461,7 +465,7 @@ impl PeerTable {
         let mut decided: FastMap<SeriesId, u32> = FastMap::default();
         for (id, _) in ranked {
             let named = self.named.get(&id.0).copied().unwrap_or(0);
-            let slot = if named < self.max_per_cgroup {
+            let slot = if named < self.max_peers_per_container {
                 self.forget_fold(id);
                 self.slot(id, now_ns)
             } else {
@@ -554,7 +558,7 @@ impl PeerTable {
     /// than the TTL (their places are free for this gather's new peers).
     /// `busy`: the series this gather's flows go to, which stay.
     fn expire(&mut self, now_ns: u64, busy: &FastSet<SeriesId>) {
-        let ttl = self.ttl_ns;
+        let ttl = self.series_ttl_ns;
         for (slot, entry) in self.entries.iter_mut().enumerate() {
             let Some(id) = entry.id else { continue };
             if entry.flows > 0 || std::mem::take(&mut entry.touched) || busy.contains(&id) {
@@ -639,14 +643,14 @@ mod tests {
 
     const TCP: u8 = 6;
 
-    fn table(max_peers: usize, max_flows: usize) -> FlowTable {
+    fn table(max_peers_per_container: u32, max_flows: usize) -> FlowTable {
         FlowTable::new(Limits {
             max_flows,
             max_hosts: 10,
-            host_ttl_ns: 300,
+            series_ttl_ns: 300,
             udp_idle_timeout_ns: 60_000_000_000,
             hosts_by_netns: true,
-            max_peers,
+            max_peers_per_container,
         })
     }
 

@@ -41,10 +41,10 @@ fn limits() -> Limits {
     Limits {
         max_flows: 100,
         max_hosts: 10,
-        host_ttl_ns: 300_000_000_000,
+        series_ttl_ns: 300_000_000_000,
         udp_idle_timeout_ns: 60_000_000_000,
         hosts_by_netns: true,
-        max_peers: 4,
+        max_peers_per_container: 4,
     }
 }
 
@@ -275,7 +275,7 @@ fn addr(n: u32) -> HostKey {
 fn ttl_limits(max_hosts: usize, ttl_secs: u64) -> Limits {
     Limits {
         max_hosts,
-        host_ttl_ns: ttl_secs * SEC,
+        series_ttl_ns: ttl_secs * SEC,
         ..limits()
     }
 }

@@ -155,10 +155,10 @@ fn table(ttl_secs: u64) -> FlowTable {
     FlowTable::new(Limits {
         max_flows: 100,
         max_hosts: 10,
-        host_ttl_ns: ttl_secs * SEC,
+        series_ttl_ns: ttl_secs * SEC,
         udp_idle_timeout_ns: 60 * SEC,
         hosts_by_netns: true,
-        max_peers: 4,
+        max_peers_per_container: 4,
     })
 }
 
