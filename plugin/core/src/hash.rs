@@ -1,5 +1,5 @@
-//! The fast hasher of the flow table and of every map keyed by a socket cookie, a cgroup id or
-//! a local address.
+//! The fast hasher of the flow table and of the core's other maps: keyed by socket cookies,
+//! cgroup ids, local addresses, listeners, peers and container names.
 #![forbid(unsafe_code)]
 
 use std::{
@@ -7,10 +7,13 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-/// A small, fast hasher for the table's keys: socket cookies (kernel-chosen), cgroup ids and
-/// local addresses. It is NOT resistant to hash flooding, which is acceptable here: cookies come
-/// from the kernel, and only root can create the cgroups and local addresses that make the other
-/// keys, and every map it backs is bounded (`max_flows`, `max_hosts`, pruned cgroups).
+/// A small, fast hasher for the tables' keys. It is NOT resistant to hash flooding, and not all
+/// of its keys are the node's to choose: socket cookies and cgroup ids come from the kernel, but
+/// a pod chooses the addresses it connects to (the peers' keys: `container:peers`), can give
+/// itself addresses in its own network namespace with CAP_NET_ADMIN there (the hosts' keys) and names its containers
+/// (the container series' keys). What it can do with crafted keys is limited by the maps' sizes,
+/// all bounded (`max_flows`, `max_hosts`, `max_peers_per_container`, the cgroups still in use):
+/// longer probes in a bounded map, never a larger map.
 /// Per word: rotate, xor, multiply (FxHash's round); at the end a folded 64x64->128 multiply, so
 /// the low bits (bucket index) and the high bits (hashbrown's tag) both depend on every input bit.
 #[derive(Debug, Default, Clone, Copy)]

@@ -2,16 +2,21 @@
 //! I/O, no aya, no libc: values in, values and line protocol out, so that everything here is
 //! tested with plain values and the compiler keeps it that way.
 //!
-//! Code map: [`records`] (the kernel's records, mirrored from ebpf/flowlens.h), [`flows`] (the
-//! flow table and the per-host and per-cgroup totals), [`ndpi`] (protocol inference), [`hash`]
-//! (the tables' hasher), [`container`] and [`iface`] (what the plugin reads, as values),
-//! [`workloads`] (containers and pods with series), [`rtt`] (RTT buckets and quantiles), [`metrics`] (values to ntopng-schema lines),
-//! [`lineproto`] (the encoder; the strict parser with the `parser` feature), [`gather`] (one
-//! gather's steps in order over the plugin's sources), [`internal`] (drops, folds, lost events
-//! and skipped files: counted and logged in one place).
+//! Code map: [`records`] (the kernel's records, mirrored from ebpf/flowlens.h, and a record's
+//! transport, [`Proto`]), `flows` (the flow table and the per-host and per-cgroup totals),
+//! `ndpi` (protocol inference), `hash` (the tables' hasher), `container` and `iface` (what the
+//! plugin reads, as values), `workloads` (containers and pods with series), `rtt` (RTT buckets
+//! and quantiles), `metrics` (host values, and values to ntopng-schema lines), [`lineproto`]
+//! (the encoder; the strict parser with the `parser` feature), `gather` (one gather's steps in
+//! order over the plugin's sources), `internal` (drops, folds, lost events and skipped files:
+//! counted and logged in one place).
 //!
 //! Unsafe code is denied here and forbidden in every module but two, which say why:
 //! `records` (reading a record from the kernel's bytes) and `flows` (a prefetch hint).
+//!
+//! The modules are the crate's own (`pub(crate)`), but for `records` and `lineproto`; what the
+//! plugin, the tests and the benchmark use is re-exported here, so that the compiler reports
+//! what nothing uses.
 #![deny(unsafe_code)]
 
 pub(crate) mod container;

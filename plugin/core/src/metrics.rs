@@ -1,4 +1,5 @@
-//! Turns one gather's values into ntopng-schema line protocol (docs/metrics.md: every
+//! The hosts' values from the flow table ([`FlowValues::from_table`]), and one gather's values
+//! turned into ntopng-schema line protocol (docs/metrics.md: every
 //! measurement, tag and field written here is listed there, and a test holds the two equal).
 //! Pure: no I/O.
 #![forbid(unsafe_code)]

@@ -1,6 +1,7 @@
 //! Host series: one per local address in its network namespace (or per address, in
 //! `ntopng_compat`), in counted slots that flows carry, expiring `series_ttl_secs` after their
 //! last flow, at most `max_hosts` of them alive (then `other`).
+#![forbid(unsafe_code)]
 
 use crate::hash::FastMap;
 use crate::ndpi::ProtocolTotals;

@@ -8,6 +8,7 @@
 //! was made since then and counts from 0 (every listener has a file the run visits), unless a
 //! run has missed listeners for lack of room in the kernel map: then one first seen later may
 //! be an old one that was missed, and counts from its value at first sight too.
+#![forbid(unsafe_code)]
 
 use crate::hash::FastMap;
 use crate::records::{FlListen, FlListenKey};

@@ -3,7 +3,7 @@
 //! README's sample output have the shape of lines that are written.
 //!
 //! A unit test rather than an integration test: it needs no root, no kernel and no containers,
-//! so it runs with every `cargo test -p flowlens-plugin`, and it can build a gather that writes
+//! so it runs with every `cargo test -p flowlens-core`, and it can build a gather that writes
 //! every kind of series (the `other` folds, a container outside Kubernetes, RTTs in both roles,
 //! a gather without the eBPF collector), which a real host rarely shows at once. Two guards keep
 //! the synthetic gathers complete: they are built from exhaustive struct literals (a new field
