@@ -525,8 +525,16 @@ fn workspace() -> PathBuf {
 
 fn assert_no_circle(crate_source: &str) {
     let krate = Crate::read(&workspace().join(crate_source));
+    let layers = krate.layers();
+    // A reader that found nothing would find no circle either.
+    assert!(
+        krate.modules.len() >= 10 && layers.values().map(BTreeMap::len).sum::<usize>() >= 10,
+        "{crate_source}: {} modules and {} edges read: the checker no longer reads the sources",
+        krate.modules.len(),
+        layers.values().map(BTreeMap::len).sum::<usize>()
+    );
     let mut report = Vec::new();
-    for (parent, edges) in krate.layers() {
+    for (parent, edges) in layers {
         for circle in circles(&edges) {
             let members: BTreeSet<&String> = circle.iter().collect();
             report.push(format!(

@@ -158,10 +158,10 @@ settings! {
         /// its series until it has been idle for `series_ttl_secs`, the rest fold into
         /// `peer=other` (counted in `flowlens:internal,series_dropped`). 0: no peer series.
         max_peers_per_container: u32 = 32,
-        /// A host's or container's series is written with zero active flows (and its cumulative
-        /// counters) for this many seconds after its last flow ended, so charts drop to zero
-        /// before the series stops. Then it stops and its counters are dropped: if the address
-        /// or container comes back, its counters start again from 0 (InfluxQL's
+        /// A host's, container's or peer's series is written with zero active flows (and its
+        /// cumulative counters) for this many seconds after its last flow ended, so charts drop
+        /// to zero before the series stops. Then it stops and its counters are dropped: if the
+        /// address, container or peer comes back, its counters start again from 0 (InfluxQL's
         /// `non_negative_derivative` skips the drop).
         series_ttl_secs: u64 = 300,
         /// The cgroup2 mount that socket cgroup ids are looked up in. "auto":

@@ -35,7 +35,8 @@ pub const ROLE_CLIENT: u8 = 1;
 /// `FL_ROLE_SERVER`.
 pub const ROLE_SERVER: u8 = 2;
 
-/// `enum fl_stat` indexes into the per-CPU `stats` map.
+/// `enum fl_stat` indexes into the per-CPU `stats` map. `FL_STAT_EVENTS_LOST`: records the ring
+/// buffer had no room for (one of the causes `events_lost` counts).
 pub const STAT_EVENTS_LOST: u32 = 0;
 /// `FL_STAT_SOCKS_FULL`: sockets the kernel could not track because `socks` was full.
 pub const STAT_SOCKS_FULL: u32 = 1;
