@@ -1,7 +1,8 @@
 //! Per-container and per-pod values from the flow table: the seed's `container:*` / `pod:*`
 //! series and their extensions (docs/metrics.md). Pure: the caller resolves cgroup ids to
 //! containers and passes the time; this module keeps only which series are alive (the
-//! `series_ttl_secs` rule) and the `max_containers` fold.
+//! `series_ttl_secs` rule), the `max_containers` fold and each container's peer owner (`scope`,
+//! for `flows/peers.rs`).
 #![forbid(unsafe_code)]
 
 use crate::container::ContainerInfo;
