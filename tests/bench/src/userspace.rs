@@ -6,7 +6,7 @@ use flowlens_core::{
     container::{ContainerInfo, Runtime},
     flows::{FlowTable, Limits, Scope, Update},
     hash::FastMap,
-    lineproto::{Encoder, Precision},
+    lineproto::{self, Encoder, FieldValue, Precision, TagSet},
     metrics::{self, FlowValues, Shape, Snapshot},
     records::{self, FlSock, COMM_LEN},
     workloads::{self, ActiveByCgroup, WorkloadTracker},
@@ -172,6 +172,12 @@ pub struct GatherTimes {
     pub workloads: Spread,
     /// encode alone.
     pub encode: Spread,
+    /// The encoder's raw time for the same lines: the written lines parsed back into points
+    /// beforehand, then written by one [`Encoder`] (what no gather can avoid).
+    pub raw_encode: Spread,
+    /// total / (refresh + raw_encode), per repetition: what the gather costs over its
+    /// unavoidable work.
+    pub ratio: Spread,
     /// Lines written.
     pub lines: u64,
 }
@@ -198,6 +204,106 @@ fn synthetic_containers(containers: u64) -> FastMap<u64, Arc<ContainerInfo>> {
     (0..CONTAINERS)
         .map(|c| (100_000 + c, infos[(c % containers) as usize].clone()))
         .collect()
+}
+
+/// The written lines, parsed back into one contiguous arena (read in order, as a gather reads
+/// its values), for [`encode_points`].
+#[derive(Default)]
+struct RawLines {
+    /// Every name and tag value, back to back.
+    text: String,
+    /// Per line: measurement, tags (a range of `tags`), fields (a range of `fields`), and
+    /// whether its tags differ from the previous line's (a new series).
+    lines: Vec<RawLine>,
+    /// (key, value) ranges of `text`.
+    tags: Vec<(Range, Range)>,
+    /// (key range of `text`, value).
+    fields: Vec<(Range, RawValue)>,
+}
+
+type Range = (u32, u32);
+
+struct RawLine {
+    measurement: Range,
+    tags: Range,
+    fields: Range,
+    new_series: bool,
+}
+
+enum RawValue {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawLines {
+    fn parse(out: &[u8]) -> RawLines {
+        let points = lineproto::parse_lines(std::str::from_utf8(out).expect("utf-8"))
+            .expect("the gather writes valid lines");
+        let mut raw = RawLines::default();
+        let push = |text: &mut String, s: &str| {
+            let at = text.len() as u32;
+            text.push_str(s);
+            (at, text.len() as u32)
+        };
+        for (i, p) in points.iter().enumerate() {
+            let measurement = push(&mut raw.text, &p.measurement);
+            let tags_at = raw.tags.len() as u32;
+            for (k, v) in &p.tags {
+                let k = push(&mut raw.text, k);
+                let v = push(&mut raw.text, v);
+                raw.tags.push((k, v));
+            }
+            let fields_at = raw.fields.len() as u32;
+            for (k, v) in &p.fields {
+                let k = push(&mut raw.text, k);
+                let v = match v {
+                    FieldValue::Int(v) => RawValue::Int(*v),
+                    FieldValue::Float(v) => RawValue::Float(*v),
+                    other => panic!("the gather writes numbers only: {other:?}"),
+                };
+                raw.fields.push((k, v));
+            }
+            raw.lines.push(RawLine {
+                measurement,
+                tags: (tags_at, raw.tags.len() as u32),
+                fields: (fields_at, raw.fields.len() as u32),
+                new_series: i == 0 || points[i - 1].tags != p.tags,
+            });
+        }
+        raw
+    }
+
+    fn str(&self, (a, b): Range) -> &str {
+        &self.text[a as usize..b as usize]
+    }
+}
+
+/// Writes `raw` with one [`Encoder`] at `TS` (the gather's timestamp), each series' tags
+/// escaped and sorted once ([`TagSet`]) for its lines, as the gather does: the encoder's raw
+/// time for these lines, what writing them costs at the least.
+fn encode_points(raw: &RawLines, out: &mut Vec<u8>) {
+    let mut enc = Encoder::new(out, Precision::Ns, TS);
+    let mut tags = TagSet::default();
+    let mut tag_refs: Vec<(&str, &str)> = Vec::new();
+    for l in &raw.lines {
+        if l.new_series {
+            tag_refs.clear();
+            tag_refs.extend(
+                raw.tags[l.tags.0 as usize..l.tags.1 as usize]
+                    .iter()
+                    .map(|&(k, v)| (raw.str(k), raw.str(v))),
+            );
+            tags.set(&tag_refs);
+        }
+        let mut line = enc.line_tagged(raw.str(l.measurement), &tags);
+        for (k, v) in &raw.fields[l.fields.0 as usize..l.fields.1 as usize] {
+            line = match v {
+                RawValue::Int(v) => line.field_i64(raw.str(*k), *v),
+                RawValue::Float(v) => line.field_f64(raw.str(*k), *v),
+            };
+        }
+        line.finish();
+    }
 }
 
 /// Gather + encode of `flows` synthetic flows from 10k addresses/cgroups that belong to
@@ -228,6 +334,8 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     let mut out = Vec::new();
     let (mut total, mut refresh, mut hosts, mut workloads_ms, mut encode) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_encode, mut ratio) = (Vec::new(), Vec::new());
+    let mut raw = Vec::new();
     let mut lines = 0;
     for rep in 0..reps {
         out.clear();
@@ -262,16 +370,27 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             workloads: Some(workloads),
             ..Snapshot::default()
         };
-        lines = metrics::encode(&snapshot, &shape, 1_700_000_000_000_000_000, &mut out);
+        lines = metrics::encode(&snapshot, &shape, TS, &mut out);
         let t3 = Instant::now();
         assert!(expired.is_empty());
+        drop(snapshot);
+        // The same lines, written by the encoder alone.
+        let points = RawLines::parse(&out);
+        raw.clear();
+        raw.reserve(out.len());
+        let t4 = Instant::now();
+        encode_points(&points, &mut raw);
+        let t5 = Instant::now();
+        assert_eq!(raw, out, "the raw encoding writes the gather's bytes");
+        drop(points);
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        raw_encode.push(ms(t4, t5));
+        ratio.push(ms(t0, t3) / (ms(t0, t1) + ms(t4, t5)));
         total.push(ms(t0, t3));
         refresh.push(ms(t0, t1));
         hosts.push(ms(t1, t_hosts));
         workloads_ms.push(ms(t_hosts, t2));
         encode.push(ms(t2, t3));
-        drop(snapshot);
     }
     assert_eq!(table.len() as u64, flows);
     GatherTimes {
@@ -280,6 +399,8 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         hosts: Spread::of(&hosts),
         workloads: Spread::of(&workloads_ms),
         encode: Spread::of(&encode),
+        raw_encode: Spread::of(&raw_encode),
+        ratio: Spread::of(&ratio),
         lines,
     }
 }
