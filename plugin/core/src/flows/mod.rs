@@ -572,6 +572,12 @@ impl FlowTable {
             .unwrap_or_default()
     }
 
+    /// The cumulative counters of a cgroup, when it has any (no copy: aggregation reads them
+    /// for every cgroup of every container at every gather).
+    pub(crate) fn cgroup_totals_ref(&self, cgroup_id: u64) -> Option<&CgroupTotals> {
+        self.store.cgroups.get(&cgroup_id)
+    }
+
     /// Takes the cumulative counters of `cgroup_id` out of the table (a container keeps them
     /// as its own when it drops an idle cgroup from its list): the cgroup counts from 0 again.
     pub fn take_cgroup_totals(&mut self, cgroup_id: u64) -> CgroupTotals {
