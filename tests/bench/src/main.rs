@@ -184,8 +184,13 @@ fn parse_path(name: &str) -> Result<Path> {
 fn profile(args: &[String]) -> Result<()> {
     match args {
         [what] if what == "table" => {
-            let (all, _, _) = userspace::table_events(3, 50);
-            eprintln!("flow table: {:.2} M events/s", all.median / 1e6);
+            let (all, apply, refresh) = userspace::table_events(3, 50);
+            eprintln!(
+                "flow table: {:.2} M events/s; apply (open + close) {:.2} M/s; refresh {:.2} M entries/s",
+                all.median / 1e6,
+                apply.median / 1e6,
+                refresh.median / 1e6
+            );
         }
         [what, flows] if what == "gather" => profile_gather(flows.parse()?, 10_000)?,
         [what, flows, containers] if what == "gather" => {
