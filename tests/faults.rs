@@ -523,6 +523,35 @@ fn a_ring_buffer_overflow_under_churn_is_counted_and_counts_stay_consistent() {
 // ---------------------------------------------------------------------------------------------
 // Network namespaces
 
+/// A network namespace kept alive by its file, with or without its name.
+struct HeldNetns(std::fs::File);
+
+impl HeldNetns {
+    fn open(name: &str) -> HeldNetns {
+        HeldNetns(std::fs::File::open(format!("/run/netns/{name}")).unwrap())
+    }
+
+    /// Its TCP sockets but those listening or in TIME_WAIT, as /proc/thread-self/net/tcp lists
+    /// them on a thread that entered it.
+    fn tcp_sockets_open(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let file = self.0.try_clone().unwrap();
+        thread::spawn(move || {
+            // SAFETY: a valid namespace fd; setns only affects this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            std::fs::read_to_string("/proc/thread-self/net/tcp")
+                .unwrap()
+                .lines()
+                .skip(1)
+                .filter(|l| !matches!(l.split_whitespace().nth(3), Some("06" | "0A")))
+                .count()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
 #[test]
 fn network_namespaces_created_and_destroyed_while_gathers_run() {
     let Some(_serial) = root_test("network_namespaces_created_and_destroyed_while_gathers_run")
@@ -571,13 +600,25 @@ fn network_namespaces_created_and_destroyed_while_gathers_run() {
                         })
                         .collect()
                 });
-                // Half close while their namespaces live, half after `ip netns del` (their
-                // sockets keep the namespaces alive until then).
+                // Half close while their namespaces have names, half after `ip netns del`.
+                // Both namespaces are held open (their files) until every connection has
+                // ended: else, when the side that closed first has no socket left (its last
+                // one a time-wait mini-socket, which holds no namespace), its namespace and
+                // the veth go, and the other side's FIN waits in LAST_ACK for an ACK that never
+                // comes: the kernel holds that socket for minutes, and flowlens rightly counts
+                // it active. Which side that is depends on how the threads run.
+                let held = [HeldNetns::open(&pair.ns[0]), HeldNetns::open(&pair.ns[1])];
                 clients.truncate(CONNS / 2);
                 drop(pair);
                 drop(clients);
                 tx.send(()).unwrap();
                 server.join().unwrap();
+                let started = std::time::Instant::now();
+                while held.iter().any(|h| h.tcp_sockets_open() > 0) {
+                    assert!(started.elapsed() < session::HANG, "connections never end");
+                    thread::sleep(Duration::from_millis(20));
+                }
+                drop(held);
             }
             done.store(true, Ordering::SeqCst);
         })

@@ -69,7 +69,8 @@ fn gather_once(
     buf.clear();
     match collector.gather(buf) {
         RResult::ROk(_) => {
-            let open = write_batch(buf)?;
+            // The health file first: once the agent has the batch, the file says so (and is
+            // closed again).
             if let Some(h) = health {
                 if let Err(e) = h.gathered(buf) {
                     log_line(
@@ -81,7 +82,7 @@ fn gather_once(
                     *health = None;
                 }
             }
-            Ok(open)
+            write_batch(buf)
         }
         RResult::RErr(e) => Err(plugin_failure(e)),
     }

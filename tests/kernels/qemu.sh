@@ -29,6 +29,8 @@
 #   -m MB      [QK_MEM]     guest RAM, default 2048
 #   -s N       [QK_SMP]     guest CPUs, default 2
 #   -t SEC     [QK_TIMEOUT] wall-clock limit for boot and run, default 900
+#   -S SEC     [QK_STALL]   also stop the guest when SCRIPT's output has not grown for SEC
+#                           seconds (a hang, however slow the machine), default 0: no limit
 #   -a ARGS    [QK_APPEND]  extra kernel command line
 #   -v         [QK_VERBOSE=1] print the kernel console (to stderr) at the end
 #   -e "VARS"  [QK_ENV]     names of host environment variables to export into the guest
@@ -60,6 +62,7 @@ MODULES=${QK_MODULES:-}
 MEM=${QK_MEM:-2048}
 SMP=${QK_SMP:-2}
 TIMEOUT=${QK_TIMEOUT:-900}
+STALL=${QK_STALL:-0}
 APPEND=${QK_APPEND:-}
 VERBOSE=${QK_VERBOSE:-0}
 ENVVARS=${QK_ENV:-}
@@ -67,10 +70,10 @@ ENVVARS=${QK_ENV:-}
 die() { echo "qemu.sh: $*" >&2; exit 2; }
 log() { echo "qemu.sh: $*" >&2; }
 
-while getopts "k:b:pM:m:s:t:a:ve:h" o; do
+while getopts "k:b:pM:m:s:t:S:a:ve:h" o; do
   case $o in
     k) KERNEL=$OPTARG ;; b) BINS=$OPTARG ;; p) PYTHON=1 ;; M) MODULES=$OPTARG ;;
-    m) MEM=$OPTARG ;; s) SMP=$OPTARG ;; t) TIMEOUT=$OPTARG ;;
+    m) MEM=$OPTARG ;; s) SMP=$OPTARG ;; t) TIMEOUT=$OPTARG ;; S) STALL=$OPTARG ;;
     a) APPEND=$OPTARG ;; v) VERBOSE=1 ;; e) ENVVARS=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "bad option (try -h)" ;;
@@ -334,9 +337,28 @@ timeout -k 5 "$TIMEOUT" qemu-system-x86_64 "${ACCEL[@]}" -m "$MEM" -smp "$SMP" \
   -append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 $APPEND" -no-reboot \
   </dev/null >"$WORK/qemu.log" 2>&1 &
 QPID=$!
+# The stall watchdog: SCRIPT's output must grow at least every $STALL seconds.
+WPID=""
+if [ "$STALL" -gt 0 ]; then
+  (
+    last=-1 still=0
+    while kill -0 "$QPID" 2>/dev/null; do
+      size=$(stat -c %s "$WORK/out.log" 2>/dev/null || echo 0)
+      if [ "$size" = "$last" ]; then still=$((still + 5)); else still=0 last=$size; fi
+      if [ "$still" -ge "$STALL" ]; then
+        : > "$WORK/stalled"
+        kill "$QPID" 2>/dev/null
+        break
+      fi
+      sleep 5
+    done
+  ) &
+  WPID=$!
+fi
 # Stream the script's output as it comes, without the exit marker.
 tail -s 0.2 -n +1 -f --pid="$QPID" "$WORK/out.log" | grep --line-buffered -av '^@@QK_EXIT=[0-9]*@@$' || true
 set +e; wait "$QPID"; QRC=$?; set -e; QPID=""
+if [ -n "$WPID" ]; then kill "$WPID" 2>/dev/null || true; wait "$WPID" 2>/dev/null || true; fi
 T1=$(date +%s.%N)
 RC=$(sed -n 's/^@@QK_EXIT=\([0-9]*\)@@.*/\1/p' "$WORK/out.log" | tail -1)
 ELAPSED=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.1f", b-a}')
@@ -344,7 +366,8 @@ if [ "$VERBOSE" = 1 ]; then
   echo "----- kernel console ($KVER) -----" >&2; tr -d '\r' < "$WORK/console.log" >&2
 fi
 if [ -z "$RC" ]; then
-  if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then RC=124; log "timeout after ${TIMEOUT}s"; else RC=125; fi
+  if [ -e "$WORK/stalled" ]; then RC=124; log "no output for ${STALL}s: stopped (a hang)"
+  elif [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then RC=124; log "timeout after ${TIMEOUT}s"; else RC=125; fi
   log "no exit marker from the guest (qemu exit $QRC); the console's last lines:"
   tr -d '\r' < "$WORK/console.log" | tail -40 >&2; cat "$WORK/qemu.log" >&2
 fi

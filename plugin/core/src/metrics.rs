@@ -5,8 +5,8 @@
 #![forbid(unsafe_code)]
 
 use crate::container::ContainerInfo;
+use crate::flows::{write_ip, write_socket_addr, write_u64, Proto, Role as FlowRole};
 use crate::flows::{FlowTable, HostKey, HostTotals, Role};
-use crate::flows::{Proto, Role as FlowRole};
 use crate::hash::FastSet;
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
@@ -563,7 +563,6 @@ fn pod_of(v: &Option<Arc<ContainerInfo>>) -> &str {
 /// `container:peers`: one line per container and peer (an extension: never with
 /// `ntopng_compat`, where the table keeps no peers).
 fn encode_peers(enc: &mut Encoder<'_>, peers: &[PeerSeries], shape: &Shape) {
-    use std::fmt::Write as _;
     let ifid = shape.ifid.as_str();
     let mut tags = TagSet::default();
     let (mut peer, mut backend) = (String::new(), String::new());
@@ -575,7 +574,7 @@ fn encode_peers(enc: &mut Encoder<'_>, peers: &[PeerSeries], shape: &Shape) {
             Some(key) => {
                 key.write_endpoint(&mut peer);
                 if let Some(b) = key.backend {
-                    let _ = write!(backend, "{b}");
+                    write_socket_addr(&mut backend, b);
                 }
                 let role = match key.role {
                     FlowRole::Client => "client",
@@ -637,14 +636,16 @@ fn encode_flows(enc: &mut Encoder<'_>, flows: &FlowValues, shape: &Shape) {
     let (mut host, mut netns) = (String::new(), String::new());
     let mut tags = TagSet::default();
     for (key, h) in &flows.hosts {
-        use std::fmt::Write as _;
         host.clear();
-        let _ = write!(host, "{key}");
+        match key {
+            HostKey::Addr { ip, .. } => write_ip(&mut host, *ip),
+            HostKey::Other => host.push_str("other"),
+        }
         // The network namespace, when the key has one (never with ntopng_compat: its table
         // counts an address of every namespace in one series).
         netns.clear();
         if let Some(inode) = key.netns() {
-            let _ = write!(netns, "{inode}");
+            write_u64(&mut netns, inode.into());
         }
         tags.set(&[
             ("host", &host),

@@ -7,10 +7,10 @@
 
 use crate::container::ContainerInfo;
 use crate::flows::{
-    CgroupTotals, Failures, FlowTable, PeerKey, PeerTotals, PeerValue, Proto, Role, Scope,
+    CgroupTotals, Failures, Flow, FlowTable, PeerKey, PeerTotals, PeerValue, Proto, Role, Scope,
 };
 use crate::hash::FastMap;
-use crate::rtt::{RttBuckets, RttSlot};
+use crate::rtt::{RttBuckets, RttDistribution, RttSlot};
 use std::{
     collections::{HashMap, HashSet},
     hash::BuildHasher,
@@ -172,12 +172,14 @@ pub fn peer_series<S: BuildHasher>(
     // series below): their info, and their rank among the named series (NONE: folded into
     // `other`).
     const NONE: u32 = u32::MAX;
-    let rank: HashMap<&str, u32> = containers
+    // An endpoint no server flow was met at yet.
+    const UNSERVED: u32 = u32::MAX - 1;
+    let rank: FastMap<&str, u32> = containers
         .iter()
         .enumerate()
         .filter_map(|(i, c)| Some((c.info.as_ref()?.id.as_str(), i as u32)))
         .collect();
-    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut ids: FastMap<&str, u32> = FastMap::default();
     let mut infos: Vec<(&Arc<ContainerInfo>, u32)> = Vec::new();
     let mut of_cgroup: FastMap<u64, u32> = FastMap::default();
     let mut of_owner: FastMap<u64, u32> = FastMap::default();
@@ -204,24 +206,41 @@ pub fn peer_series<S: BuildHasher>(
             of_owner.insert(owner, ix);
         }
     }
-    // Local endpoints served by containers: a server flow's local address and port (an
-    // endpoint two containers serve, in two namespaces, names neither).
+    // The endpoints a named container's client peers (or their DNAT backends) are at: which
+    // container serves each, from the server flows at them (an endpoint two containers serve,
+    // in two namespaces, names neither). Only these are looked up, in a map as small as the
+    // peers asking.
     let mut servers: FastMap<std::net::SocketAddr, u32> = FastMap::default();
-    for flow in table.flows() {
-        if flow.role != Role::Server || flow.local.ip().is_unspecified() {
+    for v in &values {
+        let Some(key) = v.key else { continue };
+        if of_owner
+            .get(&v.owner)
+            .is_none_or(|&ix| infos[ix as usize].1 == NONE)
+        {
             continue;
         }
-        let Some(&ix) = of_cgroup.get(&flow.cgroup_id) else {
-            continue;
-        };
-        servers
-            .entry(flow.local)
-            .and_modify(|known| {
-                if *known != ix {
-                    *known = NONE;
-                }
-            })
-            .or_insert(ix);
+        let remote = key.remote.map(|ip| std::net::SocketAddr::new(ip, key.port));
+        for endpoint in remote.into_iter().chain(key.backend) {
+            servers.insert(endpoint, UNSERVED);
+        }
+    }
+    if !servers.is_empty() {
+        for flow in table.flows() {
+            if flow.role != Role::Server || flow.local.ip().is_unspecified() {
+                continue;
+            }
+            let Some(known) = servers.get_mut(&flow.local) else {
+                continue;
+            };
+            let Some(&ix) = of_cgroup.get(&flow.cgroup_id) else {
+                continue;
+            };
+            *known = match *known {
+                UNSERVED => ix,
+                k if k == ix => ix,
+                _ => NONE,
+            };
+        }
     }
     let serving = |endpoint: Option<std::net::SocketAddr>| {
         let ix = *servers.get(&endpoint?)?;
@@ -563,7 +582,9 @@ impl WorkloadTracker {
                     if let Some(a) = active.get(cg) {
                         stats.add(&a.stats);
                     }
-                    add_totals(&mut totals, &table.cgroup_totals(*cg));
+                    if let Some(t) = table.cgroup_totals_ref(*cg) {
+                        add_totals(&mut totals, t);
+                    }
                 }
                 stats.bytes_sent += totals.bytes_sent;
                 stats.bytes_rcvd += totals.bytes_rcvd;
@@ -741,17 +762,57 @@ pub struct CgroupActive {
 /// [`CgroupActive`] per cgroup id.
 pub type ActiveByCgroup = FastMap<u64, CgroupActive>;
 
-/// Sums the table's active flows per cgroup into `out` (cleared first; it keeps its capacity,
-/// so a caller that reuses it allocates nothing in the steady state). One hash lookup per flow:
-/// everything after this works per cgroup.
+/// Sums the table's active flows per cgroup into `out`: afterwards it holds exactly the cgroups
+/// with active flows. Its entries are reset in place rather than dropped, so that a caller
+/// that reuses it allocates nothing in the steady state (neither map slots nor RTT
+/// distributions). One hash lookup per run of flows of one cgroup: everything after this
+/// works per cgroup.
 pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
-    out.clear();
-    for flow in table.flows() {
-        let a = out.entry(flow.cgroup_id).or_default();
-        if a.pid == 0 {
-            a.pid = flow.pid;
+    for a in out.values_mut() {
+        a.reset();
+    }
+    let mut flows = table.flows();
+    let Some(first) = flows.next() else {
+        out.clear();
+        return;
+    };
+    let mut cgroup_id = first.cgroup_id;
+    let mut a = out.entry(cgroup_id).or_default();
+    a.add_flow(first);
+    for flow in flows {
+        if flow.cgroup_id != cgroup_id {
+            cgroup_id = flow.cgroup_id;
+            a = out.entry(cgroup_id).or_default();
         }
-        let stats = &mut a.stats;
+        a.add_flow(flow);
+    }
+    // Cgroups without flows now leave; a cgroup without an RTT sample has no distribution.
+    out.retain(|_, a| a.stats.client.flows + a.stats.server.flows > 0);
+    for a in out.values_mut() {
+        if a.stats.client.rtt_samples + a.stats.server.rtt_samples == 0 {
+            a.stats.rtt = RttSlot::default();
+        }
+    }
+}
+
+impl CgroupActive {
+    /// Zero, keeping the RTT distribution's allocation.
+    fn reset(&mut self) {
+        let rtt = std::mem::take(&mut self.stats.rtt);
+        *self = CgroupActive::default();
+        self.stats.rtt = rtt;
+        if self.stats.rtt.as_ref().is_some() {
+            *self.stats.rtt.get_mut() = RttDistribution::default();
+        }
+    }
+
+    /// Counts one active flow.
+    #[inline]
+    fn add_flow(&mut self, flow: &Flow) {
+        if self.pid == 0 {
+            self.pid = flow.pid;
+        }
+        let stats = &mut self.stats;
         let role = match flow.role {
             Role::Client => &mut stats.client,
             Role::Server => &mut stats.server,

@@ -4,7 +4,7 @@
 use crate::stats::Spread;
 use flowlens_core::{
     active_by_cgroup,
-    lineproto::{Encoder, Precision},
+    lineproto::{self, Encoder, FieldValue, Precision, TagSet},
     peer_series,
     records::{self, FlSock, COMM_LEN},
     ActiveByCgroup, ContainerInfo, FastMap, FlowTable, FlowValues, Limits, Runtime, Scope, Shape,
@@ -14,7 +14,6 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
-    time::Instant,
 };
 
 /// Pins the calling thread to the CPU it runs on ("one core").
@@ -29,6 +28,18 @@ pub fn pin_to_current_cpu() {
         libc::CPU_SET(cpu as usize, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+}
+
+/// The calling thread's CPU time so far, in ms: on a machine shared with other work, a time
+/// that stops while the thread waits for the core (wall time would count the other work).
+pub fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
 }
 
 /// Lets the thread run on every CPU again.
@@ -102,7 +113,7 @@ fn limits(flows: usize) -> Limits {
 
 /// Flow-table ingest on one core: ticks of `batch` opens, one refresh of the `window` active
 /// flows, and `batch` closes (the shape of one gather interval). Returns events/s per repetition
-/// for (all events, open+close only, refresh entries only).
+/// for (all events, open+close only, refresh entries only), in the thread's CPU time.
 pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
     const WINDOW: u64 = 20_000;
     const BATCH: u64 = 10_000;
@@ -121,12 +132,12 @@ pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
         let (mut n_apply, mut n_refresh) = (0u64, 0u64);
         let (mut t_apply, mut t_refresh) = (0f64, 0f64);
         for tick in 0..ticks {
-            let start = Instant::now();
+            let start = thread_cpu_ms();
             for _ in 0..BATCH {
                 t.apply(Update::Open, next, sock(next));
                 next += 1;
             }
-            t_apply += start.elapsed().as_secs_f64();
+            t_apply += (thread_cpu_ms() - start) / 1e3;
             snapshot.clear();
             let oldest = next - WINDOW - BATCH;
             snapshot.extend((oldest..next).map(|c| {
@@ -134,18 +145,18 @@ pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
                 s.bytes_sent += tick;
                 (c, s)
             }));
-            let start = Instant::now();
+            let start = thread_cpu_ms();
             let expired = t.refresh(snapshot.iter().map(|(c, s)| (*c, s)), 2_000 + tick);
-            t_refresh += start.elapsed().as_secs_f64();
+            t_refresh += (thread_cpu_ms() - start) / 1e3;
             debug_assert!(expired.is_empty());
             // The gather's peer assignment (timed in the gather rows, not here): the flows
             // closed below carry their peer slot, as flows older than a gather do.
             t.assign_peers(Scope::Series, |_, _, _| None, 2_000 + tick);
-            let start = Instant::now();
+            let start = thread_cpu_ms();
             for c in oldest..oldest + BATCH {
                 t.apply(Update::Close, c, sock(c));
             }
-            t_apply += start.elapsed().as_secs_f64();
+            t_apply += (thread_cpu_ms() - start) / 1e3;
             n_apply += 2 * BATCH;
             n_refresh += WINDOW + BATCH;
         }
@@ -171,6 +182,12 @@ pub struct GatherTimes {
     pub workloads: Spread,
     /// encode alone.
     pub encode: Spread,
+    /// The encoder's raw time for the same lines: the written lines parsed back into points
+    /// beforehand, then written by one [`Encoder`] (what no gather can avoid).
+    pub raw_encode: Spread,
+    /// total / (refresh + raw_encode), per repetition: what the gather costs over its
+    /// unavoidable work.
+    pub ratio: Spread,
     /// Lines written.
     pub lines: u64,
 }
@@ -197,6 +214,106 @@ fn synthetic_containers(containers: u64) -> FastMap<u64, Arc<ContainerInfo>> {
     (0..CONTAINERS)
         .map(|c| (100_000 + c, infos[(c % containers) as usize].clone()))
         .collect()
+}
+
+/// The written lines, parsed back into one contiguous arena (read in order, as a gather reads
+/// its values), for [`encode_points`].
+#[derive(Default)]
+struct RawLines {
+    /// Every name and tag value, back to back.
+    text: String,
+    /// Per line: measurement, tags (a range of `tags`), fields (a range of `fields`), and
+    /// whether its tags differ from the previous line's (a new series).
+    lines: Vec<RawLine>,
+    /// (key, value) ranges of `text`.
+    tags: Vec<(Range, Range)>,
+    /// (key range of `text`, value).
+    fields: Vec<(Range, RawValue)>,
+}
+
+type Range = (u32, u32);
+
+struct RawLine {
+    measurement: Range,
+    tags: Range,
+    fields: Range,
+    new_series: bool,
+}
+
+enum RawValue {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawLines {
+    fn parse(out: &[u8]) -> RawLines {
+        let points = lineproto::parse_lines(std::str::from_utf8(out).expect("utf-8"))
+            .expect("the gather writes valid lines");
+        let mut raw = RawLines::default();
+        let push = |text: &mut String, s: &str| {
+            let at = text.len() as u32;
+            text.push_str(s);
+            (at, text.len() as u32)
+        };
+        for (i, p) in points.iter().enumerate() {
+            let measurement = push(&mut raw.text, &p.measurement);
+            let tags_at = raw.tags.len() as u32;
+            for (k, v) in &p.tags {
+                let k = push(&mut raw.text, k);
+                let v = push(&mut raw.text, v);
+                raw.tags.push((k, v));
+            }
+            let fields_at = raw.fields.len() as u32;
+            for (k, v) in &p.fields {
+                let k = push(&mut raw.text, k);
+                let v = match v {
+                    FieldValue::Int(v) => RawValue::Int(*v),
+                    FieldValue::Float(v) => RawValue::Float(*v),
+                    other => panic!("the gather writes numbers only: {other:?}"),
+                };
+                raw.fields.push((k, v));
+            }
+            raw.lines.push(RawLine {
+                measurement,
+                tags: (tags_at, raw.tags.len() as u32),
+                fields: (fields_at, raw.fields.len() as u32),
+                new_series: i == 0 || points[i - 1].tags != p.tags,
+            });
+        }
+        raw
+    }
+
+    fn str(&self, (a, b): Range) -> &str {
+        &self.text[a as usize..b as usize]
+    }
+}
+
+/// Writes `raw` with one [`Encoder`] at `TS` (the gather's timestamp), each series' tags
+/// escaped and sorted once ([`TagSet`]) for its lines, as the gather does: the encoder's raw
+/// time for these lines, what writing them costs at the least.
+fn encode_points(raw: &RawLines, out: &mut Vec<u8>) {
+    let mut enc = Encoder::new(out, Precision::Ns, TS);
+    let mut tags = TagSet::default();
+    let mut tag_refs: Vec<(&str, &str)> = Vec::new();
+    for l in &raw.lines {
+        if l.new_series {
+            tag_refs.clear();
+            tag_refs.extend(
+                raw.tags[l.tags.0 as usize..l.tags.1 as usize]
+                    .iter()
+                    .map(|&(k, v)| (raw.str(k), raw.str(v))),
+            );
+            tags.set(&tag_refs);
+        }
+        let mut line = enc.line_tagged(raw.str(l.measurement), &tags);
+        for (k, v) in &raw.fields[l.fields.0 as usize..l.fields.1 as usize] {
+            line = match v {
+                RawValue::Int(v) => line.field_i64(raw.str(*k), *v),
+                RawValue::Float(v) => line.field_f64(raw.str(*k), *v),
+            };
+        }
+        line.finish();
+    }
 }
 
 /// Gather + encode of `flows` synthetic flows from 10k addresses/cgroups that belong to
@@ -227,14 +344,16 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     let mut out = Vec::new();
     let (mut total, mut refresh, mut hosts, mut workloads_ms, mut encode) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_encode, mut ratio) = (Vec::new(), Vec::new());
+    let mut raw = Vec::new();
     let mut lines = 0;
     for rep in 0..reps {
         out.clear();
-        let t0 = Instant::now();
+        let t0 = thread_cpu_ms();
         let expired = table.refresh(socks.iter().map(|(c, s)| (*c, s)), 2_000 + rep as u64);
-        let t1 = Instant::now();
+        let t1 = thread_cpu_ms();
         let values = FlowValues::from_table(&table);
-        let t_hosts = Instant::now();
+        let t_hosts = thread_cpu_ms();
         let touched = table.take_touched_cgroups();
         active_by_cgroup(&table, &mut active);
         let mut workloads = tracker.update(
@@ -254,22 +373,33 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let peers = table.peer_values();
         workloads.peers = peer_series(&table, peers, &resolved, &tracker, &workloads.containers);
         workloads.series_dropped += table.take_peers_folded();
-        let t2 = Instant::now();
+        let t2 = thread_cpu_ms();
         let snapshot = Snapshot {
             flows: Some(values),
             workloads: Some(workloads),
             ..Snapshot::default()
         };
-        lines = flowlens_core::encode(&snapshot, &shape, 1_700_000_000_000_000_000, &mut out);
-        let t3 = Instant::now();
+        lines = flowlens_core::encode(&snapshot, &shape, TS, &mut out);
+        let t3 = thread_cpu_ms();
         assert!(expired.is_empty());
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        drop(snapshot);
+        // The same lines, written by the encoder alone.
+        let points = RawLines::parse(&out);
+        raw.clear();
+        raw.reserve(out.len());
+        let t4 = thread_cpu_ms();
+        encode_points(&points, &mut raw);
+        let t5 = thread_cpu_ms();
+        assert_eq!(raw, out, "the raw encoding writes the gather's bytes");
+        drop(points);
+        let ms = |a: f64, b: f64| b - a;
+        raw_encode.push(ms(t4, t5));
+        ratio.push(ms(t0, t3) / (ms(t0, t1) + ms(t4, t5)));
         total.push(ms(t0, t3));
         refresh.push(ms(t0, t1));
         hosts.push(ms(t1, t_hosts));
         workloads_ms.push(ms(t_hosts, t2));
         encode.push(ms(t2, t3));
-        drop(snapshot);
     }
     assert_eq!(table.len() as u64, flows);
     GatherTimes {
@@ -278,6 +408,8 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         hosts: Spread::of(&hosts),
         workloads: Spread::of(&workloads_ms),
         encode: Spread::of(&encode),
+        raw_encode: Spread::of(&raw_encode),
+        ratio: Spread::of(&ratio),
         lines,
     }
 }
@@ -394,7 +526,7 @@ pub fn encoder_speed(n: usize, reps: usize) -> EncoderSpeed {
     let (mut ours, mut theirs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
         let mut run = |which: bool| {
-            let start = Instant::now();
+            let start = std::time::Instant::now();
             if which {
                 ours_buf.clear();
                 encode_ours(&pts, &mut ours_buf);

@@ -31,7 +31,10 @@ use crate::ndpi::{self, Protocol};
 pub use crate::records::Proto;
 use crate::records::{self, FlSock, COMM_LEN};
 use crate::rtt::RttBuckets;
-use std::{collections::hash_map::Entry, net::SocketAddr};
+use std::{
+    collections::hash_map::Entry,
+    net::{IpAddr, SocketAddr},
+};
 
 /// Puts `entry` in a free slot of `entries` (from `free`) or a new one at the end; its index.
 /// The slot tables of hosts and peers, whose flows carry indexes, never move an entry.
@@ -44,6 +47,55 @@ fn put_in_slot<T>(entries: &mut Vec<T>, free: &mut Vec<u32>, entry: T) -> u32 {
         None => {
             entries.push(entry);
             (entries.len() - 1) as u32
+        }
+    }
+}
+
+/// Appends `ip` as its `Display` writes it (`10.0.0.1`, `fd00::1`): IPv4 digit by digit, the
+/// gather writes one or two per series; IPv6 through `Display`.
+pub(crate) fn write_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                write_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `n` in decimal, as its `Display` writes it.
+pub(crate) fn write_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
+/// Appends `addr` as its `Display` writes it (`10.0.0.1:80`, `[fd00::1]:80`).
+pub(crate) fn write_socket_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            write_ip(out, IpAddr::V4(*a.ip()));
+            out.push(':');
+            write_u64(out, u64::from(a.port()));
+        }
+        SocketAddr::V6(_) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{addr}");
         }
     }
 }
@@ -568,13 +620,21 @@ impl FlowTable {
         }
     }
 
-    /// The cumulative counters of a cgroup (zero when it has none).
+    /// The cumulative counters of a cgroup (zero when it has none), for tests (the gathers use
+    /// `cgroup_totals_ref`).
+    #[cfg(test)]
     pub(crate) fn cgroup_totals(&self, cgroup_id: u64) -> CgroupTotals {
         self.store
             .cgroups
             .get(&cgroup_id)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The cumulative counters of a cgroup, when it has any (no copy: aggregation reads them
+    /// for every cgroup of every container at every gather).
+    pub(crate) fn cgroup_totals_ref(&self, cgroup_id: u64) -> Option<&CgroupTotals> {
+        self.store.cgroups.get(&cgroup_id)
     }
 
     /// Takes the cumulative counters of `cgroup_id` out of the table (a container keeps them

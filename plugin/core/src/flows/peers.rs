@@ -70,11 +70,13 @@ impl PeerKey {
 
     /// Appends [`endpoint`](Self::endpoint) to `out`.
     pub(crate) fn write_endpoint(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = match self.remote {
-            Some(ip) => write!(out, "{}", SocketAddr::new(ip, self.port)),
-            None => write!(out, "*:{}", self.port),
-        };
+        match self.remote {
+            Some(ip) => super::write_socket_addr(out, SocketAddr::new(ip, self.port)),
+            None => {
+                out.push_str("*:");
+                super::write_u64(out, u64::from(self.port));
+            }
+        }
     }
 }
 
@@ -642,6 +644,59 @@ mod tests {
     use crate::records::{self, FlEvent, FlSock};
 
     const TCP: u8 = 6;
+
+    #[test]
+    fn endpoints_are_written_as_display_writes_them() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut addrs: Vec<SocketAddr> = vec![
+            "0.0.0.0:0".parse().unwrap(),
+            "255.255.255.255:65535".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+            "[::]:0".parse().unwrap(),
+            "[::ffff:10.0.0.1]:443".parse().unwrap(),
+            "[fd00::1]:8080".parse().unwrap(),
+        ];
+        for _ in 0..1000 {
+            let (a, b) = (next(), next());
+            addrs.push(SocketAddr::new(
+                IpAddr::from((a as u32).to_be_bytes()),
+                b as u16,
+            ));
+            let v6 = u128::from(a) << 64 | u128::from(b);
+            addrs.push(SocketAddr::new(
+                IpAddr::from(v6.to_be_bytes()),
+                (a >> 40) as u16,
+            ));
+        }
+        for addr in addrs {
+            for remote in [Some(addr.ip()), None] {
+                let key = PeerKey {
+                    role: Role::Client,
+                    proto: Proto::Tcp,
+                    remote,
+                    port: addr.port(),
+                    backend: None,
+                };
+                let want = match remote {
+                    Some(_) => addr.to_string(),
+                    None => format!("*:{}", addr.port()),
+                };
+                assert_eq!(key.endpoint(), want);
+            }
+            let mut ip = String::new();
+            crate::flows::write_ip(&mut ip, addr.ip());
+            assert_eq!(ip, addr.ip().to_string());
+            let mut n = String::new();
+            crate::flows::write_u64(&mut n, addr.port().into());
+            assert_eq!(n, addr.port().to_string());
+        }
+    }
 
     fn table(max_peers_per_container: u32, max_flows: usize) -> FlowTable {
         FlowTable::new(Limits {
