@@ -177,6 +177,14 @@ impl Doctor<'_> {
                 detail: why.clone().unwrap_or_default().into(),
             }),
         }
+        if let Some(why) = &self.facts.scan_off {
+            // Information: the flows of these connections are counted from their next event.
+            checks.push(DoctorCheck {
+                name: "start-up scan (sock_diag)".into(),
+                ok: true,
+                detail: why.as_str().into(),
+            });
+        }
         checks.push(self.dnat_check());
         if let Ok(btf) = &btf {
             checks.extend(collector::check_hook_kinds(btf).iter().map(to_check));

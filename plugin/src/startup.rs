@@ -6,7 +6,9 @@ use crate::{
     collector::{self, lock, CollectorOptions, EbpfCollector},
     config::{Config, HookKindName, Node, RttSource},
     conntrack::Conntrack,
-    containers, privileges, seed,
+    containers,
+    modules::{self, KernelModules},
+    privileges, seed,
     sources::{count_listen_drops, monotonic_ns, NodeSources},
 };
 use flowlens_core::{
@@ -41,6 +43,8 @@ pub(crate) struct StartFacts {
     pub(crate) ebpf_disabled: Option<String>,
     /// Why there is no conntrack socket, and whether that is a fault, when there is none.
     pub(crate) conntrack_off: Option<(String, bool)>,
+    /// Why the connections established before start-up were not looked for, when they were not.
+    pub(crate) scan_off: Option<String>,
 }
 
 /// Where the core's internal events are logged: at info level, being counts of what the load
@@ -54,6 +58,8 @@ fn log_internal(line: &str) {
 pub(crate) fn start(config: &Config, node: Node) -> Started {
     let caps_at_start = privileges::current().ok().map(|c| c.effective);
     tracing::info!("node: {node}");
+    let kernel_modules = KernelModules::running();
+    let mut scan_off = None;
     let g = &config.general;
     let shape = metrics::Shape {
         ifid: g.ifid.clone(),
@@ -97,7 +103,19 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
                 }
                 let ok = c.probes().iter().filter(|p| p.ok).count();
                 let mut c = c;
-                adopt_established(&mut c, &mut lock(&table), g.max_flows as usize);
+                match kernel_modules.missing(&modules::SOCKET_DIAG) {
+                    Ok(()) => adopt_established(&mut c, &mut lock(&table), g.max_flows as usize),
+                    Err(missing) => {
+                        let why = format!(
+                            "not done: sock_diag's modules are not loaded ({}), and flowlens \
+                             loads no kernel module; connections established before start-up \
+                             are counted from their first event",
+                            missing.join(", ")
+                        );
+                        tracing::info!("start-up scan of established connections {why}");
+                        scan_off = Some(why);
+                    }
+                }
                 match c.refresh_tcp() {
                     Ok(()) => count_listen_drops(&mut c, &mut listen, &mut lock(&table)),
                     Err(e) => tracing::warn!("cannot read the listening sockets: {e}"),
@@ -119,7 +137,8 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
             Some("disabled by the config (ebpf = false)".to_string()),
         )
     };
-    let (conntrack, conntrack_off) = open_conntrack(g.dnat_backends, ebpf.is_some());
+    let (conntrack, conntrack_off) =
+        open_conntrack(g.dnat_backends, ebpf.is_some(), &kernel_modules);
     lock(&table).set_peer_backends(conntrack.is_some());
     let resolver = containers::Resolver::new(metadata_roots(config), g.max_flows as usize);
     let tracker = WorkloadTracker::new(g.series_ttl_secs, g.max_containers as usize);
@@ -132,6 +151,7 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
             caps_at_start,
             ebpf_disabled,
             conntrack_off,
+            scan_off,
         },
     }
 }
@@ -303,10 +323,16 @@ pub(crate) fn drop_privileges(keep: u64) {
     }
 }
 
-/// ctnetlink for the DNAT backends, when the config asks for them and there are connections
-/// to look up (an eBPF collector); else why not, and whether that is a fault: a kernel without
-/// ctnetlink has no conntrack DNAT to resolve, a missing capability is one.
-fn open_conntrack(wanted: bool, ebpf: bool) -> (Option<Conntrack>, Option<(String, bool)>) {
+/// ctnetlink for the DNAT backends, when the config asks for them, there are connections to
+/// look up (an eBPF collector) and conntrack is in use with ctnetlink loaded (or the kernel
+/// loads no modules: opening the socket and the first request would load them otherwise);
+/// else why not, and whether that is a fault: a kernel without ctnetlink or conntrack has no
+/// conntrack DNAT to resolve, a missing capability is one.
+fn open_conntrack(
+    wanted: bool,
+    ebpf: bool,
+    kernel_modules: &KernelModules,
+) -> (Option<Conntrack>, Option<(String, bool)>) {
     if !wanted {
         let why = "off: disabled by the config (dnat_backends = false)";
         return (None, Some((why.to_string(), false)));
@@ -314,6 +340,15 @@ fn open_conntrack(wanted: bool, ebpf: bool) -> (Option<Conntrack>, Option<(Strin
     if !ebpf {
         let why = "off: no eBPF collector, no connections to look up";
         return (None, Some((why.to_string(), false)));
+    }
+    if let Err(missing) = kernel_modules.missing(&modules::CONNTRACK_LOOKUPS) {
+        let why = format!(
+            "off: conntrack or its netlink interface is not loaded ({}), and flowlens loads no \
+             kernel module (a node without conntrack has no conntrack DNAT to resolve)",
+            missing.join(", ")
+        );
+        tracing::info!("DNAT backends {why}");
+        return (None, Some((why, false)));
     }
     match Conntrack::open() {
         Ok(c) => (Some(c), None),
