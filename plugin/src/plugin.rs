@@ -82,11 +82,11 @@ impl Flowlens {
 
     /// One gather: read every source, encode every line with one timestamp.
     pub fn gather_into(&mut self, out: &mut Vec<u8>) -> Result<GatherSummary, PluginError> {
-        // Held for the whole gather: the reader queues what it drains meanwhile.
-        let mut table = lock(&self.table);
+        // Held while the gather reads and updates it (the reader queues what it drains
+        // meanwhile), released for the interface read and the DNAT lookups.
         let written = self
             .gather
-            .run(&mut table, &mut self.sources, out)
+            .run(&self.table, &mut self.sources, out)
             .map_err(|_| other_error("the system clock is before 1970"))?;
         Ok(GatherSummary {
             lines: written.lines,
