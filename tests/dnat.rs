@@ -280,8 +280,9 @@ fn the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends(
     let mut first = Client::start(&svc, &ids[0]);
     first.cmd(&churn(before));
     let mut second = Client::start(&svc, &ids[1]);
+    let during_churn = churn(during);
     let churner = std::thread::spawn(move || {
-        second.cmd(&churn(during));
+        second.cmd(&during_churn);
         second
     });
     let mut batches = vec![s.gather()];

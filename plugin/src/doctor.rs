@@ -6,7 +6,7 @@ use crate::{
     conntrack::Conntrack,
     iface, privileges,
     sources::NodeSources,
-    startup::{StartFacts, KEPT_CAPABILITIES},
+    startup::{StartFacts, EBPF_CAPABILITIES},
 };
 use flowlens_abi::DoctorCheck;
 use flowlens_core::gather::MAX_DNAT_LOOKUPS;
@@ -95,7 +95,7 @@ impl Doctor<'_> {
                 detail: "cannot read this process's capabilities".into(),
             };
         };
-        let needed = KEPT_CAPABILITIES;
+        let needed = EBPF_CAPABILITIES;
         let missing: Vec<String> = CAPABILITY_USES
             .iter()
             .filter(|(cap, _)| held & privileges::bit(*cap) == 0)

@@ -74,10 +74,15 @@ impl Flowlens {
         }
     }
 
-    /// The capabilities the gathers need: CAP_BPF and CAP_PERFMON, and CAP_NET_ADMIN while the
-    /// DNAT backends are served (`startup::kept_capabilities`).
-    pub fn kept_capabilities(&self) -> u64 {
-        startup::kept_capabilities(self.sources.conntrack.is_some())
+    /// The capabilities kept after start-up (`startup::kept_capabilities`): what the gathers
+    /// of this kernel need (CAP_BPF where its bpf() calls need it, CAP_NET_ADMIN while the
+    /// DNAT backends are served), and for `doctor` (`for_doctor`) CAP_BPF and CAP_PERFMON too.
+    pub fn kept_capabilities(&self, for_doctor: bool) -> u64 {
+        startup::kept_capabilities(startup::Needs {
+            gathers_need_bpf: self.facts.gathers_need_bpf,
+            conntrack: self.sources.conntrack.is_some(),
+            for_doctor,
+        })
     }
 
     /// One gather: read every source, encode every line with one timestamp.
@@ -172,7 +177,7 @@ pub fn create(
             ..host
         });
         let flowlens = Flowlens::new(config, node);
-        startup::drop_privileges(flowlens.kept_capabilities());
+        startup::drop_privileges(flowlens.kept_capabilities(host.for_doctor));
         Ok(Collector_TO::from_value(flowlens, TD_Opaque))
     })
 }
