@@ -251,18 +251,20 @@ fn a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered() {
 
 #[test]
 fn the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends() {
-    // 7,500 connections to the virtual IP end before a gather: it looks up each one's backend
-    // (synchronous conntrack requests), while another container keeps churning, so records
-    // keep coming. The lookups run with the flow table released: the reader applies the
-    // churn's records meanwhile, loses none, and every connection is counted with its backend.
+    // 6,000 connections to the virtual IP are opened (and kept open) before a gather: it looks
+    // up each one's backend (synchronous conntrack requests), while another container churns,
+    // so records keep coming. The lookups run with the flow table released: the reader applies
+    // the churn's records meanwhile, loses none, and every connection is counted with its
+    // backend. (Kept open: a churned connection's conntrack entry is gone 10 s after its end,
+    // the client's close being a reset with the server's newline unread.)
     let test = "the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends";
     if !kube_proxy::available(test) {
         return;
     }
     let _serial = flowlens_tests::root_test(test);
     let svc = Service::new("fldl", 152);
-    let ids =
-        [0xd4a7_0000_0002_u64, 0xd4a7_0000_0003].map(|n| format!("{n:012x}{}", "7d".repeat(26)));
+    let ids = [0xd4a7_0000_0002_u64, 0xd4a7_0000_0003]
+        .map(|n| format!("{n:012x}{}", "7d".repeat(26)));
     let empty = flowlens_tests::TempDir::new("dnat-many-empty");
     let e = empty.0.display();
     let config = format!(
@@ -275,12 +277,11 @@ fn the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends(
         cmd
     });
     let vip = svc.vip[0];
-    let churn = |n: usize| format!("churn {n} {} {}", vip.ip(), vip.port());
-    let (before, during) = (7_500, 2_000);
+    let (before, during) = (6_000, 2_000);
     let mut first = Client::start(&svc, &ids[0]);
-    first.cmd(&churn(before));
+    first.cmd(&format!("connect {} {} {before}", vip.ip(), vip.port()));
     let mut second = Client::start(&svc, &ids[1]);
-    let during_churn = churn(during);
+    let during_churn = format!("churn {during} {} {}", vip.ip(), vip.port());
     let churner = std::thread::spawn(move || {
         second.cmd(&during_churn);
         second
