@@ -263,8 +263,8 @@ fn the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends(
     }
     let _serial = flowlens_tests::root_test(test);
     let svc = Service::new("fldl", 152);
-    let ids = [0xd4a7_0000_0002_u64, 0xd4a7_0000_0003]
-        .map(|n| format!("{n:012x}{}", "7d".repeat(26)));
+    let ids =
+        [0xd4a7_0000_0002_u64, 0xd4a7_0000_0003].map(|n| format!("{n:012x}{}", "7d".repeat(26)));
     let empty = flowlens_tests::TempDir::new("dnat-many-empty");
     let e = empty.0.display();
     let config = format!(

@@ -156,11 +156,28 @@ impl Reachable {
 }
 
 /// Runs flowlens as user nobody with the capabilities `caps` (setpriv's names: "bpf,perfmon"),
-/// from a copy it can reach ([`Reachable`]).
+/// from a copy it can reach ([`Reachable`]), with no locked-memory limit: kernels before 5.11
+/// charge BPF maps to RLIMIT_MEMLOCK, which a deployment raises (the DaemonSet's comment says
+/// so) and flowlens does not.
 fn as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
     let copy = Reachable::new();
     let plus: String = caps.split(',').map(|c| format!(",+{c}")).collect();
-    std::process::Command::new("setpriv")
+    let mut setpriv = std::process::Command::new("setpriv");
+    // SAFETY: setrlimit is async-signal-safe; run in the child before exec, as root.
+    unsafe {
+        setpriv.pre_exec(|| {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    setpriv
         .args([
             "--reuid=65534",
             "--regid=65534",
