@@ -248,3 +248,100 @@ fn a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered() {
     drop(client);
     s.finish();
 }
+
+#[test]
+fn the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends() {
+    // 6,000 connections to the virtual IP are opened (and kept open) before a gather: it looks
+    // up each one's backend (synchronous conntrack requests), while another container churns,
+    // so records keep coming. The lookups run with the flow table released: the reader applies
+    // the churn's records meanwhile, loses none, and every connection is counted with its
+    // backend. (Kept open: a churned connection's conntrack entry is gone 10 s after its end,
+    // the client's close being a reset with the server's newline unread.)
+    let test = "the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends";
+    if !kube_proxy::available(test) {
+        return;
+    }
+    let _serial = flowlens_tests::root_test(test);
+    let svc = Service::new("fldl", 152);
+    let ids =
+        [0xd4a7_0000_0002_u64, 0xd4a7_0000_0003].map(|n| format!("{n:012x}{}", "7d".repeat(26)));
+    let empty = flowlens_tests::TempDir::new("dnat-many-empty");
+    let e = empty.0.display();
+    let config = format!(
+        "containerd_state_dir = \"{e}\"\nkubelet_log_dir = \"{e}\"\ncrio_storage_dir = \"{e}\"\n\
+         docker_containers_dir = \"{e}\"\n"
+    );
+    let mut s = flowlens_tests::session::Session::start_as(&config, |args| {
+        let mut cmd = svc.node_command(flowlens_tests::flowlens_bin());
+        cmd.args(args);
+        cmd
+    });
+    let vip = svc.vip[0];
+    let (before, during) = (6_000, 2_000);
+    let mut first = Client::start(&svc, &ids[0]);
+    first.cmd(&format!("connect {} {} {before}", vip.ip(), vip.port()));
+    let mut second = Client::start(&svc, &ids[1]);
+    let during_churn = format!("churn {during} {} {}", vip.ip(), vip.port());
+    let churner = std::thread::spawn(move || {
+        second.cmd(&during_churn);
+        second
+    });
+    let mut batches = vec![s.gather()];
+    let second = churner.join().unwrap();
+    let connections = |t: &str, id: &str| {
+        flowlens_tests::session::sum(
+            t,
+            "container:peers",
+            &[("container", &id[..12])],
+            "connections",
+        )
+    };
+    for _ in 0..40 {
+        let t = s.gather();
+        let done =
+            connections(&t, &ids[0]) == before as i64 && connections(&t, &ids[1]) == during as i64;
+        batches.push(t);
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let last = batches.last().unwrap();
+    eprintln!("{} gathers; the last:\n{last}", batches.len());
+    for t in &batches {
+        let internal = |field| flowlens_tests::session::value(t, "flowlens:internal", &[], field);
+        assert_eq!(internal("events_lost"), 0, "{t}");
+        assert_eq!(internal("dnat_lookups_skipped"), 0, "{t}");
+    }
+    // Every connection counted, each under the backend that answered it (none without).
+    assert_eq!(connections(last, &ids[0]), before as i64, "{last}");
+    assert_eq!(connections(last, &ids[1]), during as i64, "{last}");
+    for id in &ids {
+        let no_backend = parse_peers_without_backend(last, &id[..12]);
+        assert_eq!(no_backend, 0, "{last}");
+    }
+    drop((first, second));
+    s.finish();
+}
+
+/// The connections of `container`'s peer series that name no backend.
+fn parse_peers_without_backend(text: &str, container: &str) -> i64 {
+    use flowlens_core::lineproto::{parse_lines, FieldValue};
+    parse_lines(text)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.measurement == "container:peers")
+        .filter(|p| {
+            p.tags
+                .iter()
+                .any(|(k, v)| k == "container" && v == container)
+        })
+        .filter(|p| !p.tags.iter().any(|(k, _)| k == "backend"))
+        .map(
+            |p| match p.fields.iter().find(|(k, _)| k == "connections") {
+                Some((_, FieldValue::Int(v))) => *v,
+                _ => 0,
+            },
+        )
+        .sum()
+}

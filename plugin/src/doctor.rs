@@ -6,7 +6,7 @@ use crate::{
     conntrack::Conntrack,
     iface, privileges,
     sources::NodeSources,
-    startup::{StartFacts, KEPT_CAPABILITIES},
+    startup::{StartFacts, EBPF_CAPABILITIES},
 };
 use flowlens_abi::DoctorCheck;
 use flowlens_core::MAX_DNAT_LOOKUPS;
@@ -95,7 +95,7 @@ impl Doctor<'_> {
                 detail: "cannot read this process's capabilities".into(),
             };
         };
-        let needed = KEPT_CAPABILITIES;
+        let needed = EBPF_CAPABILITIES;
         let missing: Vec<String> = CAPABILITY_USES
             .iter()
             .filter(|(cap, _)| held & privileges::bit(*cap) == 0)
@@ -176,6 +176,14 @@ impl Doctor<'_> {
                 ok: false,
                 detail: why.clone().unwrap_or_default().into(),
             }),
+        }
+        if let Some(why) = &self.facts.scan_off {
+            // Information: the flows of these connections are counted from their next event.
+            checks.push(DoctorCheck {
+                name: "start-up scan (sock_diag)".into(),
+                ok: true,
+                detail: why.as_str().into(),
+            });
         }
         checks.push(self.dnat_check());
         if let Ok(btf) = &btf {

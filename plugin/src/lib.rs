@@ -6,10 +6,11 @@
 //! iterator), [`seed`] (the start-up scan of established connections, sock_diag), [`conntrack`]
 //! (the backend behind a virtual IP, ctnetlink), `netlink` (the two's framing), `containers`
 //! (cgroup paths and the runtimes' files to container names), `iface` (interface counters from
-//! sysfs), `privileges` (capabilities dropped after start-up), `logging` (to the shim's log
-//! callback), `startup` (the collector started: eBPF, the start-up scan, conntrack, the
-//! capabilities given up), `sources` (what a gather reads, for the core's pipeline), `doctor`,
-//! [`plugin`] (the ABI boundary). With the `fuzzing` feature, `fuzz` holds
+//! sysfs), `modules` (which kernel modules are there: flowlens makes the kernel load none),
+//! `privileges` (capabilities dropped after start-up), `logging` (to the shim's log callback),
+//! `startup` (the collector started: eBPF, the start-up scan, conntrack, the capabilities given
+//! up), `sources` (what a gather reads, for the core's pipeline), `doctor`, [`plugin`] (the ABI
+//! boundary). With the `fuzzing` feature, `fuzz` holds
 //! the entry points of the fuzz targets (tests/fuzz): never in the product.
 
 pub mod collector;
@@ -21,6 +22,7 @@ mod doctor;
 pub mod fuzz;
 mod iface;
 mod logging;
+mod modules;
 mod netlink;
 pub mod plugin;
 mod privileges;

@@ -74,19 +74,24 @@ impl Flowlens {
         }
     }
 
-    /// The capabilities the gathers need: CAP_BPF and CAP_PERFMON, and CAP_NET_ADMIN while the
-    /// DNAT backends are served (`startup::kept_capabilities`).
-    pub fn kept_capabilities(&self) -> u64 {
-        startup::kept_capabilities(self.sources.conntrack.is_some())
+    /// The capabilities kept after start-up (`startup::kept_capabilities`): what the gathers
+    /// of this kernel need (CAP_BPF where its bpf() calls need it, CAP_NET_ADMIN while the
+    /// DNAT backends are served), and for `doctor` (`for_doctor`) CAP_BPF and CAP_PERFMON too.
+    pub fn kept_capabilities(&self, for_doctor: bool) -> u64 {
+        startup::kept_capabilities(startup::Needs {
+            gathers_need_bpf: self.facts.gathers_need_bpf,
+            conntrack: self.sources.conntrack.is_some(),
+            for_doctor,
+        })
     }
 
     /// One gather: read every source, encode every line with one timestamp.
     pub fn gather_into(&mut self, out: &mut Vec<u8>) -> Result<GatherSummary, PluginError> {
-        // Held for the whole gather: the reader queues what it drains meanwhile.
-        let mut table = lock(&self.table);
+        // Held while the gather reads and updates it (the reader queues what it drains
+        // meanwhile), released for the interface read and the DNAT lookups.
         let written = self
             .gather
-            .run(&mut table, &mut self.sources, out)
+            .run(&self.table, &mut self.sources, out)
             .map_err(|_| other_error("the system clock is before 1970"))?;
         Ok(GatherSummary {
             lines: written.lines,
@@ -172,7 +177,7 @@ pub fn create(
             ..host
         });
         let flowlens = Flowlens::new(config, node);
-        startup::drop_privileges(flowlens.kept_capabilities());
+        startup::drop_privileges(flowlens.kept_capabilities(host.for_doctor));
         Ok(Collector_TO::from_value(flowlens, TD_Opaque))
     })
 }

@@ -191,6 +191,46 @@ pub(crate) fn keep_only(keep: u64) -> std::io::Result<u64> {
     Ok(kept)
 }
 
+/// Sets the calling thread's effective set to `effective` (within its permitted set, which
+/// stays): capabilities are per thread, so the others keep theirs.
+fn set_effective(effective: u64) -> std::io::Result<()> {
+    let now = current()?;
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let effective = effective & now.permitted;
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: now.permitted as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (now.permitted >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: a version-3 header and two data structs.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` in the calling thread with no effective capability (the permitted ones stay, and
+/// are effective again after): what `f` does there needs none. Err when the set cannot be
+/// changed or restored.
+pub(crate) fn without_capabilities<T>(f: impl FnOnce() -> T) -> std::io::Result<T> {
+    let before = current()?.effective;
+    set_effective(0)?;
+    let result = f();
+    set_effective(before)?;
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +249,15 @@ mod tests {
             "CAP_PERFMON, CAP_BPF"
         );
         assert_eq!(names(0), "none");
+    }
+
+    #[test]
+    fn capabilities_are_given_up_for_a_call_and_back_after() {
+        let before = current().unwrap();
+        let inside = without_capabilities(|| current().unwrap()).unwrap();
+        assert_eq!(inside.effective, 0);
+        assert_eq!(inside.permitted, before.permitted);
+        assert_eq!(current().unwrap(), before);
     }
 
     #[test]

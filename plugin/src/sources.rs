@@ -25,6 +25,8 @@ pub(crate) struct NodeSources {
     pub(crate) ebpf: Option<EbpfCollector>,
     /// Listening sockets' drop counts between gathers (`dropped_as_server`).
     pub(crate) listen: ListenDrops,
+    /// Whether the last live-socket read ran (its listeners' drops are then to be counted).
+    live_read: bool,
     /// cgroup id -> container, from cgroupfs and the runtimes' files.
     pub(crate) resolver: containers::Resolver,
     /// ctnetlink in flowlens's network namespace (the node's), for the backends behind virtual
@@ -45,6 +47,7 @@ impl NodeSources {
             iface_warned: false,
             ebpf,
             listen,
+            live_read: false,
             resolver,
             conntrack,
         }
@@ -119,13 +122,22 @@ impl Sources for NodeSources {
         }
     }
 
-    fn read_live(&mut self, table: &mut FlowTable) {
+    fn read_live(&mut self) {
         let Some(ebpf) = self.ebpf.as_mut() else {
             return;
         };
-        match ebpf.refresh_tcp() {
-            Ok(()) => count_listen_drops(ebpf, &mut self.listen, table),
-            Err(e) => tracing::warn!("cannot read the live TCP sockets' counters: {e}"),
+        self.live_read = match ebpf.refresh_tcp() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("cannot read the live TCP sockets' counters: {e}");
+                false
+            }
+        };
+    }
+
+    fn add_listen_drops(&mut self, table: &mut FlowTable) {
+        if let (Some(ebpf), true) = (self.ebpf.as_mut(), self.live_read) {
+            count_listen_drops(ebpf, &mut self.listen, table);
         }
     }
 

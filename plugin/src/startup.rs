@@ -1,12 +1,15 @@
 //! Start-up: the eBPF collector loaded and attached, the connections that already exist adopted
 //! (`seed/`), the listening sockets read once, conntrack opened, the resolver and the gather
-//! pipeline made; and the capabilities the gathers do not need given up.
+//! pipeline made; whether the gathers need CAP_BPF measured; and the capabilities the gathers
+//! do not need given up.
 
 use crate::{
     collector::{self, lock, CollectorOptions, EbpfCollector},
     config::{Config, HookKindName, Node, RttSource},
     conntrack::Conntrack,
-    containers, privileges, seed,
+    containers,
+    modules::{self, KernelModules},
+    privileges, seed,
     sources::{count_listen_drops, monotonic_ns, NodeSources},
 };
 use flowlens_core::{
@@ -37,6 +40,10 @@ pub(crate) struct StartFacts {
     pub(crate) ebpf_disabled: Option<String>,
     /// Why there is no conntrack socket, and whether that is a fault, when there is none.
     pub(crate) conntrack_off: Option<(String, bool)>,
+    /// Why the connections established before start-up were not looked for, when they were not.
+    pub(crate) scan_off: Option<String>,
+    /// Whether the gathers' bpf() calls need CAP_BPF on this kernel (measured at start-up).
+    pub(crate) gathers_need_bpf: bool,
 }
 
 /// Where the core's internal events are logged: at info level, being counts of what the load
@@ -50,6 +57,8 @@ fn log_internal(line: &str) {
 pub(crate) fn start(config: &Config, node: Node) -> Started {
     let caps_at_start = privileges::current().ok().map(|c| c.effective);
     tracing::info!("node: {node}");
+    let kernel_modules = KernelModules::running();
+    let mut scan_off = None;
     let g = &config.general;
     let shape = Shape {
         ifid: g.ifid.clone(),
@@ -93,7 +102,19 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
                 }
                 let ok = c.probes().iter().filter(|p| p.ok).count();
                 let mut c = c;
-                adopt_established(&mut c, &mut lock(&table), g.max_flows as usize);
+                match kernel_modules.missing(&modules::SOCKET_DIAG) {
+                    Ok(()) => adopt_established(&mut c, &mut lock(&table), g.max_flows as usize),
+                    Err(missing) => {
+                        let why = format!(
+                            "not done: sock_diag's modules are not loaded ({}), and flowlens \
+                             loads no kernel module; connections established before start-up \
+                             are counted from their first event",
+                            missing.join(", ")
+                        );
+                        tracing::info!("start-up scan of established connections {why}");
+                        scan_off = Some(why);
+                    }
+                }
                 match c.refresh_tcp() {
                     Ok(()) => count_listen_drops(&mut c, &mut listen, &mut lock(&table)),
                     Err(e) => tracing::warn!("cannot read the listening sockets: {e}"),
@@ -115,8 +136,10 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
             Some("disabled by the config (ebpf = false)".to_string()),
         )
     };
-    let (conntrack, conntrack_off) = open_conntrack(g.dnat_backends, ebpf.is_some());
+    let (conntrack, conntrack_off) =
+        open_conntrack(g.dnat_backends, ebpf.is_some(), &kernel_modules);
     lock(&table).set_peer_backends(conntrack.is_some());
+    let gathers_need_bpf = gathers_need_bpf(ebpf.as_ref());
     let resolver = containers::Resolver::new(metadata_roots(config), g.max_flows as usize);
     let tracker = WorkloadTracker::new(g.series_ttl_secs, g.max_containers as usize);
     Started {
@@ -128,6 +151,8 @@ pub(crate) fn start(config: &Config, node: Node) -> Started {
             caps_at_start,
             ebpf_disabled,
             conntrack_off,
+            scan_off,
+            gathers_need_bpf,
         },
     }
 }
@@ -269,25 +294,67 @@ fn seed_role(role: seed::SeedRole) -> (Role, u8) {
     }
 }
 
-/// The capabilities kept after start-up (ARCHITECTURE.md, "Least privilege"): CAP_BPF, since
-/// before 6.5 a kernel with unprivileged BPF disabled (Debian's default) refuses every bpf()
-/// command without it, map reads and iterator runs included; CAP_PERFMON, for `doctor`'s
-/// hook-kind checks, which load programs after start-up. CAP_NET_ADMIN is added only while the
-/// DNAT backends are served ([`kept_capabilities`]).
-pub(crate) const KEPT_CAPABILITIES: u64 =
+/// What loading and attaching the eBPF programs needs: CAP_BPF and CAP_PERFMON (tracing
+/// programs). `doctor`'s hook-kind checks load programs after start-up: it keeps them.
+pub(crate) const EBPF_CAPABILITIES: u64 =
     privileges::bit(privileges::CAP_BPF) | privileges::bit(privileges::CAP_PERFMON);
 
-/// The capabilities the gathers need: [`KEPT_CAPABILITIES`], and CAP_NET_ADMIN while the DNAT
-/// backends are served (the kernel checks it at every conntrack lookup).
-pub(crate) fn kept_capabilities(conntrack: bool) -> u64 {
-    let net_admin = privileges::bit(privileges::CAP_NET_ADMIN);
-    KEPT_CAPABILITIES | if conntrack { net_admin } else { 0 }
+/// What decides the capabilities kept after start-up ([`kept_capabilities`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Needs {
+    /// The gathers' bpf() calls (map reads, iterator runs) failed without capabilities
+    /// ([`gathers_need_bpf`]): before 6.5, a kernel with unprivileged BPF disabled (Debian's
+    /// default) refuses every bpf() command without CAP_BPF.
+    pub(crate) gathers_need_bpf: bool,
+    /// The DNAT backends are served: the kernel checks CAP_NET_ADMIN at every conntrack lookup.
+    pub(crate) conntrack: bool,
+    /// The collector serves `doctor`, whose hook-kind checks load programs.
+    pub(crate) for_doctor: bool,
 }
 
-/// Gives up every capability the gathers do not need, once the programs are attached, the maps
-/// open and the start-up scan done, and sets no_new_privs: the shim's process from then on
-/// (its later threads inherit it) parses files that pod owners control with no more than
-/// `keep` ([`kept_capabilities`]). Only the plugin's ABI entry does this: a program
+/// The capabilities kept after start-up (ARCHITECTURE.md, "Least privilege"): CAP_BPF only
+/// where the gathers need it, CAP_NET_ADMIN only while the DNAT backends are served,
+/// CAP_PERFMON only for `doctor` (with CAP_BPF); none when nothing needs one.
+pub(crate) fn kept_capabilities(needs: Needs) -> u64 {
+    let mut keep = 0;
+    if needs.gathers_need_bpf {
+        keep |= privileges::bit(privileges::CAP_BPF);
+    }
+    if needs.conntrack {
+        keep |= privileges::bit(privileges::CAP_NET_ADMIN);
+    }
+    if needs.for_doctor {
+        keep |= EBPF_CAPABILITIES;
+    }
+    keep
+}
+
+/// Whether the gathers' bpf() calls need a capability on this kernel, measured: they are
+/// made once with no effective capability in this thread (capabilities are per thread; the
+/// permitted ones are effective again after). Needed when one fails (or the measure cannot
+/// be made); not when there is no collector.
+fn gathers_need_bpf(ebpf: Option<&EbpfCollector>) -> bool {
+    let Some(ebpf) = ebpf else { return false };
+    match privileges::without_capabilities(|| ebpf.try_gather_calls()) {
+        Ok(Ok(())) => {
+            tracing::debug!("the gathers' bpf() calls work without capabilities here");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("the gathers need CAP_BPF here: without, {e}");
+            true
+        }
+        Err(e) => {
+            tracing::debug!("cannot tell whether the gathers need CAP_BPF (kept): {e}");
+            true
+        }
+    }
+}
+
+/// Gives up every capability the gathers (or `doctor`) do not need, once the programs are
+/// attached, the maps open and the start-up scan done, and sets no_new_privs: the shim's
+/// process from then on (its later threads inherit it) parses files that pod owners control
+/// with no more than `keep` ([`kept_capabilities`]). Only the plugin's ABI entry does this: a program
 /// that uses the library in-process keeps its privileges.
 pub(crate) fn drop_privileges(keep: u64) {
     match privileges::keep_only(keep) {
@@ -299,10 +366,16 @@ pub(crate) fn drop_privileges(keep: u64) {
     }
 }
 
-/// ctnetlink for the DNAT backends, when the config asks for them and there are connections
-/// to look up (an eBPF collector); else why not, and whether that is a fault: a kernel without
-/// ctnetlink has no conntrack DNAT to resolve, a missing capability is one.
-fn open_conntrack(wanted: bool, ebpf: bool) -> (Option<Conntrack>, Option<(String, bool)>) {
+/// ctnetlink for the DNAT backends, when the config asks for them, there are connections to
+/// look up (an eBPF collector) and conntrack is in use with ctnetlink loaded (or the kernel
+/// loads no modules: opening the socket and the first request would load them otherwise);
+/// else why not, and whether that is a fault: a kernel without ctnetlink or conntrack has no
+/// conntrack DNAT to resolve, a missing capability is one.
+fn open_conntrack(
+    wanted: bool,
+    ebpf: bool,
+    kernel_modules: &KernelModules,
+) -> (Option<Conntrack>, Option<(String, bool)>) {
     if !wanted {
         let why = "off: disabled by the config (dnat_backends = false)";
         return (None, Some((why.to_string(), false)));
@@ -310,6 +383,15 @@ fn open_conntrack(wanted: bool, ebpf: bool) -> (Option<Conntrack>, Option<(Strin
     if !ebpf {
         let why = "off: no eBPF collector, no connections to look up";
         return (None, Some((why.to_string(), false)));
+    }
+    if let Err(missing) = kernel_modules.missing(&modules::CONNTRACK_LOOKUPS) {
+        let why = format!(
+            "off: conntrack or its netlink interface is not loaded ({}), and flowlens loads no \
+             kernel module (a node without conntrack has no conntrack DNAT to resolve)",
+            missing.join(", ")
+        );
+        tracing::info!("DNAT backends {why}");
+        return (None, Some((why, false)));
     }
     match Conntrack::open() {
         Ok(c) => (Some(c), None),

@@ -209,6 +209,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     let host = HostCallbacks {
         log: log_line,
         max_level: LogLevel::Debug,
+        for_doctor: cli.mode == Mode::Doctor,
     };
     if let Some(stops) = &stops {
         stops

@@ -8,7 +8,8 @@
 # (CARGO_MANIFEST_DIR, which containers.rs reads its helper script from): it is made to point
 # at /qk/tests, which holds the helper files. FLOWLENS_REQUIRE_NETEM is set when sch_netem is
 # loaded (containers.rs then fails rather than skips its netem test).
-# Exit status: 0 when every binary passed, else 1.
+# Exit status: 0 when every binary passed and the module check (no_side_effects.sh, run by
+# qemu.sh before the modules were loaded) found none loaded by flowlens, else 1.
 set -u
 # init's limit is 1024 open files; the thousand-connection tests need more (as on the host).
 ulimit -n 65536
@@ -21,11 +22,17 @@ if [[ -d /sys/module/sch_netem ]]; then
 	export FLOWLENS_REQUIRE_NETEM=1
 fi
 echo "== kernel $(uname -r)"
+# The check qemu.sh ran before loading the modules (no_side_effects.sh), when it did.
+if [[ -f /run/qk_module_check ]]; then
+	verdict=$(cat /run/qk_module_check)
+	echo "== module check: $verdict"
+	[[ $verdict == ok ]] || module_check_failed=1
+fi
 echo "== modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
 echo "== flowlens doctor"
 /qk/target/debug/flowlens doctor 2>&1
 echo "== flowlens doctor: exit $?"
-status=0
+status=${module_check_failed:-0}
 while (($#)); do
 	name=$1 bin=$2
 	shift 2

@@ -26,6 +26,8 @@
 #   -M "MODS"  [QK_MODULES] kernel modules to insmod before SCRIPT, dependencies first (Debian
 #                           ships no modules.dep here: they are read from each module); a name
 #                           ending in "?" is loaded only if the kernel has it (e.g. "sch_netem?")
+#   -P FILE    [QK_PRE]     a script run (by bash, in /qk, its output on the console) before
+#                           the -M modules are loaded, e.g. to check what runs without them
 #   -m MB      [QK_MEM]     guest RAM, default 2048
 #   -s N       [QK_SMP]     guest CPUs, default 2
 #   -t SEC     [QK_TIMEOUT] wall-clock limit for boot and run, default 900
@@ -59,6 +61,7 @@ KERNEL=${QK_KERNEL:-6.12}
 BINS=${QK_BINS-bpftool}
 PYTHON=${QK_PYTHON:-0}
 MODULES=${QK_MODULES:-}
+PRE=${QK_PRE:-}
 MEM=${QK_MEM:-2048}
 SMP=${QK_SMP:-2}
 TIMEOUT=${QK_TIMEOUT:-900}
@@ -70,9 +73,9 @@ ENVVARS=${QK_ENV:-}
 die() { echo "qemu.sh: $*" >&2; exit 2; }
 log() { echo "qemu.sh: $*" >&2; }
 
-while getopts "k:b:pM:m:s:t:S:a:ve:h" o; do
+while getopts "k:b:pM:P:m:s:t:S:a:ve:h" o; do
   case $o in
-    k) KERNEL=$OPTARG ;; b) BINS=$OPTARG ;; p) PYTHON=1 ;; M) MODULES=$OPTARG ;;
+    k) KERNEL=$OPTARG ;; b) BINS=$OPTARG ;; p) PYTHON=1 ;; M) MODULES=$OPTARG ;; P) PRE=$OPTARG ;;
     m) MEM=$OPTARG ;; s) SMP=$OPTARG ;; t) TIMEOUT=$OPTARG ;; S) STALL=$OPTARG ;;
     a) APPEND=$OPTARG ;; v) VERBOSE=1 ;; e) ENVVARS=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
@@ -260,6 +263,7 @@ build_initramfs() { # build_initramfs DIR SCRIPT OUT ARGS...
     done < <(find "$root/qk" -type f -print0)
   fi
   cp "$script" "$root/qk/.qk_script"
+  if [ -n "$PRE" ]; then cp "$PRE" "$root/qk/.qk_pre"; fi
   [ -n "${KCONFIG:-}" ] && [ -f "$KCONFIG" ] && cp "$KCONFIG" "$root/boot/config-$KVER"
   : > "$root/etc/qk_modules"
   if [ -n "$MODULES" ]; then
@@ -287,6 +291,7 @@ hostname qk; ip link set lo up
 echo "127.0.0.1 localhost qk" > /etc/hosts
 OUT=/dev/ttyS1; [ -e $OUT ] || OUT=/dev/console
 stty -F $OUT raw -echo 2>/dev/null
+if [ -f /qk/.qk_pre ]; then (cd /qk && /usr/bin/bash /qk/.qk_pre) < /dev/null > $OUT 2>&1; fi
 for m in $(cat /etc/qk_modules); do insmod $m || echo "qk: insmod $m failed" > $OUT; done
 cd /qk
 ( . /etc/qk_args; exec /usr/bin/bash /qk/.qk_script "$@" ) < /dev/null > $OUT 2>&1

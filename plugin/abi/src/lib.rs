@@ -46,7 +46,7 @@ impl LogLevel {
     }
 }
 
-/// What the shim lends the plugin: where log lines go.
+/// What the shim lends the plugin: where log lines go, and what the collector is for.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct HostCallbacks {
@@ -54,6 +54,10 @@ pub struct HostCallbacks {
     pub log: extern "C" fn(level: LogLevel, message: RStr<'_>),
     /// The most verbose level the shim will print; the plugin skips formatting anything above it.
     pub max_level: LogLevel,
+    /// The collector serves `flowlens doctor`: it keeps, after start-up, what doctor's checks
+    /// need (CAP_PERFMON and CAP_BPF, to load its test programs); a gathering one keeps only
+    /// what its gathers need.
+    pub for_doctor: bool,
 }
 
 /// What went wrong, so the shim can choose its exit code (2 for configuration, 1 otherwise).

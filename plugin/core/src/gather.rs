@@ -13,12 +13,30 @@ use crate::internal::{Event, InternalEvents, LogHook};
 use crate::metrics;
 use crate::records::FlSock;
 use crate::workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues};
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 /// Most DNAT backend lookups in one gather (one per new client flow; a conntrack lookup takes
 /// 4-10 µs): a gather meeting more new client flows gives the rest no backend (counted in
 /// `flowlens:internal,dnat_lookups_skipped`).
 pub const MAX_DNAT_LOOKUPS: usize = 10_000;
+
+/// Most times a gather releases the flow table for DNAT lookups: the flows that arrived
+/// during one round's lookups are looked up in the next; those that arrive during the last
+/// go without a backend (counted with the skipped ones).
+const DNAT_ROUNDS: usize = 3;
+
+/// A client flow's (protocol, local, remote) addresses: what a DNAT lookup asks about.
+type DnatQuery = (Proto, SocketAddr, SocketAddr);
+
+/// Locks the flow table; a panic of another holder left it as consistent as any update leaves
+/// it (each is one method call), so its poison is ignored.
+fn lock(table: &Mutex<FlowTable>) -> MutexGuard<'_, FlowTable> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The kernel's own counters, cumulative since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,7 +66,8 @@ pub struct MetadataCounters {
 }
 
 /// What a gather reads, in the order [`Gather::run`] calls it. The plugin implements it with
-/// the real kernel and node; the tests with fakes.
+/// the real kernel and node; the tests with fakes. The methods given the table run while the
+/// gather holds it; `ifaces` and `dnat_backend` run with it released.
 pub trait Sources {
     /// A monotonic clock in ns, the kernel's (`bpf_ktime_get_ns`): expiries, TTLs, durations.
     fn monotonic_ns(&mut self) -> u64;
@@ -61,9 +80,12 @@ pub trait Sources {
     fn has_kernel(&self) -> bool;
     /// Applies the kernel's pending events to `table`.
     fn apply_events(&mut self, table: &mut FlowTable);
-    /// Has the kernel read the live sockets' counters; adds the listeners' drops since the
-    /// last read to their cgroups in `table`.
-    fn read_live(&mut self, table: &mut FlowTable);
+    /// Has the kernel read the live sockets' counters (an iterator run over every open file:
+    /// called with the table released).
+    fn read_live(&mut self);
+    /// Adds the listeners' drops the last [`read_live`](Self::read_live) found since the read
+    /// before to their cgroups in `table`.
+    fn add_listen_drops(&mut self, table: &mut FlowTable);
     /// The kernel's socket map: (cookie, socket), at most `limit` entries.
     fn snapshot(&mut self, limit: usize) -> Vec<(u64, FlSock)>;
     /// Removes the entries of the flows the table ended from the kernel's map.
@@ -77,7 +99,8 @@ pub trait Sources {
     fn take_deferred(&mut self) -> Vec<u64>;
     /// Whether DNAT backends are looked up.
     fn serves_dnat(&self) -> bool;
-    /// The endpoint behind a client connection's destination when DNAT rewrote it.
+    /// The endpoint behind a client connection's destination when DNAT rewrote it. Called with
+    /// the flow table released (a synchronous kernel request each).
     fn dnat_backend(
         &mut self,
         proto: Proto,
@@ -145,10 +168,12 @@ impl Gather {
     }
 
     /// One gather: reads every source, aggregates, and appends every line to `out`, with one
-    /// timestamp. `table` is held for the whole gather.
+    /// timestamp. `table` (shared with the collector's event reader, which queues what it
+    /// reads while the table is held) is held while the gather reads and updates it, but not
+    /// while it reads the interfaces nor while it waits for DNAT lookups.
     pub fn run(
         &mut self,
-        table: &mut FlowTable,
+        table: &Mutex<FlowTable>,
         sources: &mut impl Sources,
         out: &mut Vec<u8>,
     ) -> Result<Written, ClockBefore1970> {
@@ -177,21 +202,24 @@ impl Gather {
         })
     }
 
-    /// Brings the flow table up to date with the kernel (pending events, live counters, then
-    /// the socket map), aggregates it, and counts this gather's internal events.
+    /// Brings the flow table up to date with the kernel (live counters read with the table
+    /// released, then pending events, the listeners' drops and the socket map), aggregates it,
+    /// and counts this gather's internal events.
     fn collect_flows(
         &mut self,
-        table: &mut FlowTable,
+        shared: &Mutex<FlowTable>,
         sources: &mut impl Sources,
     ) -> (metrics::FlowValues, WorkloadValues, metrics::Internal) {
-        sources.apply_events(table);
-        sources.read_live(table);
+        sources.read_live();
+        let mut table = lock(shared);
+        sources.apply_events(&mut table);
+        sources.add_listen_drops(&mut table);
         let snapshot = sources.snapshot(self.snapshot_limit);
         let now_ns = sources.monotonic_ns();
         let expired = table.refresh(snapshot.iter().map(|(c, s)| (*c, s)), now_ns);
         sources.forget(&expired);
-        let values = metrics::FlowValues::from_table(table);
-        let workloads = self.collect_workloads(table, sources);
+        let values = metrics::FlowValues::from_table(&table);
+        let (table, workloads) = self.collect_workloads(table, shared, sources);
         let kernel = sources.kernel_counters();
         let metadata = sources.metadata_counters();
         let events = &mut self.events;
@@ -218,6 +246,7 @@ impl Gather {
             probes_failed: kernel.probes_failed,
             ..metrics::Internal::default()
         };
+        drop(table);
         events.fill(&mut internal);
         events.end_gather();
         (values, workloads, internal)
@@ -225,15 +254,17 @@ impl Gather {
 
     /// Container, pod and peer series from the table: resolves the cgroups of active flows, of
     /// flows that started or ended since the last gather, and of containers that still have
-    /// series.
-    fn collect_workloads(
+    /// series. `table` is `shared` locked; it is released while DNAT backends are looked up
+    /// ([`Self::look_up_backends`]), and the guard held again is returned.
+    fn collect_workloads<'t>(
         &mut self,
-        table: &mut FlowTable,
+        mut table: MutexGuard<'t, FlowTable>,
+        shared: &'t Mutex<FlowTable>,
         sources: &mut impl Sources,
-    ) -> WorkloadValues {
+    ) -> (MutexGuard<'t, FlowTable>, WorkloadValues) {
         let touched = table.take_touched_cgroups();
         // One pass over the flows; everything below works per cgroup.
-        workloads::active_by_cgroup(table, &mut self.active);
+        workloads::active_by_cgroup(&table, &mut self.active);
         let active = &self.active;
         let mut wanted: FastSet<u64> = active.keys().copied().collect();
         wanted.extend(touched.iter().copied());
@@ -260,7 +291,7 @@ impl Gather {
         let now_ns = sources.monotonic_ns();
         let mut values =
             self.tracker
-                .update(table, active, &resolved, &touched, &pod_counts, now_ns);
+                .update(&mut table, active, &resolved, &touched, &pod_counts, now_ns);
         // Each resolved cgroup's peer scope: its container's series (one budget and one set of
         // peer series per container, whichever of its cgroups a flow is in).
         let scopes: FastMap<u64, Scope> = resolved
@@ -270,26 +301,26 @@ impl Gather {
         // Cgroups met between two walks of the cgroup tree: resolved at the next gather, with
         // their counters kept until then.
         let deferred = sources.take_deferred();
+        let scope = |cgroup_id| match scopes.get(&cgroup_id) {
+            Some(scope) => *scope,
+            None if deferred.contains(&cgroup_id) => Scope::NotYet,
+            None => Scope::NoSeries,
+        };
+        let mut backends = FastMap::default();
         let serves_dnat = sources.serves_dnat();
-        let (mut lookups, mut skipped) = (0, 0);
-        let budget = self.dnat_budget;
+        if serves_dnat {
+            table = self.look_up_backends(table, shared, sources, &scope, &mut backends);
+        }
+        // A client flow without an answer: over the budget, or arrived during the last round.
+        let mut skipped = 0;
         table.assign_peers(
-            |cgroup_id| match scopes.get(&cgroup_id) {
-                Some(scope) => *scope,
-                None if deferred.contains(&cgroup_id) => Scope::NotYet,
-                None => Scope::NoSeries,
-            },
-            |proto, local, remote| {
-                // Once per new client flow; beyond the budget, the rest go without a backend.
-                if !serves_dnat {
-                    return None;
+            scope,
+            |proto, local, remote| match backends.get(&(proto, local, remote)) {
+                Some(backend) => *backend,
+                None => {
+                    skipped += u64::from(serves_dnat);
+                    None
                 }
-                if lookups >= budget {
-                    skipped += 1;
-                    return None;
-                }
-                lookups += 1;
-                sources.dnat_backend(proto, local, remote)
             },
             now_ns,
         );
@@ -297,14 +328,50 @@ impl Gather {
             .record(Event::DnatLookupSkipped, skipped, now_ns);
         let peers = table.peer_values();
         values.peers =
-            workloads::peer_series(table, peers, &resolved, &self.tracker, &values.containers);
+            workloads::peer_series(&table, peers, &resolved, &self.tracker, &values.containers);
         values.series_dropped += table.take_peers_folded();
         let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
         keep.extend(deferred.iter().copied());
+        let active = &self.active;
         table.retain_cgroups(|id| keep.contains(&id) || active.contains_key(&id));
         table.touch_cgroups(deferred);
         sources.prune(&wanted);
-        values
+        (table, values)
+    }
+
+    /// The DNAT backends of the client flows the next [`FlowTable::assign_peers`] keys (new
+    /// ones, and ended ones queued), into `backends`, looked up with the table released: the
+    /// lookups are synchronous kernel requests (up to [`MAX_DNAT_LOOKUPS`] of them), and the
+    /// event reader must not wait for them. The flows that arrive meanwhile are looked up in
+    /// another round, up to [`DNAT_ROUNDS`]. Returns the table held again.
+    fn look_up_backends<'t>(
+        &self,
+        mut table: MutexGuard<'t, FlowTable>,
+        shared: &'t Mutex<FlowTable>,
+        sources: &mut impl Sources,
+        scope: &impl Fn(u64) -> Scope,
+        backends: &mut FastMap<DnatQuery, Option<SocketAddr>>,
+    ) -> MutexGuard<'t, FlowTable> {
+        let mut lookups = 0;
+        for _ in 0..DNAT_ROUNDS {
+            let queries: Vec<DnatQuery> = table
+                .backend_queries(scope)
+                .into_iter()
+                .filter(|q| !backends.contains_key(q))
+                .take(self.dnat_budget - lookups)
+                .collect();
+            if queries.is_empty() {
+                break;
+            }
+            drop(table);
+            for (proto, local, remote) in queries {
+                let backend = sources.dnat_backend(proto, local, remote);
+                backends.insert((proto, local, remote), backend);
+                lookups += 1;
+            }
+            table = lock(shared);
+        }
+        table
     }
 }
 

@@ -26,8 +26,8 @@ pub enum Event {
     MetadataSkipped,
     /// A container, pod or namespace name left out (`names_dropped`).
     NameDropped,
-    /// A new client flow given no DNAT backend: the gather's lookups were used up
-    /// (`dnat_lookups_skipped`).
+    /// A new client flow given no DNAT backend: the gather's lookups were used up, or it
+    /// arrived during their last round (`dnat_lookups_skipped`).
     DnatLookupSkipped,
 }
 
@@ -85,7 +85,7 @@ impl Event {
             ),
             Event::DnatLookupSkipped => Some(
                 "new client flows given no DNAT backend: the gather's conntrack lookups were \
-                 used up",
+                 used up (or the flows arrived during their last round)",
             ),
         }
     }

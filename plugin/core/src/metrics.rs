@@ -67,7 +67,8 @@ pub struct Internal {
     pub metadata_skipped: u64,
     /// Container, pod and namespace names left out: line protocol cannot carry them unchanged.
     pub names_dropped: u64,
-    /// New client flows given no DNAT backend: the gather's conntrack lookups were used up.
+    /// New client flows given no DNAT backend: the gather's conntrack lookups were used up (or
+    /// the flows arrived during their last round).
     pub(crate) dnat_lookups_skipped: u64,
 }
 

@@ -337,6 +337,23 @@ impl EbpfCollector {
         }
     }
 
+    /// Makes, once, the bpf() calls a gather makes (the live-socket iterator run, a read of
+    /// the socket map and of the counters, a program's info), failing at the first refused:
+    /// run with fewer capabilities, it tells whether the gathers need them.
+    pub fn try_gather_calls(&self) -> Result<(), String> {
+        self.refresh_tcp()
+            .map_err(|e| format!("the live-socket iterator fails: {e}"))?;
+        batch::read::<u64, FlSock>(self.socks_fd, batch::Batch::Lookup, 1, 1)
+            .map_err(|e| format!("reading the socket map fails: {e}"))?;
+        self.stats
+            .get(&0, 0)
+            .map_err(|e| format!("reading the counters fails: {e}"))?;
+        if let Some(fd) = self.program_fds.first() {
+            prog_info::recursion_misses(*fd).ok_or("reading a program's info fails".to_string())?;
+        }
+        Ok(())
+    }
+
     /// Forgets sockets in the kernel map (expired UDP flows).
     pub fn forget(&mut self, cookies: &[u64]) {
         for cookie in cookies {

@@ -690,6 +690,16 @@ impl FlowTable {
         store.peers.assign(&mut store.flows, scope, backend, now_ns);
     }
 
+    /// The (protocol, local, remote) addresses of the client flows whose DNAT backend the next
+    /// [`assign_peers`](Self::assign_peers) with the same `scope` asks for: the flows without
+    /// a peer series and the ended flows queued, of cgroups with series, that may be rewritten.
+    pub fn backend_queries(
+        &self,
+        scope: impl Fn(u64) -> Scope,
+    ) -> Vec<(Proto, SocketAddr, SocketAddr)> {
+        self.store.peers.backend_queries(&self.store.flows, scope)
+    }
+
     /// The peer series with this gather's values (after [`assign_peers`](Self::assign_peers));
     /// their interval's RTT samples start over.
     pub fn peer_values(&mut self) -> Vec<PeerValue> {

@@ -525,6 +525,31 @@ impl PeerTable {
         }
     }
 
+    /// The flows [`assign`](Self::assign) would ask `backend` about with this `scope`, in its
+    /// order: each flow without a slot, then each queued ended flow, of a cgroup with series,
+    /// whose destination may be rewritten.
+    pub(crate) fn backend_queries(
+        &self,
+        flows: &[Flow],
+        scope: impl Fn(u64) -> Scope,
+    ) -> Vec<(Proto, SocketAddr, SocketAddr)> {
+        let has_series = |cgroup_id| matches!(scope(cgroup_id), Scope::Series(_));
+        let active = flows
+            .iter()
+            .filter(|f| f.peer == UNASSIGNED && has_series(f.cgroup_id))
+            .map(|f| (f.role, f.proto, f.local, f.remote));
+        let ended = self
+            .ended
+            .iter()
+            .filter(|e| has_series(e.cgroup_id))
+            .map(|e| (e.role, e.proto, e.local, e.remote));
+        active
+            .chain(ended)
+            .filter(|(role, _, _, remote)| may_be_rewritten(*role, *remote))
+            .map(|(_, proto, local, remote)| (proto, local, remote))
+            .collect()
+    }
+
     /// Whether the peer `id` folding into its owner's `other` is a new fold (then remembered,
     /// room permitting), not one of a peer already counted while that `other` lives.
     fn remember_fold(&mut self, id: SeriesId) -> bool {

@@ -34,6 +34,20 @@ struct Fake {
     metadata: MetadataCounters,
     forgotten: Vec<u64>,
     before_1970: bool,
+    /// The table the gather runs on: a call made while it is held says so ("(table held)").
+    table: Option<Table>,
+    /// Client flows that arrive (the reader applies them), one during each DNAT lookup.
+    arrive_during_lookup: Vec<(u64, FlSock)>,
+}
+
+impl Fake {
+    /// " (table held)" when the gather holds the table now.
+    fn held(&self) -> &'static str {
+        match &self.table {
+            Some(t) if t.try_lock().is_err() => " (table held)",
+            _ => "",
+        }
+    }
 }
 
 impl Sources for Fake {
@@ -46,7 +60,7 @@ impl Sources for Fake {
         (!self.before_1970).then_some(1_700_000_000_000_000_000)
     }
     fn ifaces(&mut self) -> Vec<IfaceCounters> {
-        self.calls.push("ifaces".into());
+        self.calls.push(format!("ifaces{}", self.held()));
         vec![IfaceCounters {
             name: "eth0".into(),
             rx_bytes: 10,
@@ -61,8 +75,11 @@ impl Sources for Fake {
     fn apply_events(&mut self, _: &mut FlowTable) {
         self.calls.push("apply_events".into());
     }
-    fn read_live(&mut self, _: &mut FlowTable) {
-        self.calls.push("read_live".into());
+    fn read_live(&mut self) {
+        self.calls.push(format!("read_live{}", self.held()));
+    }
+    fn add_listen_drops(&mut self, _: &mut FlowTable) {
+        self.calls.push("add_listen_drops".into());
     }
     fn snapshot(&mut self, limit: usize) -> Vec<(u64, FlSock)> {
         self.calls.push(format!("snapshot {limit}"));
@@ -88,7 +105,15 @@ impl Sources for Fake {
         self.dnat
     }
     fn dnat_backend(&mut self, _: Proto, _: SocketAddr, remote: SocketAddr) -> Option<SocketAddr> {
-        self.calls.push(format!("dnat {remote}"));
+        self.calls.push(format!("dnat {remote}{}", self.held()));
+        if !self.arrive_during_lookup.is_empty() {
+            let (cookie, sock) = self.arrive_during_lookup.remove(0);
+            let table = self.table.as_ref().expect("flows arrive in a table");
+            table
+                .lock()
+                .unwrap()
+                .seed(cookie, &sock, crate::flows::Role::Client);
+        }
         None
     }
     fn prune(&mut self, _: &FastSet<u64>) {
@@ -151,15 +176,18 @@ fn client(cgroup_id: u64, local: &str, remote: &str, sent: u64) -> FlSock {
     }
 }
 
-fn table(ttl_secs: u64) -> FlowTable {
-    FlowTable::new(Limits {
+/// The flow table, shared as the plugin shares it with its event reader.
+type Table = Arc<Mutex<FlowTable>>;
+
+fn table(ttl_secs: u64) -> Table {
+    Arc::new(Mutex::new(FlowTable::new(Limits {
         max_flows: 100,
         max_hosts: 10,
         series_ttl_ns: ttl_secs * SEC,
         udp_idle_timeout_ns: 60 * SEC,
         hosts_by_netns: true,
         max_peers_per_container: 4,
-    })
+    })))
 }
 
 fn gather(ttl_secs: u64, max_containers: usize) -> Gather {
@@ -178,7 +206,7 @@ fn gather(ttl_secs: u64, max_containers: usize) -> Gather {
 }
 
 /// Runs one gather at `now_secs`, returning its lines and the sources' calls.
-fn run(g: &mut Gather, t: &mut FlowTable, fake: &mut Fake, now_secs: u64) -> (String, Vec<String>) {
+fn run(g: &mut Gather, t: &Table, fake: &mut Fake, now_secs: u64) -> (String, Vec<String>) {
     fake.now_ns = now_secs * SEC;
     fake.calls.clear();
     let mut out = Vec::new();
@@ -215,16 +243,20 @@ fn a_gather_reads_its_sources_in_order() {
         ..Fake::default()
     };
     fake.containers.insert(7, container('a', "web"));
-    let (mut g, mut t) = (gather(2, 10), table(2));
-    let (out, calls) = run(&mut g, &mut t, &mut fake, 10);
+    let (mut g, t) = (gather(2, 10), table(2));
+    // Calls made while the table is held say so: the interfaces, the live sockets' read and
+    // the DNAT lookup are not.
+    fake.table = Some(Arc::clone(&t));
+    let (out, calls) = run(&mut g, &t, &mut fake, 10);
     assert_eq!(
         calls,
         [
             "monotonic",
             "wall_clock",
             "ifaces",
-            "apply_events",
             "read_live",
+            "apply_events",
+            "add_listen_drops",
             "snapshot 100",
             "monotonic",
             "forget",
@@ -245,16 +277,70 @@ fn a_gather_reads_its_sources_in_order() {
     );
     assert_eq!(internal(&out, "flows_active"), Some(1));
     // The flow is known now: no second DNAT lookup.
-    let (_, calls) = run(&mut g, &mut t, &mut fake, 11);
+    let (_, calls) = run(&mut g, &t, &mut fake, 11);
     assert!(!calls.iter().any(|c| c.starts_with("dnat")), "{calls:?}");
+    take_logged();
+}
+
+#[test]
+fn flows_arriving_during_the_dnat_lookups_are_looked_up_in_another_round() {
+    // While the gather waits for the first lookup (the table released), the reader applies a
+    // new client flow: the gather looks it up too, again with the table released, and skips
+    // none.
+    let mut fake = Fake {
+        kernel: true,
+        dnat: true,
+        socks: vec![(1, client(7, "10.0.0.1:40000", "10.96.0.1:80", 100))],
+        arrive_during_lookup: vec![(2, client(7, "10.0.0.1:40001", "10.96.0.2:80", 50))],
+        ..Fake::default()
+    };
+    fake.containers.insert(7, container('a', "web"));
+    let (mut g, t) = (gather(2, 10), table(2));
+    fake.table = Some(Arc::clone(&t));
+    let (out, calls) = run(&mut g, &t, &mut fake, 10);
+    let lookups: Vec<&String> = calls.iter().filter(|c| c.starts_with("dnat")).collect();
+    assert_eq!(lookups, ["dnat 10.96.0.1:80", "dnat 10.96.0.2:80"]);
+    assert_eq!(internal(&out, "dnat_lookups_skipped"), Some(0), "{out}");
+    // Both flows have their peer series.
+    assert_eq!(series(&out, "container:peers").len(), 2, "{out}");
+    take_logged();
+}
+
+#[test]
+fn flows_arriving_during_the_last_round_go_without_a_backend_and_are_counted() {
+    // A reader that adds a flow during every lookup: after the last round, the newest flow is
+    // assigned without a lookup (the table is not released again), counted as skipped.
+    let mut fake = Fake {
+        kernel: true,
+        dnat: true,
+        socks: vec![(1, client(7, "10.0.0.1:40000", "10.96.0.1:80", 100))],
+        ..Fake::default()
+    };
+    fake.containers.insert(7, container('a', "web"));
+    let (mut g, t) = (gather(2, 10), table(2));
+    fake.table = Some(Arc::clone(&t));
+    // One flow arrives during each lookup: DNAT_ROUNDS lookups, and the flow that arrived
+    // during the last one is left.
+    let arrivals: Vec<(u64, FlSock)> = (0..DNAT_ROUNDS as u16)
+        .map(|i| {
+            let local = format!("10.0.0.1:{}", 40001 + i);
+            let remote = format!("10.96.0.{}:80", 2 + i);
+            (2 + u64::from(i), client(7, &local, &remote, 10))
+        })
+        .collect();
+    fake.arrive_during_lookup = arrivals;
+    let (out, calls) = run(&mut g, &t, &mut fake, 10);
+    let lookups = calls.iter().filter(|c| c.starts_with("dnat")).count();
+    assert_eq!(lookups, DNAT_ROUNDS, "{calls:?}");
+    assert_eq!(internal(&out, "dnat_lookups_skipped"), Some(1), "{out}");
     take_logged();
 }
 
 #[test]
 fn without_the_kernel_only_interfaces_and_internal_are_written() {
     let mut fake = Fake::default();
-    let (mut g, mut t) = (gather(2, 10), table(2));
-    let (out, calls) = run(&mut g, &mut t, &mut fake, 10);
+    let (mut g, t) = (gather(2, 10), table(2));
+    let (out, calls) = run(&mut g, &t, &mut fake, 10);
     assert_eq!(calls, ["monotonic", "wall_clock", "ifaces", "monotonic"]);
     let measurements: FastSet<&str> = out.lines().map(|l| l.split(',').next().unwrap()).collect();
     let mut measurements: Vec<&str> = measurements.into_iter().collect();
@@ -285,8 +371,8 @@ fn containers_beyond_the_limit_fold_into_other_and_are_counted_and_logged_once()
     };
     fake.containers.insert(7, container('a', "web"));
     fake.containers.insert(8, container('b', "api"));
-    let (mut g, mut t) = (gather(2, 1), table(2));
-    let (out, _) = run(&mut g, &mut t, &mut fake, 10);
+    let (mut g, t) = (gather(2, 1), table(2));
+    let (out, _) = run(&mut g, &t, &mut fake, 10);
     let traffic = series(&out, "container:traffic");
     assert_eq!(traffic.len(), 2, "{traffic:?}");
     assert_eq!(
@@ -303,7 +389,7 @@ fn containers_beyond_the_limit_fold_into_other_and_are_counted_and_logged_once()
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(logged[0].contains("series_dropped"), "{logged:?}");
     // Still folded at the next gather: counted again (per gather), logged within the minute no more.
-    let (out, _) = run(&mut g, &mut t, &mut fake, 11);
+    let (out, _) = run(&mut g, &t, &mut fake, 11);
     assert_eq!(internal(&out, "series_dropped"), Some(1));
     assert!(take_logged().is_empty());
     assert_eq!(g.events().total(Event::SeriesDropped), 2);
@@ -317,8 +403,8 @@ fn series_end_after_their_ttl_and_keep_their_counters_until_then() {
         ..Fake::default()
     };
     fake.containers.insert(7, container('a', "web"));
-    let (mut g, mut t) = (gather(2, 10), table(2));
-    let (out, _) = run(&mut g, &mut t, &mut fake, 10);
+    let (mut g, t) = (gather(2, 10), table(2));
+    let (out, _) = run(&mut g, &t, &mut fake, 10);
     assert_eq!(series(&out, "container:traffic").len(), 1);
     assert_eq!(series(&out, "host:traffic").len(), 1);
     let bytes = |out: &str| {
@@ -331,7 +417,7 @@ fn series_end_after_their_ttl_and_keep_their_counters_until_then() {
     // The socket is gone: the flow ends (missed by the snapshots), its bytes stay counted.
     fake.socks.clear();
     for now in [11, 12] {
-        let (out, _) = run(&mut g, &mut t, &mut fake, now);
+        let (out, _) = run(&mut g, &t, &mut fake, now);
         assert_eq!(bytes(&out).as_deref(), Some(first.as_str()), "at {now} s");
     }
     assert_eq!(
@@ -340,8 +426,8 @@ fn series_end_after_their_ttl_and_keep_their_counters_until_then() {
         "TCP entries are the kernel's to remove"
     );
     // Long after the last activity: no series left.
-    let (out, _) = run(&mut g, &mut t, &mut fake, 30);
-    let (out2, _) = run(&mut g, &mut t, &mut fake, 31);
+    let (out, _) = run(&mut g, &t, &mut fake, 30);
+    let (out2, _) = run(&mut g, &t, &mut fake, 31);
     for out in [out, out2] {
         assert!(series(&out, "container:traffic").is_empty(), "{out}");
         assert!(series(&out, "host:traffic").is_empty(), "{out}");
@@ -377,11 +463,11 @@ fn internal_counters_add_the_kernels_the_tables_and_the_readers_and_log_their_dr
         ..Fake::default()
     };
     fake.containers.insert(7, container('a', "web"));
-    let (mut g, mut t) = (gather(2, 10), table(2));
+    let (mut g, t) = (gather(2, 10), table(2));
     g.dnat_budget = 1;
     // The start-up scan's sockets beyond the table's room.
-    t.count_evicted(3);
-    let (out, calls) = run(&mut g, &mut t, &mut fake, 10);
+    t.lock().unwrap().count_evicted(3);
+    let (out, calls) = run(&mut g, &t, &mut fake, 10);
     assert_eq!(calls.iter().filter(|c| c.starts_with("dnat")).count(), 1);
     let expected = [
         ("events_received", 10),
@@ -417,14 +503,14 @@ fn internal_counters_add_the_kernels_the_tables_and_the_readers_and_log_their_dr
     // The kernel's totals move on: the counters follow; nothing logged within the minute.
     fake.counters.events_received = 15;
     fake.counters.flows_evicted = 2;
-    let (out, _) = run(&mut g, &mut t, &mut fake, 20);
+    let (out, _) = run(&mut g, &t, &mut fake, 20);
     assert_eq!(internal(&out, "events_received"), Some(15));
     assert_eq!(internal(&out, "flows_evicted"), Some(5));
     assert_eq!(internal(&out, "dnat_lookups_skipped"), Some(2));
     assert!(take_logged().is_empty());
     // A minute after the last line: logged again, with the count since.
     fake.counters.flows_evicted = 3;
-    run(&mut g, &mut t, &mut fake, 71);
+    run(&mut g, &t, &mut fake, 71);
     let logged = take_logged();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(
@@ -443,12 +529,12 @@ fn idle_udp_flows_end_and_leave_the_kernel_map() {
         socks: vec![(9, udp)],
         ..Fake::default()
     };
-    let (mut g, mut t) = (gather(2, 10), table(300));
-    let (out, _) = run(&mut g, &mut t, &mut fake, 10);
+    let (mut g, t) = (gather(2, 10), table(300));
+    let (out, _) = run(&mut g, &t, &mut fake, 10);
     assert_eq!(internal(&out, "flows_active"), Some(1));
     assert!(fake.forgotten.is_empty());
     // Idle for longer than udp_idle_timeout (60 s): ended, and its entry removed.
-    let (out, _) = run(&mut g, &mut t, &mut fake, 70);
+    let (out, _) = run(&mut g, &t, &mut fake, 70);
     assert_eq!(internal(&out, "flows_active"), Some(0));
     assert_eq!(fake.forgotten, [9]);
 }
@@ -461,10 +547,10 @@ fn a_clock_before_1970_writes_nothing() {
         socks: vec![(1, client(7, "10.0.0.1:40000", "10.96.0.1:80", 100))],
         ..Fake::default()
     };
-    let (mut g, mut t) = (gather(2, 10), table(2));
+    let (mut g, t) = (gather(2, 10), table(2));
     let mut out = Vec::new();
-    assert_eq!(g.run(&mut t, &mut fake, &mut out), Err(ClockBefore1970));
+    assert_eq!(g.run(&t, &mut fake, &mut out), Err(ClockBefore1970));
     assert!(out.is_empty());
     assert_eq!(fake.calls, ["monotonic", "wall_clock"]);
-    assert!(t.is_empty(), "the kernel is not read");
+    assert!(t.lock().unwrap().is_empty(), "the kernel is not read");
 }
