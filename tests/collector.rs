@@ -1672,6 +1672,18 @@ fn connect_nonblocking(ns: &str, to: std::net::SocketAddrV4) -> std::os::fd::Own
 
 /// The TCP state of socket `fd` (TCP_INFO's tcpi_state: 1 established, 2 SYN_SENT, 7 close).
 fn tcp_state(fd: i32) -> u8 {
+    tcp_info(fd)[0]
+}
+
+/// The connections waiting in listener `fd`'s accept queue (struct tcp_info's `tcpi_unacked`,
+/// at byte 24, is the accept queue's length for a listening socket).
+fn accept_queue(fd: i32) -> u32 {
+    let info = tcp_info(fd);
+    u32::from_ne_bytes(info[24..28].try_into().unwrap())
+}
+
+/// struct tcp_info of socket `fd`, as bytes.
+fn tcp_info(fd: i32) -> [u8; 256] {
     let mut buf = [0u8; 256];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: buf is large enough for struct tcp_info; len says how large.
@@ -1685,7 +1697,7 @@ fn tcp_state(fd: i32) -> u8 {
         )
     };
     assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    buf[0]
+    buf
 }
 
 /// SO_ERROR of socket `fd` (reading it clears it).
@@ -1722,6 +1734,17 @@ fn a_pending_connect_across_gathers_loses_nothing_and_counts_once_when_it_fails(
     // are dropped (no answer): that connect stays in SYN_SENT, its retransmitted SYNs too.
     let listener = listen_backlog(&pair.ns[1], server, 0);
     let first = in_netns(&pair.ns[0], move || TcpStream::connect(server).unwrap());
+    // connect() returns once the client sent its last ACK; the server queues the connection
+    // when that ACK is processed: until then the queue has room for the next SYN (seen in a
+    // 5.10 guest, where the second connect was answered).
+    let started = Instant::now();
+    while accept_queue(listener.as_raw_fd()) < 1 {
+        assert!(
+            started.elapsed() < session::HANG,
+            "the first connection is never queued"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let pending = connect_nonblocking(&pair.ns[0], server);
     let pending_fd = pending.as_raw_fd();
     assert_eq!(tcp_state(pending_fd), 2, "the second connect is unanswered");
