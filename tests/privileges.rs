@@ -24,19 +24,62 @@ fn caps(status: &str, field: &str) -> u64 {
     u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
 }
 
-/// What the gathers need on the running kernel, from its version and sysctl (the rule
-/// ARCHITECTURE.md states; flowlens measures it instead): before 6.5, a kernel with
-/// `kernel.unprivileged_bpf_disabled` set refuses every bpf() command without CAP_BPF; from
-/// 6.5 it refuses only loading programs and creating maps, which the gathers do not do.
+/// Whether this kernel refuses every bpf() command to a thread without CAP_BPF (the gate before
+/// 6.5 with `kernel.unprivileged_bpf_disabled`, or where a distribution keeps it): measured
+/// here, apart from flowlens, by a thread that drops its effective capabilities and asks for
+/// the info of fd -1: EPERM is the gate, an error about the fd is no gate.
 fn gathers_need_bpf() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let version = (numbers.next().unwrap(), numbers.next().unwrap());
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
-        .map_or(1, |v| v.trim().parse::<u32>().unwrap_or(1));
-    version < (6, 5) && disabled != 0
+    std::thread::spawn(|| {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a v3 header and two data structs, for this thread only.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+                0
+            );
+            for d in &mut data {
+                d.effective = 0;
+            }
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                0
+            );
+        }
+        const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        // SAFETY: bpf() with a 16-byte attr it only reads.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
+        assert_eq!(rc, -1, "bpf(BPF_OBJ_GET_INFO_BY_FD, -1) succeeded");
+        // EPERM: the gate; any other error (EBADF, EBADFD: the fd) is past it.
+        std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    })
+    .join()
+    .unwrap()
 }
 
 #[test]
