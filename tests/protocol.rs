@@ -482,18 +482,25 @@ fn health_says_whether_the_running_instance_gathers_without_loading_anything() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("no running flowlens instance"), "{text}");
 
-    let mut child = flowlens(&["--config", &config, "telegraf"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = session::batches(child.stdout.take().unwrap());
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"\n").unwrap();
-    stdin.flush().unwrap();
-    let (_, batch) = rx.recv_timeout(session::HANG).expect("a batch");
-    let lines = batch.lines().count();
+    // `flowlens telegraf` with this config, and a gather: its batch.
+    let start = || {
+        let mut child = flowlens(&["--config", &config, "telegraf"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let rx = session::batches(child.stdout.take().unwrap());
+        let stdin = child.stdin.take().unwrap();
+        (child, rx, stdin)
+    };
+    let gather = |stdin: &mut std::process::ChildStdin, rx: &session::Batches| {
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        rx.recv_timeout(session::HANG).expect("a batch").1
+    };
+    let (mut child, rx, mut stdin) = start();
+    let lines = gather(&mut stdin, &rx).lines().count();
     let (code, text) = health(&[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
@@ -539,9 +546,7 @@ fn health_says_whether_the_running_instance_gathers_without_loading_anything() {
     let (code, text) = health(&["--max-age-secs", "1"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("has not gathered for"), "{text}");
-    stdin.write_all(b"\n").unwrap();
-    stdin.flush().unwrap();
-    rx.recv_timeout(session::HANG).expect("a batch");
+    gather(&mut stdin, &rx);
     let (code, text) = health(&["--max-age-secs", "1"]);
     // A slow machine may take over a second between the gather and the check: only the
     // gather count is certain.
@@ -558,17 +563,8 @@ fn health_says_whether_the_running_instance_gathers_without_loading_anything() {
     assert!(!std::path::Path::new(file).exists());
 
     // Killed: the file stays, and names an instance that is gone.
-    let mut child = flowlens(&["--config", &config, "telegraf"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let rx = session::batches(child.stdout.take().unwrap());
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"\n").unwrap();
-    stdin.flush().unwrap();
-    rx.recv_timeout(session::HANG).expect("a batch");
+    let (mut child, rx, mut stdin) = start();
+    gather(&mut stdin, &rx);
     assert_eq!(health(&[]).0, Some(0));
     child.kill().unwrap();
     child.wait().unwrap();
