@@ -177,6 +177,25 @@ impl Drop for Client {
     }
 }
 
+/// flowlens in the node's namespace, as the DaemonSet runs it (hostNetwork): its conntrack
+/// lookups see the node's DNAT; its eBPF programs see every namespace. Its metadata roots are an
+/// empty directory (kept while the session runs): the stand-in containers have cgroup names
+/// only. (The directory first: dropped after the session.)
+fn flowlens_in_node(svc: &Service) -> (flowlens_tests::TempDir, flowlens_tests::session::Session) {
+    let empty = flowlens_tests::TempDir::new("dnat-empty");
+    let e = empty.0.display();
+    let config = format!(
+        "containerd_state_dir = \"{e}\"\nkubelet_log_dir = \"{e}\"\ncrio_storage_dir = \"{e}\"\n\
+         docker_containers_dir = \"{e}\"\n"
+    );
+    let s = flowlens_tests::session::Session::start_as(&config, |args| {
+        let mut cmd = svc.node_command(flowlens_tests::flowlens_bin());
+        cmd.args(args);
+        cmd
+    });
+    (empty, s)
+}
+
 #[test]
 fn a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered() {
     use flowlens_core::lineproto::{parse_lines, FieldValue};
@@ -187,19 +206,7 @@ fn a_containers_calls_to_a_virtual_ip_are_counted_per_backend_that_answered() {
     let _serial = flowlens_tests::root_test(test);
     let svc = Service::new("fldp", 151);
     let id = format!("{:012x}{}", 0xd4a7_0000_0001_u64, "7c".repeat(26));
-    let empty = flowlens_tests::TempDir::new("dnat-empty");
-    let e = empty.0.display();
-    let config = format!(
-        "containerd_state_dir = \"{e}\"\nkubelet_log_dir = \"{e}\"\ncrio_storage_dir = \"{e}\"\n\
-         docker_containers_dir = \"{e}\"\n"
-    );
-    // flowlens runs in the node's namespace, as the DaemonSet does (hostNetwork): its
-    // conntrack lookups see the node's DNAT; its eBPF programs see every namespace.
-    let mut s = flowlens_tests::session::Session::start_as(&config, |args| {
-        let mut cmd = svc.node_command(flowlens_tests::flowlens_bin());
-        cmd.args(args);
-        cmd
-    });
+    let (_empty, mut s) = flowlens_in_node(&svc);
     let mut client = Client::start(&svc, &id);
     let vip = svc.vip[0];
     // 6 connections that come and go (connect, 1 byte each way, close), 2 kept open: `numgen
@@ -265,17 +272,7 @@ fn the_event_reader_loses_nothing_while_a_gather_looks_up_thousands_of_backends(
     let svc = Service::new("fldl", 152);
     let ids =
         [0xd4a7_0000_0002_u64, 0xd4a7_0000_0003].map(|n| format!("{n:012x}{}", "7d".repeat(26)));
-    let empty = flowlens_tests::TempDir::new("dnat-many-empty");
-    let e = empty.0.display();
-    let config = format!(
-        "containerd_state_dir = \"{e}\"\nkubelet_log_dir = \"{e}\"\ncrio_storage_dir = \"{e}\"\n\
-         docker_containers_dir = \"{e}\"\n"
-    );
-    let mut s = flowlens_tests::session::Session::start_as(&config, |args| {
-        let mut cmd = svc.node_command(flowlens_tests::flowlens_bin());
-        cmd.args(args);
-        cmd
-    });
+    let (_empty, mut s) = flowlens_in_node(&svc);
     let vip = svc.vip[0];
     let (before, during) = (6_000, 2_000);
     let mut first = Client::start(&svc, &ids[0]);
