@@ -195,7 +195,7 @@ impl InternalEvents {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::RefCell;
 
@@ -203,11 +203,13 @@ mod tests {
         static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     }
 
-    fn log(line: &str) {
+    /// A log hook for tests: keeps this thread's lines for [`take_logged`].
+    pub(crate) fn log(line: &str) {
         LOGGED.with(|l| l.borrow_mut().push(line.to_string()));
     }
 
-    fn take_logged() -> Vec<String> {
+    /// The lines [`log`] kept on this thread since the last call.
+    pub(crate) fn take_logged() -> Vec<String> {
         LOGGED.with(|l| std::mem::take(&mut *l.borrow_mut()))
     }
 

@@ -5,21 +5,10 @@ use crate::container::Runtime;
 use crate::flows::Limits;
 use crate::lineproto::Precision;
 use crate::records::{self, COMM_LEN};
-use std::cell::RefCell;
 
 const SEC: u64 = 1_000_000_000;
 
-thread_local! {
-    static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-}
-
-fn log(line: &str) {
-    LOGGED.with(|l| l.borrow_mut().push(line.to_string()));
-}
-
-fn take_logged() -> Vec<String> {
-    LOGGED.with(|l| std::mem::take(&mut *l.borrow_mut()))
-}
+use crate::internal::tests::{log, take_logged};
 
 /// Sources as plain values, recording each call.
 #[derive(Default)]
