@@ -23,6 +23,8 @@ enum fl_role { FL_ROLE_UNKNOWN = 0, FL_ROLE_CLIENT = 1, FL_ROLE_SERVER = 2 };
 /* fl_sock.flags */
 #define FL_SOCK_PENDING 1 /* a connect() not answered yet (SYN_SENT): not a flow until established */
 #define FL_SOCK_ADOPTED 2 /* put in by userspace's start-up scan (the programs never set it) */
+#define FL_SOCK_ERR_KEPT 4 /* a failed connect's error was kept when it was reported: map
+                            * "connect_errs" (tcp_state.bpf.h) */
 
 /* indexes in the per-CPU array map "stats" (__u64 values) */
 enum fl_stat {

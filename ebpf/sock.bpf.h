@@ -71,6 +71,23 @@ static __always_inline struct fl_sock *sock_lookup(const struct sock *sk, __u64 
 	return bpf_map_lookup_elem(&socks, key);
 }
 
+/* The entry of a socket known by its own cookie (0: none yet) and its address, as programs
+ * that read the socket with probe reads (kprobes) find it: under the cookie when there is one,
+ * else under the address. */
+static __always_inline struct fl_sock *sock_lookup_probed(__u64 cookie, __u64 addr, __u64 *key)
+{
+	struct fl_sock *v;
+
+	if (cookie) {
+		*key = cookie;
+		v = bpf_map_lookup_elem(&socks, key);
+		if (v)
+			return v;
+	}
+	*key = addr;
+	return bpf_map_lookup_elem(&socks, key);
+}
+
 static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
 {
 	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup))

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* TCP connections: a socket enters "socks" when it connects or is accepted, and leaves it with
  * one record at its close (FL_EV_CLOSE, or FL_EV_CONNECT_FAILED with the sk_err that failed
- * it), from its state changes (fl_set_state) or its destruction (fl_destroy); the per-segment
- * RTT (fl_tcp_probe, rtt_source = "segment"). Part of flowlens.bpf.c: included after
+ * it), from its state changes (fl_set_state) or its destruction (fl_destroy); a failed
+ * connect's error kept when reported (fl_error_report); the per-segment RTT (fl_tcp_probe,
+ * rtt_source = "segment"). Part of flowlens.bpf.c: included after
  * sock.bpf.h. */
 
 #define SEND_SHUTDOWN 2
@@ -26,6 +27,78 @@ struct {
 	__type(key, struct fl_listener_key);
 	__type(value, struct fl_listener);
 } listeners SEC(".maps");
+
+/*
+ * Why a connect failed, kept from the moment the kernel reports it. Before tcp_done_with_error()
+ * (6.10, and the stable kernels it was taken back to: Debian's 6.1 has it, 5.10 not), a connect
+ * whose SYNs time out or that meets an ICMP error wakes its process (sk_error_report) before
+ * tcp_done() moves the socket to CLOSE. getsockopt(SO_ERROR), the way a non-blocking connect
+ * learns its result (Go, libuv, asyncio, Java NIO), reads and clears sk_err without the
+ * socket's lock: a process on another CPU can clear it before CLOSE is traced, and the failure
+ * read as a connect its process gave up on. Only SYN_SENT: an established connection's errors
+ * reach its process through calls that take the socket's lock, and so wait for tcp_done().
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	/* an entry lives from a report to the CLOSE right after it (the same softirq or timer);
+	 * LRU: one pushed out reads as a connect given up, as without this map */
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u32);
+} connect_errs SEC(".maps");
+
+/* A socket's error report (sock_def_error_report: TCP's sk_error_report): keeps a failed
+ * connect's error. Every read a probe read (also serves the kprobe). */
+static __always_inline int on_error_report(__u64 addr)
+{
+	const struct sock *sk = (const struct sock *)addr;
+	struct fl_sock *v;
+	__u64 key;
+	__u32 err;
+	__u16 family;
+
+	if (!addr || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((family != AF_INET && family != AF_INET6) ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	if (!err)
+		return 0;
+	v = sock_lookup_probed(BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), addr, &key);
+	if (!v)
+		return 0;
+	if (bpf_map_update_elem(&connect_errs, &key, &err, BPF_ANY) == 0)
+		v->flags |= FL_SOCK_ERR_KEPT;
+	return 0;
+}
+
+SEC("fentry/sock_def_error_report")
+int BPF_PROG(fl_error_report, struct sock *sk)
+{
+	return on_error_report(addr_of(sk));
+}
+
+SEC("kprobe/sock_def_error_report")
+int BPF_KPROBE(fl_kp_error_report, struct sock *sk)
+{
+	return on_error_report((__u64)sk);
+}
+
+/* The error a socket ended with: sk_err now, else the one kept when it was reported. */
+static __always_inline __u32 end_error(__u64 key, const struct fl_sock *v, __u32 err)
+{
+	__u32 *kept;
+
+	if (!(v->flags & FL_SOCK_ERR_KEPT))
+		return err;
+	kept = bpf_map_lookup_elem(&connect_errs, &key);
+	if (kept && !err)
+		err = *kept;
+	bpf_map_delete_elem(&connect_errs, &key);
+	return err;
+}
 
 static __always_inline __u64 sub_or_zero(__u64 a, __u64 b)
 {
@@ -163,7 +236,7 @@ int BPF_PROG(fl_set_state, const struct sock *sk, int oldstate, int newstate)
 	 * tcp_write_err: retries exhausted, an ICMP error in SYN_SENT) sets sk_err before
 	 * tcp_done() moves the socket to CLOSE; the application reads (and clears) it later. A
 	 * close of our own (even one that sends an RST) sets none before CLOSE. */
-	err = sk->sk_err;
+	err = end_error(key, v, sk->sk_err);
 	if (oldstate == TCP_SYN_SENT) {
 		/* the source port is picked after CLOSE -> SYN_SENT, and skc_num is already
 		 * released when CLOSE is traced: inet_sport survives */
@@ -199,8 +272,9 @@ int BPF_PROG(fl_destroy, struct sock *sk)
 	now = bpf_ktime_get_ns();
 	v->last_ns = now;
 	fill_tcp(v, sk, BPF_CORE_READ_BITFIELD(sk, sk_shutdown) & SEND_SHUTDOWN);
-	/* sk_err as the application left it: it may have read (and cleared) it since */
-	emit(key, FL_EV_CLOSE, v, now, sk->sk_err);
+	/* sk_err as the application left it (it may have read and cleared it since), else a
+	 * failed connect's kept error */
+	emit(key, FL_EV_CLOSE, v, now, end_error(key, v, sk->sk_err));
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }

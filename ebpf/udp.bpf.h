@@ -13,24 +13,11 @@
 
 /*
  * UDP sockets are keyed by their cookie when it exists, else by their address, and every UDP
- * program looks both up: the kprobe programs cannot call bpf_get_socket_cookie() (they read
- * the socket's own cookie, which the tp_btf and fexit programs generate where allowed), and
- * the programs serving "UDP sent" and "UDP received" may be of different kinds, which must
- * name a socket alike.
+ * program looks both up (sock_lookup_probed): the kprobe programs cannot call
+ * bpf_get_socket_cookie() (they read the socket's own cookie, which the tp_btf and fexit
+ * programs generate where allowed), and the programs serving "UDP sent" and "UDP received" may
+ * be of different kinds, which must name a socket alike.
  */
-static __always_inline struct fl_sock *udp_lookup(__u64 cookie, __u64 addr, __u64 *key)
-{
-	struct fl_sock *v;
-
-	if (cookie) {
-		*key = cookie;
-		v = bpf_map_lookup_elem(&socks, key);
-		if (v)
-			return v;
-	}
-	*key = addr;
-	return bpf_map_lookup_elem(&socks, key);
-}
 
 /* Counts a datagram on a known UDP socket. */
 static __always_inline void udp_count(struct fl_sock *v, int ret, bool send, __u64 now)

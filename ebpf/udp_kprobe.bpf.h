@@ -20,7 +20,7 @@ static __always_inline int on_udp_probed(__u64 addr, int ret, bool send)
 		return 0;
 	now = bpf_ktime_get_ns();
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	v = udp_lookup(cookie, addr, &key);
+	v = sock_lookup_probed(cookie, addr, &key);
 	if (v) {
 		udp_count(v, ret, send, now);
 		return 0;

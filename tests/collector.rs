@@ -1177,6 +1177,26 @@ fn doctor_reports_each_feature_served_and_each_hook_kind() {
     for kind in ["hook kind kprobe", "hook kind fentry", "hook kind fexit"] {
         assert_eq!(status_of(kind), "ok", "{text}");
     }
+    // A failed connect's error is kept when reported wherever the kernel wakes the process
+    // before it closes the socket: where the kernel has no tcp_done_with_error (read here from
+    // the kernel's symbols), and it may use fentry or kprobes.
+    let errors = line_of("feature TCP connect errors:");
+    assert!(errors.starts_with("ok "), "never a failure: {errors}");
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let ordered = kallsyms
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("tcp_done_with_error"));
+    let allowed = |kind: &str| line_of(&format!("hook kind {kind} ")).ends_with("allowed here");
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    if ordered {
+        assert!(errors.contains("not needed"), "{errors}");
+    } else if allowed("fentry") || kprobes {
+        assert!(
+            errors.contains("served by fentry/sock_def_error_report")
+                || errors.contains("served by kprobe/sock_def_error_report"),
+            "{errors}"
+        );
+    }
     assert!(text.ends_with("0 failed\n"), "{text}");
 }
 

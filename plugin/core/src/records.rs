@@ -265,6 +265,10 @@ mod tests {
         assert_eq!(value("FL_EV_CONNECT_FAILED"), u64::from(EV_CONNECT_FAILED));
         assert_eq!(value("FL_SOCK_PENDING"), u64::from(SOCK_PENDING));
         assert_eq!(value("FL_SOCK_ADOPTED"), u64::from(SOCK_ADOPTED));
+        // the programs' own bit (a failed connect's kept error): one the flows never read
+        let kept = value("FL_SOCK_ERR_KEPT");
+        assert!(kept.is_power_of_two() && kept < 256, "{kept}");
+        assert_eq!(kept & u64::from(SOCK_PENDING | SOCK_ADOPTED), 0);
         assert_eq!(value("FL_ROLE_UNKNOWN"), u64::from(ROLE_UNKNOWN));
         assert_eq!(value("FL_ROLE_CLIENT"), u64::from(ROLE_CLIENT));
         assert_eq!(value("FL_ROLE_SERVER"), u64::from(ROLE_SERVER));

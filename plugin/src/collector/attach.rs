@@ -4,7 +4,7 @@
 use super::catalogue::{self, Feature, Hook, HookKind, HookKinds};
 use super::{iter, ProbeStatus};
 use aya::{
-    programs::{BtfTracePoint, FExit, Iter, KProbe},
+    programs::{BtfTracePoint, FEntry, FExit, Iter, KProbe},
     Btf, Ebpf,
 };
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -100,6 +100,12 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<Option<OwnedFd
             p.attach().map_err(|e| reason(&e))?;
             Ok(None)
         }
+        HookKind::FEntry => {
+            let p: &mut FEntry = program(ebpf, hook.program)?;
+            p.load(hook.target, btf).map_err(|e| reason(&e))?;
+            p.attach().map_err(|e| reason(&e))?;
+            Ok(None)
+        }
         HookKind::FExit => {
             let p: &mut FExit = program(ebpf, hook.program)?;
             p.load(hook.target, btf).map_err(|e| reason(&e))?;
@@ -128,6 +134,7 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<Option<OwnedFd
 fn unload_hook(ebpf: &mut Ebpf, hook: &Hook) {
     let _ = match hook.kind {
         HookKind::TpBtf => program::<BtfTracePoint>(ebpf, hook.program).map(|p| p.unload()),
+        HookKind::FEntry => program::<FEntry>(ebpf, hook.program).map(|p| p.unload()),
         HookKind::FExit => program::<FExit>(ebpf, hook.program).map(|p| p.unload()),
         HookKind::KProbe | HookKind::KRetProbe => {
             program::<KProbe>(ebpf, hook.program).map(|p| p.unload())

@@ -9,6 +9,8 @@ use super::ProbeStatus;
 pub enum HookKind {
     /// A BTF-typed tracepoint (`tp_btf/<tracepoint>`).
     TpBtf,
+    /// The entry of a kernel function (`fentry/<function>`, the same trampolines as `FExit`).
+    FEntry,
     /// The exit of a kernel function (`fexit/<function>`, 5.5+ where function tracing is allowed).
     FExit,
     /// The entry of a kernel function (`kprobe/<function>`, where kprobes are compiled in).
@@ -24,6 +26,7 @@ impl HookKind {
     fn section_prefix(self) -> &'static str {
         match self {
             HookKind::TpBtf => "tp_btf",
+            HookKind::FEntry => "fentry",
             HookKind::FExit => "fexit",
             HookKind::KProbe => "kprobe",
             HookKind::KRetProbe => "kretprobe",
@@ -57,6 +60,10 @@ impl Hook {
 
     const fn tp_btf(program: &'static str, target: &'static str) -> Hook {
         Hook::of(HookKind::TpBtf, program, target)
+    }
+
+    const fn fentry(program: &'static str, target: &'static str) -> Hook {
+        Hook::of(HookKind::FEntry, program, target)
     }
 
     const fn fexit(program: &'static str, target: &'static str) -> Hook {
@@ -189,6 +196,25 @@ pub const UDP_SOURCE: Feature = Feature {
     ],
 };
 
+/// Why a connect failed, where the kernel wakes the connecting process before it closes the
+/// socket (before `tcp_done_with_error`: 5.10, 6.1 before its stable backport): a process that
+/// reads the error at once (a non-blocking connect's `getsockopt(SO_ERROR)`) clears it first,
+/// and the failure would count as a connect given up on (`aborted_as_client`). The error is kept
+/// when the kernel reports it. Attached only on such kernels; not being served is information.
+pub const CONNECT_ERRORS: Feature = Feature {
+    name: "TCP connect errors",
+    serves: "why a connect failed when its process reads the error at once",
+    ways: &[
+        &[Hook::fentry("fl_error_report", "sock_def_error_report")],
+        &[Hook::kprobe("fl_kp_error_report", "sock_def_error_report")],
+    ],
+};
+
+/// The kernel function whose presence says the kernel sets a connection's error before it
+/// closes the socket (6.10, and stable kernels it was taken back to): `CONNECT_ERRORS` is not
+/// needed there.
+pub const ERROR_BEFORE_CLOSE: &str = "tcp_done_with_error";
+
 /// The optional per-segment RTT feature (`rtt_source = "segment"`).
 pub const SEGMENT_RTT: Feature = Feature {
     name: "TCP RTT per segment",
@@ -201,7 +227,7 @@ pub const SEGMENT_RTT: Feature = Feature {
 pub struct HookKinds {
     /// `tp_btf`.
     pub tp_btf: bool,
-    /// `fexit`.
+    /// `fexit` (and `fentry`: the same trampolines).
     pub fexit: bool,
     /// `kprobe` and `kretprobe`.
     pub kprobe: bool,
@@ -219,7 +245,7 @@ impl HookKinds {
     fn allows(self, kind: HookKind) -> bool {
         match kind {
             HookKind::TpBtf => self.tp_btf,
-            HookKind::FExit => self.fexit,
+            HookKind::FEntry | HookKind::FExit => self.fexit,
             HookKind::KProbe | HookKind::KRetProbe => self.kprobe,
             HookKind::Iter => true,
         }

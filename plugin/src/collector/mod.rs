@@ -19,7 +19,9 @@ mod listen;
 mod prog_info;
 mod reader;
 
-pub use catalogue::{Feature, Hook, HookKind, HookKinds, FEATURES, SEGMENT_RTT, UDP_SOURCE};
+pub use catalogue::{
+    Feature, Hook, HookKind, HookKinds, CONNECT_ERRORS, FEATURES, SEGMENT_RTT, UDP_SOURCE,
+};
 pub use checks::check_hook_kinds;
 pub(crate) use reader::lock;
 
@@ -171,6 +173,31 @@ impl Loaded {
             "their flows count under host=0.0.0.0 / :: instead",
         );
         features.push(source);
+        features.push(
+            if btf::func_params(&vmlinux, catalogue::ERROR_BEFORE_CLOSE).is_some() {
+                Attached {
+                    status: ProbeStatus {
+                        name: format!("feature {}", CONNECT_ERRORS.name),
+                        ok: true,
+                        detail: format!(
+                            "not needed: this kernel sets a connection's error before it closes \
+                         the socket ({})",
+                            catalogue::ERROR_BEFORE_CLOSE
+                        ),
+                    },
+                    programs: Vec::new(),
+                    iter_link: None,
+                }
+            } else {
+                let mut errors =
+                    attach_feature(&mut ebpf, btf, &CONNECT_ERRORS, options.hook_kinds);
+                errors.status = catalogue::information(
+                errors.status,
+                "a connect whose process reads its error at once may count as aborted_as_client",
+            );
+                errors
+            },
+        );
         if options.segment_rtt {
             features.push(attach_feature(
                 &mut ebpf,
