@@ -146,3 +146,33 @@ put("config", "default", (repo / "packaging/flowlens.toml").read_bytes())
 put("config", "small", b'interval_secs = 5\nifid = "eth0"\nprecision = "ms"\nhook_kinds = ["tp_btf", "kprobe"]\nrtt_source = "socket_io"\n')
 put("config", "bad", b'interval_secs = "x"\nbogus = 1\n')
 put("config", "ifid-hostile", b'ifid = "a,b c=d\\\\"\n')
+
+# DNS messages: raw datagrams as resolvers and servers write them, hostile ones, and structured
+# descriptions (first byte 0x01; see the target `dns`).
+def dname(*labels):
+    return b"".join(bytes([len(l)]) + l for l in labels) + b"\x00"
+def dheader(id, flags, qd, an):
+    return struct.pack(">HHHHHH", id, flags, qd, an, 0, 0)
+def drr(owner, ty, ttl, data):
+    return owner + struct.pack(">HHIH", ty, 1, ttl, len(data)) + data
+Q = dname(b"db", b"shop", b"svc", b"cluster", b"local")
+put("dns", "query-a", dheader(0x1234, 0x0100, 1, 0) + Q + struct.pack(">HH", 1, 1))
+put("dns", "answer-a", dheader(0x1234, 0x8180, 1, 1) + Q + struct.pack(">HH", 1, 1)
+    + drr(b"\xc0\x0c", 1, 30, bytes([10, 96, 14, 2])))
+API = dname(b"api", b"Stripe", b"com")
+put("dns", "answer-cname-aaaa", dheader(7, 0x8180, 1, 3) + API + struct.pack(">HH", 28, 1)
+    + drr(b"\xc0\x0c", 5, 300, dname(b"edge", b"cdn", b"net"))
+    + drr(b"\xc0\x2c", 28, 60, bytes.fromhex("20010db8000000000000000000000001"))
+    + drr(b"\xc0\x2c", 16, 60, b"\x05hello"))
+put("dns", "nxdomain", dheader(9, 0x8183, 1, 0) + dname(b"nope", b"example") + struct.pack(">HH", 1, 1))
+put("dns", "loop", dheader(1, 0, 1, 0) + b"\xc0\x0c" + struct.pack(">HH", 1, 1))
+put("dns", "forward-pointer", dheader(1, 0x8180, 1, 1) + dname(b"a") + struct.pack(">HH", 1, 1) + drr(b"\xc0\x20", 1, 1, bytes(4)))
+put("dns", "hostile-labels", dheader(1, 0, 1, 0) + dname(b"a.b c,d=e\\f\"g\x00h\xff", b"COM") + struct.pack(">HH", 1, 1))
+put("dns", "long-name", dheader(1, 0, 1, 0) + dname(*([b"x" * 63] * 4)) + struct.pack(">HH", 1, 1))
+put("dns", "cut", (dheader(1, 0x8180, 1, 2) + Q + struct.pack(">HH", 1, 1) + drr(b"\xc0\x0c", 1, 30, bytes(4)))[:-3])
+# structured: id, flags, the question's labels (count, then length and bytes each), qtype, answers
+put("dns", "structured", b"\x01" + struct.pack("<HH", 5, 0x8180) + bytes([2, 2]) + b"abc" + bytes([2]) + b"xyz"
+    + struct.pack("<H", 1) + bytes([3])
+    + bytes([0]) + struct.pack("<I", 30) + bytes([10, 0, 0, 1])
+    + bytes([6 | 0x80]) + bytes([1]) + struct.pack("<I", 60) + bytes([0])
+    + bytes([9 + 2]) + bytes([0]) + struct.pack("<I", 60) + bytes([5, 7]) + b"hello")

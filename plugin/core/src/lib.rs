@@ -2,7 +2,7 @@
 //! I/O, no aya, no libc: values in, values and line protocol out, so that everything here is
 //! tested with plain values and the compiler keeps it that way.
 //!
-//! Code map: [`records`] (the kernel's records, mirrored from ebpf/flowlens.h, and a record's
+//! Code map: [`dns`] (DNS messages as containers' datagrams carry them), [`records`] (the kernel's records, mirrored from ebpf/flowlens.h, and a record's
 //! transport, [`Proto`]), `flows` (the flow table and the per-host and per-cgroup totals),
 //! `ndpi` (protocol inference), `hash` (the tables' hasher), `container` and `iface` (what the
 //! plugin reads, as values), `workloads` (containers and pods with series), `rtt` (RTT buckets
@@ -14,12 +14,14 @@
 //! Unsafe code is denied here and forbidden in every module but two, which say why:
 //! `records` (reading a record from the kernel's bytes) and `flows` (a prefetch hint).
 //!
-//! The modules are the crate's own (`pub(crate)`), but for `records` and `lineproto`; what the
+//! The modules are the crate's own (`pub(crate)`), but for `records`, `lineproto` and [`dns`] (DNS
+//! messages, which anyone writes: parsed with bounds, driven by a fuzz target); what the
 //! plugin, the tests and the benchmark use is re-exported here, so that the compiler reports
 //! what nothing uses.
 #![deny(unsafe_code)]
 
 pub(crate) mod container;
+pub mod dns;
 pub(crate) mod flows;
 pub(crate) mod gather;
 pub(crate) mod hash;

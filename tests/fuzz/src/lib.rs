@@ -9,8 +9,10 @@
 use flowlens::config::Config;
 use flowlens::fuzz::{self, DiagSocket, Names, TcpInfo};
 use flowlens::fuzz::{is_container_id, is_pod_uid};
+use flowlens_core::dns::{self as dnsmsg, rtype, Answer, Question, Rdata};
 use flowlens_core::lineproto::{
-    parse_lines, read_by_vector, validate, Encoder, FieldValue, Point, Precision, TagSet,
+    parse_lines, read_by_vector, reads_back_unchanged, validate, Encoder, FieldValue, Point,
+    Precision, TagSet,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -28,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sock_diag", sock_diag),
     ("conntrack", conntrack),
     ("config", config),
+    ("dns", dns),
 ];
 
 /// The target named `name`.
@@ -964,4 +967,284 @@ pub fn config(data: &[u8]) {
             assert_eq!(back, c);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS messages.
+
+/// A label in presentation form as RFC 1035 section 5.1 writes it, the oracle's own: lowercase,
+/// `a-z`, `0-9`, `-`, `_`, `*` as they are, any other byte `\DDD`.
+fn dns_label(label: &[u8]) -> String {
+    label
+        .iter()
+        .map(|b| b.to_ascii_lowercase())
+        .map(|b| match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' => (b as char).to_string(),
+            _ => format!("\\{b:03}"),
+        })
+        .collect()
+}
+
+/// A name's presentation form from its labels (`.` for the root).
+fn dns_name(labels: &[Vec<u8>]) -> String {
+    if labels.is_empty() {
+        return ".".into();
+    }
+    labels
+        .iter()
+        .map(|l| dns_label(l))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The labels of a name in presentation form (the inverse of [`dns_name`]); `None` when the
+/// text is not one.
+fn dns_labels(name: &str) -> Option<Vec<Vec<u8>>> {
+    if name == "." {
+        return Some(Vec::new());
+    }
+    let mut labels = vec![Vec::new()];
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'.' => labels.push(Vec::new()),
+            b'\\' => {
+                let digits = std::str::from_utf8(b.get(i + 1..i + 4)?).ok()?;
+                if !digits.bytes().all(|d| d.is_ascii_digit()) {
+                    return None;
+                }
+                labels.last_mut()?.push(digits.parse::<u8>().ok()?);
+                i += 3;
+            }
+            c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => labels.last_mut()?.push(c),
+            _ => return None,
+        }
+        i += 1;
+    }
+    Some(labels)
+}
+
+/// A name's wire form, uncompressed.
+fn dns_wire(labels: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in labels {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l);
+    }
+    out.push(0);
+    out
+}
+
+/// A name as the parser must give it: presentation form, fit to be a tag value unchanged, its
+/// labels of 1 to 63 bytes, at most 255 bytes on the wire.
+fn assert_dns_name(name: &str) {
+    let labels = dns_labels(name).unwrap_or_else(|| panic!("{name:?} is no presentation form"));
+    assert!(
+        labels.iter().all(|l| (1..=63).contains(&l.len())),
+        "{name:?}"
+    );
+    assert!(dns_wire(&labels).len() <= 255, "{name:?}");
+    assert_eq!(dns_name(&labels), name, "not the canonical form");
+    assert!(
+        reads_back_unchanged(name),
+        "{name:?} is not carried unchanged"
+    );
+}
+
+/// A message in wire form from the parser's values, uncompressed: the header's counts are the
+/// records written.
+fn dns_message(m: &dnsmsg::Message) -> Vec<u8> {
+    let flags = u16::from(m.response) << 15
+        | u16::from(m.opcode & 0xf) << 11
+        | u16::from(m.truncated) << 9
+        | u16::from(m.rcode & 0xf);
+    let mut out = Vec::new();
+    for v in [
+        m.id,
+        flags,
+        u16::from(m.question.is_some()),
+        m.answers.len() as u16,
+        0,
+        0,
+    ] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let labels = |n: &str| dns_labels(n).expect("checked before");
+    if let Some(q) = &m.question {
+        out.extend(dns_wire(&labels(&q.name)));
+        out.extend_from_slice(&q.qtype.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+    }
+    for a in &m.answers {
+        out.extend(dns_wire(&labels(&a.name)));
+        let (ty, data) = match &a.data {
+            Rdata::A(ip) => (rtype::A, ip.octets().to_vec()),
+            Rdata::Aaaa(ip) => (rtype::AAAA, ip.octets().to_vec()),
+            Rdata::Cname(n) => (rtype::CNAME, dns_wire(&labels(n))),
+        };
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&a.ttl.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend(data);
+    }
+    out
+}
+
+/// A name for the structured mode: up to 3 labels of up to 63 bytes (at most 193 on the wire,
+/// 202 with a label of up to 8 before it).
+fn dns_input_name(input: &mut Bytes) -> Vec<Vec<u8>> {
+    let n = usize::from(input.u8() % 4);
+    (0..n)
+        .map(|_| {
+            let len = 1 + usize::from(input.u8() % 63);
+            input.take(len)
+        })
+        .collect()
+}
+
+/// DNS messages: raw (any datagram) or, first byte 0x01, described (a question and answers,
+/// owners and CNAME targets written whole or compressed against the question's name, records
+/// of types flowlens skips among them) and built here.
+pub fn dns(data: &[u8]) {
+    let Some((1, rest)) = data.split_first() else {
+        // Raw: no panic; fit names; bounded; and what was read reads back the same from a
+        // message written from it.
+        let Some(m) = dnsmsg::parse(data) else {
+            return;
+        };
+        assert!(m.answers.len() <= dnsmsg::MAX_ANSWERS);
+        let names = m
+            .question
+            .iter()
+            .map(|q| &q.name)
+            .chain(m.answers.iter().flat_map(|a| {
+                std::iter::once(&a.name).chain(match &a.data {
+                    Rdata::Cname(n) => Some(n),
+                    _ => None,
+                })
+            }));
+        for name in names {
+            assert_dns_name(name);
+        }
+        assert!(m.answers.iter().all(|a| a.ttl <= i32::MAX as u32));
+        let again = dnsmsg::parse(&dns_message(&m)).expect("a message written from values");
+        assert!(again.complete);
+        assert_eq!(
+            dnsmsg::Message {
+                complete: m.complete,
+                ..again
+            },
+            m
+        );
+        return;
+    };
+    let mut input = Bytes(rest);
+    let id = input.u16();
+    let flags = input.u16();
+    let qname = dns_input_name(&mut input);
+    let qtype = input.u16();
+    let count = usize::from(input.u8() % 40);
+    let mut wire = Vec::new();
+    let mut want = Vec::new();
+    let mut records = Vec::new();
+    const QNAME_AT: u16 = 12;
+    for _ in 0..count {
+        let how = input.u8();
+        // the owner: the question's name by a pointer, labels then that pointer, or its own
+        let mut owner = Vec::new();
+        let owner_labels: Vec<Vec<u8>> = match how % 3 {
+            0 => {
+                owner.extend_from_slice(&(0xc000 | QNAME_AT).to_be_bytes());
+                qname.clone()
+            }
+            1 => {
+                let len = 1 + usize::from(input.u8() % 8);
+                let mut l = vec![input.take(len)];
+                let labels = dns_wire(&l);
+                owner.extend_from_slice(&labels[..labels.len() - 1]);
+                owner.extend_from_slice(&(0xc000 | QNAME_AT).to_be_bytes());
+                l.extend(qname.iter().cloned());
+                l
+            }
+            _ => {
+                let l = dns_input_name(&mut input);
+                owner.extend(dns_wire(&l));
+                l
+            }
+        };
+        let ttl = input.u32();
+        let (ty, rdata, data) = match (how / 3) % 4 {
+            0 => {
+                let b = input.take(4);
+                let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+                (rtype::A, b, Some(Rdata::A(ip)))
+            }
+            1 => {
+                let b = input.take(16);
+                let octets: [u8; 16] = b.clone().try_into().unwrap();
+                (rtype::AAAA, b, Some(Rdata::Aaaa(Ipv6Addr::from(octets))))
+            }
+            2 => {
+                let target = dns_input_name(&mut input);
+                let rdata = if how & 0x80 != 0 {
+                    (0xc000 | QNAME_AT).to_be_bytes().to_vec()
+                } else {
+                    dns_wire(&target)
+                };
+                let target = if how & 0x80 != 0 {
+                    qname.clone()
+                } else {
+                    target
+                };
+                (rtype::CNAME, rdata, Some(Rdata::Cname(dns_name(&target))))
+            }
+            _ => {
+                let len = usize::from(input.u8() % 20);
+                (16 + u16::from(input.u8() % 40), input.take(len), None)
+            }
+        };
+        records.push((owner, ty, ttl, rdata));
+        if let Some(data) = data {
+            want.push(Answer {
+                name: dns_name(&owner_labels),
+                ttl: if ttl > i32::MAX as u32 { 0 } else { ttl },
+                data,
+            });
+        }
+    }
+    for v in [id, flags, 1, records.len() as u16, 0, 0] {
+        wire.extend_from_slice(&v.to_be_bytes());
+    }
+    wire.extend(dns_wire(&qname));
+    wire.extend_from_slice(&qtype.to_be_bytes());
+    wire.extend_from_slice(&1u16.to_be_bytes());
+    for (owner, ty, ttl, rdata) in &records {
+        wire.extend_from_slice(owner);
+        wire.extend_from_slice(&ty.to_be_bytes());
+        wire.extend_from_slice(&1u16.to_be_bytes());
+        wire.extend_from_slice(&ttl.to_be_bytes());
+        wire.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        wire.extend_from_slice(rdata);
+    }
+    let got = dnsmsg::parse(&wire).expect("a well-formed message");
+    let complete = want.len() <= dnsmsg::MAX_ANSWERS;
+    want.truncate(dnsmsg::MAX_ANSWERS);
+    assert_eq!(
+        got,
+        dnsmsg::Message {
+            id,
+            response: flags & 0x8000 != 0,
+            opcode: ((flags >> 11) & 0xf) as u8,
+            truncated: flags & 0x0200 != 0,
+            rcode: (flags & 0xf) as u8,
+            question: Some(Question {
+                name: dns_name(&qname),
+                qtype,
+            }),
+            answers: want,
+            complete,
+        }
+    );
 }
