@@ -1201,8 +1201,11 @@ pub fn dns(data: &[u8]) {
                 (rtype::CNAME, rdata, Some(Rdata::Cname(dns_name(&target))))
             }
             _ => {
+                // a type flowlens skips (NS, SOA, PTR, MX, TXT, SRV, OPT, HTTPS), any data
+                const SKIPPED: [u16; 8] = [2, 6, 12, 15, 16, 33, 41, 65];
+                let ty = SKIPPED[usize::from(input.u8() % 8)];
                 let len = usize::from(input.u8() % 20);
-                (16 + u16::from(input.u8() % 40), input.take(len), None)
+                (ty, input.take(len), None)
             }
         };
         records.push((owner, ty, ttl, rdata));
