@@ -5,6 +5,11 @@
 //! here with fake sources, without root.
 #![forbid(unsafe_code)]
 
+use crate::aggregate::{
+    self,
+    workloads::{WorkloadTracker, WorkloadValues},
+    ActiveByCgroup, FlowValues,
+};
 use crate::container::ContainerInfo;
 use crate::flows::{FlowTable, Proto, Scope};
 use crate::hash::{FastMap, FastSet};
@@ -12,7 +17,6 @@ use crate::iface::IfaceCounters;
 use crate::internal::{Event, InternalEvents, LogHook};
 use crate::metrics;
 use crate::records::FlSock;
-use crate::workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues};
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -209,7 +213,7 @@ impl Gather {
         &mut self,
         shared: &Mutex<FlowTable>,
         sources: &mut impl Sources,
-    ) -> (metrics::FlowValues, WorkloadValues, metrics::Internal) {
+    ) -> (FlowValues, WorkloadValues, metrics::Internal) {
         sources.read_live();
         let mut table = lock(shared);
         sources.apply_events(&mut table);
@@ -218,7 +222,9 @@ impl Gather {
         let now_ns = sources.monotonic_ns();
         let expired = table.refresh(snapshot.iter().map(|(c, s)| (*c, s)), now_ns);
         sources.forget(&expired);
-        let values = metrics::FlowValues::from_table(&table);
+        // The first pass over the flows: hosts' values, and the cgroups' sums for the
+        // containers and pods.
+        let values = aggregate::first_pass(&table, &mut self.active);
         let (table, workloads) = self.collect_workloads(table, shared, sources);
         let kernel = sources.kernel_counters();
         let metadata = sources.metadata_counters();
@@ -263,8 +269,7 @@ impl Gather {
         sources: &mut impl Sources,
     ) -> (MutexGuard<'t, FlowTable>, WorkloadValues) {
         let touched = table.take_touched_cgroups();
-        // One pass over the flows; everything below works per cgroup.
-        workloads::active_by_cgroup(&table, &mut self.active);
+        // The cgroups' sums of the first pass: everything below works per cgroup.
         let active = &self.active;
         let mut wanted: FastSet<u64> = active.keys().copied().collect();
         wanted.extend(touched.iter().copied());
@@ -326,9 +331,10 @@ impl Gather {
         );
         self.events
             .record(Event::DnatLookupSkipped, skipped, now_ns);
-        let peers = table.peer_values();
+        // The second pass over the flows, now that each has its peer slot.
+        let peers = aggregate::peer_values(&mut table);
         values.peers =
-            workloads::peer_series(&table, peers, &resolved, &self.tracker, &values.containers);
+            aggregate::peer_series(&table, peers, &resolved, &self.tracker, &values.containers);
         values.series_dropped += table.take_peers_folded();
         let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
         keep.extend(deferred.iter().copied());

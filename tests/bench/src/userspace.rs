@@ -5,7 +5,7 @@ use crate::stats::Spread;
 use flowlens_core::{
     active_by_cgroup,
     lineproto::{self, Encoder, FieldValue, Precision, TagSet},
-    peer_series,
+    peer_series, peer_values,
     records::{self, FlSock, COMM_LEN},
     ActiveByCgroup, ContainerInfo, FastMap, FlowTable, FlowValues, Limits, Runtime, Scope, Shape,
     Snapshot, Update, WorkloadTracker,
@@ -370,7 +370,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             .map(|(cgroup_id, info)| (*cgroup_id, tracker.scope(info)))
             .collect();
         table.assign_peers(|cg| scopes[&cg], |_, _, _| None, rep as u64);
-        let peers = table.peer_values();
+        let peers = peer_values(&mut table);
         workloads.peers = peer_series(&table, peers, &resolved, &tracker, &workloads.containers);
         workloads.series_dropped += table.take_peers_folded();
         let t2 = thread_cpu_ms();
