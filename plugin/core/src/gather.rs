@@ -7,11 +7,11 @@
 
 use crate::aggregate::{
     self,
-    workloads::{WorkloadTracker, WorkloadValues},
+    workloads::{PeerSeries, WorkloadTracker, WorkloadValues},
     ActiveByCgroup, FlowValues,
 };
 use crate::container::ContainerInfo;
-use crate::flows::{FlowTable, Proto, Scope};
+use crate::flows::{FlowTable, PeerValue, Proto, Scope};
 use crate::hash::{FastMap, FastSet};
 use crate::iface::IfaceCounters;
 use crate::internal::{Event, InternalEvents, LogHook};
@@ -145,6 +145,11 @@ pub struct Gather {
     events: InternalEvents,
     /// [`MAX_DNAT_LOOKUPS`] (smaller in tests).
     dnat_budget: usize,
+    /// The peer slots' values and the peer series of the last gather, kept for their
+    /// allocations (as large as the node's peer series: made anew, they were faulted in at
+    /// every gather).
+    peer_slots: Vec<Option<PeerValue>>,
+    peer_series: Vec<PeerSeries>,
 }
 
 impl Gather {
@@ -163,6 +168,8 @@ impl Gather {
             active: ActiveByCgroup::default(),
             events: InternalEvents::new(log),
             dnat_budget: MAX_DNAT_LOOKUPS,
+            peer_slots: Vec::new(),
+            peer_series: Vec::new(),
         }
     }
 
@@ -200,6 +207,10 @@ impl Gather {
             internal,
         };
         let lines = metrics::encode(&snapshot, &self.shape, timestamp_ns, out);
+        if let Some(workloads) = snapshot.workloads {
+            self.peer_series = workloads.peers;
+            self.peer_series.clear();
+        }
         Ok(Written {
             lines,
             timestamp_ns,
@@ -332,9 +343,16 @@ impl Gather {
         self.events
             .record(Event::DnatLookupSkipped, skipped, now_ns);
         // The second pass over the flows, now that each has its peer slot.
-        let peers = aggregate::peer_values(&mut table);
-        values.peers =
-            aggregate::peer_series(&table, peers, &resolved, &self.tracker, &values.containers);
+        aggregate::peer_values_into(&mut table, &mut self.peer_slots);
+        values.peers = std::mem::take(&mut self.peer_series);
+        aggregate::peer_series_into(
+            &table,
+            &self.peer_slots,
+            &resolved,
+            &self.tracker,
+            &values.containers,
+            &mut values.peers,
+        );
         values.series_dropped += table.take_peers_folded();
         let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
         keep.extend(deferred.iter().copied());

@@ -39,7 +39,8 @@ pub(crate) mod rtt;
 // for tests) are public modules.
 pub use aggregate::workloads::WorkloadTracker;
 pub use aggregate::{
-    active_by_cgroup, first_pass, peer_series, peer_values, ActiveByCgroup, FlowValues,
+    active_by_cgroup, first_pass, peer_series, peer_series_into, peer_values, peer_values_into,
+    ActiveByCgroup, FlowValues,
 };
 pub use container::{ContainerInfo, QosClass, Runtime};
 pub use flows::{Flow, FlowTable, HostKey, Limits, ListenDrops, Role, Scope, Update};

@@ -34,8 +34,7 @@ pub(crate) mod workloads;
 use crate::flows::{Flow, FlowTable};
 pub use hosts::FlowValues;
 use hosts::HostSums;
-pub use peers::peer_series;
-pub use peers::peer_values;
+pub use peers::{peer_series, peer_series_into, peer_values, peer_values_into};
 pub use workloads::{active_by_cgroup, ActiveByCgroup};
 
 /// One kind of series summed from the active flows: what one flow adds to its series.

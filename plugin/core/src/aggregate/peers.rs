@@ -37,11 +37,20 @@ impl FlowSink for PeerSums {
 /// Every live peer series with this gather's values (after `FlowTable::assign_peers`): its
 /// ended flows' and its active flows' values. The interval's RTT samples start over.
 pub fn peer_values(table: &mut FlowTable) -> Vec<PeerValue> {
+    let mut slots = Vec::new();
+    peer_values_into(table, &mut slots);
+    slots.into_iter().flatten().collect()
+}
+
+/// [`peer_values`] per peer slot (None: a free slot), into `slots` (cleared first; a gather
+/// passes the last one's, for its allocation).
+pub fn peer_values_into(table: &mut FlowTable, slots: &mut Vec<Option<PeerValue>>) {
+    table.peer_slots(slots);
     let mut sums = PeerSums {
-        values: table.peer_slots(),
+        values: std::mem::take(slots),
     };
     super::sweep(table, &mut sums);
-    sums.values.into_iter().flatten().collect()
+    *slots = sums.values;
 }
 
 /// The peer series of the containers written under their own name (`containers`), in their
@@ -55,6 +64,24 @@ pub fn peer_series<S: BuildHasher>(
     tracker: &WorkloadTracker,
     containers: &[ContainerSeries],
 ) -> Vec<PeerSeries> {
+    let slots: Vec<Option<PeerValue>> = values.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    peer_series_into(table, &slots, resolved, tracker, containers, &mut out);
+    out
+}
+
+/// [`peer_series`] from the peer slots' values ([`peer_values_into`]'s: None for a free slot),
+/// into `out` (cleared first; a gather passes the last one's, so that its allocation, as large
+/// as the node's peer series, is not made and faulted in again at every gather).
+pub fn peer_series_into<S: BuildHasher>(
+    table: &FlowTable,
+    values: &[Option<PeerValue>],
+    resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
+    tracker: &WorkloadTracker,
+    containers: &[ContainerSeries],
+    out: &mut Vec<PeerSeries>,
+) {
+    out.clear();
     // Containers by a small index (one string hash per cgroup and container here, none per
     // series below): their info, and their rank among the named series (NONE: folded into
     // `other`).
@@ -97,7 +124,7 @@ pub fn peer_series<S: BuildHasher>(
     // in two namespaces, names neither). Only these are looked up, in a map as small as the
     // peers asking.
     let mut servers: FastMap<std::net::SocketAddr, u32> = FastMap::default();
-    for v in &values {
+    for v in values.iter().flatten() {
         let Some(key) = v.key else { continue };
         if of_owner
             .get(&v.owner)
@@ -132,13 +159,45 @@ pub fn peer_series<S: BuildHasher>(
         let ix = *servers.get(&endpoint?)?;
         infos.get(ix as usize).map(|(info, _)| Arc::clone(info))
     };
-    let series: Vec<(u32, PeerSeries)> = values
-        .into_iter()
-        .filter_map(|v| {
-            let (container, rank) = infos[*of_owner.get(&v.owner)? as usize];
-            if rank == NONE {
-                return None;
-            }
+    // Each value's container (its index in `infos`) and that container's rank (NONE: not
+    // written under its name).
+    let (ixs, ranks): (Vec<u32>, Vec<u32>) = values
+        .iter()
+        .map(|v| match v.as_ref().and_then(|v| of_owner.get(&v.owner)) {
+            Some(&ix) => (ix, infos[ix as usize].1),
+            None => (NONE, NONE),
+        })
+        .unzip();
+    // The series in the containers' order (a counting sort of the values' indexes by rank),
+    // then each container's few by peer (`other`, None, sorts first: moved last); each series
+    // is built once, in its place. A container's series are one per peer already: all its
+    // cgroups' flows count in them.
+    let mut start = vec![0u32; containers.len() + 1];
+    for &rank in &ranks {
+        if rank != NONE {
+            start[rank as usize + 1] += 1;
+        }
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut next = start.clone();
+    let mut order = vec![0u32; start[containers.len()] as usize];
+    for (i, &rank) in ranks.iter().enumerate() {
+        if rank != NONE {
+            let at = &mut next[rank as usize];
+            order[*at as usize] = i as u32;
+            *at += 1;
+        }
+    }
+    let key = |i: u32| values[i as usize].as_ref().and_then(|v| v.key);
+    let by_peer = |i: &u32| (key(*i).is_none(), key(*i));
+    for run in start.windows(2) {
+        order[run[0] as usize..run[1] as usize].sort_unstable_by_key(by_peer);
+    }
+    out.extend(order.into_iter().filter_map(|i| {
+        let v = values[i as usize].as_ref()?;
+        Some({
             let (peer, backend) = match v.key {
                 Some(key) => (
                     serving(key.remote.map(|ip| std::net::SocketAddr::new(ip, key.port))),
@@ -146,44 +205,16 @@ pub fn peer_series<S: BuildHasher>(
                 ),
                 None => (None, None),
             };
-            Some((
-                rank,
-                PeerSeries {
-                    container: Arc::clone(container),
-                    key: v.key,
-                    peer,
-                    backend,
-                    active: v.active,
-                    totals: v.totals,
-                    rtt_sum_us: v.rtt_sum_us,
-                    rtt_samples: v.rtt_samples,
-                },
-            ))
+            PeerSeries {
+                container: Arc::clone(infos[ixs[i as usize] as usize].0),
+                key: v.key,
+                peer,
+                backend,
+                active: v.active,
+                totals: v.totals,
+                rtt_sum_us: v.rtt_sum_us,
+                rtt_samples: v.rtt_samples,
+            }
         })
-        .collect();
-    // In the containers' order (one sort of plain words: the series themselves are large),
-    // then each container's few by peer (`other`, None, sorts first: moved last). A
-    // container's series are one per peer already: all its cgroups' flows count in them.
-    let mut order: Vec<u64> = series
-        .iter()
-        .enumerate()
-        .map(|(i, (rank, _))| u64::from(*rank) << 32 | i as u64)
-        .collect();
-    order.sort_unstable();
-    let by_peer = |i: &u64| {
-        let key = series[(*i & 0xffff_ffff) as usize].1.key;
-        (key.is_none(), key)
-    };
-    for run in order.chunk_by_mut(|a, b| a >> 32 == b >> 32) {
-        run.sort_unstable_by_key(by_peer);
-    }
-    let mut slots: Vec<Option<PeerSeries>> = series.into_iter().map(|(_, s)| Some(s)).collect();
-    order
-        .into_iter()
-        .map(|i| {
-            slots[(i & 0xffff_ffff) as usize]
-                .take()
-                .expect("each series once")
-        })
-        .collect()
+    }));
 }

@@ -215,6 +215,8 @@ pub struct WorkloadTracker {
     /// The same for `pod=other` and `container=other`.
     pod_other_retired: Retired,
     other_retired: Retired,
+    /// Each tracked cgroup's container, by its index in one `update` (kept for its capacity).
+    of_cgroup: FastMap<u64, u32>,
 }
 
 /// The short id of a series' container (None for `other`).
@@ -237,6 +239,7 @@ impl WorkloadTracker {
             pods_retired: HashMap::new(),
             pod_other_retired: Retired::default(),
             other_retired: Retired::default(),
+            of_cgroup: FastMap::default(),
         }
     }
 
@@ -356,39 +359,49 @@ impl WorkloadTracker {
         });
         // Every tracked container: active values plus its cgroups' cumulative counters. A
         // cgroup without active flows leaves its list (the last one stays), its counters kept
-        // as the container's own.
-        let mut all: Vec<(&mut Tracked, WorkloadStats)> = self
-            .tracked
-            .values_mut()
-            .map(|t| {
-                let mut stats = WorkloadStats::default();
-                let Tracked {
-                    cgroups, retained, ..
-                } = &mut *t;
-                let last = cgroups.last().copied();
-                let idle = cgroups.iter().all(|cg| !active.contains_key(cg));
-                cgroups.retain(|cg| {
-                    let keep = active.contains_key(cg) || (idle && Some(*cg) == last);
-                    if !keep {
-                        retained.add(&table.take_cgroup_totals(*cg));
-                    }
-                    keep
-                });
-                let mut totals = *retained;
-                for cg in cgroups.iter() {
-                    if let Some(a) = active.get(cg) {
-                        stats.add(&a.stats);
-                    }
-                    if let Some(t) = table.cgroup_totals_ref(*cg) {
-                        totals.add(t);
-                    }
+        // as the container's own. The cgroups' values are then read in their own order (the
+        // active sums' dense vector, the table's map of totals) and each added to its
+        // container's (a cgroup is one container's): sequential reads, where a lookup per
+        // cgroup of each container was a cache miss each.
+        let of_cgroup = &mut self.of_cgroup;
+        of_cgroup.clear();
+        let mut totals: Vec<CgroupTotals> = Vec::with_capacity(self.tracked.len());
+        let mut all: Vec<(&mut Tracked, WorkloadStats)> = Vec::with_capacity(self.tracked.len());
+        for t in self.tracked.values_mut() {
+            let Tracked {
+                cgroups, retained, ..
+            } = &mut *t;
+            let last = cgroups.last().copied();
+            let idle = cgroups.iter().all(|cg| !active.contains_key(cg));
+            cgroups.retain(|cg| {
+                let keep = active.contains_key(cg) || (idle && Some(*cg) == last);
+                if !keep {
+                    retained.add(&table.take_cgroup_totals(*cg));
                 }
-                stats.counters.add(&totals.counters);
-                rtt_interval(t, &mut stats, totals.rtt_closed);
-                t.last = stats.counters;
-                (t, stats)
-            })
-            .collect();
+                keep
+            });
+            let ix = all.len() as u32;
+            for cg in cgroups.iter() {
+                of_cgroup.insert(*cg, ix);
+            }
+            totals.push(*retained);
+            all.push((t, WorkloadStats::default()));
+        }
+        for (cg, a) in active.iter() {
+            if let Some(&ix) = of_cgroup.get(cg) {
+                all[ix as usize].1.add(&a.stats);
+            }
+        }
+        for (cg, t) in table.cgroup_totals_iter() {
+            if let Some(&ix) = of_cgroup.get(&cg) {
+                totals[ix as usize].add(t);
+            }
+        }
+        for ((t, stats), totals) in all.iter_mut().zip(&totals) {
+            stats.counters.add(&totals.counters);
+            rtt_interval(t, stats, totals.rtt_closed);
+            t.last = stats.counters;
+        }
         // Containers whose series begins take the free named places, the busiest first (then
         // the smaller id, for stable output); the rest are counted in `other` until their
         // series ends. A place is never taken back: a series sums the same flows all its life.
@@ -570,6 +583,11 @@ impl ActiveByCgroup {
     pub fn get(&self, cgroup_id: &u64) -> Option<&CgroupActive> {
         let i = *self.index.get(cgroup_id)?;
         Some(&self.entries[i as usize].1)
+    }
+
+    /// Each cgroup with active flows and its sums, in a dense vector's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &CgroupActive)> {
+        self.entries.iter().map(|(id, a)| (id, a))
     }
 
     /// Whether a cgroup has active flows.

@@ -666,10 +666,9 @@ impl FlowTable {
             .unwrap_or_default()
     }
 
-    /// The cumulative counters of a cgroup, when it has any (no copy: aggregation reads them
-    /// for every cgroup of every container at every gather).
-    pub(crate) fn cgroup_totals_ref(&self, cgroup_id: u64) -> Option<&CgroupTotals> {
-        self.store.cgroups.get(&cgroup_id)
+    /// Every cgroup's cumulative counters, in the map's order (a sequential read).
+    pub(crate) fn cgroup_totals_iter(&self) -> impl Iterator<Item = (u64, &CgroupTotals)> {
+        self.store.cgroups.iter().map(|(id, t)| (*id, t))
     }
 
     /// Takes the cumulative counters of `cgroup_id` out of the table (a container keeps them
@@ -737,9 +736,10 @@ impl FlowTable {
 
     /// Every peer slot's series (None: a free slot) with its ended flows' values, after
     /// [`assign_peers`](Self::assign_peers): the aggregate adds the active flows (each carries
-    /// its slot, [`Flow::peer_slot`]). The interval's RTT samples start over.
-    pub(crate) fn peer_slots(&mut self) -> Vec<Option<PeerValue>> {
-        self.store.peers.ended_values()
+    /// its slot, [`Flow::peer_slot`]), into `out` (cleared first). The interval's RTT samples
+    /// start over.
+    pub(crate) fn peer_slots(&mut self, out: &mut Vec<Option<PeerValue>>) {
+        self.store.peers.ended_values(out);
     }
 
     /// Peers (and flows, when the queue of ended flows was full) folded into a cgroup's

@@ -612,24 +612,22 @@ impl PeerTable {
     }
 
     /// Every peer slot's series (None: a free slot) with its ended flows' values: the
-    /// aggregate adds the active flows that carry each slot (`aggregate/peers.rs`). The
-    /// interval's RTT samples start over.
-    pub(crate) fn ended_values(&mut self) -> Vec<Option<PeerValue>> {
-        self.entries
-            .iter_mut()
-            .map(|entry| {
-                let (owner, key) = entry.id?;
-                let (rtt_sum_us, rtt_samples) = std::mem::take(&mut entry.ended_rtt);
-                Some(PeerValue {
-                    owner,
-                    key,
-                    active: 0,
-                    totals: entry.totals,
-                    rtt_sum_us,
-                    rtt_samples,
-                })
+    /// aggregate adds the active flows that carry each slot (`aggregate/peers.rs`), into
+    /// `out` (cleared first). The interval's RTT samples start over.
+    pub(crate) fn ended_values(&mut self, out: &mut Vec<Option<PeerValue>>) {
+        out.clear();
+        out.extend(self.entries.iter_mut().map(|entry| {
+            let (owner, key) = entry.id?;
+            let (rtt_sum_us, rtt_samples) = std::mem::take(&mut entry.ended_rtt);
+            Some(PeerValue {
+                owner,
+                key,
+                active: 0,
+                totals: entry.totals,
+                rtt_sum_us,
+                rtt_samples,
             })
-            .collect()
+        }));
     }
 
     /// Flows and peers folded into an `other` since the last call.
