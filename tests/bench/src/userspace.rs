@@ -354,7 +354,7 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         let t0 = thread_cpu_ms();
         let expired = table.refresh(socks.iter().map(|(c, s)| (*c, s)), 2_000 + rep as u64);
         let t1 = thread_cpu_ms();
-        // The gather's first pass: hosts and cgroups in one sweep.
+        // The gather's first pass: hosts, then cgroups.
         let values = first_pass(&table, &mut active);
         let t_hosts = thread_cpu_ms();
         let touched = table.take_touched_cgroups();
