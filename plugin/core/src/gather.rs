@@ -5,14 +5,18 @@
 //! here with fake sources, without root.
 #![forbid(unsafe_code)]
 
+use crate::aggregate::{
+    self,
+    workloads::{PeerSeries, WorkloadTracker, WorkloadValues},
+    ActiveByCgroup, FlowValues,
+};
 use crate::container::ContainerInfo;
-use crate::flows::{FlowTable, Proto, Scope};
+use crate::flows::{FlowTable, PeerValue, Proto, Scope};
 use crate::hash::{FastMap, FastSet};
 use crate::iface::IfaceCounters;
 use crate::internal::{Event, InternalEvents, LogHook};
 use crate::metrics;
 use crate::records::FlSock;
-use crate::workloads::{self, ActiveByCgroup, WorkloadTracker, WorkloadValues};
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -141,6 +145,11 @@ pub struct Gather {
     events: InternalEvents,
     /// [`MAX_DNAT_LOOKUPS`] (smaller in tests).
     dnat_budget: usize,
+    /// The peer slots' values and the peer series of the last gather, kept for their
+    /// allocations (as large as the node's peer series: made anew, they were faulted in at
+    /// every gather).
+    peer_slots: Vec<Option<PeerValue>>,
+    peer_series: Vec<PeerSeries>,
 }
 
 impl Gather {
@@ -159,6 +168,8 @@ impl Gather {
             active: ActiveByCgroup::default(),
             events: InternalEvents::new(log),
             dnat_budget: MAX_DNAT_LOOKUPS,
+            peer_slots: Vec::new(),
+            peer_series: Vec::new(),
         }
     }
 
@@ -196,6 +207,10 @@ impl Gather {
             internal,
         };
         let lines = metrics::encode(&snapshot, &self.shape, timestamp_ns, out);
+        if let Some(workloads) = snapshot.workloads {
+            self.peer_series = workloads.peers;
+            self.peer_series.clear();
+        }
         Ok(Written {
             lines,
             timestamp_ns,
@@ -209,7 +224,7 @@ impl Gather {
         &mut self,
         shared: &Mutex<FlowTable>,
         sources: &mut impl Sources,
-    ) -> (metrics::FlowValues, WorkloadValues, metrics::Internal) {
+    ) -> (FlowValues, WorkloadValues, metrics::Internal) {
         sources.read_live();
         let mut table = lock(shared);
         sources.apply_events(&mut table);
@@ -218,7 +233,9 @@ impl Gather {
         let now_ns = sources.monotonic_ns();
         let expired = table.refresh(snapshot.iter().map(|(c, s)| (*c, s)), now_ns);
         sources.forget(&expired);
-        let values = metrics::FlowValues::from_table(&table);
+        // The first pass over the flows: hosts' values, and the cgroups' sums for the
+        // containers and pods.
+        let values = aggregate::first_pass(&table, &mut self.active);
         let (table, workloads) = self.collect_workloads(table, shared, sources);
         let kernel = sources.kernel_counters();
         let metadata = sources.metadata_counters();
@@ -263,8 +280,7 @@ impl Gather {
         sources: &mut impl Sources,
     ) -> (MutexGuard<'t, FlowTable>, WorkloadValues) {
         let touched = table.take_touched_cgroups();
-        // One pass over the flows; everything below works per cgroup.
-        workloads::active_by_cgroup(&table, &mut self.active);
+        // The cgroups' sums of the first pass: everything below works per cgroup.
         let active = &self.active;
         let mut wanted: FastSet<u64> = active.keys().copied().collect();
         wanted.extend(touched.iter().copied());
@@ -326,9 +342,17 @@ impl Gather {
         );
         self.events
             .record(Event::DnatLookupSkipped, skipped, now_ns);
-        let peers = table.peer_values();
-        values.peers =
-            workloads::peer_series(&table, peers, &resolved, &self.tracker, &values.containers);
+        // The second pass over the flows, now that each has its peer slot.
+        aggregate::peer_values_into(&mut table, &mut self.peer_slots);
+        values.peers = std::mem::take(&mut self.peer_series);
+        aggregate::peer_series_into(
+            &table,
+            &self.peer_slots,
+            &resolved,
+            &self.tracker,
+            &values.containers,
+            &mut values.peers,
+        );
         values.series_dropped += table.take_peers_folded();
         let mut keep: FastSet<u64> = self.tracker.cgroups().collect();
         keep.extend(deferred.iter().copied());

@@ -5,8 +5,9 @@
 //! Code map: [`dns`] (DNS messages as containers' datagrams carry them), [`records`] (the kernel's records, mirrored from ebpf/flowlens.h, and a record's
 //! transport, [`Proto`]), `flows` (the flow table and the per-host and per-cgroup totals),
 //! `ndpi` (protocol inference), `hash` (the tables' hasher), `container` and `iface` (what the
-//! plugin reads, as values), `workloads` (containers and pods with series), `rtt` (RTT buckets
-//! and quantiles), `metrics` (host values, and values to ntopng-schema lines), [`lineproto`]
+//! plugin reads, as values), `aggregate` (every kind of series' values: hosts, containers,
+//! pods, peers), `rtt` (RTT buckets and quantiles), `metrics` (values to ntopng-schema lines),
+//! [`lineproto`]
 //! (the encoder; the strict parser with the `parser` feature), `gather` (one gather's steps in
 //! order over the plugin's sources), `internal` (drops, folds, lost events and skipped files:
 //! counted and logged in one place).
@@ -20,6 +21,7 @@
 //! what nothing uses.
 #![deny(unsafe_code)]
 
+pub(crate) mod aggregate;
 pub(crate) mod container;
 pub mod dns;
 pub(crate) mod flows;
@@ -32,18 +34,21 @@ pub(crate) mod metrics;
 pub(crate) mod ndpi;
 pub mod records;
 pub(crate) mod rtt;
-pub(crate) mod workloads;
 
 // What the plugin, the tests and the benchmark use; nothing else leaves the crate, so that the
 // compiler reports what nothing uses. `records` (the kernel's layout, which the plugin reads and
 // writes as a whole) and `lineproto` (a facade over private modules: the encoder, and the parser
 // for tests) are public modules.
+pub use aggregate::workloads::WorkloadTracker;
+pub use aggregate::{
+    active_by_cgroup, first_pass, peer_series, peer_series_into, peer_values, peer_values_into,
+    ActiveByCgroup, FlowValues,
+};
 pub use container::{ContainerInfo, QosClass, Runtime};
 pub use flows::{Flow, FlowTable, HostKey, Limits, ListenDrops, Role, Scope, Update};
 pub use gather::{Gather, KernelCounters, MetadataCounters, Sources, MAX_DNAT_LOOKUPS};
 pub use hash::{FastMap, FastSet};
 pub use iface::IfaceCounters;
 pub use internal::Event;
-pub use metrics::{encode, FlowValues, Shape, Snapshot};
+pub use metrics::{encode, Shape, Snapshot};
 pub use records::Proto;
-pub use workloads::{active_by_cgroup, peer_series, ActiveByCgroup, WorkloadTracker};

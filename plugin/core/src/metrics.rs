@@ -1,19 +1,19 @@
-//! The hosts' values from the flow table ([`FlowValues::from_table`]), and one gather's values
-//! turned into ntopng-schema line protocol (docs/metrics.md: every
-//! measurement, tag and field written here is listed there, and a test holds the two equal).
-//! Pure: no I/O.
+//! One gather's values (computed by `aggregate/`) turned into ntopng-schema line protocol
+//! (docs/metrics.md: every measurement, tag and field written here is listed there, and a test
+//! holds the two equal). Pure: no I/O; no value is computed here.
 #![forbid(unsafe_code)]
 
+use crate::aggregate::{
+    hosts::FlowValues,
+    workloads::{PeerSeries, WorkloadStats, WorkloadValues},
+};
 use crate::container::ContainerInfo;
+use crate::flows::HostKey;
 use crate::flows::{write_ip, write_socket_addr, write_u64, Proto, Role as FlowRole};
-use crate::flows::{FlowTable, HostKey, HostTotals, Role};
-use crate::hash::FastSet;
 use crate::iface::IfaceCounters;
 use crate::lineproto::{Encoder, LineBuilder, Plain, Precision, TagSet};
-use crate::ndpi::ProtocolTotals;
 use crate::rtt;
-use crate::workloads::{PeerSeries, WorkloadStats, WorkloadValues};
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 /// A measurement name or field key checked at compile time to need no escaping.
 macro_rules! p {
@@ -70,109 +70,6 @@ pub struct Internal {
     /// New client flows given no DNAT backend: the gather's conntrack lookups were used up (or
     /// the flows arrived during their last round).
     pub(crate) dnat_lookups_skipped: u64,
-}
-
-/// Per-host values of one gather: gauges from the active flows, counters from everything.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HostValues {
-    /// Bytes sent (counter).
-    pub bytes_sent: u64,
-    /// Bytes received (counter).
-    pub bytes_rcvd: u64,
-    /// Active flows as client (gauge).
-    pub(crate) active_client: u64,
-    /// Active flows as server (gauge).
-    pub(crate) active_server: u64,
-    /// Flows ever seen as client (counter).
-    pub total_client: u64,
-    /// Flows ever seen as server (counter).
-    pub(crate) total_server: u64,
-    /// Bytes (sent, received) per application protocol (counters).
-    pub ndpi: BTreeMap<&'static str, (u64, u64)>,
-}
-
-/// What the flow table contributes to a gather.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FlowValues {
-    /// Active flows of the host.
-    pub num_flows: u64,
-    /// Flows started since flowlens did (counter).
-    pub new_flows: u64,
-    /// Per local host, sorted.
-    pub hosts: BTreeMap<HostKey, HostValues>,
-    /// Distinct local addresses folded into `other` in this gather.
-    pub(crate) hosts_folded: u64,
-}
-
-impl FlowValues {
-    /// Aggregates the table: a pure function of its state. One sweep over the flows into arrays
-    /// indexed by the host slot and protocol each flow carries; no hashing but for the distinct
-    /// addresses folded into `other`.
-    pub fn from_table(table: &FlowTable) -> FlowValues {
-        /// Active flows' values of one host.
-        #[derive(Default, Clone)]
-        struct Active {
-            bytes_sent: u64,
-            bytes_rcvd: u64,
-            client: u64,
-            server: u64,
-            ndpi: ProtocolTotals,
-        }
-        let entries = table.host_entries();
-        // One per host slot; a flow's slot is its host's or `other`'s, alive while it lives.
-        let other = table.other_host_slot();
-        let mut active = vec![Active::default(); entries.len()];
-        let mut folded: FastSet<HostKey> = FastSet::default();
-        for flow in table.flows() {
-            let slot = flow.host_slot();
-            if Some(slot) == other {
-                folded.insert(table.host_key(flow));
-            }
-            let h = &mut active[slot];
-            h.bytes_sent += flow.bytes_sent;
-            h.bytes_rcvd += flow.bytes_rcvd;
-            match flow.role {
-                Role::Client => h.client += 1,
-                Role::Server => h.server += 1,
-            }
-            h.ndpi
-                .add(flow.protocol(), flow.bytes_sent, flow.bytes_rcvd);
-        }
-        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
-        let host_values = |totals: &HostTotals, a: &Active| {
-            let mut h = HostValues {
-                bytes_sent: a.bytes_sent,
-                bytes_rcvd: a.bytes_rcvd,
-                active_client: a.client,
-                active_server: a.server,
-                ..HostValues::default()
-            };
-            h.bytes_sent += totals.bytes_sent;
-            h.bytes_rcvd += totals.bytes_rcvd;
-            h.total_client += totals.total_client;
-            h.total_server += totals.total_server;
-            for (protocol, bytes) in totals.ndpi.iter() {
-                h.ndpi.insert(protocol.name(), bytes);
-            }
-            for (protocol, (sent, rcvd)) in a.ndpi.iter() {
-                let e = h.ndpi.entry(protocol.name()).or_default();
-                e.0 += sent;
-                e.1 += rcvd;
-            }
-            h
-        };
-        for (entry, active) in entries.iter().zip(&active) {
-            if let Some(key) = entry.key {
-                hosts.insert(key, host_values(&entry.totals, active));
-            }
-        }
-        FlowValues {
-            num_flows: table.len() as u64,
-            new_flows: table.new_flows,
-            hosts,
-            hosts_folded: folded.len() as u64,
-        }
-    }
 }
 
 /// Everything one gather writes.
@@ -331,15 +228,15 @@ fn encode_workload(
         return;
     }
     enc.line_tagged(names.traffic, tags)
-        .field_i64(p!("bytes_sent"), counter(stats.bytes_sent))
-        .field_i64(p!("bytes_rcvd"), counter(stats.bytes_rcvd))
+        .field_i64(p!("bytes_sent"), counter(stats.counters.bytes_sent))
+        .field_i64(p!("bytes_rcvd"), counter(stats.counters.bytes_rcvd))
         .finish();
     enc.line_tagged(names.new_flows, tags)
-        .field_i64(p!("as_client"), counter(stats.new_client))
-        .field_i64(p!("as_server"), counter(stats.new_server))
+        .field_i64(p!("as_client"), counter(stats.counters.new_client))
+        .field_i64(p!("as_server"), counter(stats.counters.new_server))
         .finish();
     enc.line_tagged(names.tcp_retransmissions, tags)
-        .field_i64(p!("packets"), counter(stats.retrans))
+        .field_i64(p!("packets"), counter(stats.counters.retrans))
         .finish();
     if let Some(rtt) = stats.rtt.as_ref() {
         encode_rtt_distribution(enc, subject, tags, rtt);
@@ -440,7 +337,7 @@ fn encode_failures(enc: &mut Encoder<'_>, subject: Subject, tags: &TagSet, stats
         Subject::Container => p!("container:tcp_failures"),
         Subject::Pod => p!("pod:tcp_failures"),
     };
-    let f = &stats.failures;
+    let f = &stats.counters.failures;
     enc.line_tagged(name, tags)
         .field_i64(p!("refused_as_client"), counter(f.refused_as_client))
         .field_i64(p!("timed_out_as_client"), counter(f.timed_out_as_client))
@@ -679,6 +576,8 @@ mod schema_doc;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::hosts::HostValues;
+    use std::collections::BTreeMap;
 
     fn shape(compat: bool) -> Shape {
         Shape {
@@ -888,165 +787,6 @@ mod tests {
         }
     }
 
-    /// `from_table` as it was written before flows carried their protocol, hashing per flow: the
-    /// definition the fast one must match. A flow's host is its address's series, unless it was
-    /// folded into `other` when it started (checked: its slot names one of the two).
-    fn reference(table: &FlowTable, by_netns: bool) -> FlowValues {
-        let mut hosts: BTreeMap<HostKey, HostValues> = BTreeMap::new();
-        for (key, totals) in table.hosts().iter() {
-            let h = hosts.entry(*key).or_default();
-            h.bytes_sent += totals.bytes_sent;
-            h.bytes_rcvd += totals.bytes_rcvd;
-            h.total_client += totals.total_client;
-            h.total_server += totals.total_server;
-            for (protocol, (sent, rcvd)) in totals.ndpi.iter() {
-                let e = h.ndpi.entry(protocol.name()).or_default();
-                e.0 += sent;
-                e.1 += rcvd;
-            }
-        }
-        let mut folded = std::collections::HashSet::new();
-        for flow in table.flows() {
-            let own = HostKey::Addr {
-                ip: flow.local.ip(),
-                netns: by_netns.then_some(flow.netns),
-            };
-            let key = table.host_entries()[flow.host_slot()]
-                .key
-                .expect("a flow's host slot is alive");
-            assert!(key == own || key == HostKey::Other, "{flow:?} in {key}");
-            if key == HostKey::Other {
-                folded.insert(own);
-            }
-            let h = hosts.entry(key).or_default();
-            h.bytes_sent += flow.bytes_sent;
-            h.bytes_rcvd += flow.bytes_rcvd;
-            match flow.role {
-                Role::Client => h.active_client += 1,
-                Role::Server => h.active_server += 1,
-            }
-            let protocol = crate::ndpi::classify(flow.proto, flow.server_port(), &flow.comm);
-            let e = h.ndpi.entry(protocol.name()).or_default();
-            e.0 += flow.bytes_sent;
-            e.1 += flow.bytes_rcvd;
-        }
-        FlowValues {
-            num_flows: table.len() as u64,
-            new_flows: table.new_flows,
-            hosts,
-            hosts_folded: folded.len() as u64,
-        }
-    }
-
-    #[test]
-    fn from_table_matches_the_reference_under_random_churn() {
-        for by_netns in [true, false] {
-            churn(by_netns);
-        }
-    }
-
-    /// [`from_table_matches_the_reference_under_random_churn`] with hosts keyed by address and
-    /// network namespace, or by address alone.
-    fn churn(by_netns: bool) {
-        use crate::flows::{tests::sock, Limits, Update};
-        use crate::records::{self, FlSock};
-        use std::collections::HashMap;
-        let mut t = FlowTable::new(Limits {
-            max_flows: 40,
-            max_hosts: 3,
-            series_ttl_ns: 20,
-            udp_idle_timeout_ns: 50,
-            hosts_by_netns: by_netns,
-            max_peers_per_container: 4,
-        });
-        let (mut saw_other, mut saw_expiry) = (false, false);
-        let mut live: HashMap<u64, FlSock> = HashMap::new();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let ips = [
-            "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "0.0.0.0",
-        ];
-        let ports = [0u16, 80, 443, 5432, 40000];
-        for step in 0..3000u64 {
-            let mut s = sock(
-                [
-                    records::ROLE_CLIENT,
-                    records::ROLE_SERVER,
-                    records::ROLE_UNKNOWN,
-                ][rand(3) as usize],
-                [records::IPPROTO_TCP, records::IPPROTO_UDP][rand(2) as usize],
-                &format!(
-                    "{}:{}",
-                    // The addresses in use drift, so hosts go idle and expire.
-                    ips[((rand(3) + step / 400) % 6) as usize],
-                    ports[rand(5) as usize]
-                ),
-                &format!("192.0.2.1:{}", ports[rand(5) as usize]),
-            );
-            s.bytes_sent = rand(1000);
-            s.bytes_rcvd = rand(1000);
-            s.last_ns = step;
-            s.cgroup_id = rand(4);
-            // Two network namespaces, each with the same addresses.
-            s.netns += rand(2) as u32;
-            if rand(2) == 0 {
-                s.pid = 1 + rand(3) as u32;
-                let name: &[u8] = [&b"postgres"[..], b"nginx", b"sshd"][rand(3) as usize];
-                s.comm[..name.len()].copy_from_slice(name);
-            }
-            let cookie = rand(60);
-            match rand(4) {
-                0 | 1 => {
-                    // Known cookies keep their first role, protocol and namespace, as the
-                    // kernel's would.
-                    if let Some(old) = live.get(&cookie) {
-                        s.role = old.role;
-                        s.protocol = old.protocol;
-                        s.netns = old.netns;
-                    }
-                    t.apply(Update::Open, cookie, &s);
-                    live.insert(cookie, s);
-                }
-                2 => {
-                    t.apply(Update::Close, cookie, &s);
-                    live.remove(&cookie);
-                }
-                _ => {
-                    let snapshot: Vec<(u64, FlSock)> = live
-                        .iter()
-                        .filter(|_| rand(4) != 0)
-                        .map(|(c, s)| (*c, *s))
-                        .collect();
-                    let before: Vec<HostKey> = t.hosts().keys().copied().collect();
-                    t.refresh(snapshot.iter().map(|(c, s)| (*c, s)), step);
-                    // A series ends only by expiring (a new one may take its slot at once).
-                    saw_expiry |= before.iter().any(|k| !t.hosts().contains_key(k));
-                }
-            }
-            saw_other |= t.hosts().contains_key(&HostKey::Other);
-            t.assert_hosts_consistent();
-            for flow in t.flows() {
-                assert_eq!(
-                    flow.protocol(),
-                    crate::ndpi::classify(flow.proto, flow.server_port(), &flow.comm),
-                    "{flow:?}"
-                );
-            }
-            assert_eq!(
-                FlowValues::from_table(&t),
-                reference(&t, by_netns),
-                "step {step}"
-            );
-        }
-        assert!(saw_other, "folds were exercised");
-        assert!(saw_expiry, "expiries were exercised ({by_netns})");
-    }
-
     /// The text `field_f64` writes for `v`.
     fn float_text(v: f64) -> String {
         let mut out = Vec::new();
@@ -1111,7 +851,7 @@ mod tests {
     fn float_fields_carry_no_noise_in_either_mode() {
         // gather_duration_ms 2.9832899999999998 and RTT means of 26.333 µs (79 µs over 3
         // flows): the encoder's shortest round-trip text would show every digit of the float.
-        let role = |sum| crate::workloads::RoleStats {
+        let role = |sum| crate::aggregate::workloads::RoleStats {
             flows: 3,
             rtt_samples: 3,
             srtt_sum_us: sum,
@@ -1125,7 +865,10 @@ mod tests {
         let snapshot = Snapshot {
             flows: Some(FlowValues::default()),
             workloads: Some(WorkloadValues {
-                containers: vec![crate::workloads::ContainerSeries { info: None, stats }],
+                containers: vec![crate::aggregate::workloads::ContainerSeries {
+                    info: None,
+                    stats,
+                }],
                 ..WorkloadValues::default()
             }),
             internal: Internal {
@@ -1204,7 +947,7 @@ mod tests {
         let snapshot = |stats: &WorkloadStats| Snapshot {
             flows: Some(FlowValues::default()),
             workloads: Some(WorkloadValues {
-                containers: vec![crate::workloads::ContainerSeries {
+                containers: vec![crate::aggregate::workloads::ContainerSeries {
                     info: None,
                     stats: stats.clone(),
                 }],

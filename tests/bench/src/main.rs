@@ -553,7 +553,7 @@ fn progtime_rows(opts: &Options, rows: &mut Vec<Row>) -> Result<()> {
 fn profile_gather(flows: u64, containers: u64) -> Result<()> {
     let g = userspace::gather_encode(flows, containers, 11);
     eprintln!(
-        "gather + encode (median of 11): {:.1} ms = refresh {:.1} + hosts {:.1} + containers {:.1} + encode {:.1}; raw encode {:.1}; ratio {:.2}",
+        "gather + encode (median of 11): {:.1} ms = refresh {:.1} + first pass {:.1} + containers {:.1} + encode {:.1}; raw encode {:.1}; ratio {:.2}",
         g.total.median, g.refresh.median, g.hosts.median, g.workloads.median, g.encode.median,
         g.raw_encode.median, g.ratio.median
     );
@@ -607,7 +607,7 @@ fn userspace_rows(opts: &Options, rows: &mut Vec<Row>) {
                 human(containers)
             ),
             result: format!(
-                "{:.1} ms = refresh {:.1} + hosts {:.1} + containers {:.1} + encode {:.1}; {} lines; raw encode {:.1} ms",
+                "{:.1} ms = refresh {:.1} + first pass {:.1} + containers {:.1} + encode {:.1}; {} lines; raw encode {:.1} ms",
                 g.total.median,
                 g.refresh.median,
                 g.hosts.median,
@@ -1078,8 +1078,8 @@ How to read it:
 - The machine is shared and noisy (other builds and tests run on its 2 cores): read the spread
   before reading a difference of a few percent.
 - Section 2 is single-threaded (pinned to one core), on synthetic values: no kernel involved.
-  Gather + encode = `FlowTable::refresh` with a snapshot of every flow + `FlowValues::from_table`
-  + the container, pod and peer aggregation + `metrics::encode`, timed in the thread's CPU time
+  Gather + encode = `FlowTable::refresh` with a snapshot of every flow + `first_pass` (hosts, then
+  cgroups) + the container, pod and peer aggregation + `metrics::encode`, timed in the thread's CPU time
   (the machine is shared). The ratio (issue 20) is that over refresh + the encoder's raw time
   for the same lines (parsed back beforehand, written by one `Encoder` with each series' tags
   set once).

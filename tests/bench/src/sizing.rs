@@ -6,7 +6,7 @@ use crate::userspace::synthetic_sock;
 use flowlens_core::{
     active_by_cgroup,
     lineproto::Precision,
-    peer_series,
+    peer_series, peer_values,
     records::{self, FlSock},
     ActiveByCgroup, ContainerInfo, FastMap, FlowTable, FlowValues, IfaceCounters, Limits, Runtime,
     Scope, Shape, Snapshot, Update, WorkloadTracker,
@@ -183,7 +183,7 @@ pub fn node(shape: NodeShape) -> NodeOutput {
                 .map(|(cgroup_id, info)| (*cgroup_id, tracker.scope(info)))
                 .collect();
             table.assign_peers(|cg| scopes[&cg], |_, _, _| None, now_ns);
-            let peers = table.peer_values();
+            let peers = peer_values(&mut table);
             workloads.peers = peer_series(&table, peers, &infos, &tracker, &workloads.containers);
         }
         let snapshot = Snapshot {

@@ -3,12 +3,12 @@
 
 use crate::stats::Spread;
 use flowlens_core::{
-    active_by_cgroup,
+    first_pass,
     lineproto::{self, Encoder, FieldValue, Precision, TagSet},
-    peer_series,
+    peer_series_into, peer_values_into,
     records::{self, FlSock, COMM_LEN},
-    ActiveByCgroup, ContainerInfo, FastMap, FlowTable, FlowValues, Limits, Runtime, Scope, Shape,
-    Snapshot, Update, WorkloadTracker,
+    ActiveByCgroup, ContainerInfo, FastMap, FlowTable, Limits, Runtime, Scope, Shape, Snapshot,
+    Update, WorkloadTracker,
 };
 use std::{
     collections::HashMap,
@@ -170,13 +170,14 @@ pub fn table_events(reps: usize, ticks: u64) -> (Spread, Spread, Spread) {
 }
 
 /// Times of one gather's userspace work on a table of `flows` flows, in ms: the map snapshot
-/// folded into the table (`refresh`), aggregation (`from_table`) and encoding.
+/// folded into the table (`refresh`), aggregation (`first_pass`, containers, pods and peers)
+/// and encoding.
 pub struct GatherTimes {
-    /// refresh + from_table + encode.
+    /// refresh + aggregation + encode.
     pub total: Spread,
     /// refresh alone.
     pub refresh: Spread,
-    /// Host aggregation (`from_table`).
+    /// The first pass over the flows: host values and the cgroups' sums (`first_pass`).
     pub hosts: Spread,
     /// Container/pod aggregation (`WorkloadTracker`).
     pub workloads: Spread,
@@ -347,15 +348,16 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
     let (mut raw_encode, mut ratio) = (Vec::new(), Vec::new());
     let mut raw = Vec::new();
     let mut lines = 0;
+    let (mut peer_slots, mut peer_buf) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         out.clear();
         let t0 = thread_cpu_ms();
         let expired = table.refresh(socks.iter().map(|(c, s)| (*c, s)), 2_000 + rep as u64);
         let t1 = thread_cpu_ms();
-        let values = FlowValues::from_table(&table);
+        // The gather's first pass: hosts, then cgroups.
+        let values = first_pass(&table, &mut active);
         let t_hosts = thread_cpu_ms();
         let touched = table.take_touched_cgroups();
-        active_by_cgroup(&table, &mut active);
         let mut workloads = tracker.update(
             &mut table,
             &active,
@@ -370,8 +372,17 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
             .map(|(cgroup_id, info)| (*cgroup_id, tracker.scope(info)))
             .collect();
         table.assign_peers(|cg| scopes[&cg], |_, _, _| None, rep as u64);
-        let peers = table.peer_values();
-        workloads.peers = peer_series(&table, peers, &resolved, &tracker, &workloads.containers);
+        // Into the last gather's buffers, as the gather does.
+        peer_values_into(&mut table, &mut peer_slots);
+        workloads.peers = std::mem::take(&mut peer_buf);
+        peer_series_into(
+            &table,
+            &peer_slots,
+            &resolved,
+            &tracker,
+            &workloads.containers,
+            &mut workloads.peers,
+        );
         workloads.series_dropped += table.take_peers_folded();
         let t2 = thread_cpu_ms();
         let snapshot = Snapshot {
@@ -382,7 +393,10 @@ pub fn gather_encode(flows: u64, containers: u64, reps: usize) -> GatherTimes {
         lines = flowlens_core::encode(&snapshot, &shape, TS, &mut out);
         let t3 = thread_cpu_ms();
         assert!(expired.is_empty());
-        drop(snapshot);
+        if let Some(workloads) = snapshot.workloads {
+            peer_buf = workloads.peers;
+            peer_buf.clear();
+        }
         // The same lines, written by the encoder alone.
         let points = RawLines::parse(&out);
         raw.clear();

@@ -172,6 +172,11 @@ impl Flow {
         self.protocol
     }
 
+    /// Its peer series' slot among [`FlowTable::peer_slots`] (beyond them: none assigned).
+    pub(crate) fn peer_slot(&self) -> usize {
+        self.peer as usize
+    }
+
     /// Its host's slot among [`FlowTable::host_entries`] (`other`'s when it was folded).
     pub(crate) fn host_slot(&self) -> usize {
         self.host as usize
@@ -244,23 +249,53 @@ struct Store {
     generation: u32,
 }
 
-/// Cumulative counters of one cgroup: flows started in it, and what its ended flows moved.
+/// The counters a cgroup, a container or a pod series sums: bytes, flows started, TCP
+/// retransmissions and failures (cumulative). One type with one `add`, embedded in
+/// [`CgroupTotals`] and in the aggregate's series values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct CgroupTotals {
-    /// Bytes sent by ended flows.
+pub(crate) struct Counters {
+    /// Bytes sent.
     pub bytes_sent: u64,
-    /// Bytes received by ended flows.
+    /// Bytes received.
     pub bytes_rcvd: u64,
-    /// Retransmitted segments of ended flows.
-    pub retrans: u64,
-    /// Flows started as client since flowlens did (active and ended).
-    pub(crate) new_client: u64,
+    /// Flows started as client since flowlens did.
+    pub new_client: u64,
     /// Flows started as server since flowlens did.
-    pub(crate) new_server: u64,
-    /// The final srtt of its ended TCP flows that had an RTT sample, per role.
-    pub(crate) rtt_closed: RttBuckets,
+    pub new_server: u64,
+    /// Retransmitted segments.
+    pub retrans: u64,
     /// TCP connections that failed, by reason and role.
     pub failures: Failures,
+}
+
+impl Counters {
+    /// Adds `other`'s counts.
+    pub(crate) fn add(&mut self, other: &Counters) {
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_rcvd += other.bytes_rcvd;
+        self.new_client += other.new_client;
+        self.new_server += other.new_server;
+        self.retrans += other.retrans;
+        self.failures.add(&other.failures);
+    }
+}
+
+/// Cumulative counters of one cgroup: flows started in it (`new_client`, `new_server`), what
+/// its ended flows moved (bytes, retransmissions), its failures, and its ended flows' RTTs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CgroupTotals {
+    /// Flows started, ended flows' bytes and retransmissions, failures.
+    pub counters: Counters,
+    /// The final srtt of its ended TCP flows that had an RTT sample, per role.
+    pub(crate) rtt_closed: RttBuckets,
+}
+
+impl CgroupTotals {
+    /// Adds `other`'s counts.
+    pub(crate) fn add(&mut self, other: &CgroupTotals) {
+        self.counters.add(&other.counters);
+        self.rtt_closed.add(&other.rtt_closed);
+    }
 }
 
 /// TCP connections that failed, by reason and role (cumulative). The connect failures
@@ -427,8 +462,8 @@ impl Store {
             self.touched.insert(flow.cgroup_id);
             let cg = self.cgroups.entry(flow.cgroup_id).or_default();
             match role {
-                Role::Client => cg.new_client += 1,
-                Role::Server => cg.new_server += 1,
+                Role::Client => cg.counters.new_client += 1,
+                Role::Server => cg.counters.new_server += 1,
             }
         }
         let slot = self.flows.len() as u32;
@@ -501,9 +536,9 @@ impl Store {
             .add(flow.protocol, flow.bytes_sent, flow.bytes_rcvd);
         self.touched.insert(flow.cgroup_id);
         let cg = self.cgroups.entry(flow.cgroup_id).or_default();
-        cg.bytes_sent += flow.bytes_sent;
-        cg.bytes_rcvd += flow.bytes_rcvd;
-        cg.retrans += u64::from(flow.retrans);
+        cg.counters.bytes_sent += flow.bytes_sent;
+        cg.counters.bytes_rcvd += flow.bytes_rcvd;
+        cg.counters.retrans += u64::from(flow.retrans);
         if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
             match flow.role {
                 Role::Client => cg.rtt_closed.client.record(flow.srtt_us),
@@ -631,10 +666,9 @@ impl FlowTable {
             .unwrap_or_default()
     }
 
-    /// The cumulative counters of a cgroup, when it has any (no copy: aggregation reads them
-    /// for every cgroup of every container at every gather).
-    pub(crate) fn cgroup_totals_ref(&self, cgroup_id: u64) -> Option<&CgroupTotals> {
-        self.store.cgroups.get(&cgroup_id)
+    /// Every cgroup's cumulative counters, in the map's order (a sequential read).
+    pub(crate) fn cgroup_totals_iter(&self) -> impl Iterator<Item = (u64, &CgroupTotals)> {
+        self.store.cgroups.iter().map(|(id, t)| (*id, t))
     }
 
     /// Takes the cumulative counters of `cgroup_id` out of the table (a container keeps them
@@ -666,7 +700,7 @@ impl FlowTable {
     /// Counts `drops` dropped by the listening sockets of `cgroup_id` (see [`ListenDrops`]).
     pub fn add_listen_drops(&mut self, cgroup_id: u64, drops: u64) {
         let totals = self.store.cgroups.entry(cgroup_id).or_default();
-        totals.failures.dropped_as_server += drops;
+        totals.counters.failures.dropped_as_server += drops;
         self.store.touched.insert(cgroup_id);
     }
 
@@ -700,11 +734,12 @@ impl FlowTable {
         self.store.peers.backend_queries(&self.store.flows, scope)
     }
 
-    /// The peer series with this gather's values (after [`assign_peers`](Self::assign_peers));
-    /// their interval's RTT samples start over.
-    pub fn peer_values(&mut self) -> Vec<PeerValue> {
-        let store = &mut self.store;
-        store.peers.values(&store.flows)
+    /// Every peer slot's series (None: a free slot) with its ended flows' values, after
+    /// [`assign_peers`](Self::assign_peers): the aggregate adds the active flows (each carries
+    /// its slot, [`Flow::peer_slot`]), into `out` (cleared first). The interval's RTT samples
+    /// start over.
+    pub(crate) fn peer_slots(&mut self, out: &mut Vec<Option<PeerValue>>) {
+        self.store.peers.ended_values(out);
     }
 
     /// Peers (and flows, when the queue of ended flows was full) folded into a cgroup's
@@ -796,11 +831,10 @@ impl FlowTable {
             let role = self.store.infer_role(&event.sock);
             let cgroup_id = event.sock.cgroup_id;
             let totals = self.store.cgroups.entry(cgroup_id).or_default();
-            let before = totals.failures;
-            totals
-                .failures
-                .count(update == Update::ConnectFailed, event.err, role);
-            if totals.failures != before {
+            let failures = &mut totals.counters.failures;
+            let before = *failures;
+            failures.count(update == Update::ConnectFailed, event.err, role);
+            if *failures != before {
                 self.store.touched.insert(cgroup_id);
                 failed = true;
             }

@@ -611,38 +611,23 @@ impl PeerTable {
         }
     }
 
-    /// Every live series with this gather's values (`flows`: the table's active flows); the
-    /// interval's RTT samples start over.
-    pub(crate) fn values(&mut self, flows: &[Flow]) -> Vec<PeerValue> {
-        let mut values: Vec<Option<PeerValue>> = self
-            .entries
-            .iter_mut()
-            .map(|entry| {
-                let (owner, key) = entry.id?;
-                let (rtt_sum_us, rtt_samples) = std::mem::take(&mut entry.ended_rtt);
-                Some(PeerValue {
-                    owner,
-                    key,
-                    active: 0,
-                    totals: entry.totals,
-                    rtt_sum_us,
-                    rtt_samples,
-                })
+    /// Every peer slot's series (None: a free slot) with its ended flows' values: the
+    /// aggregate adds the active flows that carry each slot (`aggregate/peers.rs`), into
+    /// `out` (cleared first). The interval's RTT samples start over.
+    pub(crate) fn ended_values(&mut self, out: &mut Vec<Option<PeerValue>>) {
+        out.clear();
+        out.extend(self.entries.iter_mut().map(|entry| {
+            let (owner, key) = entry.id?;
+            let (rtt_sum_us, rtt_samples) = std::mem::take(&mut entry.ended_rtt);
+            Some(PeerValue {
+                owner,
+                key,
+                active: 0,
+                totals: entry.totals,
+                rtt_sum_us,
+                rtt_samples,
             })
-            .collect();
-        for flow in flows {
-            let Some(Some(v)) = values.get_mut(flow.peer as usize) else {
-                continue;
-            };
-            v.active += 1;
-            v.totals.bytes_sent += flow.bytes_sent;
-            v.totals.bytes_rcvd += flow.bytes_rcvd;
-            if flow.proto == Proto::Tcp && flow.srtt_us > 0 {
-                v.rtt_sum_us += u64::from(flow.srtt_us);
-                v.rtt_samples += 1;
-            }
-        }
-        values.into_iter().flatten().collect()
+        }));
     }
 
     /// Flows and peers folded into an `other` since the last call.
@@ -750,7 +735,7 @@ mod tests {
 
     fn gather(t: &mut FlowTable, now: u64) -> Vec<PeerValue> {
         t.assign_peers(Scope::Series, |_, _, _| None, now);
-        let mut v = t.peer_values();
+        let mut v = crate::aggregate::peer_values(t);
         v.sort_by_key(|v| (v.key.is_none(), v.key));
         v
     }
@@ -944,9 +929,9 @@ mod tests {
             }
         };
         t.assign_peers(scope(false), |_, _, _| None, 1);
-        assert!(t.peer_values().is_empty());
+        assert!(crate::aggregate::peer_values(&mut t).is_empty());
         t.assign_peers(scope(true), |_, _, _| None, 2);
-        let v = t.peer_values();
+        let v = crate::aggregate::peer_values(&mut t);
         assert_eq!(v.len(), 1);
         assert_eq!((v[0].owner, endpoint(&v[0])), (2, "10.1.0.2:80".into()));
     }
@@ -1027,8 +1012,7 @@ mod tests {
             },
             1,
         );
-        let mut v: Vec<(String, String, u64)> = t
-            .peer_values()
+        let mut v: Vec<(String, String, u64)> = crate::aggregate::peer_values(&mut t)
             .iter()
             .map(|v| {
                 let k = v.key.unwrap();
@@ -1069,7 +1053,7 @@ mod tests {
             t.apply(Update::Open, 100 + i as u64, &shared);
         }
         t.assign_peers(owner, |_, _, _| None, 1);
-        let v = t.peer_values();
+        let v = crate::aggregate::peer_values(&mut t);
         let by: Vec<(u64, String, u64)> = {
             let mut by: Vec<_> = v
                 .iter()
@@ -1094,7 +1078,7 @@ mod tests {
             t.apply(Update::Close, 200 + i as u64, &s);
         }
         t.assign_peers(owner, |_, _, _| None, 2);
-        let v = t.peer_values();
+        let v = crate::aggregate::peer_values(&mut t);
         assert_eq!(v.len(), 3, "{v:?}");
         let other = v.iter().find(|v| v.key.is_none()).unwrap();
         assert_eq!(other.totals.connections, 2 + 12);

@@ -439,7 +439,7 @@ fn churning_addresses_get_series_again_once_the_old_ones_expire() {
         }
         if gather % 10 == 5 {
             // What `series_dropped` counts: folds only, not expiries.
-            let folded = crate::metrics::FlowValues::from_table(&t).hosts_folded;
+            let folded = crate::aggregate::FlowValues::from_table(&t).hosts_folded;
             let want = if gather <= TTL + 1 + LIFETIME {
                 t.flows()
                     .filter(|f| Some(f.host_slot()) == t.other_host_slot())
@@ -525,12 +525,12 @@ fn a_pending_connect_is_no_flow_until_established_and_a_failed_one_never_is() {
     t.apply_event(&event(records::EV_CONNECT_FAILED, 110, s));
     t.refresh(std::iter::empty(), 11);
     assert_eq!((t.len(), t.new_flows, t.connect_failed), (0, 0, 1));
-    assert_eq!(t.cgroup_totals(7).failures.timed_out_as_client, 1);
-    assert_eq!(t.cgroup_totals(7).new_client, 0);
+    assert_eq!(t.cgroup_totals(7).counters.failures.timed_out_as_client, 1);
+    assert_eq!(t.cgroup_totals(7).counters.new_client, 0);
     // A pending connect caught at its destruction (its state change missed) is the same.
     t.apply_event(&event(records::EV_CLOSE, 0, s));
     assert_eq!((t.len(), t.new_flows, t.connect_failed), (0, 0, 2));
-    assert_eq!(t.cgroup_totals(7).failures.aborted_as_client, 1);
+    assert_eq!(t.cgroup_totals(7).counters.failures.aborted_as_client, 1);
 }
 
 #[test]
@@ -561,7 +561,7 @@ fn tcp_ends_count_as_failures_by_their_error_and_role() {
         assert!(moved || e.kind == records::EV_CLOSE, "{e:?}");
     }
     assert_eq!(
-        t.cgroup_totals(7).failures,
+        t.cgroup_totals(7).counters.failures,
         Failures {
             refused_as_client: 2,
             timed_out_as_client: 1,
@@ -575,8 +575,8 @@ fn tcp_ends_count_as_failures_by_their_error_and_role() {
     );
     assert_eq!(t.connect_failed, 5);
     // The established ones were flows (new, then ended); the failed connects were not.
-    assert_eq!(t.cgroup_totals(7).new_client, 4);
-    assert_eq!(t.cgroup_totals(7).new_server, 3);
+    assert_eq!(t.cgroup_totals(7).counters.new_client, 4);
+    assert_eq!(t.cgroup_totals(7).counters.new_server, 3);
 }
 
 #[test]
@@ -589,12 +589,15 @@ fn an_adopted_sockets_close_counts_only_when_the_table_seeded_it() {
     assert_eq!((t.len(), t.new_flows), (1, 0));
     t.apply_event(&event(records::EV_CLOSE, 104, s));
     assert_eq!(t.len(), 0);
-    assert_eq!(t.cgroup_totals(7).failures.reset_as_server, 1);
+    assert_eq!(t.cgroup_totals(7).counters.failures.reset_as_server, 1);
     let before = t.cgroup_totals(7);
     // Taken for closed and removed at start-up while its close was in flight: nothing counts.
     t.apply_event(&event(records::EV_CLOSE, 104, s));
     assert_eq!((t.len(), t.new_flows), (0, 0));
-    assert_eq!(t.cgroup_totals(7).failures, before.failures);
+    assert_eq!(
+        t.cgroup_totals(7).counters.failures,
+        before.counters.failures
+    );
     // Any other close the table does not know counts as a flow that opened and closed.
     s.flags = 0;
     t.apply_event(&event(records::EV_CLOSE, 0, s));

@@ -12,11 +12,19 @@
 //! under a condition these gathers miss fails the test).
 
 use super::*;
+use crate::aggregate::hosts::HostValues;
+use crate::aggregate::workloads::{
+    ContainerSeries, PeerSeries, PodSeries, RoleStats, WorkloadStats,
+};
 use crate::container::{ContainerInfo, QosClass, Runtime};
+use crate::flows::Counters;
 use crate::flows::{Failures, PeerKey, PeerTotals, Proto, Role};
 use crate::lineproto::{parse_lines, FieldValue};
-use crate::workloads::{ContainerSeries, PeerSeries, PodSeries, RoleStats, WorkloadStats};
-use std::{collections::BTreeSet, net::Ipv6Addr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv6Addr,
+    sync::Arc,
+};
 
 const DOC: &str = include_str!("../../../../docs/metrics.md");
 const SOURCE: &str = include_str!("../metrics.rs");
@@ -248,22 +256,24 @@ fn stats(n: u64) -> WorkloadStats {
     WorkloadStats {
         client: role(3 * n),
         server: role(n),
-        bytes_sent: 100 * n,
-        bytes_rcvd: 200 * n,
-        new_client: 4 * n,
-        new_server: n,
-        retrans: n,
-        rtt: rtt_distribution(n).into(),
-        failures: Failures {
-            refused_as_client: 2 * n,
-            timed_out_as_client: n,
-            timed_out_as_server: 0,
-            unreachable_as_client: n,
-            aborted_as_client: 0,
-            reset_as_client: n,
-            reset_as_server: 3 * n,
-            dropped_as_server: 5 * n,
+        counters: Counters {
+            bytes_sent: 100 * n,
+            bytes_rcvd: 200 * n,
+            new_client: 4 * n,
+            new_server: n,
+            retrans: n,
+            failures: Failures {
+                refused_as_client: 2 * n,
+                timed_out_as_client: n,
+                timed_out_as_server: 0,
+                unreachable_as_client: n,
+                aborted_as_client: 0,
+                reset_as_client: n,
+                reset_as_server: 3 * n,
+                dropped_as_server: 5 * n,
+            },
         },
+        rtt: rtt_distribution(n).into(),
     }
 }
 

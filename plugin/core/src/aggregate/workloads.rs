@@ -1,13 +1,15 @@
-//! Per-container and per-pod values from the flow table: the seed's `container:*` / `pod:*`
-//! series and their extensions (docs/metrics.md). Pure: the caller resolves cgroup ids to
-//! containers and passes the time; this module keeps only which series are alive (the
-//! `series_ttl_secs` rule), the `max_containers` fold and each container's peer owner (`scope`,
-//! for `flows/peers.rs`).
+//! Per-container and per-pod values: the seed's `container:*` / `pod:*` series and their
+//! extensions (docs/metrics.md), from the active flows' sums per cgroup ([`ActiveByCgroup`],
+//! the cgroups' sink of the first pass) and the table's cumulative totals per cgroup. Pure: the
+//! caller resolves cgroup ids to containers and passes the time; this module keeps only which
+//! series are alive (the `series_ttl_secs` rule), the `max_containers` fold and each
+//! container's peer owner (`scope`, for `flows/peers.rs`).
 #![forbid(unsafe_code)]
 
+use super::FlowSink;
 use crate::container::ContainerInfo;
 use crate::flows::{
-    CgroupTotals, Failures, Flow, FlowTable, PeerKey, PeerTotals, PeerValue, Proto, Role, Scope,
+    CgroupTotals, Counters, Flow, FlowTable, PeerKey, PeerTotals, Proto, Role, Scope,
 };
 use crate::hash::FastMap;
 use crate::rtt::{RttBuckets, RttDistribution, RttSlot};
@@ -62,21 +64,12 @@ pub struct WorkloadStats {
     pub client: RoleStats,
     /// Active flows as server.
     pub server: RoleStats,
-    /// Bytes sent (counter).
-    pub bytes_sent: u64,
-    /// Bytes received (counter).
-    pub bytes_rcvd: u64,
-    /// Flows started as client (counter).
-    pub(crate) new_client: u64,
-    /// Flows started as server (counter).
-    pub(crate) new_server: u64,
-    /// TCP retransmissions (counter).
-    pub retrans: u64,
+    /// Bytes, flows started, retransmissions and failures (counters). In [`CgroupActive`],
+    /// the active flows' bytes and retransmissions only.
+    pub(crate) counters: Counters,
     /// The srtt distribution of its TCP flows, per role (see [`RttDistribution`]). In
     /// [`CgroupActive`], only `interval`: the active flows' samples of this gather.
     pub rtt: RttSlot,
-    /// TCP connections that failed, by reason and role (counters).
-    pub failures: Failures,
 }
 
 impl WorkloadStats {
@@ -84,12 +77,7 @@ impl WorkloadStats {
         self.rtt.add(&other.rtt);
         self.client.add(&other.client);
         self.server.add(&other.server);
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_rcvd += other.bytes_rcvd;
-        self.new_client += other.new_client;
-        self.new_server += other.new_server;
-        self.retrans += other.retrans;
-        self.failures.add(&other.failures);
+        self.counters.add(&other.counters);
     }
 }
 
@@ -157,185 +145,6 @@ impl PeerSeries {
     }
 }
 
-/// The peer series of the containers written under their own name (`containers`), in their
-/// order, from the table's peer values (one set per container: `tracker`'s owners), each
-/// client peer (and DNAT backend) named by the container serving its endpoint on this node,
-/// when exactly one does.
-pub fn peer_series<S: BuildHasher>(
-    table: &FlowTable,
-    values: Vec<PeerValue>,
-    resolved: &HashMap<u64, Arc<ContainerInfo>, S>,
-    tracker: &WorkloadTracker,
-    containers: &[ContainerSeries],
-) -> Vec<PeerSeries> {
-    // Containers by a small index (one string hash per cgroup and container here, none per
-    // series below): their info, and their rank among the named series (NONE: folded into
-    // `other`).
-    const NONE: u32 = u32::MAX;
-    // An endpoint no server flow was met at yet.
-    const UNSERVED: u32 = u32::MAX - 1;
-    let rank: FastMap<&str, u32> = containers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| Some((c.info.as_ref()?.id.as_str(), i as u32)))
-        .collect();
-    let mut ids: FastMap<&str, u32> = FastMap::default();
-    let mut infos: Vec<(&Arc<ContainerInfo>, u32)> = Vec::new();
-    let mut of_cgroup: FastMap<u64, u32> = FastMap::default();
-    let mut of_owner: FastMap<u64, u32> = FastMap::default();
-    let all = resolved
-        .iter()
-        .filter(|(_, info)| !info.is_sandbox)
-        .map(|(cgroup_id, info)| (Some(*cgroup_id), None, info))
-        .chain(
-            tracker
-                .tracked
-                .values()
-                .map(|t| (None, Some(t.owner), &t.info)),
-        );
-    for (cgroup_id, owner, info) in all {
-        let ix = *ids.entry(info.id.as_str()).or_insert_with(|| {
-            let r = rank.get(info.id.as_str()).copied().unwrap_or(NONE);
-            infos.push((info, r));
-            (infos.len() - 1) as u32
-        });
-        if let Some(cgroup_id) = cgroup_id {
-            of_cgroup.insert(cgroup_id, ix);
-        }
-        if let Some(owner) = owner {
-            of_owner.insert(owner, ix);
-        }
-    }
-    // The endpoints a named container's client peers (or their DNAT backends) are at: which
-    // container serves each, from the server flows at them (an endpoint two containers serve,
-    // in two namespaces, names neither). Only these are looked up, in a map as small as the
-    // peers asking.
-    let mut servers: FastMap<std::net::SocketAddr, u32> = FastMap::default();
-    for v in &values {
-        let Some(key) = v.key else { continue };
-        if of_owner
-            .get(&v.owner)
-            .is_none_or(|&ix| infos[ix as usize].1 == NONE)
-        {
-            continue;
-        }
-        let remote = key.remote.map(|ip| std::net::SocketAddr::new(ip, key.port));
-        for endpoint in remote.into_iter().chain(key.backend) {
-            servers.insert(endpoint, UNSERVED);
-        }
-    }
-    if !servers.is_empty() {
-        for flow in table.flows() {
-            if flow.role != Role::Server || flow.local.ip().is_unspecified() {
-                continue;
-            }
-            let Some(known) = servers.get_mut(&flow.local) else {
-                continue;
-            };
-            let Some(&ix) = of_cgroup.get(&flow.cgroup_id) else {
-                continue;
-            };
-            *known = match *known {
-                UNSERVED => ix,
-                k if k == ix => ix,
-                _ => NONE,
-            };
-        }
-    }
-    let serving = |endpoint: Option<std::net::SocketAddr>| {
-        let ix = *servers.get(&endpoint?)?;
-        infos.get(ix as usize).map(|(info, _)| Arc::clone(info))
-    };
-    let series: Vec<(u32, PeerSeries)> = values
-        .into_iter()
-        .filter_map(|v| {
-            let (container, rank) = infos[*of_owner.get(&v.owner)? as usize];
-            if rank == NONE {
-                return None;
-            }
-            let (peer, backend) = match v.key {
-                Some(key) => (
-                    serving(key.remote.map(|ip| std::net::SocketAddr::new(ip, key.port))),
-                    serving(key.backend),
-                ),
-                None => (None, None),
-            };
-            Some((
-                rank,
-                PeerSeries {
-                    container: Arc::clone(container),
-                    key: v.key,
-                    peer,
-                    backend,
-                    active: v.active,
-                    totals: v.totals,
-                    rtt_sum_us: v.rtt_sum_us,
-                    rtt_samples: v.rtt_samples,
-                },
-            ))
-        })
-        .collect();
-    // In the containers' order (one sort of plain words: the series themselves are large),
-    // then each container's few by peer (`other`, None, sorts first: moved last). A
-    // container's series are one per peer already: all its cgroups' flows count in them.
-    let mut order: Vec<u64> = series
-        .iter()
-        .enumerate()
-        .map(|(i, (rank, _))| u64::from(*rank) << 32 | i as u64)
-        .collect();
-    order.sort_unstable();
-    let by_peer = |i: &u64| {
-        let key = series[(*i & 0xffff_ffff) as usize].1.key;
-        (key.is_none(), key)
-    };
-    for run in order.chunk_by_mut(|a, b| a >> 32 == b >> 32) {
-        run.sort_unstable_by_key(by_peer);
-    }
-    let mut slots: Vec<Option<PeerSeries>> = series.into_iter().map(|(_, s)| Some(s)).collect();
-    order
-        .into_iter()
-        .map(|i| {
-            slots[(i & 0xffff_ffff) as usize]
-                .take()
-                .expect("each series once")
-        })
-        .collect()
-}
-
-/// The counters of a container or pod series but its RTT buckets: what a pod or `other` keeps
-/// of a container whose series ended while theirs goes on.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Counters {
-    bytes_sent: u64,
-    bytes_rcvd: u64,
-    new_client: u64,
-    new_server: u64,
-    retrans: u64,
-    failures: Failures,
-}
-
-impl Counters {
-    fn of(stats: &WorkloadStats) -> Counters {
-        Counters {
-            bytes_sent: stats.bytes_sent,
-            bytes_rcvd: stats.bytes_rcvd,
-            new_client: stats.new_client,
-            new_server: stats.new_server,
-            retrans: stats.retrans,
-            failures: stats.failures,
-        }
-    }
-
-    fn add(&mut self, other: &Counters) {
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_rcvd += other.bytes_rcvd;
-        self.new_client += other.new_client;
-        self.new_server += other.new_server;
-        self.retrans += other.retrans;
-        self.failures.add(&other.failures);
-    }
-}
-
 /// What a pod or `other` series keeps of the containers whose series ended while it lives.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Retired {
@@ -352,28 +161,11 @@ impl Retired {
 
     /// Adds these counters to a series' values (its RTT buckets' counters only).
     fn add_to(&self, stats: &mut WorkloadStats) {
-        let c = &self.counters;
-        stats.bytes_sent += c.bytes_sent;
-        stats.bytes_rcvd += c.bytes_rcvd;
-        stats.new_client += c.new_client;
-        stats.new_server += c.new_server;
-        stats.retrans += c.retrans;
-        stats.failures.add(&c.failures);
+        stats.counters.add(&self.counters);
         if self.rtt != RttBuckets::default() {
             stats.rtt.get_mut().cumulative.add(&self.rtt);
         }
     }
-}
-
-/// Adds a cgroup's cumulative counters to `into`.
-fn add_totals(into: &mut CgroupTotals, from: &CgroupTotals) {
-    into.bytes_sent += from.bytes_sent;
-    into.bytes_rcvd += from.bytes_rcvd;
-    into.retrans += from.retrans;
-    into.new_client += from.new_client;
-    into.new_server += from.new_server;
-    into.rtt_closed.add(&from.rtt_closed);
-    into.failures.add(&from.failures);
 }
 
 /// Where a container's series is written, from its first gather to its end.
@@ -423,6 +215,8 @@ pub struct WorkloadTracker {
     /// The same for `pod=other` and `container=other`.
     pod_other_retired: Retired,
     other_retired: Retired,
+    /// Each tracked cgroup's container, by its index in one `update` (kept for its capacity).
+    of_cgroup: FastMap<u64, u32>,
 }
 
 /// The short id of a series' container (None for `other`).
@@ -445,6 +239,7 @@ impl WorkloadTracker {
             pods_retired: HashMap::new(),
             pod_other_retired: Retired::default(),
             other_retired: Retired::default(),
+            of_cgroup: FastMap::default(),
         }
     }
 
@@ -464,6 +259,11 @@ impl WorkloadTracker {
         self.tracked
             .values()
             .flat_map(|t| t.cgroups.iter().copied())
+    }
+
+    /// Each container with series: its peer series' owner and its container.
+    pub(crate) fn owners(&self) -> impl Iterator<Item = (u64, &Arc<ContainerInfo>)> {
+        self.tracked.values().map(|t| (t.owner, &t.info))
     }
 
     /// The peer scope of a cgroup of container `info` (after [`update`](Self::update)): its
@@ -559,44 +359,49 @@ impl WorkloadTracker {
         });
         // Every tracked container: active values plus its cgroups' cumulative counters. A
         // cgroup without active flows leaves its list (the last one stays), its counters kept
-        // as the container's own.
-        let mut all: Vec<(&mut Tracked, WorkloadStats)> = self
-            .tracked
-            .values_mut()
-            .map(|t| {
-                let mut stats = WorkloadStats::default();
-                let Tracked {
-                    cgroups, retained, ..
-                } = &mut *t;
-                let last = cgroups.last().copied();
-                let idle = cgroups.iter().all(|cg| !active.contains_key(cg));
-                cgroups.retain(|cg| {
-                    let keep = active.contains_key(cg) || (idle && Some(*cg) == last);
-                    if !keep {
-                        add_totals(retained, &table.take_cgroup_totals(*cg));
-                    }
-                    keep
-                });
-                let mut totals = *retained;
-                for cg in cgroups.iter() {
-                    if let Some(a) = active.get(cg) {
-                        stats.add(&a.stats);
-                    }
-                    if let Some(t) = table.cgroup_totals_ref(*cg) {
-                        add_totals(&mut totals, t);
-                    }
+        // as the container's own. The cgroups' values are then read in their own order (the
+        // active sums' dense vector, the table's map of totals) and each added to its
+        // container's (a cgroup is one container's): sequential reads, where a lookup per
+        // cgroup of each container was a cache miss each.
+        let of_cgroup = &mut self.of_cgroup;
+        of_cgroup.clear();
+        let mut totals: Vec<CgroupTotals> = Vec::with_capacity(self.tracked.len());
+        let mut all: Vec<(&mut Tracked, WorkloadStats)> = Vec::with_capacity(self.tracked.len());
+        for t in self.tracked.values_mut() {
+            let Tracked {
+                cgroups, retained, ..
+            } = &mut *t;
+            let last = cgroups.last().copied();
+            let idle = cgroups.iter().all(|cg| !active.contains_key(cg));
+            cgroups.retain(|cg| {
+                let keep = active.contains_key(cg) || (idle && Some(*cg) == last);
+                if !keep {
+                    retained.add(&table.take_cgroup_totals(*cg));
                 }
-                stats.bytes_sent += totals.bytes_sent;
-                stats.bytes_rcvd += totals.bytes_rcvd;
-                stats.retrans += totals.retrans;
-                stats.new_client += totals.new_client;
-                stats.new_server += totals.new_server;
-                stats.failures.add(&totals.failures);
-                rtt_interval(t, &mut stats, totals.rtt_closed);
-                t.last = Counters::of(&stats);
-                (t, stats)
-            })
-            .collect();
+                keep
+            });
+            let ix = all.len() as u32;
+            for cg in cgroups.iter() {
+                of_cgroup.insert(*cg, ix);
+            }
+            totals.push(*retained);
+            all.push((t, WorkloadStats::default()));
+        }
+        for (cg, a) in active.iter() {
+            if let Some(&ix) = of_cgroup.get(cg) {
+                all[ix as usize].1.add(&a.stats);
+            }
+        }
+        for (cg, t) in table.cgroup_totals_iter() {
+            if let Some(&ix) = of_cgroup.get(&cg) {
+                totals[ix as usize].add(t);
+            }
+        }
+        for ((t, stats), totals) in all.iter_mut().zip(&totals) {
+            stats.counters.add(&totals.counters);
+            rtt_interval(t, stats, totals.rtt_closed);
+            t.last = stats.counters;
+        }
         // Containers whose series begins take the free named places, the busiest first (then
         // the smaller id, for stable output); the rest are counted in `other` until their
         // series ends. A place is never taken back: a series sums the same flows all its life.
@@ -759,40 +564,111 @@ pub struct CgroupActive {
     pub stats: WorkloadStats,
 }
 
-/// [`CgroupActive`] per cgroup id.
-pub type ActiveByCgroup = FastMap<u64, CgroupActive>;
+/// [`CgroupActive`] per cgroup id: the cgroups' sink of the first pass. Dense: the entries in a
+/// vector, an index beside it, reused from gather to gather.
+#[derive(Debug, Default)]
+pub struct ActiveByCgroup {
+    /// Cgroup id -> its entry in `entries`.
+    index: FastMap<u64, u32>,
+    entries: Vec<(u64, CgroupActive)>,
+}
+
+impl ActiveByCgroup {
+    /// The cgroups with active flows.
+    pub fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.entries.iter().map(|(id, _)| id)
+    }
+
+    /// The sums of a cgroup with active flows.
+    pub fn get(&self, cgroup_id: &u64) -> Option<&CgroupActive> {
+        let i = *self.index.get(cgroup_id)?;
+        Some(&self.entries[i as usize].1)
+    }
+
+    /// Each cgroup with active flows and its sums, in a dense vector's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &CgroupActive)> {
+        self.entries.iter().map(|(id, a)| (id, a))
+    }
+
+    /// Whether a cgroup has active flows.
+    pub fn contains_key(&self, cgroup_id: &u64) -> bool {
+        self.index.contains_key(cgroup_id)
+    }
+
+    /// Cgroups with active flows.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no cgroup has active flows.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A sink summing a sweep's flows into these entries, reset first (in place: no map slot
+    /// nor RTT distribution freed and made again at every gather). [`CgroupSums::finish`] after
+    /// the sweep.
+    pub(crate) fn sums(&mut self) -> CgroupSums<'_> {
+        for (_, a) in &mut self.entries {
+            a.reset();
+        }
+        CgroupSums {
+            out: self,
+            last: (0, NO_ENTRY),
+        }
+    }
+}
+
+/// [`CgroupSums::last`] before the first flow.
+const NO_ENTRY: usize = usize::MAX;
+
+/// The cgroups' sink: one lookup per run of flows of one cgroup (the table keeps a cgroup's
+/// flows together more often than not).
+pub(crate) struct CgroupSums<'a> {
+    out: &'a mut ActiveByCgroup,
+    /// The last flow's cgroup and its entry.
+    last: (u64, usize),
+}
+
+impl FlowSink for CgroupSums<'_> {
+    #[inline]
+    fn add(&mut self, flow: &Flow) {
+        if self.last.1 == NO_ENTRY || flow.cgroup_id != self.last.0 {
+            let out = &mut *self.out;
+            let next = out.entries.len() as u32;
+            let i = *out.index.entry(flow.cgroup_id).or_insert(next);
+            if i == next {
+                out.entries.push((flow.cgroup_id, CgroupActive::default()));
+            }
+            self.last = (flow.cgroup_id, i as usize);
+        }
+        self.out.entries[self.last.1].1.add_flow(flow);
+    }
+}
+
+impl CgroupSums<'_> {
+    /// After the sweep: exactly the cgroups with active flows remain; a cgroup without an RTT
+    /// sample has no distribution.
+    pub(crate) fn finish(self) {
+        let out = self.out;
+        out.entries
+            .retain(|(_, a)| a.stats.client.flows + a.stats.server.flows > 0);
+        out.index.clear();
+        for (i, (id, a)) in out.entries.iter_mut().enumerate() {
+            out.index.insert(*id, i as u32);
+            if a.stats.client.rtt_samples + a.stats.server.rtt_samples == 0 {
+                a.stats.rtt = RttSlot::default();
+            }
+        }
+    }
+}
 
 /// Sums the table's active flows per cgroup into `out`: afterwards it holds exactly the cgroups
-/// with active flows. Its entries are reset in place rather than dropped, so that a caller
-/// that reuses it allocates nothing in the steady state (neither map slots nor RTT
-/// distributions). One hash lookup per run of flows of one cgroup: everything after this
-/// works per cgroup.
+/// with active flows (the gather takes them from [`super::first_pass`], with the hosts').
 pub fn active_by_cgroup(table: &FlowTable, out: &mut ActiveByCgroup) {
-    for a in out.values_mut() {
-        a.reset();
-    }
-    let mut flows = table.flows();
-    let Some(first) = flows.next() else {
-        out.clear();
-        return;
-    };
-    let mut cgroup_id = first.cgroup_id;
-    let mut a = out.entry(cgroup_id).or_default();
-    a.add_flow(first);
-    for flow in flows {
-        if flow.cgroup_id != cgroup_id {
-            cgroup_id = flow.cgroup_id;
-            a = out.entry(cgroup_id).or_default();
-        }
-        a.add_flow(flow);
-    }
-    // Cgroups without flows now leave; a cgroup without an RTT sample has no distribution.
-    out.retain(|_, a| a.stats.client.flows + a.stats.server.flows > 0);
-    for a in out.values_mut() {
-        if a.stats.client.rtt_samples + a.stats.server.rtt_samples == 0 {
-            a.stats.rtt = RttSlot::default();
-        }
-    }
+    let mut sums = out.sums();
+    super::sweep(table, &mut sums);
+    sums.finish();
 }
 
 impl CgroupActive {
@@ -828,17 +704,18 @@ impl CgroupActive {
                 Role::Server => buckets.server.record(flow.srtt_us),
             }
         }
-        stats.bytes_sent += flow.bytes_sent;
-        stats.bytes_rcvd += flow.bytes_rcvd;
-        stats.retrans += u64::from(flow.retrans);
+        stats.counters.bytes_sent += flow.bytes_sent;
+        stats.counters.bytes_rcvd += flow.bytes_rcvd;
+        stats.counters.retrans += u64::from(flow.retrans);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::peer_series;
     use crate::container::Runtime;
-    use crate::flows::{tests::sock, Limits, Update};
+    use crate::flows::{tests::sock, Failures, Limits, Update};
     use crate::records::{ROLE_CLIENT, ROLE_SERVER};
     use std::collections::BTreeMap;
 
@@ -943,7 +820,7 @@ mod tests {
             Some(3.25),
             "(1+2+3+7)/4, not (2+7)/2"
         );
-        assert_eq!(pod.stats.bytes_sent, 50);
+        assert_eq!(pod.stats.counters.bytes_sent, 50);
     }
 
     #[test]
@@ -971,7 +848,11 @@ mod tests {
         );
         let stats = &v.containers[0].stats;
         assert_eq!(
-            (stats.client.flows, stats.bytes_sent, stats.new_client),
+            (
+                stats.client.flows,
+                stats.counters.bytes_sent,
+                stats.counters.new_client
+            ),
             (0, 99, 1)
         );
         let v = gather(
@@ -1151,7 +1032,7 @@ mod tests {
             1,
         );
         t.assign_peers(|cg| w.scope(&resolved[&cg]), |_, _, _| None, 1);
-        let v = t.peer_values();
+        let v = crate::aggregate::peer_values(&mut t);
         let peers = peer_series(&t, v, &resolved, &w, &values.containers);
         let of_a: Vec<(String, u64, u64, Option<&str>)> = peers
             .iter()
@@ -1171,7 +1052,7 @@ mod tests {
         );
         // Only containers written under their own name get peers.
         let named = &values.containers[..1];
-        let v = t.peer_values();
+        let v = crate::aggregate::peer_values(&mut t);
         let peers = peer_series(&t, v, &resolved, &w, named);
         assert!(peers
             .iter()
@@ -1229,7 +1110,7 @@ mod tests {
             |_, _, _| None,
             now_ns,
         );
-        let peers = t.peer_values();
+        let peers = crate::aggregate::peer_values(t);
         v.peers = peer_series(t, peers, resolved, w, &v.containers);
         v.series_dropped += t.take_peers_folded();
         let keep: HashSet<u64> = w.cgroups().collect();
@@ -1252,13 +1133,13 @@ mod tests {
 
     fn workload_counters(s: &WorkloadStats) -> Vec<u64> {
         let mut c = vec![
-            s.bytes_sent,
-            s.bytes_rcvd,
-            s.new_client,
-            s.new_server,
-            s.retrans,
+            s.counters.bytes_sent,
+            s.counters.bytes_rcvd,
+            s.counters.new_client,
+            s.counters.new_server,
+            s.counters.retrans,
         ];
-        c.extend(failures(&s.failures));
+        c.extend(failures(&s.counters.failures));
         let rtt = s.rtt.get().cumulative;
         c.extend(rtt.client.0);
         c.extend(rtt.server.0);
@@ -1318,7 +1199,7 @@ mod tests {
         v.pods
             .iter()
             .find(|p| p.name == pod)
-            .map(|p| p.stats.bytes_sent)
+            .map(|p| p.stats.counters.bytes_sent)
     }
 
     #[test]
@@ -1353,7 +1234,11 @@ mod tests {
                 "second {sec}"
             );
             let pod = &v.pods[0].stats;
-            assert_eq!((pod.new_client, pod.client.flows), (4, 1), "second {sec}");
+            assert_eq!(
+                (pod.counters.new_client, pod.client.flows),
+                (4, 1),
+                "second {sec}"
+            );
         }
         // The app's series ends too: the pod's, and what it kept, go with it.
         client(&mut t, Update::Close, 1, 11, "10.0.0.9:80", 100);
@@ -1459,7 +1344,10 @@ mod tests {
         let v = full_gather(&mut w, &mut t, &resolved, 7 * SEC);
         m.check(&v);
         let other = &v.containers[1].stats;
-        assert_eq!((other.client.flows, other.bytes_sent), (0, 7 * 2000));
+        assert_eq!(
+            (other.client.flows, other.counters.bytes_sent),
+            (0, 7 * 2000)
+        );
         m.check(&full_gather(&mut w, &mut t, &resolved, 8 * SEC));
         let v = full_gather(&mut w, &mut t, &resolved, 10 * SEC);
         m.check(&v);
@@ -1470,7 +1358,7 @@ mod tests {
         let v = full_gather(&mut w, &mut t, &resolved, 11 * SEC);
         m.check(&v);
         assert_eq!(names(&v), ["z", "other"]);
-        assert_eq!(v.containers[1].stats.bytes_sent, 3);
+        assert_eq!(v.containers[1].stats.counters.bytes_sent, 3);
     }
 
     #[test]
@@ -1615,7 +1503,10 @@ mod tests {
         }
         let c = &full_gather(&mut w, &mut t, &resolved, 6 * SEC).containers[0].stats;
         // 9 flows of 2000 each way ended, 3 of 5 live; 9 + 3 connections.
-        assert_eq!((c.bytes_sent, c.new_client), (9 * 2000 + 3 * 5, 12));
-        assert_eq!(c.retrans, 9 * 20);
+        assert_eq!(
+            (c.counters.bytes_sent, c.counters.new_client),
+            (9 * 2000 + 3 * 5, 12)
+        );
+        assert_eq!(c.counters.retrans, 9 * 20);
     }
 }
